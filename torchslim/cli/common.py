@@ -1,0 +1,74 @@
+"""Pieces every CLI verb shares: data/model flags, shape parsing, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ..errors import UserError
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"3x32x32"`` -> ``(3, 32, 32)``."""
+    try:
+        shape = tuple(int(part) for part in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise UserError(f"--input must look like CxHxW with positive sizes, e.g. 3x32x32 (got {text!r})")
+    return shape
+
+
+def add_data_args(parser, required: bool = True) -> None:
+    parser.add_argument("--data", required=required, metavar="NAME[:DIR]",
+                        help="data set name (fashion-mnist-32, cifar10:DIR, folder:DIR, digits, ...)")
+    parser.add_argument("--subset", type=int, default=None, metavar="N",
+                        help="use a deterministic N-sample subset (quick runs)")
+    parser.add_argument("--holdout", type=int, default=0, metavar="K",
+                        help="reserve K training samples as a held-out calibration/validation split")
+
+
+def add_json_arg(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+
+
+def load_data(args, split: str):
+    from ..data import load_dataset, parse_data_arg
+
+    name, root = parse_data_arg(args.data)
+    return load_dataset(name, split=split, root=root, holdout=args.holdout, subset=args.subset)
+
+
+def check_out_path(path: str) -> None:
+    """Fail before any work if ``path`` cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"--out {path} is a directory; give a file name such as model.safetensors")
+    if os.path.exists(folder) and not os.access(folder, os.W_OK):
+        raise UserError(f"cannot write to {folder}")
+
+
+def emit(args, payload: dict, text: str = "") -> None:
+    """Print the human-readable text, then (with --json) one JSON line last."""
+    if text:
+        print(text)
+    if getattr(args, "json", False):
+        sys.stdout.flush()
+        print(json.dumps(payload, sort_keys=True))
+
+
+def check_input_fits(model, input_shape, model_name: str, data_name: str = "") -> None:
+    """A dry run, so a shape mismatch is a one-line error rather than a traceback."""
+    import torch
+
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    except RuntimeError as exc:
+        source = f" from {data_name}" if data_name else ""
+        hint = "; CIFAR-shaped nets need 32x32 input, e.g. --data fashion-mnist-32" if input_shape[-1] < 32 else ""
+        first = str(exc).splitlines()[0][:160]
+        raise UserError(f"model {model_name} cannot take input {'x'.join(map(str, input_shape))}{source} "
+                        f"({first}){hint}") from None

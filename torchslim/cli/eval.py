@@ -1,0 +1,34 @@
+"""``torchslim eval``: top-1 / top-5 of a saved model on a data set."""
+
+from __future__ import annotations
+
+from ..errors import UserError
+from .common import add_data_args, add_json_arg, emit, load_data
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("eval", help="evaluate a saved model")
+    parser.add_argument("file", help="a model saved by torchslim")
+    add_data_args(parser)
+    parser.add_argument("--split", default="test", choices=["train", "holdout", "test"])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    add_json_arg(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from .. import load
+    from ..train import evaluate, resolve_device
+
+    model = load(args.file)
+    dataset = load_data(args, args.split)
+    expected = tuple(getattr(model, "input_shape", ()) or ())
+    if expected and tuple(dataset.input_shape) != expected:
+        raise UserError(f"{args.file} expects input {'x'.join(map(str, expected))} but {args.data} gives "
+                        f"{'x'.join(map(str, dataset.input_shape))}")
+    device = resolve_device(args.device)
+    metrics = evaluate(model.to(device), dataset, batch_size=args.batch_size, device=device, progress=not args.json)
+    emit(args, metrics, f"{args.file} on {args.data} ({args.split}, {metrics['n']} images): "
+                        f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}, loss {metrics['loss']:.4f}")
+    return 0

@@ -1,0 +1,72 @@
+"""``torchslim train``: train a zoo model on a data set and save it."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .common import add_data_args, add_json_arg, check_input_fits, check_out_path, emit, load_data
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("train", help="train a zoo model and save it")
+    parser.add_argument("--model", required=True, help="zoo model name (see `torchslim profile --list`)")
+    parser.add_argument("--width-mult", type=float, default=1.0)
+    add_data_args(parser)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--optimizer", default="sgd", help="sgd or adam")
+    parser.add_argument("--schedule", default="onecycle", help="onecycle, cosine, step or constant")
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--out", required=True, help="where to save the trained model")
+    add_json_arg(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from .. import models, save
+    from ..profile import count_macs, count_params
+    from ..train import TrainConfig, evaluate, fit, init_from_env
+    from ..train.distributed import barrier
+
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        schedule=args.schedule, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+        augment=not args.no_augment, seed=args.seed, device=args.device,
+    )
+    check_out_path(args.out)
+    train_set = load_data(args, "train")
+    test_set = load_data(args, "test")
+    channels, height, width = train_set.input_shape
+    model = models.create(args.model, num_classes=train_set.num_classes, in_channels=channels,
+                          width_mult=args.width_mult, input_size=(height, width))
+    check_input_fits(model, train_set.input_shape, args.model, args.data)
+    dist_info = init_from_env(args.device)
+    checkpoint = args.out + ".ckpt"
+    began = time.perf_counter()
+    history = fit(model, train_set, config, checkpoint_path=checkpoint, progress=not args.json)
+    seconds = time.perf_counter() - began
+    if not dist_info.is_main:
+        barrier()
+        return 0
+    metrics = evaluate(model, test_set, device=config.device)
+    save(model, args.out, data=args.data, train=config.to_dict(), top1=metrics["top1"],
+         input_shape=train_set.input_shape, num_classes=train_set.num_classes)
+    if os.path.exists(checkpoint):
+        os.remove(checkpoint)
+    barrier()
+    result = {
+        "top1": metrics["top1"], "top5": metrics["top5"], "loss": metrics["loss"],
+        "params": count_params(model), "macs": count_macs(model.cpu(), train_set.input_shape),
+        "epochs": config.epochs, "train_seconds": round(seconds, 2), "world_size": dist_info.world_size,
+        "out": args.out, "history": history["epochs"],
+    }
+    text = (f"{args.model} (width {args.width_mult}) on {args.data}: top-1 {metrics['top1']:.4f}, "
+            f"top-5 {metrics['top5']:.4f} after {config.epochs} epochs in {seconds:.1f} s; saved {args.out}")
+    emit(args, result, text)
+    return 0

@@ -1,0 +1,11 @@
+"""Model zoo: ``create(name)`` builds any registered network.
+
+Importing this package registers every family (LeNet, VGG, ResNet, MobileNetV2,
+ShuffleNetV2, AlexNet).  ``list_models()`` names them and ``model_input_shape(name)`` gives
+the (C, H, W) input each is designed for.
+"""
+
+from . import alexnet, lenet, mobilenet, resnet, shufflenet, vgg  # noqa: F401  (registration)
+from .registry import create, list_models, model_input_shape, register_model
+
+__all__ = ["create", "list_models", "model_input_shape", "register_model"]

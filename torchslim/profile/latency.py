@@ -1,0 +1,78 @@
+"""CPU/GPU latency: median of repeated runs after a warm-up, thread count fixed.
+
+Shared machines drift, so :func:`compare_latency` times several models
+interleaved (a, b, a, b, ...) and reports ratios from the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+
+import torch
+from torch import nn
+
+
+@contextlib.contextmanager
+def num_threads(threads: int | None):
+    """Temporarily fix torch's intra-op thread count."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _time_once(model, x) -> float:
+    _sync(x.device)
+    start = time.perf_counter()
+    model(x)
+    _sync(x.device)
+    return (time.perf_counter() - start) * 1000.0
+
+
+@torch.inference_mode()
+def compare_latency(
+    models: dict, input_shape, batch_size: int = 1, threads: int | None = None, warmup: int = 5, repeats: int = 30
+) -> dict:
+    """Interleaved timing of several models on the same input.
+
+    Returns ``{name: {"median_ms", "p10_ms", "p90_ms"}}`` plus ``threads``.
+    """
+    samples = {name: [] for name in models}
+    with num_threads(threads) as used:
+        inputs = {}
+        for name, model in models.items():
+            model.eval()
+            inputs[name] = torch.randn(batch_size, *input_shape, device=_device_of(model))
+            for _ in range(warmup):
+                model(inputs[name])
+        for _ in range(repeats):
+            for name, model in models.items():
+                samples[name].append(_time_once(model, inputs[name]))
+    result = {"threads": used, "batch_size": batch_size}
+    for name, times in samples.items():
+        times.sort()
+        result[name] = {
+            "median_ms": statistics.median(times),
+            "p10_ms": times[len(times) // 10],
+            "p90_ms": times[(len(times) * 9) // 10],
+        }
+    return result
+
+
+def measure_latency(model: nn.Module, input_shape, batch_size: int = 1, threads=None, warmup=5, repeats=30) -> float:
+    """Median latency in milliseconds of one forward pass at ``batch_size``."""
+    return compare_latency({"m": model}, input_shape, batch_size, threads, warmup, repeats)["m"]["median_ms"]
