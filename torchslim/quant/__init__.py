@@ -1,0 +1,17 @@
+"""Quantization and binary networks: STE quantizers, HWGQ, BWN/XNOR/TWN/DoReFa, the
+alternating-update fine-tune, freezing to integer codes, bit packing and int8 deployment.
+
+    qmodel = quantize(model, QuantConfig(method="hwgq-bwn", act_bits=2))
+    fit(qmodel, train, TrainConfig(epochs=3), on_step=clip_latent_weights)
+    deployed = freeze(qmodel)            # int8 codes + per-channel scales
+"""
+
+from .convert import METHODS, QuantConfig, clip_latent_weights, freeze, plan_quantization, quantize
+from .modules import (ACT_QUANTIZERS, WEIGHT_QUANTIZERS, ActQuant, FrozenConv2d, FrozenLinear, QuantConv2d,
+                      QuantLinear, get_act_quantizer, get_weight_quantizer)
+
+__all__ = [
+    "ACT_QUANTIZERS", "METHODS", "WEIGHT_QUANTIZERS", "ActQuant", "FrozenConv2d", "FrozenLinear", "QuantConfig",
+    "QuantConv2d", "QuantLinear", "clip_latent_weights", "freeze", "get_act_quantizer", "get_weight_quantizer",
+    "plan_quantization", "quantize",
+]

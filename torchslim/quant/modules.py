@@ -1,0 +1,302 @@
+"""Quantizer registry and the layers that use it.
+
+* :data:`WEIGHT_QUANTIZERS` / :data:`ACT_QUANTIZERS`: quantizers by name, looked up with
+  :func:`get_weight_quantizer` / :func:`get_act_quantizer` (as ``larq.quantizers.get``).
+* :class:`QuantConv2d` / :class:`QuantLinear`: keep latent float weights and use
+  ``decode(encode(W))`` in the forward pass (BinaryConnect-style training).
+* :class:`FrozenConv2d` / :class:`FrozenLinear`: what :func:`~torchslim.quant.freeze`
+  produces for deployment; they hold only ``codes`` (int8) and ``scale`` (float, one per
+  output channel) and compute ``conv(x, codes * scale)``.
+* :class:`ActQuant`: an activation quantizer given by ``levels`` and ``thresholds``
+  buffers (the frozen form too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UserError, unknown_choice
+from ..io import register_module_type
+from . import functions as qf
+from .hwgq import hwgq_levels
+
+__all__ = [
+    "WeightQuantizer", "ActQuantizer", "WEIGHT_QUANTIZERS", "ACT_QUANTIZERS",
+    "get_weight_quantizer", "get_act_quantizer", "QuantConv2d", "QuantLinear",
+    "FrozenConv2d", "FrozenLinear", "ActQuant",
+]
+
+
+@dataclass(frozen=True)
+class WeightQuantizer:
+    """A weight quantizer: ``encode(w, bits) -> (codes int8, scale [out])``.
+
+    ``ste(bits)`` names the backward rule (see ``functions._WeightSTE``); ``clip`` says
+    whether latent weights are clipped to [-1, 1] after each step; ``stochastic`` encoders
+    take a generator and are used only in training (eval uses ``encode``).
+    """
+
+    name: str
+    bits: tuple[int, ...]
+    encode: Callable
+    ste: Callable[[int], str]
+    clip: bool = False
+    num_codes: Callable[[int], int] = lambda bits: 2
+    stochastic: Callable | None = None
+
+
+@dataclass(frozen=True)
+class ActQuantizer:
+    """An activation quantizer: ``levels_fn(bits) -> (levels, thresholds)``.
+
+    ``ties_up``: a value equal to a threshold goes to the upper level.  ``grad_range``:
+    the STE passes the gradient where ``lo <= x <= hi``.  ``needs_bn``: the input must
+    come from BatchNorm (HWGQ assumes a unit Gaussian).
+    """
+
+    name: str
+    bits: tuple[int, ...]
+    levels_fn: Callable
+    ties_up: bool
+    grad_range: Callable
+    needs_bn: bool = False
+    stochastic: bool = False
+
+
+def _sign_weight(w, bits):
+    return qf.sign_codes(w.detach()), torch.ones(w.shape[0], dtype=w.dtype, device=w.device)
+
+
+def _stochastic_weight(w, bits, generator=None):
+    return qf.stochastic_sign_codes(w.detach(), generator), torch.ones(w.shape[0], dtype=w.dtype, device=w.device)
+
+
+WEIGHT_QUANTIZERS: dict[str, WeightQuantizer] = {}
+ACT_QUANTIZERS: dict[str, ActQuantizer] = {}
+
+
+def _register(table, quantizer):
+    table[quantizer.name] = quantizer
+    return quantizer
+
+
+_register(WEIGHT_QUANTIZERS, WeightQuantizer("sign", (1,), _sign_weight, lambda b: "hardtanh", clip=True))
+_register(WEIGHT_QUANTIZERS, WeightQuantizer("stochastic_sign", (1,), _sign_weight, lambda b: "hardtanh",
+                                             clip=True, stochastic=_stochastic_weight))
+_register(WEIGHT_QUANTIZERS, WeightQuantizer("bwn", (1,), lambda w, b: qf.bwn_encode(w), lambda b: "scaled"))
+_register(WEIGHT_QUANTIZERS, WeightQuantizer("twn", (2,), lambda w, b: qf.twn_encode(w), lambda b: "identity",
+                                             num_codes=lambda b: 3))
+_register(WEIGHT_QUANTIZERS, WeightQuantizer("dorefa", tuple(range(1, 8)), qf.dorefa_weight_encode,
+                                             lambda b: "identity" if b == 1 else "dorefa",
+                                             num_codes=lambda b: 2 ** b))
+_register(WEIGHT_QUANTIZERS, WeightQuantizer("int8", tuple(range(2, 9)), qf.int8_weight_encode,
+                                             lambda b: "identity", num_codes=lambda b: 2 ** b - 1))
+
+
+def _sign_levels(bits):
+    return [-1.0, 1.0], [0.0]
+
+
+def _dorefa_levels(bits):
+    n = 2 ** bits - 1
+    return [i / n for i in range(n + 1)], [(i - 0.5) / n for i in range(1, n + 1)]
+
+
+_register(ACT_QUANTIZERS, ActQuantizer("sign", (1,), _sign_levels, True, lambda lv: (-1.0, 1.0)))
+_register(ACT_QUANTIZERS, ActQuantizer("stochastic_sign", (1,), _sign_levels, True, lambda lv: (-1.0, 1.0),
+                                       stochastic=True))
+_register(ACT_QUANTIZERS, ActQuantizer("dorefa", tuple(range(1, 9)), _dorefa_levels, True, lambda lv: (0.0, 1.0)))
+_register(ACT_QUANTIZERS, ActQuantizer("hwgq", (1, 2, 3, 4), hwgq_levels, False, lambda lv: (0.0, lv[-1]),
+                                       needs_bn=True))
+_register(ACT_QUANTIZERS, ActQuantizer("hwgq_uniform", (1, 2, 3, 4), lambda b: hwgq_levels(b, uniform=True),
+                                       False, lambda lv: (0.0, lv[-1]), needs_bn=True))
+
+
+def _lookup(table, kind, name, bits):
+    if name not in table:
+        raise unknown_choice(f"{kind} quantizer", name, table)
+    quantizer = table[name]
+    if bits not in quantizer.bits:
+        raise UserError(f"{kind} quantizer {name!r} cannot use {bits} bits; it supports "
+                        f"{', '.join(map(str, quantizer.bits))}")
+    return quantizer
+
+
+def get_weight_quantizer(name: str, bits: int = 1) -> WeightQuantizer:
+    """The weight quantizer ``name``; a UserError for unknown names or impossible bit widths."""
+    return _lookup(WEIGHT_QUANTIZERS, "weight", name, bits)
+
+
+def get_act_quantizer(name: str, bits: int = 1) -> ActQuantizer:
+    """The activation quantizer ``name``; a UserError for unknown names or impossible bit widths."""
+    return _lookup(ACT_QUANTIZERS, "activation", name, bits)
+
+
+class _QuantWeightMixin:
+    """Shared by QuantConv2d and QuantLinear: latent ``weight`` -> codes, scale."""
+
+    def _init_quant(self, weight_quant: str, weight_bits: int):
+        self.quantizer = get_weight_quantizer(weight_quant, weight_bits)
+        self.weight_quant, self.weight_bits = weight_quant, int(weight_bits)
+        self.generator = None  # set a torch.Generator for reproducible stochastic training
+
+    def encode(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Deterministic ``(codes int8, scale float [out])`` of the current latent weights."""
+        return self.quantizer.encode(self.weight, self.weight_bits)
+
+    def quantized_weight(self) -> torch.Tensor:
+        """``decode(codes, scale)`` with the quantizer's straight-through gradient."""
+        if self.training and self.quantizer.stochastic is not None:
+            codes, scale = self.quantizer.stochastic(self.weight, self.weight_bits, self.generator)
+        else:
+            codes, scale = self.encode()
+        return qf.apply_weight_codes(self.weight, codes, scale, self.quantizer.ste(self.weight_bits))
+
+    def clip_latent_(self) -> None:
+        """Clip latent weights to [-1, 1] when the method needs it (BinaryConnect)."""
+        if self.quantizer.clip:
+            with torch.no_grad():
+                self.weight.clamp_(-1.0, 1.0)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", weight_quant={self.weight_quant}, weight_bits={self.weight_bits}"
+
+
+def _conv_config(conv) -> dict:
+    return dict(in_channels=conv.in_channels, out_channels=conv.out_channels, kernel_size=list(conv.kernel_size),
+                stride=list(conv.stride), padding=list(conv.padding) if not isinstance(conv.padding, str)
+                else conv.padding, dilation=list(conv.dilation), groups=conv.groups, bias=conv.bias is not None)
+
+
+@register_module_type
+class QuantConv2d(_QuantWeightMixin, nn.Conv2d):
+    """``nn.Conv2d`` whose forward pass uses the quantized latent weight."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, weight_quant="bwn", weight_bits=1):
+        nn.Conv2d.__init__(self, in_channels, out_channels, _pair(kernel_size), _pair(stride),
+                           padding if isinstance(padding, str) else _pair(padding), _pair(dilation), groups, bias)
+        self._init_quant(weight_quant, weight_bits)
+
+    def forward(self, x):
+        return self._conv_forward(x, self.quantized_weight(), self.bias)
+
+    def get_config(self) -> dict:
+        return {**_conv_config(self), "weight_quant": self.weight_quant, "weight_bits": self.weight_bits}
+
+
+@register_module_type
+class QuantLinear(_QuantWeightMixin, nn.Linear):
+    """``nn.Linear`` whose forward pass uses the quantized latent weight."""
+
+    def __init__(self, in_features, out_features, bias=True, weight_quant="bwn", weight_bits=1):
+        nn.Linear.__init__(self, in_features, out_features, bias)
+        self._init_quant(weight_quant, weight_bits)
+
+    def forward(self, x):
+        return F.linear(x, self.quantized_weight(), self.bias)
+
+    def get_config(self) -> dict:
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
+                "weight_quant": self.weight_quant, "weight_bits": self.weight_bits}
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+
+
+class _FrozenMixin:
+    """``codes`` (int8, the weight's shape) and ``scale`` (float [out]) buffers, optional bias."""
+
+    def _init_frozen(self, weight_shape, bias, weight_quant, weight_bits):
+        self.weight_quant, self.weight_bits = weight_quant, int(weight_bits)
+        self.register_buffer("codes", torch.zeros(weight_shape, dtype=torch.int8))
+        self.register_buffer("scale", torch.ones(weight_shape[0]))
+        self.bias = nn.Parameter(torch.zeros(weight_shape[0]), requires_grad=False) if bias else None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The float weight ``codes * scale``."""
+        return qf.decode(self.codes, self.scale, self.scale.dtype)
+
+    def load_codes(self, codes: torch.Tensor, scale: torch.Tensor, bias=None):
+        self.codes.copy_(codes)
+        self.scale = scale.detach().clone().to(self.scale.dtype)
+        if bias is not None:
+            self.bias.data.copy_(bias.detach())
+        return self
+
+
+@register_module_type
+class FrozenConv2d(_FrozenMixin, nn.Module):
+    """A deployed quantized conv: ``conv2d(x, codes * scale) + bias``."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=False, weight_quant="bwn", weight_bits=1):
+        super().__init__()
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
+        self.padding = padding if isinstance(padding, str) else _pair(padding)
+        self._init_frozen((out_channels, in_channels // groups, *self.kernel_size), bias, weight_quant, weight_bits)
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def get_config(self) -> dict:
+        return {**_conv_config(self), "weight_quant": self.weight_quant, "weight_bits": self.weight_bits}
+
+
+@register_module_type
+class FrozenLinear(_FrozenMixin, nn.Module):
+    """A deployed quantized linear layer: ``x (codes * scale)^T + bias``."""
+
+    def __init__(self, in_features, out_features, bias=True, weight_quant="bwn", weight_bits=1):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self._init_frozen((out_features, in_features), bias, weight_quant, weight_bits)
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def get_config(self) -> dict:
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
+                "weight_quant": self.weight_quant, "weight_bits": self.weight_bits}
+
+
+@register_module_type
+class ActQuant(nn.Module):
+    """Activation quantizer: ``Q(x) = levels[#thresholds below x]`` with a clipped STE.
+
+    ``levels`` and ``thresholds`` are buffers (saved with the model); for HWGQ they are
+    the Lloyd-Max levels of the unit half-normal.  A stochastic quantizer samples in
+    training mode and is deterministic in eval mode.
+    """
+
+    def __init__(self, method: str = "hwgq", bits: int = 2):
+        super().__init__()
+        self.quantizer = get_act_quantizer(method, bits)
+        self.method, self.bits = method, int(bits)
+        levels, thresholds = self.quantizer.levels_fn(self.bits)
+        self.register_buffer("levels", torch.tensor(levels, dtype=torch.float32))
+        self.register_buffer("thresholds", torch.tensor(thresholds, dtype=torch.float32))
+        self.lo, self.hi = self.quantizer.grad_range(levels)
+
+    def forward(self, x):
+        if self.training and self.quantizer.stochastic:
+            return qf.stochastic_sign(x)
+        return qf.quantize_levels(x, self.levels, self.thresholds, self.quantizer.ties_up, self.lo, self.hi)
+
+    def codes(self, x) -> torch.Tensor:
+        """Integer level indices of ``x`` (0 .. len(levels) - 1)."""
+        return torch.bucketize(x, self.thresholds.to(x.dtype), right=self.quantizer.ties_up)
+
+    def get_config(self) -> dict:
+        return {"method": self.method, "bits": self.bits}
+
+    def extra_repr(self) -> str:
+        return f"method={self.method}, bits={self.bits}"
