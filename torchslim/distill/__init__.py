@@ -21,3 +21,10 @@ __all__ = [
     "register_loss",
     "tf_loss",
 ]
+
+from .api import DistillConfig, JointModel, distill, train_online  # noqa: E402
+from .cache import LogitCache  # noqa: E402
+from .students import LIGHTWEIGHT, create_student, thin_student  # noqa: E402
+
+__all__ += ["DistillConfig", "JointModel", "LIGHTWEIGHT", "LogitCache", "create_student", "distill",
+            "thin_student", "train_online"]

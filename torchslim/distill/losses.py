@@ -19,7 +19,11 @@ mxnet     -2          no ``T^2`` factor: raise the mimic weight with ``T``
 tf        -2          squared difference of ``s/T`` and ``t/T``
 ========  ==========  ==================================================
 
-``LOSSES[name].grad_power`` holds that exponent; the tests check it.
+``LOSSES[name].grad_power`` holds that exponent; the tests check it.  Because
+the teacher term of ``mxnet`` and ``tf`` weakens as ``T`` grows, their default
+starting points are a lower ``T`` and a larger label share than Hinton's
+(``T = 4, alpha = 0.9``): ``mxnet`` ``T = 2, alpha = 0.5``; ``tf`` ``T = 3``
+(the source's value), ``alpha = 0.5``.
 """
 
 from __future__ import annotations
@@ -38,12 +42,15 @@ __all__ = ["LOSSES", "DistillLoss", "get_loss", "register_loss", "list_losses", 
 
 @dataclass(frozen=True)
 class DistillLoss:
-    """A registered loss: the function, its hard-label term and its ``grad_power``."""
+    """A registered loss: the function, its hard-label term (at ``T = 1``), its ``grad_power``
+    and the ``(temperature, alpha)`` it starts from when the caller gives none."""
 
     name: str
     fn: Callable[..., torch.Tensor]
     hard_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     grad_power: int
+    default_temperature: float = 4.0
+    default_alpha: float = 0.9
 
     def __call__(self, student_logits, teacher_logits, labels, temperature=4.0, alpha=0.9):
         return self.fn(student_logits, teacher_logits, labels, temperature, alpha)
@@ -52,13 +59,13 @@ class DistillLoss:
 LOSSES: dict[str, DistillLoss] = {}
 
 
-def register_loss(name: str, hard_loss, grad_power: int):
+def register_loss(name: str, hard_loss, grad_power: int, temperature: float = 4.0, alpha: float = 0.9):
     """Decorator: register ``fn(s, t, y, temperature, alpha)`` as distillation loss ``name``."""
 
     def decorator(fn):
         if name in LOSSES:
             raise ValueError(f"distillation loss {name!r} is already registered")
-        LOSSES[name] = DistillLoss(name, fn, hard_loss, grad_power)
+        LOSSES[name] = DistillLoss(name, fn, hard_loss, grad_power, temperature, alpha)
         return fn
 
     return decorator
@@ -118,7 +125,7 @@ def hinton_loss(student_logits, teacher_logits, labels, temperature=4.0, alpha=0
     return alpha * temperature**2 * kl + (1 - alpha) * hard
 
 
-@register_loss("mxnet", hard_loss=_cross_entropy, grad_power=-2)
+@register_loss("mxnet", hard_loss=_cross_entropy, grad_power=-2, temperature=2.0, alpha=0.5)
 def mxnet_loss(student_logits, teacher_logits, labels, temperature=4.0, alpha=0.9):
     r"""The MXNet formulation: a mimic softmax cross-entropy on ``s/T`` plus a hard one.
 
@@ -143,7 +150,7 @@ def mxnet_loss(student_logits, teacher_logits, labels, temperature=4.0, alpha=0.
     return alpha * mimic + (1 - alpha) * hard
 
 
-@register_loss("tf", hard_loss=_sigmoid_cross_entropy, grad_power=-2)
+@register_loss("tf", hard_loss=_sigmoid_cross_entropy, grad_power=-2, temperature=3.0, alpha=0.5)
 def tf_loss(student_logits, teacher_logits, labels, temperature=3.0, alpha=0.9):
     r"""The TensorFlow formulation: sigmoid cross-entropy plus squared logit matching.
 

@@ -70,6 +70,11 @@ class FrozenTeacher:
             return self.cache.lookup(x, self._live)
         return self._live(x)
 
+    def flush(self) -> None:
+        """Persist new cache entries (no-op without a cache)."""
+        if self.cache is not None:
+            self.cache.flush()
+
     def _live(self, x: torch.Tensor) -> torch.Tensor:
         self.to(x.device)
         return self.model(x).float()
@@ -78,9 +83,12 @@ class FrozenTeacher:
 class KDLoss:
     """``loss_fn(model, x, y) -> (loss, student_logits)`` for :func:`torchslim.train.fit`."""
 
-    def __init__(self, teacher, temperature: float = 4.0, alpha: float = 0.9, loss: str = "hinton", cache=None):
-        self.temperature, self.alpha = check_kd_args(temperature, alpha)
+    def __init__(self, teacher, temperature: float | None = None, alpha: float | None = None,
+                 loss: str = "hinton", cache=None):
         self.loss = get_loss(loss)
+        temperature = self.loss.default_temperature if temperature is None else temperature
+        alpha = self.loss.default_alpha if alpha is None else alpha
+        self.temperature, self.alpha = check_kd_args(temperature, alpha)
         self.teacher = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher, cache=cache)
         self._checked = set()
 
@@ -98,16 +106,23 @@ class KDLoss:
         loss = self.loss(student_logits, teacher_logits.to(student_logits.dtype), y, self.temperature, self.alpha)
         return loss, student_logits
 
+    def flush(self) -> None:
+        self.teacher.flush()
+
     def __repr__(self) -> str:
         return f"KDLoss(loss={self.loss.name!r}, temperature={self.temperature}, alpha={self.alpha})"
 
 
-def kd_loss_fn(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9, loss: str = "hinton", cache=None):
+def kd_loss_fn(teacher: nn.Module, temperature: float | None = None, alpha: float | None = None,
+               loss: str = "hinton", cache=None):
     """A distillation ``loss_fn(model, x, y) -> (loss, logits)`` for :func:`torchslim.train.fit`.
 
     ``teacher`` is frozen in place and moved to each batch's device;
     ``alpha`` is the teacher's share of the loss (0 = labels only), ``loss``
-    one of :func:`torchslim.distill.list_losses` (``hinton``, ``mxnet``, ``tf``).
+    one of :func:`torchslim.distill.list_losses` (``hinton``, ``mxnet``, ``tf``);
+    ``temperature`` / ``alpha`` left as None take that loss's defaults
+    (hinton: ``T = 4, alpha = 0.9``).  ``cache`` is an optional
+    :class:`torchslim.distill.cache.LogitCache`.
     Raises ``UserError`` for ``temperature <= 0`` or ``alpha`` outside [0, 1].
     """
     return KDLoss(teacher, temperature=temperature, alpha=alpha, loss=loss, cache=cache)
