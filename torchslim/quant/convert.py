@@ -28,7 +28,7 @@ from torch import nn
 
 from ..errors import UserError, unknown_choice
 from .modules import (ActQuant, FrozenConv2d, FrozenLinear, QuantConv2d, QuantLinear, get_act_quantizer,
-                      get_weight_quantizer)
+                      get_weight_quantizer, symbolic_trace)
 
 __all__ = ["METHODS", "QuantConfig", "LayerPlan", "quantize", "freeze", "clip_latent_weights", "plan_quantization"]
 
@@ -127,10 +127,8 @@ class LayerPlan:
 
 
 def _trace(model: nn.Module):
-    import torch.fx
-
     try:
-        return torch.fx.symbolic_trace(model)
+        return symbolic_trace(model)
     except Exception as exc:  # noqa: BLE001  (fx raises many types)
         raise UserError(f"cannot trace {type(model).__name__} with torch.fx to plan quantization: "
                         f"{str(exc).splitlines()[0][:160]}") from None

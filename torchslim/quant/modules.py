@@ -300,3 +300,18 @@ class ActQuant(nn.Module):
 
     def extra_repr(self) -> str:
         return f"method={self.method}, bits={self.bits}"
+
+
+QUANT_LAYERS = (QuantConv2d, QuantLinear, FrozenConv2d, FrozenLinear, ActQuant)
+
+
+def symbolic_trace(model: nn.Module):
+    """``torch.fx`` trace that keeps the quantized layers as single (leaf) modules."""
+    import torch.fx
+
+    class _Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, module, qualname):
+            return isinstance(module, QUANT_LAYERS) or super().is_leaf_module(module, qualname)
+
+    graph = _Tracer().trace(model)
+    return torch.fx.GraphModule(model, graph)
