@@ -1,0 +1,28 @@
+"""Structured channel pruning that really removes channels.
+
+    from torchslim.prune import prune, PruneConfig
+    result = prune(model, torch.randn(1, 3, 32, 32), PruneConfig(criterion="taylor", target_macs=0.5,
+                   scope="global", round_to=8), calibration=train_set)
+    smaller = result.model          # plain nn layers with fewer channels; the input model is untouched
+
+Pieces: :mod:`~torchslim.prune.graph` (fx channel groups), :mod:`~torchslim.prune.surgery`
+(per-layer-type rules), :mod:`~torchslim.prune.criteria` (importance registry),
+:mod:`~torchslim.prune.select` (layer / global / greedy), :mod:`~torchslim.prune.schedule`
+(iterative rounds with checkpoints), :mod:`~torchslim.prune.regularize` (OICSR group lasso,
+slimming L1), :mod:`~torchslim.prune.quality` (Spearman against the oracle) and
+:mod:`~torchslim.prune.deploy` (BN folding).
+"""
+
+from .api import PruneConfig, PruneResult, calibration_batches, prune, remove_channels
+from .criteria import CRITERIA, Context, get_criterion, list_criteria, register_criterion
+from .graph import ChannelGraph, ChannelGroup, build_graph, channel_groups
+from .ops import register_function_rule
+from .select import SCOPES
+from .surgery import PassThroughRule, Rule, find_rule, register_rule
+
+__all__ = [
+    "CRITERIA", "ChannelGraph", "ChannelGroup", "Context", "PassThroughRule", "PruneConfig", "PruneResult",
+    "Rule", "SCOPES", "build_graph", "calibration_batches", "channel_groups", "find_rule", "get_criterion",
+    "list_criteria", "prune", "register_criterion", "register_function_rule", "register_rule",
+    "remove_channels",
+]

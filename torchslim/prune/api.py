@@ -1,0 +1,212 @@
+"""``prune(model, example_inputs, PruneConfig(...))``: plan on a copy, then cut the copy.
+
+The caller's model is never modified: tracing, scoring (which runs backward passes for
+the gradient criteria), selection and surgery all work on a deep copy, so an error at
+any point leaves the original exactly as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+from torch import nn
+
+from ..errors import UserError, unknown_choice
+from ..profile import count_macs, count_params
+from .criteria import Context, get_criterion, score_groups
+from .graph import build_graph
+from .select import SCOPES, CostModel, select_channels
+from .surgery import apply_removal
+
+__all__ = ["PruneConfig", "PruneResult", "prune", "remove_channels", "calibration_batches"]
+
+
+def _fraction(name, value, upper_open: bool) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{name} must be a number, got {value!r}")
+    if upper_open and not 0 <= value < 1:
+        raise UserError(f"{name} must be in [0, 1) (the share of channels removed), got {value}")
+    if not upper_open and not 0 < value <= 1:
+        raise UserError(f"{name} must be in (0, 1] (the share kept), got {value}")
+
+
+@dataclass
+class PruneConfig:
+    """What to prune and how much.
+
+    Give exactly one of ``ratio`` (share of prunable channels removed, in [0, 1)),
+    ``target_macs`` or ``target_params`` (share kept, in (0, 1]).  ``ignored_layers`` are
+    module names or glob patterns whose channels are left alone.
+    """
+
+    criterion: str = "l1"
+    ratio: float | None = None
+    target_macs: float | None = None
+    target_params: float | None = None
+    scope: str = "global"
+    min_channels: int = 1
+    round_to: int = 1
+    ignored_layers: tuple = ()
+    calibration_batches: int = 8
+    batch_size: int = 64
+    seed: int = 0
+    strict: bool = False
+
+    def __post_init__(self):
+        get_criterion(self.criterion)
+        if self.scope not in SCOPES:
+            raise unknown_choice("scope", self.scope, SCOPES)
+        _fraction("ratio", self.ratio, True)
+        _fraction("target_macs", self.target_macs, False)
+        _fraction("target_params", self.target_params, False)
+        if sum(v is not None for v in (self.ratio, self.target_macs, self.target_params)) > 1:
+            raise UserError("give only one of ratio, target_macs and target_params")
+        for name in ("min_channels", "round_to", "calibration_batches", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"{name} must be an integer >= 1, got {value!r}")
+        self.ignored_layers = tuple(self.ignored_layers or ())
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["ignored_layers"] = list(self.ignored_layers)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PruneConfig":
+        names = {f.name for f in fields(cls)}
+        for key in data:
+            if key not in names:
+                raise unknown_choice("pruning option", key, names)
+        return cls(**data)
+
+
+@dataclass
+class PruneResult:
+    """The pruned model (a new object) and what happened to it."""
+
+    model: nn.Module
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    channels: list = field(default_factory=list)  # [{"group", "layers", "before", "after"}]
+    boundaries: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"macs_before": self.macs_before, "macs_after": self.macs_after,
+                "params_before": self.params_before, "params_after": self.params_after,
+                "channels": self.channels, "boundaries": self.boundaries}
+
+    def summary(self) -> str:
+        lines = [f"{'group':<32}{'channels':>14}"]
+        for row in self.channels:
+            lines.append(f"{row['group']:<32}{row['before']:>6} -> {row['after']:<6}")
+        lines.append(f"MACs {self.macs_before:,} -> {self.macs_after:,} "
+                     f"({self.macs_after / max(self.macs_before, 1):.1%}); "
+                     f"params {self.params_before:,} -> {self.params_after:,} "
+                     f"({self.params_after / max(self.params_before, 1):.1%})")
+        return "\n".join(lines)
+
+
+def calibration_batches(data, count: int, batch_size: int, seed: int = 0, device="cpu") -> list:
+    """``count`` batches of (x, y) from an ImageSet or any iterable of (x, y)."""
+    if data is None:
+        return []
+    if hasattr(data, "labels") and hasattr(data, "input_shape"):
+        from ..data import BatchLoader
+
+        data = BatchLoader(data, batch_size=batch_size, shuffle=True, seed=seed)
+    batches = []
+    for x, y in data:
+        batches.append((x.to(device), y.to(device)))
+        if len(batches) >= count:
+            break
+    return batches
+
+
+def _example(model, example_inputs) -> torch.Tensor:
+    if example_inputs is None:
+        shape = getattr(model, "input_shape", None)
+        if shape is None:
+            raise UserError("give example_inputs: the model has no input_shape")
+        example_inputs = torch.randn(1, *shape)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return example_inputs.to(device)
+
+
+def _finish(model, work, graph, example, removed, counts, cost) -> PruneResult:
+    for param in work.parameters():
+        param.grad = None
+    apply_removal(work, graph, removed)
+    work.eval()
+    model_training = model.training
+    model.eval()
+    with torch.no_grad():
+        expected, got = model(example).shape, work(example).shape
+    model.train(model_training)
+    if expected != got:
+        raise RuntimeError(f"pruning changed the output shape from {tuple(expected)} to {tuple(got)}")
+    work.train(model_training)
+    input_shape = tuple(example.shape[1:])
+    channels = [{"group": g.name, "layers": sorted({m.module for m in g.members}),
+                 "before": len(g), "after": len(g) - counts.get(g.index, 0)} for g in graph.groups]
+    return PruneResult(work, cost.total_macs, count_macs(work, input_shape), cost.total_params,
+                       count_params(work), channels, list(graph.boundaries))
+
+
+def prune(model: nn.Module, example_inputs=None, config: PruneConfig | None = None,
+          calibration=None) -> PruneResult:
+    """Remove the least important channels of ``model``; returns a new, smaller model.
+
+    ``calibration`` (an ImageSet or an iterable of (x, y) batches) feeds the data criteria.
+    """
+    config = config or PruneConfig(ratio=0.0)
+    if config.ratio is None and config.target_macs is None and config.target_params is None:
+        raise UserError("give one of ratio, target_macs or target_params")
+    criterion = get_criterion(config.criterion)
+    example = _example(model, example_inputs)
+    work = copy.deepcopy(model)
+    graph = build_graph(work, example, strict=config.strict)
+    if not graph.groups and config.ratio != 0:
+        raise UserError(f"{type(model).__name__} has no prunable channels"
+                        + (f"; boundaries: {'; '.join(graph.boundaries[:3])}" if graph.boundaries else ""))
+    batches = []
+    if criterion.needs_data:
+        if calibration is None:
+            raise UserError(f"criterion {config.criterion!r} needs calibration data")
+        batches = calibration_batches(calibration, config.calibration_batches, config.batch_size,
+                                      config.seed, example.device)
+    ctx = Context(work, graph, batches, config.seed)
+    cost = CostModel(work, graph, tuple(example.shape[1:]))
+    scores = score_groups(config.criterion, graph.groups, ctx)
+    removed, counts = select_channels(graph.groups, scores, cost, config)
+    return _finish(model, work, graph, example, removed, counts, cost)
+
+
+def remove_channels(model: nn.Module, selection: dict, example_inputs=None) -> PruneResult:
+    """Remove exactly the channels named in ``selection``: ``{group index or name: [units]}``.
+
+    Unit ``u`` of a group is its ``u``-th channel in the first layer producing it.
+    """
+    example = _example(model, example_inputs)
+    work = copy.deepcopy(model)
+    graph = build_graph(work, example)
+    by_name = {g.name: g for g in graph.groups}
+    removed, counts = set(), {}
+    for key, units in selection.items():
+        group = graph.groups[key] if isinstance(key, int) else by_name.get(key)
+        if group is None:
+            raise unknown_choice("channel group", str(key), by_name)
+        units = sorted(set(int(u) for u in units))
+        if units and (units[0] < 0 or units[-1] >= len(group) or len(units) >= len(group)):
+            raise UserError(f"group {group.name} has {len(group)} channels; cannot remove {units}")
+        removed.update(group.units[u] for u in units)
+        counts[group.index] = len(units)
+    cost = CostModel(work, graph, tuple(example.shape[1:]))
+    return _finish(model, work, graph, example, removed, counts, cost)

@@ -1,0 +1,243 @@
+"""Which channels to remove: per-layer uniform, global ranking, or cost-aware greedy.
+
+* ``layer``: every group loses the same share of its channels (the lowest-scored ones);
+  with a MAC or parameter target the share is found by bisection.
+* ``global``: scores are L2-normalised per group, then ranked across groups; the lowest
+  are removed until the target is met.
+* ``greedy``: OICSR's global greedy selection made cost-aware: each step removes the
+  channel with the lowest normalised importance per MAC (or parameter) it saves.
+
+All three keep at least ``min_channels`` per group, never touch ignored layers, and
+round the channels kept per group to a multiple of ``round_to``.  MACs and parameters are
+predicted exactly (conv and linear costs are bilinear in the channel counts) from the
+per-layer counts of :func:`torchslim.profile.count_macs`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..profile import count_macs, count_params
+
+__all__ = ["CostModel", "select_channels", "SCOPES"]
+
+SCOPES = ("layer", "global", "greedy")
+
+
+class CostModel:
+    """MACs and parameters of the model as functions of the positions removed per member."""
+
+    def __init__(self, model: nn.Module, graph, input_shape):
+        total, per_layer = count_macs(model, input_shape, per_layer=True)
+        self.total_params = count_params(model)
+        self.total_macs = total
+        self.sizes = {key: len(m.slots) for key, m in graph.members.items()}
+        self.modules = {}
+        for name in {key[0] for key in graph.members}:
+            module = model.get_submodule(name)
+            wide = sum(p.numel() for p in module.parameters(recurse=False) if p.ndim >= 2)
+            narrow = sum(p.numel() for p in module.parameters(recurse=False) if p.ndim < 2)
+            self.modules[name] = (per_layer.get(name, 0), wide, narrow)
+        self.fixed_macs = total - sum(m[0] for m in self.modules.values())
+        self.fixed_params = self.total_params - sum(m[1] + m[2] for m in self.modules.values())
+
+    def module_cost(self, name: str, removed: dict) -> tuple[float, float]:
+        macs, wide, narrow = self.modules[name]
+        frac_out = frac_in = 1.0
+        if (name, "out") in self.sizes:
+            frac_out = 1 - removed.get((name, "out"), 0) / self.sizes[(name, "out")]
+        if (name, "in") in self.sizes:
+            frac_in = 1 - removed.get((name, "in"), 0) / self.sizes[(name, "in")]
+        narrow_frac = frac_out if (name, "out") in self.sizes else 1.0
+        return macs * frac_in * frac_out, wide * frac_in * frac_out + narrow * narrow_frac
+
+
+class _State:
+    """Positions removed so far, with the predicted totals kept up to date."""
+
+    def __init__(self, cost: CostModel):
+        self.cost = cost
+        self.removed: dict = {}
+        self.per_module = {name: cost.module_cost(name, {}) for name in cost.modules}
+        self.macs = cost.fixed_macs + sum(v[0] for v in self.per_module.values())
+        self.params = cost.fixed_params + sum(v[1] for v in self.per_module.values())
+
+    def delta(self, group, unit: int) -> tuple[float, float]:
+        trial = dict(self.removed)
+        names = set()
+        for member, positions in zip(group.members, group.positions):
+            key = (member.module, member.role)
+            trial[key] = trial.get(key, 0) + len(positions[unit])
+            names.add(member.module)
+        dm = dp = 0.0
+        for name in names:
+            new = self.cost.module_cost(name, trial)
+            dm += self.per_module[name][0] - new[0]
+            dp += self.per_module[name][1] - new[1]
+        return dm, dp
+
+    def remove(self, group, unit: int) -> None:
+        names = set()
+        for member, positions in zip(group.members, group.positions):
+            key = (member.module, member.role)
+            self.removed[key] = self.removed.get(key, 0) + len(positions[unit])
+            names.add(member.module)
+        for name in names:
+            old, new = self.per_module[name], self.cost.module_cost(name, self.removed)
+            self.macs += new[0] - old[0]
+            self.params += new[1] - old[1]
+            self.per_module[name] = new
+
+
+def _ignored(group, patterns) -> bool:
+    for member in group.members:
+        for pattern in patterns:
+            if fnmatch.fnmatchcase(member.module, pattern) or member.module.startswith(pattern + "."):
+                return True
+    return False
+
+
+def _floor_keep(size: int, min_channels: int) -> int:
+    return min(size, max(1, min_channels))
+
+
+def _round_keep(keep: int, size: int, multiple: int, floor: int) -> int:
+    if multiple <= 1 or keep >= size:
+        return max(keep, floor)
+    rounded = max(multiple, int(math.floor(keep / multiple + 0.5)) * multiple)
+    return min(size, max(rounded, floor))
+
+
+class _Selection:
+    def __init__(self, groups, scores, cost, config):
+        self.groups, self.cost, self.config = groups, cost, config
+        self.prunable = [i for i, g in enumerate(groups) if not _ignored(g, config.ignored_layers)
+                         and len(g) > _floor_keep(len(g), config.min_channels)]
+        self.order = {i: torch.argsort(scores[i], stable=True).tolist() for i in range(len(groups))}
+        self.normalised = {}
+        for i, s in enumerate(scores):
+            norm = s.norm()
+            self.normalised[i] = (s / norm if norm > 0 else s).tolist()
+        self.total_units = sum(len(groups[i]) for i in self.prunable)
+
+    def floor(self, i: int) -> int:
+        return _floor_keep(len(self.groups[i]), self.config.min_channels)
+
+    def evaluate(self, removed_counts: dict) -> _State:
+        """Remove the lowest-scored ``removed_counts[i]`` units of each group."""
+        state = _State(self.cost)
+        for i, count in removed_counts.items():
+            for unit in self.order[i][:count]:
+                state.remove(self.groups[i], unit)
+        return state
+
+    def met(self, state: _State, removed_units: int, slack: float = 0.0) -> bool:
+        c = self.config
+        if c.ratio is not None:
+            return removed_units >= c.ratio * self.total_units - 1e-9 - slack * self.total_units
+        if c.target_macs is not None:
+            return state.macs <= (c.target_macs - slack) * self.cost.total_macs
+        return state.params <= (c.target_params - slack) * self.cost.total_params
+
+    def rounded(self, counts: dict) -> dict:
+        out = {}
+        for i, count in counts.items():
+            size = len(self.groups[i])
+            keep = _round_keep(size - count, size, self.config.round_to, self.floor(i))
+            out[i] = size - keep
+        return out
+
+
+def _layer(sel: _Selection) -> dict:
+    c = sel.config
+
+    def counts(share: float) -> dict:
+        result = {}
+        for i in sel.prunable:
+            size = len(sel.groups[i])
+            keep = _round_keep(int(round(size * (1 - share))), size, c.round_to, sel.floor(i))
+            result[i] = size - keep
+        return result
+
+    if c.ratio is not None:
+        return counts(c.ratio)
+    low, high = 0.0, 1.0
+    for _ in range(40):
+        mid = (low + high) / 2
+        plan = counts(mid)
+        if sel.met(sel.evaluate(plan), sum(plan.values())):
+            high = mid
+        else:
+            low = mid
+    return counts(high)
+
+
+def _ranked(sel: _Selection, slack: float, greedy: bool) -> dict:
+    state = _State(sel.cost)
+    removed = {i: 0 for i in sel.prunable}
+    total = 0
+    if not greedy:
+        queue = sorted((sel.normalised[i][u], i, rank) for i in sel.prunable for rank, u in enumerate(sel.order[i]))
+        queue_pos = 0
+    while not sel.met(state, total, slack):
+        if greedy:
+            best = None
+            for i in sel.prunable:
+                if len(sel.groups[i]) - removed[i] <= sel.floor(i):
+                    continue
+                unit = sel.order[i][removed[i]]
+                dm, dp = state.delta(sel.groups[i], unit)
+                saved = dm / sel.cost.total_macs if sel.config.target_macs is not None else \
+                    dp / sel.cost.total_params if sel.config.target_params is not None else 1.0 / sel.total_units
+                value = sel.normalised[i][unit] / max(saved, 1e-12)
+                if best is None or value < best[0]:
+                    best = (value, i, unit)
+            if best is None:
+                break
+            _, i, unit = best
+        else:
+            while queue_pos < len(queue):
+                _, i, rank = queue[queue_pos]
+                queue_pos += 1
+                if rank == removed[i] and len(sel.groups[i]) - removed[i] > sel.floor(i):
+                    break
+            else:
+                break
+            unit = sel.order[i][removed[i]]
+        state.remove(sel.groups[i], unit)
+        removed[i] += 1
+        total += 1
+    return removed
+
+
+def select_channels(groups, scores, cost: CostModel, config) -> tuple[set, dict]:
+    """The channel units to remove (graph roots) and the number removed per group index."""
+    sel = _Selection(groups, scores, cost, config)
+    if config.scope == "layer":
+        counts = _layer(sel)
+    else:
+        greedy = config.scope == "greedy"
+        slack = 0.0
+        for _ in range(25):
+            counts = sel.rounded(_ranked(sel, slack, greedy))
+            state = sel.evaluate(counts)
+            if config.round_to <= 1 or sel.met(state, sum(counts.values())):
+                break
+            slack += 0.005
+    state = sel.evaluate(counts)
+    if config.ratio is None and not sel.met(state, sum(counts.values()), slack=-1e-6):
+        what = "MACs" if config.target_macs is not None else "parameters" if config.target_params is not None \
+            else "channels"
+        reached = state.macs / cost.total_macs if config.target_macs is not None else \
+            state.params / cost.total_params if config.target_params is not None else \
+            sum(counts.values()) / max(sel.total_units, 1)
+        raise UserError(f"cannot reach the {what} target: the most this model can be pruned with "
+                        f"min_channels={config.min_channels} and round_to={config.round_to} "
+                        f"reaches {reached:.3f}")
+    removed = {groups[i].units[u] for i, count in counts.items() for u in sel.order[i][:count]}
+    return removed, {i: counts.get(i, 0) for i in range(len(groups))}
