@@ -1,0 +1,136 @@
+import pytest
+import torch
+
+from torchslim.quant import functions as qf
+from torchslim.quant.modules import ACT_QUANTIZERS, WEIGHT_QUANTIZERS, ActQuant, get_weight_quantizer
+
+
+def test_sign_of_zero_is_plus_one_and_hardtanh_gradient():
+    x = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5], requires_grad=True)
+    y = qf.sign(x)
+    assert y.tolist() == [-1, -1, -1, 1, 1, 1, 1]
+    y.backward(torch.arange(1.0, 8.0))
+    assert x.grad.tolist() == [0, 2, 3, 4, 5, 6, 0]
+
+
+def test_stochastic_sign_probability_is_hard_sigmoid():
+    torch.manual_seed(0)
+    x = torch.tensor([-1.5, -0.5, 0.0, 0.6, 2.0]).repeat(20000, 1)
+    codes = qf.stochastic_sign_codes(x)
+    assert set(codes.unique().tolist()) == {-1, 1}
+    frequency = (codes == 1).float().mean(0)
+    expected = qf.hard_sigmoid(x[0])
+    assert torch.allclose(frequency, expected, atol=0.015)
+    x = x[:1].clone().requires_grad_()
+    qf.stochastic_sign(x).sum().backward()
+    assert x.grad.tolist() == [[0, 1, 1, 1, 0]]
+
+
+def test_bwn_scale_is_mean_abs_per_channel():
+    w = torch.randn(4, 3, 3, 3)
+    codes, scale = qf.bwn_encode(w)
+    assert torch.equal(scale, w.abs().mean(dim=(1, 2, 3)))
+    assert torch.equal(codes, torch.where(w >= 0, 1, -1).to(torch.int8))
+
+
+def test_bwn_gradient_is_chain_rule_through_mean_with_hardtanh_sign():
+    w = (torch.randn(3, 5) * 0.8).requires_grad_()
+    g = torch.randn(3, 5)
+    codes, scale = qf.bwn_encode(w)
+    qf.apply_weight_codes(w, codes, scale, "scaled").backward(g)
+    # Reference: autograd of alpha(W) * sign_ste(W).
+    w2 = w.detach().clone().requires_grad_()
+    (w2.abs().mean(1, keepdim=True) * qf.sign(w2)).backward(g)
+    assert torch.allclose(w.grad, w2.grad, atol=1e-6)
+
+
+def test_twn_threshold_and_scale():
+    w = torch.tensor([[0.1, -0.9, 0.5, -0.05, 1.2]])
+    codes, scale = qf.twn_encode(w)
+    delta = 0.7 * w.abs().mean()
+    keep = w.abs() > delta
+    assert codes.tolist() == (torch.sign(w) * keep).to(torch.int8).tolist()
+    assert torch.allclose(scale, w.abs()[keep].mean().reshape(1))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_dorefa_weights_levels(bits):
+    w = torch.randn(8, 16, 3, 3)
+    codes, scale = qf.dorefa_weight_encode(w, bits)
+    values = qf.decode(codes, scale)
+    assert len(values.unique()) <= 2 ** bits
+    if bits > 1:
+        n = 2 ** bits - 1
+        t = torch.tanh(w)
+        expected = 2 * torch.round((t / (2 * t.abs().max()) + 0.5) * n) / n - 1
+        assert torch.allclose(values, expected, atol=1e-6)
+        assert values.abs().max() <= 1 + 1e-6
+
+
+def test_dorefa_activation_levels_and_gradient():
+    act = ActQuant("dorefa", 2)
+    x = torch.tensor([-0.5, 0.1, 0.2, 0.5, 0.9, 1.3], requires_grad=True)
+    y = act(x)
+    assert torch.allclose(y, torch.round(x.clamp(0, 1) * 3) / 3)
+    y.sum().backward()
+    assert x.grad.tolist() == [0, 1, 1, 1, 1, 0]
+
+
+def test_affine_fake_quant_matches_formula_and_masks_gradient():
+    x = torch.tensor([-1.0, 0.0, 0.3, 2.0, 5.0], requires_grad=True)
+    scale, zero = torch.tensor(0.01), torch.tensor(100.0)
+    y = qf.affine_fake_quant(x, scale, zero, 8)
+    codes = torch.clamp(torch.round(x / scale + zero), 0, 255)
+    assert torch.allclose(y, (codes - zero) * scale)
+    assert len(y.unique()) == 4 and y.max().item() == pytest.approx(1.55)  # 2.0 and 5.0 saturate
+    y.sum().backward()
+    assert x.grad.tolist() == [1, 1, 1, 0, 0]
+
+
+def test_int8_weights_round_trip():
+    w = torch.randn(6, 10)
+    codes, scale = qf.int8_weight_encode(w)
+    assert codes.abs().max() == 127
+    assert torch.allclose(qf.decode(codes, scale), w, atol=float(scale.max()) / 2 + 1e-7)
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHT_QUANTIZERS))
+def test_every_weight_quantizer_codes_count_and_exact_decode(name):
+    quantizer = WEIGHT_QUANTIZERS[name]
+    for bits in quantizer.bits[:3]:
+        w = torch.randn(16, 32, 3, 3) * 0.3
+        codes, scale = quantizer.encode(w, bits)
+        assert codes.dtype == torch.int8 and codes.shape == w.shape and scale.shape == (16,)
+        assert len(codes.unique()) <= quantizer.num_codes(bits)
+        assert len(codes.unique()) >= min(quantizer.num_codes(bits), 2)
+        w.requires_grad_()
+        out = qf.apply_weight_codes(w, codes, scale, quantizer.ste(bits))
+        assert torch.equal(out, qf.decode(codes, scale))
+        out.sum().backward()
+        assert w.grad is not None and torch.isfinite(w.grad).all()
+
+
+@pytest.mark.parametrize("name", sorted(ACT_QUANTIZERS))
+def test_every_act_quantizer_level_count_and_gradient_mask(name):
+    quantizer = ACT_QUANTIZERS[name]
+    for bits in quantizer.bits[:4]:
+        act = ActQuant(name, bits).eval()
+        x = torch.linspace(-4, 4, 20001, requires_grad=True)
+        y = act(x)
+        expected_levels = 2 if name.endswith("sign") else 2 ** bits
+        assert len(y.unique()) == expected_levels
+        assert set(y.unique().tolist()) <= set(act.levels.tolist())
+        y.sum().backward()
+        inside = (x >= act.lo) & (x <= act.hi)
+        assert torch.equal(x.grad, inside.float())
+
+
+def test_unknown_and_impossible_bits_are_user_errors():
+    from torchslim.errors import UserError
+
+    with pytest.raises(UserError, match="choose from"):
+        get_weight_quantizer("binarize")
+    with pytest.raises(UserError, match="cannot use 3 bits"):
+        get_weight_quantizer("bwn", 3)
+    with pytest.raises(UserError, match="cannot use 5 bits"):
+        ActQuant("hwgq", 5)

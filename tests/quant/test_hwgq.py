@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+
+from torchslim.quant.hwgq import half_normal_mse, hwgq_levels, lloyd_max_half_normal, uniform_half_normal
+from torchslim.quant.modules import ActQuant
+
+
+def _numeric_lloyd(count, iterations=5000):
+    """Lloyd's algorithm with numerical integration on a grid: independent of the closed form."""
+    grid = np.linspace(0, 12, 1200001)
+    density = 2 * np.exp(-grid ** 2 / 2) / np.sqrt(2 * np.pi)
+    step = grid[1] - grid[0]
+    mass = np.concatenate([[0], np.cumsum((density[1:] + density[:-1]) / 2 * step)])
+    moment = np.concatenate([[0], np.cumsum((grid[1:] * density[1:] + grid[:-1] * density[:-1]) / 2 * step)])
+    levels = np.linspace(0.2, 2.5, count)
+    for _ in range(iterations):
+        edges = np.concatenate([[0], (levels[1:] + levels[:-1]) / 2, [grid[-1]]])
+        m, f = np.interp(edges, grid, mass), np.interp(edges, grid, moment)
+        levels = np.diff(f) / np.diff(m)
+    return levels
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3])
+def test_lloyd_max_matches_numerical_solution(bits):
+    count = 2 ** bits - 1
+    assert np.allclose(lloyd_max_half_normal(count), _numeric_lloyd(count), atol=2e-4)
+
+
+def test_one_bit_level_is_half_normal_mean():
+    assert lloyd_max_half_normal(1)[0] == pytest.approx(np.sqrt(2 / np.pi), abs=1e-12)
+
+
+def test_lloyd_max_is_a_local_optimum_and_beats_uniform():
+    for count in (3, 7, 15):
+        levels = np.array(lloyd_max_half_normal(count))
+        base = half_normal_mse(levels)
+        for i in range(count):
+            for step in (-1e-3, 1e-3):
+                moved = levels.copy()
+                moved[i] += step
+                assert half_normal_mse(moved) >= base
+        assert base < half_normal_mse(uniform_half_normal(count))
+
+
+def test_scipy_minimisation_agrees():
+    optimize = pytest.importorskip("scipy.optimize")
+    result = optimize.minimize(lambda q: half_normal_mse(np.sort(q)), [0.3, 1.0, 2.0], method="Nelder-Mead",
+                               options={"xatol": 1e-9, "fatol": 1e-14, "maxiter": 20000})
+    assert np.allclose(np.sort(result.x), lloyd_max_half_normal(3), atol=1e-4)
+
+
+def test_uniform_two_bit_variant_has_equal_steps_and_optimal_spacing():
+    levels, thresholds = hwgq_levels(2, uniform=True)
+    assert levels[0] == 0 and len(levels) == 4
+    b, step = levels[2], levels[3] - levels[2]
+    assert levels[1] == pytest.approx(b - step) and levels[3] == pytest.approx(b + step)
+    base = half_normal_mse(levels[1:])
+    for db, dd in ((1e-3, 0), (-1e-3, 0), (0, 1e-3), (0, -1e-3)):
+        moved = [b + db - (step + dd), b + db, b + db + step + dd]
+        assert half_normal_mse(moved) >= base
+
+
+@pytest.mark.parametrize("uniform", [False, True])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_hwgq_forward_is_nearest_level_and_half_wave(bits, uniform):
+    act = ActQuant("hwgq_uniform" if uniform else "hwgq", bits)
+    levels = torch.tensor(hwgq_levels(bits, uniform)[0])
+    x = torch.randn(10000) * 2
+    y = act(x)
+    assert torch.all(y[x <= 0] == 0)
+    positive = x > 0
+    nearest = levels[1:][(x[positive, None] - levels[1:]).abs().argmin(1)]
+    assert torch.equal(y[positive], nearest)
+    assert len(y.unique()) == 2 ** bits
+
+
+def test_hwgq_backward_is_clipped_relu():
+    act = ActQuant("hwgq_uniform", 2)
+    top = float(act.levels[-1])
+    x = torch.tensor([-1.0, 0.0, 0.5, top, top + 0.01, 5.0], requires_grad=True)
+    act(x).sum().backward()
+    assert x.grad.tolist() == [0, 1, 1, 1, 0, 0]
