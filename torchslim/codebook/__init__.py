@@ -1,0 +1,36 @@
+"""Weight sharing and product quantization: scalar k-means codebooks (Deep
+Compression), PQ of Linear and Conv weights, Q-CNN (output-error PQ with error
+correction), and Huffman coding of the codes.
+
+    from torchslim.codebook import WeightShareConfig, weight_share, PQConfig, product_quantize
+    shared = weight_share(pruned, WeightShareConfig(bits=5, conv_bits=8))
+    pq = product_quantize(model, PQConfig(subvector=4, bits=6, method="qcnn"), calib_set=train)
+"""
+
+from .kmeans import kmeans, kmeans_1d
+from .modules import (SHARED_TYPES, CodebookConv2d, CodebookLinear, PQConv2d, PQLinear, SharedWeightLayer,
+                      materialize)
+from .pq import METHODS, PQConfig, product_quantize, register_pq_method
+from .qcnn import calibration_batch, layer_output_errors
+from .weight_share import WeightShareConfig, share_layer, weight_share
+
+__all__ = [
+    "METHODS",
+    "SHARED_TYPES",
+    "CodebookConv2d",
+    "CodebookLinear",
+    "PQConfig",
+    "PQConv2d",
+    "PQLinear",
+    "SharedWeightLayer",
+    "WeightShareConfig",
+    "calibration_batch",
+    "kmeans",
+    "kmeans_1d",
+    "layer_output_errors",
+    "materialize",
+    "product_quantize",
+    "register_pq_method",
+    "share_layer",
+    "weight_share",
+]

@@ -1,0 +1,148 @@
+"""Product quantization of Linear and Conv2d weights: plain PQ and Q-CNN.
+
+``product_quantize(model, PQConfig(subvector=4, bits=6, method="pq"))`` splits
+each layer's input channels into subspaces of ``subvector`` channels and learns
+one codebook of ``2**bits`` codewords per subspace, so a weight costs
+``bits / subvector`` bits plus the codebooks.
+
+* ``pq`` minimises the weights' quantization error (k-means per subspace).
+* ``qcnn`` (Wu et al. 2016) starts from that and minimises the layer's *output*
+  error on calibration inputs, quantizing the layers in order and feeding each
+  the inputs of the already-quantized network (error correction); see
+  :mod:`torchslim.codebook.qcnn`.
+
+Layers whose input channels do not split into sub-vectors, or that PQ would not
+make smaller (codebooks larger than the weight), stay float and are listed in
+the returned model's ``torchslim_meta["pq_skipped"]``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from ..errors import UserError, unknown_choice
+from .kmeans import kmeans
+from .modules import PQConv2d, PQLinear, pq_matrix
+
+PQ_TYPES = {nn.Linear: PQLinear, nn.Conv2d: PQConv2d}
+METHODS: dict = {}
+
+
+def register_pq_method(name: str):
+    def decorator(fn):
+        METHODS[name] = fn
+        return fn
+
+    return decorator
+
+
+@dataclass
+class PQConfig:
+    subvector: int = 4  # input channels per sub-vector
+    bits: int = 6  # bits per code: 2**bits codewords per subspace
+    method: str = "pq"  # pq | qcnn
+    iters: int = 25  # k-means iterations
+    qcnn_iters: int = 6  # Q-CNN alternating rounds per layer
+    calib_samples: int = 256  # Q-CNN calibration images
+    max_rows: int = 16384  # Q-CNN: input rows (patches) sampled for the statistics
+    exclude: tuple = ()
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.subvector < 1 or not 1 <= self.bits <= 16:
+            raise UserError(f"need subvector >= 1 and bits in 1..16 (got {self.subvector}, {self.bits})")
+        if self.method not in METHODS:
+            raise unknown_choice("product quantization method", self.method, METHODS)
+        self.exclude = tuple(self.exclude)
+
+    @property
+    def codewords(self) -> int:
+        return 1 << self.bits
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PQConfig":
+        names = {f.name for f in fields(cls)}
+        for key in data:
+            if key not in names:
+                raise unknown_choice("product quantization option", key, names)
+        return cls(**data)
+
+
+def pq_eligible(layer: nn.Module, config: PQConfig) -> str | None:
+    """``None`` when ``layer`` can be product-quantized with profit, else the reason why not."""
+    if type(layer) not in PQ_TYPES:
+        return "not a Linear/Conv2d"
+    matrix_shape = pq_matrix(layer.weight.detach()).shape
+    if matrix_shape[1] % config.subvector:
+        return f"{matrix_shape[1]} input channels do not split into sub-vectors of {config.subvector}"
+    rows, cols = matrix_shape
+    packed_bits = cols // config.subvector * (rows * config.bits + config.codewords * config.subvector * 32)
+    if packed_bits >= rows * cols * 32:
+        return "the codebooks would be larger than the float weight"
+    return None
+
+
+def pq_weight_fit(layer: nn.Module, config: PQConfig, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means per subspace on the weight sub-vectors: ``(codebooks[S, K, d], codes[S, rows])``."""
+    matrix = pq_matrix(layer.weight.detach().float())
+    rows, cols = matrix.shape
+    subspaces = cols // config.subvector
+    codebooks = torch.zeros(subspaces, config.codewords, config.subvector)
+    codes = torch.zeros(subspaces, rows, dtype=torch.int64)
+    for s in range(subspaces):
+        vectors = matrix[:, s * config.subvector:(s + 1) * config.subvector]
+        centroids, assignment = kmeans(vectors, config.codewords, config.iters, seed=seed + s)
+        codebooks[s, :centroids.shape[0]] = centroids
+        codes[s] = assignment
+    return codebooks, codes
+
+
+def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent_path) if parent_path else model, name, new)
+
+
+def plan_layers(model: nn.Module, config: PQConfig) -> tuple[dict, dict]:
+    from ..sparse.magnitude import prunable_layers
+
+    chosen, skipped = {}, {}
+    for path, layer in prunable_layers(model, config.exclude).items():
+        reason = pq_eligible(layer, config)
+        if reason is None:
+            chosen[path] = layer
+        else:
+            skipped[path] = reason
+    return chosen, skipped
+
+
+@register_pq_method("pq")
+def _weight_error_pq(model, layers, config, calib_set):
+    for index, (path, layer) in enumerate(layers.items()):
+        codebooks, codes = pq_weight_fit(layer, config, seed=config.seed + 1000 * index)
+        _replace(model, path, PQ_TYPES[type(layer)].from_layer(layer, codebooks, codes))
+
+
+def product_quantize(model: nn.Module, config: PQConfig, calib_set=None, progress: bool = False) -> nn.Module:
+    """A product-quantized copy of ``model`` (the caller's model is untouched)."""
+    if config.method == "qcnn" and calib_set is None:
+        raise UserError("Q-CNN needs calibration data (give --data)")
+    quantized = copy.deepcopy(model).eval()
+    layers, skipped = plan_layers(quantized, config)
+    if not layers:
+        raise UserError(f"no layer can be product-quantized with sub-vectors of {config.subvector}: "
+                        + "; ".join(f"{p}: {r}" for p, r in list(skipped.items())[:3]))
+    METHODS[config.method](quantized, layers, config, calib_set)
+    meta = dict(getattr(quantized, "torchslim_meta", {}) or {})
+    meta["pq_skipped"] = skipped
+    quantized.torchslim_meta = meta
+    return quantized.eval()
+
+
+from . import qcnn as _qcnn  # noqa: E402,F401  (registers "qcnn"; it builds on the helpers above)
