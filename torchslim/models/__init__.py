@@ -6,6 +6,7 @@ the (C, H, W) input each is designed for.
 """
 
 from . import alexnet, lenet, mobilenet, resnet, shufflenet, vgg  # noqa: F401  (registration)
+from . import binary  # noqa: F401  (registration: networks built for binarization)
 from . import shallow  # noqa: F401  (registration: distillation students)
 from .registry import create, list_models, model_input_shape, register_model
 
