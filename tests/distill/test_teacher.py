@@ -17,6 +17,7 @@ def _lenet300(seed):
 
 @pytest.fixture(scope="module")
 def digits_teacher():
+    torch.set_num_threads(1)
     train = load_dataset("digits", "train")
     teacher = _lenet300(0)
     fit(teacher, train, TrainConfig(epochs=6, batch_size=64, schedule="cosine", augment=False, seed=0),

@@ -1,0 +1,149 @@
+"""``torchslim distill``: train a lightweight student from a saved teacher (or with one, online)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+
+from ..errors import UserError
+from .common import add_data_args, add_json_arg, check_out_path, emit, load_data
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("distill", help="train a small student from a teacher's soft outputs")
+    parser.add_argument("--teacher", required=True, metavar="FILE",
+                        help="a model saved by torchslim (with --online: a file or a zoo name to train from scratch)")
+    parser.add_argument("--student", required=True, metavar="NAME",
+                        help="zoo model for the student (mobilenetv2, shufflenetv2, lenet5, shallow2, shallow3, or "
+                             "the teacher's own architecture for a thin copy)")
+    parser.add_argument("--width-mult", type=float, default=1.0, help="student width multiplier")
+    parser.add_argument("--loss", default="hinton", help="hinton, mxnet or tf")
+    parser.add_argument("--temperature", type=float, default=None, help="softening T > 0 (default: the loss's)")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="teacher's share of the loss in [0, 1] (default: the loss's)")
+    parser.add_argument("--online", action="store_true", help="train teacher and student together")
+    parser.add_argument("--teacher-width", type=float, default=1.0, help="width of a fresh --online teacher")
+    parser.add_argument("--teacher-out", default=None, help="with --online: also save the trained teacher here")
+    parser.add_argument("--compare", action="store_true",
+                        help="also train the same student without a teacher (same budget, seed and start)")
+    parser.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help="keep the teacher's logits on disk for repeated runs (not with unseeded augmentation)")
+    add_data_args(parser)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--optimizer", default="sgd", help="sgd or adam")
+    parser.add_argument("--schedule", default="onecycle", help="onecycle, cosine, step or constant")
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--out", required=True, help="where to save the trained student")
+    add_json_arg(parser)
+    parser.set_defaults(run=run)
+
+
+def _shape(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def _load_teacher(args, train_set):
+    from .. import load, models
+
+    if args.online and not os.path.exists(args.teacher) and args.teacher in models.list_models():
+        channels, height, width = train_set.input_shape
+        return models.create(args.teacher, num_classes=train_set.num_classes, in_channels=channels,
+                             width_mult=args.teacher_width, input_size=(height, width))
+    teacher = load(args.teacher)
+    classes = (getattr(teacher, "torchslim_arch", {}) or {}).get("kwargs", {}).get("num_classes")
+    if classes is not None and classes != train_set.num_classes:
+        raise UserError(f"teacher {args.teacher} predicts {classes} classes but {args.data} has "
+                        f"{train_set.num_classes}; distil on the data the teacher was trained for")
+    expected = tuple(getattr(teacher, "input_shape", ()) or ())
+    if expected and expected != tuple(train_set.input_shape):
+        raise UserError(f"teacher {args.teacher} expects input {_shape(expected)} but {args.data} gives "
+                        f"{_shape(train_set.input_shape)}")
+    return teacher
+
+
+def _make_student(args, teacher, train_set):
+    from .. import models
+    from ..distill import create_student, thin_student
+
+    if args.student not in models.list_models():
+        from ..errors import unknown_choice
+
+        raise unknown_choice("student model", args.student, models.list_models())
+    if args.student == (getattr(teacher, "torchslim_arch", None) or {}).get("name"):
+        return thin_student(teacher, args.width_mult)
+    return create_student(args.student, teacher, width_mult=args.width_mult,
+                          num_classes=train_set.num_classes, input_shape=train_set.input_shape)
+
+
+def run(args) -> int:
+    import torch
+
+    from .. import save
+    from ..distill import DistillConfig, distill, train_online
+    from ..profile import count_macs, count_params
+    from ..train import TrainConfig, evaluate, fit
+
+    kd = DistillConfig(temperature=args.temperature, alpha=args.alpha, loss=args.loss, cache_dir=args.cache_dir)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                         schedule=args.schedule, weight_decay=args.weight_decay, augment=not args.no_augment,
+                         seed=args.seed, device=args.device)
+    if args.online and args.cache_dir:
+        raise UserError("--cache-dir does not apply to --online (the teacher changes every step)")
+    if args.teacher_out and not args.online:
+        raise UserError("--teacher-out needs --online (an offline teacher is never changed)")
+    check_out_path(args.out)
+    train_set, test_set = load_data(args, "train"), load_data(args, "test")
+    teacher = _load_teacher(args, train_set)
+    torch.manual_seed(args.seed)
+    student = _make_student(args, teacher, train_set)
+    initial = copy.deepcopy(student.state_dict())
+    progress = not args.json
+    began = time.perf_counter()
+    checkpoint = args.out + ".ckpt"
+    if args.online:
+        history = train_online(student, teacher, train_set, config, kd, checkpoint_path=checkpoint,
+                               progress=progress)
+    else:
+        history = distill(student, teacher, train_set, config, kd, checkpoint_path=checkpoint, progress=progress)
+    seconds = time.perf_counter() - began
+    device = config.device
+    result = {
+        "top1_student_kd": evaluate(student, test_set, device=device)["top1"],
+        "top1_teacher": evaluate(teacher.to(device), test_set, device=device)["top1"],
+    }
+    if args.compare:
+        alone = copy.deepcopy(student)
+        alone.load_state_dict(initial)
+        fit(alone, train_set, config, checkpoint_path=args.out + ".alone.ckpt", progress=progress)
+        result["top1_student_alone"] = evaluate(alone, test_set, device=device)["top1"]
+    save(student.cpu(), args.out, data=args.data, train=config.to_dict(), distill=kd.to_dict(),
+         teacher=os.path.abspath(args.teacher) if os.path.exists(args.teacher) else args.teacher,
+         online=args.online, top1=result["top1_student_kd"],
+         input_shape=train_set.input_shape, num_classes=train_set.num_classes)
+    if args.teacher_out:
+        save(teacher.cpu(), args.teacher_out, data=args.data, train=config.to_dict(), top1=result["top1_teacher"],
+             input_shape=train_set.input_shape, num_classes=train_set.num_classes)
+    for path in (checkpoint, args.out + ".alone.ckpt"):
+        if os.path.exists(path):
+            os.remove(path)
+    result.update({
+        "student": args.student, "width_mult": args.width_mult, "loss": kd.loss, "temperature": kd.temperature,
+        "alpha": kd.alpha, "online": args.online, "epochs": config.epochs, "train_seconds": round(seconds, 2),
+        "params_student": count_params(student), "params_teacher": count_params(teacher.cpu()),
+        "macs_student": count_macs(student, train_set.input_shape), "out": args.out,
+        "cache": history.get("cache"),
+    })
+    text = (f"{args.student} (width {args.width_mult}) distilled with {kd.loss} (T={kd.temperature:g}, "
+            f"alpha={kd.alpha:g}{', online' if args.online else ''}): top-1 {result['top1_student_kd']:.4f}; "
+            f"teacher {result['top1_teacher']:.4f}")
+    if args.compare:
+        gain = 100 * (result["top1_student_kd"] - result["top1_student_alone"])
+        text += f"; alone {result['top1_student_alone']:.4f} ({gain:+.2f} points with the teacher)"
+    emit(args, result, text + f"; saved {args.out}")
+    return 0
