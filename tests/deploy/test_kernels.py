@@ -1,0 +1,104 @@
+import pytest
+import torch
+
+from torchslim.deploy import build
+from torchslim.deploy.kernels import (_pack_bool_reference, binary_conv2d, pack_planes, pack_signs,
+                                      pack_weight_codes, reference_binary_conv2d)
+from torchslim.deploy.modules import PackedBinaryConv2d, PackedBinaryLinear, plane_encoding
+
+needs_native = pytest.mark.skipif(build.native_library() is None, reason="no C compiler")
+
+# (in, out, size, kernel, stride, padding): odd channel counts, word boundaries, borders
+SHAPES = [(1, 1, 5, 3, 1, 1), (3, 7, 9, 3, 1, 1), (63, 5, 6, 3, 2, 1), (64, 64, 8, 3, 1, 1), (65, 13, 7, 3, 1, 2),
+          (130, 9, 9, 5, 2, 2), (200, 31, 4, 1, 1, 0), (17, 6, 11, 3, 3, 0), (128, 8, 5, 2, 1, 1)]
+
+
+def _case(cin, cout, size, k, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, cin, size, size + 1, generator=g)
+    x[x.abs() < 0.05] = 0.0  # exact zeros: sign(0) must be +1
+    codes = torch.where(torch.rand(cout, cin, k, k, generator=g) < 0.5, -1, 1).to(torch.int8)
+    return x, codes, torch.rand(cout, generator=g) + 0.1, torch.randn(cout, generator=g)
+
+
+@pytest.fixture(params=["fast", "portable"])
+def isa(request):
+    lib = build.native_library()
+    if lib is None:
+        pytest.skip("no C compiler")
+    lib.bk_select_isa(0 if request.param == "portable" else -1)
+    yield request.param
+    lib.bk_select_isa(-1)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("levels", [None, [0.0, 1.0], [0.0, 0.5, 1.0, 1.5], [0.0, 0.45, 1.1, 2.3]])
+def test_native_conv_is_bit_identical_to_the_reference(shape, levels, isa):
+    cin, cout, size, k, stride, pad = shape
+    x, codes, scale, bias = _case(cin, cout, size, k)
+    thresholds, steps = plane_encoding(levels) if levels else (None, None)
+    if levels:  # the layer's input is already quantized to the levels
+        x = torch.tensor(levels)[torch.randint(len(levels), x.shape)]
+    bits, pops = pack_weight_codes(codes)
+    got = binary_conv2d(x, bits, pops, cin, scale, bias, (stride, stride), (pad, pad), thresholds, steps, threads=2)
+    want = reference_binary_conv2d(x, codes, scale, bias, (stride, stride), (pad, pad), thresholds, steps)
+    assert got.shape == want.shape
+    assert torch.equal(got, want)
+
+
+@needs_native
+def test_thread_count_does_not_change_results():
+    x, codes, scale, bias = _case(96, 40, 12, 3, batch=3)
+    bits, pops = pack_weight_codes(codes)
+    runs = [binary_conv2d(x, bits, pops, 96, scale, bias, (1, 1), (1, 1), threads=t) for t in (1, 2, 3)]
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
+
+
+@needs_native
+def test_packing_matches_the_reference_packer():
+    x = torch.randn(2, 70, 5, 3)
+    x[0, 0, 0, 0] = 0.0
+    assert torch.equal(pack_signs(x), _pack_bool_reference((x < 0).permute(0, 2, 3, 1)))
+    thresholds = torch.tensor([-0.5, 0.0, 0.7])
+    want = _pack_bool_reference((x[:, None] >= thresholds.view(1, -1, 1, 1, 1)).permute(0, 3, 4, 1, 2))
+    assert torch.equal(pack_planes(x, thresholds), want)
+    codes = torch.where(torch.rand(4, 70, 3, 3) < 0.5, -1, 1).to(torch.int8)
+    bits, pops = pack_weight_codes(codes)
+    assert torch.equal(bits, _pack_bool_reference((codes < 0).permute(0, 2, 3, 1)))
+    assert torch.equal(pops, (codes < 0).sum(1).reshape(4, 9).to(torch.int32))
+
+
+def test_packed_layer_memory_and_unpacking():
+    x, codes, scale, bias = _case(256, 32, 6, 3)
+    layer = PackedBinaryConv2d.from_codes(codes, scale, bias, 1, 1, [-1.0, 1.0])
+    assert torch.equal(layer.codes(), codes)
+    assert layer.weight_bits.numel() * 8 == 32 * 3 * 3 * 256 // 8  # exactly 1 bit per weight
+    assert 4 * codes.numel() / layer.packed_bytes() > 30
+    linear = PackedBinaryLinear.from_codes(codes[:, :, 0, 0], scale, bias, [0.0, 1.0, 2.0])
+    inputs = torch.randint(0, 3, (4, 256)).float()
+    want = reference_binary_conv2d(inputs[:, :, None, None], codes[:, :, :1, :1], scale, bias,
+                                   thresholds=torch.tensor([0.5, 1.5]), steps=torch.tensor([1.0, 1.0])).flatten(1)
+    assert torch.equal(linear(inputs), want)
+
+
+def test_fallback_without_a_compiler_warns_once_and_matches(monkeypatch):
+    x, codes, scale, bias = _case(70, 12, 7, 3)
+    layer = PackedBinaryConv2d.from_codes(codes, scale, bias, 1, 1, [-1.0, 1.0])
+    native = layer(x)
+    monkeypatch.setattr(build, "_compiler", lambda: None)
+    build.native_library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="no C compiler"):
+            assert build.native_library() is None
+        assert build.isa() == "reference"
+        assert torch.equal(layer(x), native)
+    finally:
+        build.native_library.cache_clear()
+
+
+def test_plane_encoding_rejects_unsupported_levels():
+    assert plane_encoding([-1, 1]) == (None, None)
+    thresholds, steps = plane_encoding([0.0, 0.5, 1.5])
+    assert thresholds.tolist() == [0.25, 1.0] and steps.tolist() == [0.5, 1.0]
+    with pytest.raises(ValueError):
+        plane_encoding([-1.0, 0.0, 1.0])

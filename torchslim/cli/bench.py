@@ -1,0 +1,66 @@
+"""``torchslim bench``: float vs int8 vs compiled binary of one network, in one run."""
+
+from __future__ import annotations
+
+from ..errors import UserError
+from .common import add_json_arg, emit
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise UserError(f"{flag} takes positive integers like 1,2 (got {text!r})")
+    return values
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("bench", help="time float, int8 and binary versions of a quantized model")
+    parser.add_argument("file", help="a quantized model saved by `torchslim quantize`")
+    parser.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
+    parser.add_argument("--threads", default="1", help="comma-separated thread counts (default 1)")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
+    add_json_arg(parser)
+    parser.set_defaults(run=run)
+
+
+def _table(result: dict) -> str:
+    lines = [f"{'batch':>5} {'threads':>7} {'torch f32':>10} {'ORT f32':>9} {'ORT int8':>9} {'binary':>9}"]
+    for r in result["runs"]:
+        ort_f, ort_q = r.get("float_ort_ms"), r.get("int8_ort_ms")
+        lines.append(f"{r['batch']:>5} {r['threads']:>7} {r['float_eager_ms']:>10.3f} "
+                     f"{ort_f if ort_f is None else round(ort_f, 3)!s:>9} "
+                     f"{ort_q if ort_q is None else round(ort_q, 3)!s:>9} {r['binary_ms']:>9.3f}")
+    if result["layers"]:
+        lines.append("")
+        lines.append(f"{'layer':<22} {'input':<14} {'mode':<10} {'float ms':>9} {'binary ms':>10} {'speed-up':>9}")
+        for row in result["layers"]:
+            lines.append(f"{row['layer']:<22} {'x'.join(map(str, row['input'])):<14} {row['mode']:<10} "
+                         f"{row['float_ms']:>9.3f} {row['binary_ms']:>10.3f} {row['speedup']:>8.1f}x")
+    mem = result["memory"]
+    lines.append("")
+    lines.append(f"binary vs float: {result['speedup_binary']:.2f}x; int8 vs float: "
+                 f"{result['speedup_int8'] if result['speedup_int8'] is None else round(result['speedup_int8'], 2)}x; "
+                 f"{mem['binary_layers']} packed layers hold {mem['packed_bytes']:,} B "
+                 f"(float32: {mem['float32_bytes']:,} B)")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from .. import load
+    from ..deploy.bench import bench_model
+    from ..deploy.build import isa
+
+    batches, threads = _ints(args.batch, "--batch"), _ints(args.threads, "--threads")
+    model = load(args.file)
+    if not any(type(m).__name__ in ("FrozenConv2d", "QuantConv2d", "FrozenLinear", "QuantLinear")
+               for m in model.modules()):
+        raise UserError(f"{args.file} has no quantized layers; quantize it first with `torchslim quantize`")
+    result = bench_model(model, tuple(model.input_shape), batches, threads, args.repeats,
+                         per_layer=not args.no_layers)
+    result["isa"] = isa()
+    emit(args, result, _table(result))
+    return 0

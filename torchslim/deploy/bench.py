@@ -1,0 +1,113 @@
+"""Side-by-side timing of one network: float (eager and ONNX Runtime), ONNX Runtime int8,
+and the compiled binary model, interleaved in one run so the ratios are fair on a
+noisy machine.  Also times every packed layer against a float conv of the same shape.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..profile import compare_latency
+from . import ort
+from .compile import compile as compile_binary
+from .compile import memory_report
+from .modules import PackedBinaryConv2d
+
+
+def float_twin(model: nn.Module) -> nn.Module:
+    """The same network in plain float layers: quantized weights decoded, activation quantizers -> ReLU."""
+    twin = copy.deepcopy(model).eval()
+    for name, module in list(twin.named_modules()):
+        kind = type(module).__name__
+        replacement = None
+        if kind in ("FrozenConv2d", "QuantConv2d"):
+            replacement = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
+                                    module.padding, module.dilation, module.groups, module.bias is not None)
+        elif kind in ("FrozenLinear", "QuantLinear"):
+            replacement = nn.Linear(module.in_features, module.out_features, module.bias is not None)
+        elif kind == "ActQuant":
+            replacement = nn.ReLU()
+        if replacement is None:
+            continue
+        if hasattr(replacement, "weight"):
+            replacement.weight.data.copy_(module.weight.detach())
+            if module.bias is not None:
+                replacement.bias.data.copy_(module.bias.detach())
+        parent, _, child = name.rpartition(".")
+        setattr(twin.get_submodule(parent) if parent else twin, child, replacement)
+    return twin
+
+
+def _layer_inputs(model: nn.Module, input_shape) -> dict:
+    shapes = {}
+
+    def record(name):
+        def hook(_module, args, _output):
+            shapes.setdefault(name, tuple(args[0].shape[1:]))
+        return hook
+
+    hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if isinstance(m, PackedBinaryConv2d)]
+    with torch.no_grad():
+        model(torch.zeros(1, *input_shape))
+    for hook in hooks:
+        hook.remove()
+    return shapes
+
+
+def _layer_rows(binary: nn.Module, input_shape, threads: int, repeats: int) -> list[dict]:
+    rows = []
+    modules = dict(binary.named_modules())
+    for module in modules.values():
+        if isinstance(module, PackedBinaryConv2d):
+            module.threads = threads
+    for name, shape in _layer_inputs(binary, input_shape).items():
+        packed = modules[name]
+        conv = nn.Conv2d(packed.in_channels, packed.out_channels, packed.kernel_size, packed.stride, packed.padding)
+        timing = compare_latency({"float": conv, "binary": packed}, shape, 1, threads, repeats=repeats)
+        mode = "1-bit" if packed.thresholds is None else f"{packed.thresholds.numel().bit_length()}-bit act"
+        rows.append({"layer": name, "input": list(shape), "mode": mode, "float_ms": timing["float"]["median_ms"],
+                     "binary_ms": timing["binary"]["median_ms"],
+                     "speedup": timing["float"]["median_ms"] / timing["binary"]["median_ms"]})
+    return rows
+
+
+def bench_model(model: nn.Module, input_shape, batches=(1,), threads=(1,), repeats: int = 30,
+                calibration: torch.Tensor | None = None, per_layer: bool = True) -> dict:
+    """Time float / ONNX Runtime float / ONNX Runtime int8 / binary for each batch and thread count."""
+    twin = float_twin(model)
+    binary = compile_binary(model)
+    use_ort = ort.available()
+    if use_ort:
+        float_bytes = ort.export_onnx_bytes(twin, input_shape)
+        calibration = calibration if calibration is not None else torch.randn(16, *input_shape)
+        int8_bytes = ort.quantize_int8(float_bytes, calibration)
+    runs = []
+    for thread_count in threads:
+        for batch in batches:
+            binary_threaded = binary
+            for m in binary.modules():
+                if isinstance(m, PackedBinaryConv2d):
+                    m.threads = thread_count
+            contenders = {"float_eager": twin, "binary": binary_threaded}
+            if use_ort:
+                contenders["float_ort"] = ort.OrtModule(float_bytes, thread_count)
+                contenders["int8_ort"] = ort.OrtModule(int8_bytes, thread_count)
+            timing = compare_latency(contenders, input_shape, batch, thread_count, repeats=repeats)
+            row = {"batch": batch, "threads": thread_count}
+            row.update({f"{k}_ms": timing[k]["median_ms"] for k in contenders})
+            runs.append(row)
+    first = runs[0]
+    float_ms = first.get("float_ort_ms", first["float_eager_ms"])
+    result = {
+        "float_ms": float_ms, "float_eager_ms": first["float_eager_ms"], "float_ort_ms": first.get("float_ort_ms"),
+        "binary_ms": first["binary_ms"], "int8_ms": first.get("int8_ort_ms"),
+        "speedup_binary": float_ms / first["binary_ms"],
+        "speedup_int8": (float_ms / first["int8_ort_ms"]) if use_ort else None,
+        "binary_vs_int8": (first["int8_ort_ms"] / first["binary_ms"]) if use_ort else None,
+        "runs": runs, "memory": memory_report(binary),
+        "layers": _layer_rows(binary, input_shape, threads[0], repeats) if per_layer else [],
+    }
+    return result

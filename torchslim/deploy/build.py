@@ -1,0 +1,98 @@
+"""Build the native kernels with the machine's C compiler, once, and load them with ctypes.
+
+The library is plain C over raw buffers (no torch headers), compiled on first use
+into a per-user cache keyed by the source and compiler, written atomically so
+concurrent processes never load a half-written file.  Without a compiler the
+callers fall back to the pure-PyTorch reference path, with one warning.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "bitkernels.c")
+FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
+
+
+def cache_dir() -> str:
+    base = os.environ.get("TORCHSLIM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torchslim")
+    return os.path.join(base, "kernels")
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _compile(compiler: str, target: str) -> None:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(target))
+    os.close(fd)
+    try:
+        subprocess.run([compiler, *FLAGS, SOURCE, "-o", tmp], check=True, capture_output=True, text=True)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    i64, ptr, f_ptr = ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p
+    lib.bk_pack_signs.argtypes = [f_ptr, i64, i64, i64, i64, i64, ptr, ctypes.c_int]
+    lib.bk_pack_planes.argtypes = [f_ptr, i64, i64, i64, i64, i64, f_ptr, i64, ptr, ctypes.c_int]
+    lib.bk_pack_weights.argtypes = [ptr, i64, i64, i64, i64, i64, ptr]
+    lib.bk_conv2d.argtypes = [ptr, i64, i64, i64, i64, i64, f_ptr, i64, ptr, ptr, i64, i64, i64, i64, i64, i64,
+                              i64, f_ptr, f_ptr, f_ptr, i64, i64, ctypes.c_int]
+    lib.bk_select_isa.argtypes = [ctypes.c_int]
+    lib.bk_select_isa.restype = ctypes.c_int
+    lib.bk_isa.restype = ctypes.c_int
+    lib.bk_max_threads.restype = ctypes.c_int
+    for name in ("bk_pack_signs", "bk_pack_planes", "bk_pack_weights", "bk_conv2d"):
+        getattr(lib, name).restype = None
+    force = os.environ.get("TORCHSLIM_ISA", "auto")
+    lib.bk_select_isa(0 if force == "portable" else -1)
+    return lib
+
+
+@functools.lru_cache(maxsize=1)
+def native_library() -> ctypes.CDLL | None:
+    """The compiled kernels, or None (with one warning) when they cannot be built."""
+    if os.environ.get("TORCHSLIM_NATIVE", "1") == "0":
+        return None
+    compiler = _compiler()
+    if compiler is None:
+        warnings.warn("torchslim: no C compiler found; binary layers use the slower PyTorch reference path",
+                      RuntimeWarning, stacklevel=2)
+        return None
+    with open(SOURCE, "rb") as handle:
+        digest = hashlib.sha256(handle.read() + " ".join([compiler, *FLAGS]).encode()).hexdigest()[:16]
+    target = os.path.join(cache_dir(), f"bitkernels-{digest}.so")
+    try:
+        if not os.path.exists(target):
+            _compile(compiler, target)
+        # Idle kernel threads sleep instead of spinning: the machine is shared with torch's own pool.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        return _declare(ctypes.CDLL(target))
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        warnings.warn(f"torchslim: building the binary kernels failed ({detail.strip().splitlines()[-1:]}); "
+                      "using the PyTorch reference path", RuntimeWarning, stacklevel=2)
+        return None
+
+
+def isa() -> str:
+    """Which inner loops run: 'popcnt+avx2', 'portable', or 'reference' (no native library)."""
+    lib = native_library()
+    if lib is None:
+        return "reference"
+    return "popcnt+avx2" if lib.bk_isa() == 1 else "portable"

@@ -1,0 +1,108 @@
+"""``compile(model)``: run the binary layers of a frozen quantized model on packed kernels.
+
+A frozen layer (``FrozenConv2d`` / ``FrozenLinear`` with codes in {-1,+1}) is
+replaced by a packed layer when its input provably holds quantized values: the
+nearest producer, looking back through ops that keep a value set (max pooling,
+flatten, dropout, identity), is an activation quantizer with levels {-1,+1} or
+0 = L0 < L1 < ....  Everything else (the float first and last layers, BN,
+pooling) stays as it is.  The caller's model is not modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..errors import UserError
+from .modules import PackedBinaryConv2d, PackedBinaryLinear, plane_encoding
+
+# Ops through which quantized values stay quantized (same value set).
+_VALUE_PRESERVING_MODULES = (nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+_VALUE_PRESERVING_FUNCTIONS = (torch.flatten, F.max_pool2d, operator.getitem)
+
+
+class _Tracer(fx.Tracer):
+    """Keep quantization layers as leaves, so the graph shows them as single nodes."""
+
+    def is_leaf_module(self, module, qualname):
+        return type(module).__module__.startswith("torchslim.quant") or super().is_leaf_module(module, qualname)
+
+
+def _quantized_input_levels(node: fx.Node, modules: dict) -> list | None:
+    source = node.args[0] if node.args else None
+    while isinstance(source, fx.Node):
+        if source.op == "call_module":
+            module = modules[source.target]
+            if type(module).__name__ == "ActQuant":
+                return [float(v) for v in module.levels]
+            if not isinstance(module, _VALUE_PRESERVING_MODULES):
+                return None
+        elif not (source.op == "call_function" and source.target in _VALUE_PRESERVING_FUNCTIONS) and not (
+                source.op == "call_method" and source.target in ("flatten", "view", "reshape")):
+            return None
+        source = source.args[0]
+    return None
+
+
+def _packed_replacement(module: nn.Module, levels: list) -> nn.Module | None:
+    codes = getattr(module, "codes", None)
+    if codes is None or not bool(((codes == 1) | (codes == -1)).all()):
+        return None
+    try:
+        plane_encoding(levels)
+    except ValueError:
+        return None
+    bias = module.bias.detach() if module.bias is not None else None
+    if isinstance(module, nn.Module) and hasattr(module, "kernel_size"):
+        if module.groups != 1 or tuple(module.dilation) != (1, 1) or isinstance(module.padding, str):
+            return None
+        return PackedBinaryConv2d.from_codes(codes, module.scale, bias, module.stride, module.padding, levels)
+    return PackedBinaryLinear.from_codes(codes, module.scale, bias, levels)
+
+
+def compile(model: nn.Module, threads: int | None = None) -> nn.Module:  # noqa: A001 - the public verb
+    """A copy of ``model`` whose binary layers run on the bit-packed kernels.
+
+    Quantization-aware (not yet frozen) models are frozen first.  ``threads`` fixes
+    the kernels' thread count (default: torch's at call time).
+    """
+    from ..quant import freeze
+    from ..quant.modules import QuantConv2d, QuantLinear
+
+    if any(isinstance(m, (QuantConv2d, QuantLinear)) for m in model.modules()):
+        model = freeze(model)
+    compiled = copy.deepcopy(model).eval()
+    try:
+        graph = _Tracer().trace(compiled)
+    except Exception as exc:  # fx reports untraceable control flow with many exception types
+        raise UserError(f"cannot trace {type(model).__name__} to find its binary layers: {exc}") from None
+    modules = dict(compiled.named_modules())
+    replaced = []
+    for node in graph.nodes:
+        if node.op != "call_module" or type(modules[node.target]).__name__ not in ("FrozenConv2d", "FrozenLinear"):
+            continue
+        levels = _quantized_input_levels(node, modules)
+        packed = _packed_replacement(modules[node.target], levels) if levels else None
+        if packed is None:
+            continue
+        packed.threads = threads
+        parent_name, _, child = node.target.rpartition(".")
+        setattr(compiled.get_submodule(parent_name) if parent_name else compiled, child, packed)
+        replaced.append(node.target)
+    meta = dict(getattr(compiled, "torchslim_meta", {}) or {})
+    meta["compiled_layers"] = replaced
+    compiled.torchslim_meta = meta
+    return compiled
+
+
+def memory_report(model: nn.Module) -> dict:
+    """Bytes of the packed binary weights against the same weights in float32."""
+    packed = [m for m in model.modules() if isinstance(m, PackedBinaryConv2d)]
+    weights = sum(m.out_channels * m.in_channels * m.kernel_size[0] * m.kernel_size[1] for m in packed)
+    packed_bytes = sum(m.packed_bytes() for m in packed)
+    return {"binary_layers": len(packed), "binary_weights": weights, "packed_bytes": packed_bytes,
+            "float32_bytes": 4 * weights, "ratio": (4 * weights / packed_bytes) if packed_bytes else None}
