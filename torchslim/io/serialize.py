@@ -74,6 +74,9 @@ def save(model: nn.Module, path, **meta) -> str:
 def read_header(path) -> dict:
     """The JSON header of a torchslim file, without loading the weights."""
     path = os.fspath(path)
+    packed = _packed_module(path)
+    if packed is not None:  # a packed container (torchslim.export): its embedded model header
+        return packed.read_packed_header(path)["model"]
     if not os.path.isfile(path):
         raise UserError(f"model file not found: {path}")
     try:
@@ -88,6 +91,13 @@ def read_header(path) -> dict:
     if header.get("format", 0) > FORMAT_VERSION:
         raise UserError(f"{path} was written by a newer torchslim (format {header['format']})")
     return header
+
+
+def _packed_module(path):
+    """``torchslim.export.packed`` when ``path`` is a packed container, else None."""
+    from ..export import packed
+
+    return packed if packed.is_packed(path) else None
 
 
 def build_from_header(header: dict) -> nn.Module:
@@ -108,6 +118,9 @@ def load(path, map_location="cpu") -> nn.Module:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    packed = _packed_module(path)
+    if packed is not None:
+        return packed.load_packed(path, map_location=map_location)
     header = read_header(path)
     model = build_from_header(header)
     try:

@@ -1,0 +1,83 @@
+"""Per-layer packers: how each layer type is written into, and read back from, a packed file.
+
+A packer is two functions, registered for a module type:
+
+* ``pack(module, options) -> (tensors, meta)``: the module's *own* state
+  (parameters and buffers, not its children's) as named tensors, mostly uint8
+  bit streams, plus a small JSON ``meta`` (shapes, bit widths);
+* ``unpack(module, tensors, meta) -> state``: the module's own ``state_dict``
+  entries, rebuilt exactly.
+
+An optional ``to_float(module)`` gives the equivalent plain ``nn`` layer, used
+to measure the float32 size of the same model and to export ONNX.  A module
+whose type (or any base class) has no packer is stored as it is, with the
+``float`` packer.  New layer types plug in with :func:`register_packer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+@dataclass
+class PackOptions:
+    huffman: bool = False  # entropy-code code streams and index gaps when that is smaller
+    sparse: bool = True  # store mostly-zero float weights as relative-index sparse entries
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Packer:
+    name: str
+    module_type: type
+    pack: Callable
+    unpack: Callable
+    to_float: Callable | None = None
+
+
+PACKERS: dict[type, Packer] = {}
+_BY_NAME: dict[str, Packer] = {}
+
+
+def register_packer(module_type: type, pack: Callable, unpack: Callable, to_float: Callable | None = None,
+                    name: str | None = None) -> Packer:
+    """Register how ``module_type`` is packed; returns the :class:`Packer`."""
+    name = name or f"{module_type.__module__}.{module_type.__qualname__}"
+    packer = Packer(name, module_type, pack, unpack, to_float)
+    PACKERS[module_type] = packer
+    _BY_NAME[name] = packer
+    return packer
+
+
+def own_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The module's own persistent parameters and buffers (no children)."""
+    return {k: v for k, v in module.state_dict(keep_vars=False).items() if "." not in k}
+
+
+def _pack_float(module, options):
+    return {k: v.detach().cpu().contiguous() for k, v in own_state(module).items()}, {}
+
+
+def _unpack_float(module, tensors, meta):
+    return dict(tensors)
+
+
+FLOAT_PACKER = Packer("float", nn.Module, _pack_float, _unpack_float)
+_BY_NAME["float"] = FLOAT_PACKER
+
+
+def find_packer(module: nn.Module) -> Packer:
+    for cls in type(module).__mro__:
+        if cls in PACKERS:
+            return PACKERS[cls]
+    return FLOAT_PACKER
+
+
+def packer_by_name(name: str) -> Packer | None:
+    from . import packers  # noqa: F401  (built-in packers)
+
+    return _BY_NAME.get(name)
