@@ -91,3 +91,11 @@ def test_lenet5_reaches_085_on_fashion_mnist_in_one_epoch():
     model = models.create("lenet5")
     fit(model, train, TrainConfig(epochs=1, batch_size=128, lr=0.05, augment=False), progress=False)
     assert evaluate(model, test)["top1"] >= 0.85
+
+
+def test_resume_refuses_a_checkpoint_from_other_settings(tmp_path):
+    train = load_dataset("digits", "train")
+    fit(_digits_model(), train, TrainConfig(epochs=1, **QUICK), checkpoint_path=tmp_path / "c.ckpt", progress=False)
+    with pytest.raises(UserError, match="other training settings"):
+        fit(_digits_model(), train, TrainConfig(epochs=2, **QUICK), checkpoint_path=tmp_path / "c.ckpt",
+            progress=False)

@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import BatchLoader
+from ..errors import UserError
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, lr_factor
 from .distributed import current as current_dist
@@ -23,8 +24,6 @@ from .distributed import current as current_dist
 
 def resolve_device(name: str = "cpu") -> torch.device:
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when present)."""
-    from ..errors import UserError
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -136,6 +135,9 @@ def fit(
     start_epoch = 0
     state = load_checkpoint(checkpoint_path) if checkpoint_path else None
     if state is not None:
+        if state["history"].get("config") != config.to_dict():
+            raise UserError(f"checkpoint {checkpoint_path} was written with other training settings; "
+                            "delete it to start over, or rerun with the same settings to resume")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
