@@ -80,3 +80,20 @@ def test_bad_arguments_are_user_errors(digits_teacher):
         kd_loss_fn(digits_teacher, alpha=2)
     with pytest.raises(UserError, match="choose from"):
         kd_loss_fn(digits_teacher, loss="nope")
+
+
+def test_online_mode_updates_teacher_and_student():
+    from torchslim.distill import DistillConfig, train_online
+
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    teacher, student = _lenet300(6), models.create("lenet300", num_classes=10, in_channels=1,
+                                                   input_size=(8, 8), width_mult=0.25)
+    teacher_before = copy.deepcopy(teacher.state_dict())
+    student_before = copy.deepcopy(student.state_dict())
+    history = train_online(student, teacher, train, TrainConfig(epochs=3, batch_size=64, augment=False, seed=0),
+                           DistillConfig(temperature=2.0, alpha=0.5), progress=False)
+    assert history["distill"]["online"] is True
+    for before, model in ((teacher_before, teacher), (student_before, student)):
+        changed = [not torch.equal(before[k], v) for k, v in model.state_dict().items() if v.is_floating_point()]
+        assert all(changed)
+    assert evaluate(teacher, test)["top1"] >= 0.9 and evaluate(student, test)["top1"] >= 0.8
