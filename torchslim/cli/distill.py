@@ -22,6 +22,10 @@ def add_parser(subparsers):
     parser.add_argument("--temperature", type=float, default=None, help="softening T > 0 (default: the loss's)")
     parser.add_argument("--alpha", type=float, default=None,
                         help="teacher's share of the loss in [0, 1] (default: the loss's)")
+    parser.add_argument("--hint", action="append", default=[], metavar="S_LAYER:T_LAYER",
+                        help="also match this student layer's features to this teacher layer's (repeatable; "
+                             "a 1x1 adapter bridges different widths)")
+    parser.add_argument("--hint-weight", type=float, default=1.0, help="weight of the feature (hint) loss")
     parser.add_argument("--online", action="store_true", help="train teacher and student together")
     parser.add_argument("--teacher-width", type=float, default=1.0, help="width of a fresh --online teacher")
     parser.add_argument("--teacher-out", default=None, help="with --online: also save the trained teacher here")
@@ -89,12 +93,13 @@ def run(args) -> int:
     from ..profile import count_macs, count_params
     from ..train import TrainConfig, evaluate, fit
 
-    kd = DistillConfig(temperature=args.temperature, alpha=args.alpha, loss=args.loss, cache_dir=args.cache_dir)
+    kd = DistillConfig(temperature=args.temperature, alpha=args.alpha, loss=args.loss, cache_dir=args.cache_dir,
+                       hints=tuple(args.hint), hint_weight=args.hint_weight)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                          schedule=args.schedule, weight_decay=args.weight_decay, augment=not args.no_augment,
                          seed=args.seed, device=args.device)
-    if args.online and args.cache_dir:
-        raise UserError("--cache-dir does not apply to --online (the teacher changes every step)")
+    if args.online and (args.cache_dir or args.hint):
+        raise UserError("--cache-dir and --hint do not apply to --online (the teacher changes every step)")
     if args.teacher_out and not args.online:
         raise UserError("--teacher-out needs --online (an offline teacher is never changed)")
     check_out_path(args.out)

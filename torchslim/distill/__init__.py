@@ -28,3 +28,6 @@ from .students import LIGHTWEIGHT, create_student, thin_student  # noqa: E402
 
 __all__ += ["DistillConfig", "JointModel", "LIGHTWEIGHT", "LogitCache", "create_student", "distill",
             "thin_student", "train_online"]
+from .hints import HintedStudent, hint_loss_fn, parse_hint  # noqa: E402
+
+__all__ += ["HintedStudent", "hint_loss_fn", "parse_hint"]

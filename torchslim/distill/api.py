@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import UserError, unknown_choice
 from ..train import TrainConfig, fit
 from .losses import check_kd_args, get_loss
+from .hints import HintedStudent, hint_loss_fn, parse_hint
 from .teacher import KDLoss, freeze
 
 __all__ = ["DistillConfig", "distill", "train_online", "JointModel"]
@@ -32,15 +33,26 @@ class DistillConfig:
     alpha: float | None = None  # None: the loss's default (hinton 0.9, mxnet 0.5, tf 0.5)
     loss: str = "hinton"
     cache_dir: str | None = None
+    hints: tuple[str, ...] = ()  # "STUDENT_LAYER:TEACHER_LAYER" feature pairs (see torchslim.distill.hints)
+    hint_weight: float = 1.0
 
     def __post_init__(self):
         spec = get_loss(self.loss)
         self.temperature = spec.default_temperature if self.temperature is None else self.temperature
         self.alpha = spec.default_alpha if self.alpha is None else self.alpha
         self.temperature, self.alpha = check_kd_args(self.temperature, self.alpha)
+        self.hints = tuple(self.hints)
+        for pair in self.hints:
+            parse_hint(pair)
+        if self.hints and self.cache_dir:
+            raise UserError("hints need the teacher's features every step, so they cannot use a logit cache")
+        if not self.hint_weight >= 0:
+            raise UserError(f"hint weight must be >= 0, got {self.hint_weight}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["hints"] = list(self.hints)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "DistillConfig":
@@ -93,6 +105,8 @@ def distill(student: nn.Module, teacher: nn.Module, train_set, config: TrainConf
         cache = LogitCache(kd.cache_dir, freeze(teacher),
                            data_key=f"{train_set.name}/{train_set.split}/n={len(train_set)}/augment={config.augment}",
                            seed=config.seed)
+    if kd.hints:
+        return _distill_with_hints(student, teacher, train_set, config, kd, eval_set, checkpoint_path, progress)
     loss_fn = KDLoss(teacher, kd.temperature, kd.alpha, kd.loss, cache=cache)
     history = fit(student, train_set, config, eval_set=eval_set, checkpoint_path=checkpoint_path,
                   loss_fn=loss_fn, progress=progress)
@@ -100,6 +114,19 @@ def distill(student: nn.Module, teacher: nn.Module, train_set, config: TrainConf
     history["distill"] = kd.to_dict()
     if cache is not None:
         history["cache"] = cache.stats()
+    return history
+
+
+def _distill_with_hints(student, teacher, train_set, config, kd, eval_set, checkpoint_path, progress) -> dict:
+    hinted = HintedStudent(student, teacher, kd.hints, train_set.input_shape)
+    loss_fn = hint_loss_fn(hinted, teacher, kd.hint_weight, kd.temperature, kd.alpha, kd.loss)
+    try:
+        history = fit(hinted, train_set, config, eval_set=eval_set, checkpoint_path=checkpoint_path,
+                      loss_fn=loss_fn, progress=progress)
+    finally:
+        hinted.release()
+        loss_fn.release()
+    history["distill"] = kd.to_dict()
     return history
 
 
