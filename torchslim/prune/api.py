@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, unknown_choice
-from ..profile import count_macs, count_params
+from ..profile import count_params
 from .criteria import Context, get_criterion, score_groups
 from .graph import build_graph
 from .select import SCOPES, CostModel, select_channels
@@ -145,19 +145,26 @@ def _finish(model, work, graph, example, removed, counts, cost) -> PruneResult:
         param.grad = None
     apply_removal(work, graph, removed)
     work.eval()
-    model_training = model.training
-    model.eval()
-    with torch.no_grad():
-        expected, got = model(example).shape, work(example).shape
-    model.train(model_training)
-    if expected != got:
-        raise RuntimeError(f"pruning changed the output shape from {tuple(expected)} to {tuple(got)}")
-    work.train(model_training)
-    input_shape = tuple(example.shape[1:])
+    output = next(n for n in graph.graph_module.graph.nodes if n.op == "output").args[0]
+    expected = getattr(output.meta.get("tensor_meta") if hasattr(output, "meta") else None, "shape", None)
+    macs_after, got = _macs_and_output(work, example[:1])
+    if isinstance(got, torch.Tensor) and expected is not None and tuple(got.shape[1:]) != tuple(expected[1:]):
+        raise RuntimeError(f"pruning changed the output shape from {tuple(expected)} to {tuple(got.shape)}")
+    work.train(model.training)
     channels = [{"group": g.name, "layers": sorted({m.module for m in g.members}),
                  "before": len(g), "after": len(g) - counts.get(g.index, 0)} for g in graph.groups]
-    return PruneResult(work, cost.total_macs, count_macs(work, input_shape), cost.total_params,
+    return PruneResult(work, cost.total_macs, macs_after, cost.total_params,
                        count_params(work), channels, list(graph.boundaries))
+
+
+@torch.no_grad()
+def _macs_and_output(model, x):
+    """MACs as :func:`torchslim.profile.count_macs` counts them, and the output, in one pass."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        output = model(x)
+    return counter.get_total_flops() // 2, output
 
 
 def prune(model: nn.Module, example_inputs=None, config: PruneConfig | None = None,

@@ -7,7 +7,8 @@ batches, for every group at the same time.
 ============== ===========================================================================
 l1, l2         L1 / L2 norm of the filters producing the channel (Li et al. 2017,
                arXiv:1608.08710), summed over every producer of a coupled group
-mean-act       mean activation of the feature map the next layer reads
+mean-act       mean absolute activation of the feature map the next layer reads (after a
+               ReLU: the mean activation)
 apoz           1 - APoZ, the share of non-zero activations (Hu et al. 2016)
 taylor         |mean over batch and space of activation x gradient| per channel, averaged
                over batches, L2-normalised per layer (Molchanov et al. 2016,
@@ -187,8 +188,8 @@ def _sizes(positions) -> torch.Tensor:
 
 @register_criterion("mean-act", needs_data=True)
 def mean_activation(group, ctx):
-    """Mean activation of the feature map the next layer reads."""
-    return _tap_mean(group, ctx, lambda s, pos: unit_sum(s.act_sum.float().cpu(), pos) / (s.count * _sizes(pos)))
+    """Mean absolute activation of the feature map the next layer reads."""
+    return _tap_mean(group, ctx, lambda s, pos: unit_sum(s.abs_sum.float().cpu(), pos) / (s.count * _sizes(pos)))
 
 
 @register_criterion("apoz", needs_data=True)

@@ -175,6 +175,26 @@ def _getitem(graph, node, meta):
     return graph.boundary(_all_inputs(graph, node), meta, "indexing a tensor")
 
 
+def _pad(graph, node, meta):
+    """Constant padding.  Zero channels appended or prepended (a shortcut that widens the
+    stream) are pinned; the padded input's channels pass through with their offsets."""
+    slots, in_shape = _first(graph, node)
+    pad = list(_arg(node, 1, "pad", ()))
+    mode = _arg(node, 2, "mode", "constant")
+    out_shape = _shape(meta)
+    if slots is None or in_shape is None or out_shape is None or mode != "constant":
+        return graph.boundary(_all_inputs(graph, node), meta, "non-constant padding")
+    ndim = len(in_shape)
+    if len(pad) > 2 * (ndim - 1) or any(not isinstance(p, int) for p in pad):
+        return graph.boundary(_all_inputs(graph, node), meta, "padding of the batch dimension")
+    if len(pad) < 2 * (ndim - 1):
+        return slots
+    before, after = pad[-2], pad[-1]
+    if before < 0 or after < 0:
+        return graph.boundary(_all_inputs(graph, node), meta, "cropping the channels")
+    return graph.new_channels(before, pinned=True) + slots + graph.new_channels(after, pinned=True)
+
+
 def _nothing(graph, node, meta):
     return None
 
@@ -184,7 +204,6 @@ _PASSTHROUGH_FUNCTIONS = (
     F.softplus, F.dropout, F.dropout2d, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d,
     F.adaptive_max_pool2d, F.max_pool1d, F.avg_pool1d, F.interpolate, F.hardtanh, F.sigmoid, F.tanh,
     torch.relu, torch.sigmoid, torch.tanh, torch.clamp, torch.abs, torch.neg, operator.neg,
-    torch.nn.functional.pad,
 )
 _PASSTHROUGH_METHODS = ("relu", "relu_", "sigmoid", "tanh", "clamp", "clamp_", "abs", "neg", "contiguous",
                         "clone", "float", "double", "half", "to", "type", "detach", "cpu", "cuda")
@@ -209,5 +228,6 @@ for _target in (torch.cat, torch.concat):
 for _target in (torch.chunk, "chunk"):
     register_function_rule(_target, _chunk)
 register_function_rule(operator.getitem, _getitem)
+register_function_rule(F.pad, _pad)
 for _target in (getattr, "size", "dim"):
     register_function_rule(_target, _nothing)

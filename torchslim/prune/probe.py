@@ -30,15 +30,15 @@ class TapStats:
     """Per-position sums for one tap."""
 
     def __init__(self):
-        self.act_sum = None
+        self.abs_sum = None
         self.zeros = None
         self.count = 0
         self.grad_products: list[torch.Tensor] = []  # one (C,) sum of a*g per batch
         self.grad_counts: list[int] = []
 
     def add_activation(self, flat: torch.Tensor) -> None:
-        act, zeros = flat.sum(1), (flat == 0).sum(1).to(flat.dtype)
-        self.act_sum = act if self.act_sum is None else self.act_sum + act
+        act, zeros = flat.abs().sum(1), (flat == 0).sum(1).to(flat.dtype)
+        self.abs_sum = act if self.abs_sum is None else self.abs_sum + act
         self.zeros = zeros if self.zeros is None else self.zeros + zeros
         self.count += flat.shape[1]
 
@@ -73,8 +73,8 @@ class Probe:
 
     def visit(self, name: str, x: torch.Tensor) -> torch.Tensor:
         mask = self.masks.get(name)
-        if mask is not None:
-            x = x * mask.view(1, -1, *([1] * (x.dim() - 2)))
+        if mask is not None:  # (C,) for every sample, or (N, C) per sample
+            x = x * mask.view(-1 if mask.dim() == 2 else 1, x.shape[1], *([1] * (x.dim() - 2)))
         if self.recording:
             stats = self.stats.setdefault(name, TapStats())
             stats.add_activation(_per_channel(x))

@@ -1,0 +1,41 @@
+import functools
+
+import pytest
+
+import torch
+from torch import nn
+
+from torchslim import models
+
+WIDTH = {"lenet5": 1.0, "lenet300": 0.25, "lenet": 1.0}
+
+
+def build(name: str, seed: int = 0) -> nn.Module:
+    """A small zoo model with non-trivial BN statistics, in eval mode."""
+    torch.manual_seed(seed)
+    model = models.create(name, num_classes=10, width_mult=WIDTH.get(name, 0.125))
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+@functools.lru_cache(maxsize=None)
+def calibration(name: str, batch: int = 8):
+    shape = models.model_input_shape(name)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, *shape, generator=generator)
+    y = torch.randint(0, 10, (batch,), generator=generator)
+    return [(x, y)]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Small models on a shared 2-core machine: a second intra-op thread only adds contention.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

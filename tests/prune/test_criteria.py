@@ -1,0 +1,122 @@
+"""Every criterion on every zoo model, at several ratios, through selection and surgery."""
+
+import copy
+import functools
+import zlib
+
+import pytest
+import torch
+
+from torchslim import models
+from torchslim.profile import count_macs
+from torchslim.prune import Context, PruneConfig, build_graph, list_criteria, register_criterion
+from torchslim.prune.criteria import CRITERIA, score_groups
+from torchslim.prune.select import CostModel, _State, select_channels
+from torchslim.prune.surgery import apply_removal
+
+from .conftest import build, calibration
+
+RATIOS = (0.2, 0.5, 0.7)
+
+
+def _ratio(name: str, criterion: str) -> float:
+    # Each (model, criterion) pair gets one ratio, spread evenly and deterministically.
+    return RATIOS[zlib.crc32(f"{name}/{criterion}".encode()) % len(RATIOS)]
+
+
+@functools.lru_cache(maxsize=None)
+def _planned(name):
+    model = build(name)
+    graph = build_graph(model)
+    return model, graph, Context(model, graph, calibration(name, 4)), CostModel(model, graph, model.input_shape)
+
+
+@pytest.mark.parametrize("criterion", list_criteria())
+@pytest.mark.parametrize("name", models.list_models())
+def test_every_model_criterion_and_ratio(name, criterion):
+    model, graph, ctx, cost = _planned(name)
+    scores = score_groups(criterion, graph.groups, ctx)
+    assert [len(s) for s in scores] == [len(g) for g in graph.groups]
+    assert all(torch.isfinite(s).all() and (s >= 0).all() for s in scores)
+    ratio = _ratio(name, criterion)
+    config = PruneConfig(criterion=criterion, ratio=ratio, scope="global")
+    removed, counts = select_channels(graph.groups, scores, cost, config)
+    total = sum(len(g) for g in graph.groups if len(g) > 1)
+    assert sum(counts.values()) == pytest.approx(ratio * total, abs=1)
+    predicted = _State(cost)
+    for group in graph.groups:
+        kept = {group.units.index(r) for r in group.units if r in removed}
+        for unit in kept:
+            predicted.remove(group, unit)
+    pruned = copy.deepcopy(model)
+    apply_removal(pruned, graph, removed)
+    x = torch.randn(2, *model.input_shape)
+    with torch.no_grad():
+        assert pruned(x).shape == (2, 10)
+    macs = count_macs(pruned, model.input_shape)
+    assert macs == pytest.approx(predicted.macs, rel=1e-9), "the cost model mispredicts the MACs"
+    assert macs < count_macs(model, model.input_shape)
+
+
+@pytest.mark.parametrize("criterion", [c for c in list_criteria() if c not in ("random",)])
+def test_criteria_rank_dead_channels_last(criterion):
+    """A channel whose filters, BN scale and shift are zero carries nothing: every criterion
+    (but random) scores it no higher than any live channel of its group."""
+    model = build("vgg11")
+    graph = build_graph(model)
+    group = graph.groups[2]
+    for member, positions in zip(group.members, group.positions):
+        module = model.get_submodule(member.module)
+        if member.role == "out":
+            for attr in ("weight", "bias"):
+                if getattr(module, attr, None) is not None:
+                    getattr(module, attr).data[positions[0]] = 0
+    ctx = Context(model, graph, calibration("vgg11", 8))
+    score = score_groups(criterion, [group], ctx)[0]
+    assert score[0] <= score[1:].min() + 1e-12
+
+
+def test_taylor_is_l2_normalised_per_layer():
+    model, graph, ctx, _ = _planned("resnet20")
+    for score in score_groups("taylor", graph.groups, ctx):
+        assert score.norm().item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_l1_matches_the_filter_norms():
+    model = build("vgg11")
+    graph = build_graph(model)
+    score = score_groups("l1", graph.groups[:1], Context(model, graph))[0]
+    conv = model.features[0]
+    assert torch.allclose(score, conv.weight.abs().sum((1, 2, 3)))
+
+
+def test_oracle_is_the_exact_loss_change():
+    import torch.nn.functional as F
+
+    model = build("lenet5")
+    graph = build_graph(model)
+    batches = calibration("lenet5", 16)
+    group = graph.groups[0]  # features.0: its channels feed features.4 after BN, ReLU, pool
+    score = score_groups("oracle", [group], Context(model, graph, batches))[0]
+    x, y = batches[0]
+    with torch.no_grad():
+        base = F.cross_entropy(model(x), y)
+        for unit in (0, 3):
+            hooked = copy.deepcopy(model)
+            hooked.features[3].register_forward_hook(lambda m, i, o, u=unit: o.index_fill(1, torch.tensor([u]), 0))
+            assert score[unit].item() == pytest.approx(abs(F.cross_entropy(hooked(x), y) - base).item(), abs=1e-5)
+
+
+def test_registered_criteria_are_picked_up():
+    @register_criterion("first-is-best")
+    def first_is_best(group, ctx):
+        return torch.arange(len(group), 0, -1, dtype=torch.float32)
+
+    try:
+        model, graph, ctx, cost = _planned("vgg11")
+        scores = score_groups("first-is-best", graph.groups, ctx)
+        removed, _ = select_channels(graph.groups, scores, cost, PruneConfig(ratio=0.5, scope="layer"))
+        group = graph.groups[0]
+        assert group.units[0] not in removed and group.units[-1] in removed
+    finally:
+        del CRITERIA["first-is-best"]
