@@ -1,0 +1,186 @@
+"""``torchslim compress-weights``: back-end compression of a saved model.
+
+Methods (``METHODS``): ``magnitude`` (unstructured pruning with masks held while
+fine-tuning), ``kmeans`` (scalar weight sharing, centroids fine-tuned),
+``pq`` / ``qcnn`` (product quantization fitted to the weights / to the layer
+outputs), ``svd`` / ``tucker`` (low-rank factorisation).  The result is saved
+with :func:`torchslim.save`; ``torchslim export --format packed`` then writes
+its real compressed bytes.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import UserError
+from .common import add_data_args, add_json_arg, check_input_fits, check_out_path, emit, load_data
+
+# method -> (compress(model, args, train_set), default fine-tune optimizer, lr, weight decay)
+METHODS: dict = {}
+
+
+def register_method(name: str, optimizer: str, lr: float, weight_decay: float):
+    def decorator(fn):
+        METHODS[name] = (fn, optimizer, lr, weight_decay)
+        return fn
+
+    return decorator
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("compress-weights", help="prune, weight-share, product-quantize or factorise "
+                                   "the weights of a saved model")
+    parser.add_argument("file", help="a model saved by torchslim")
+    parser.add_argument("--method", required=True, choices=sorted(METHODS))
+    parser.add_argument("--sparsity", type=float, default=0.9, help="magnitude: fraction of weights removed")
+    parser.add_argument("--scope", default="layer", help="magnitude: layer or global threshold")
+    parser.add_argument("--schedule", default="oneshot", help="magnitude: oneshot, agp or iterative")
+    parser.add_argument("--bits", type=int, default=None,
+                        help="kmeans: bits per weight of Linear layers (default 5); pq/qcnn: bits per code "
+                             "(2**B codewords per subspace, default 6)")
+    parser.add_argument("--conv-bits", type=int, default=None, help="kmeans: bits per conv weight (default 8)")
+    parser.add_argument("--init", default="linear", help="kmeans: centroid initialisation (linear, density, random)")
+    parser.add_argument("--subvector", type=int, default=4, help="pq/qcnn: input channels per sub-vector")
+    parser.add_argument("--calib-samples", type=int, default=256, help="qcnn: calibration images")
+    ranks = parser.add_mutually_exclusive_group()
+    ranks.add_argument("--rank-energy", type=float, default=None, help="svd/tucker: energy kept per layer (0..1]")
+    ranks.add_argument("--target-macs", type=float, default=None, help="svd/tucker: fraction of the MACs to keep")
+    parser.add_argument("--exclude", default="", help="comma-separated layer paths left as they are")
+    parser.add_argument("--finetune-epochs", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=None, help="fine-tune learning rate (default per method)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--distill", action="store_true", help="fine-tune with the input model as teacher")
+    add_data_args(parser)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", required=True, help="where to save the compressed model")
+    add_json_arg(parser)
+    parser.set_defaults(run=run)
+
+
+def _exclude(args) -> tuple:
+    return tuple(p.strip() for p in args.exclude.split(",") if p.strip())
+
+
+def _finetune_config(args):
+    from ..train import TrainConfig
+
+    _, optimizer, lr, weight_decay = METHODS[args.method]
+    return TrainConfig(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.lr or lr,
+                       optimizer=optimizer, schedule="cosine", weight_decay=weight_decay, seed=args.seed,
+                       device=args.device)
+
+
+def _fit(model, args, train_set, on_step=None):
+    from ..train import fit
+
+    if args.finetune_epochs > 0:
+        fit(model, train_set, _finetune_config(args), loss_fn=args.loss_fn, on_step=on_step,
+            progress=not args.json)
+    return model.cpu().eval()
+
+
+@register_method("magnitude", "sgd", 0.01, 5e-4)
+def _magnitude(model, args, train_set):
+    from ..sparse import SparsityConfig, sparsify
+
+    config = SparsityConfig(sparsity=args.sparsity, scope=args.scope, schedule=args.schedule,
+                            exclude=_exclude(args))
+    train_config = _finetune_config(args) if args.finetune_epochs > 0 else None
+    return sparsify(model, config, train_set, train_config, loss_fn=args.loss_fn, progress=not args.json).cpu()
+
+
+@register_method("kmeans", "adam", 1e-4, 0.0)
+def _kmeans(model, args, train_set):
+    from ..codebook import WeightShareConfig, weight_share
+
+    config = WeightShareConfig(bits=args.bits or 5, conv_bits=args.conv_bits or 8, init=args.init,
+                               exclude=_exclude(args), seed=args.seed)
+    return _fit(weight_share(model, config), args, train_set)
+
+
+def _product(method):
+    def compress(model, args, train_set):
+        from ..codebook import PQConfig, product_quantize
+
+        config = PQConfig(subvector=args.subvector, bits=args.bits or 6, method=method, exclude=_exclude(args),
+                          calib_samples=args.calib_samples, seed=args.seed)
+        return _fit(product_quantize(model, config, calib_set=train_set, progress=not args.json), args, train_set)
+
+    return compress
+
+
+register_method("pq", "adam", 1e-4, 0.0)(_product("pq"))
+register_method("qcnn", "adam", 1e-4, 0.0)(_product("qcnn"))
+
+
+def _lowrank(method):
+    def compress(model, args, train_set):
+        from ..lowrank import LowRankConfig, factorize
+
+        energy = args.rank_energy if args.rank_energy is not None else (None if args.target_macs else 0.9)
+        config = LowRankConfig(method=method, energy=energy, target_macs=args.target_macs, exclude=_exclude(args))
+        return _fit(factorize(model, config, train_set.input_shape), args, train_set)
+
+    return compress
+
+
+register_method("svd", "sgd", 0.01, 5e-4)(_lowrank("svd"))
+register_method("tucker", "sgd", 0.01, 5e-4)(_lowrank("tucker"))
+
+
+def _check_args(args) -> None:
+    if args.finetune_epochs < 0 or args.calib_samples < 1:
+        raise UserError("--finetune-epochs must be >= 0 and --calib-samples >= 1")
+    if args.rank_energy is not None and not 0 < args.rank_energy <= 1:
+        raise UserError(f"--rank-energy must be in (0, 1], got {args.rank_energy}")
+    if args.method not in ("svd", "tucker") and (args.rank_energy is not None or args.target_macs is not None):
+        raise UserError(f"--rank-energy / --target-macs apply to svd and tucker, not {args.method}")
+
+
+def run(args) -> int:
+    import torch
+
+    from .. import load, save
+    from ..export.onnx import float32_size
+    from ..export.packed import packed_size
+    from ..profile import count_macs, count_params
+    from ..sparse import sparsity_report
+    from ..train import evaluate
+
+    _check_args(args)
+    check_out_path(args.out)
+    torch.manual_seed(args.seed)
+    model = load(args.file)
+    train_set, test_set = load_data(args, "train"), load_data(args, "test")
+    input_shape = train_set.input_shape
+    check_input_fits(model, input_shape, args.file, args.data)
+    args.loss_fn = None
+    if args.distill:
+        import copy
+
+        from ..distill import kd_loss_fn
+
+        args.loss_fn = kd_loss_fn(copy.deepcopy(model))
+    before = evaluate(model, test_set)["top1"]
+    began = time.perf_counter()
+    compressed = METHODS[args.method][0](model, args, train_set)
+    seconds = time.perf_counter() - began
+    after = evaluate(compressed, test_set)["top1"]
+    meta = dict(getattr(compressed, "torchslim_meta", {}) or {})
+    meta.update(compress_weights={"method": args.method, "source": args.file}, top1=after, data=args.data)
+    compressed.torchslim_meta = meta
+    save(compressed, args.out, input_shape=input_shape)
+    packed, baseline = packed_size(compressed), float32_size(compressed)
+    report = sparsity_report(compressed)
+    result = {
+        "method": args.method, "top1_before": before, "top1": after, "params": count_params(compressed),
+        "macs_before": count_macs(model, input_shape), "macs": count_macs(compressed, input_shape),
+        "sparsity": report["sparsity"], "packed_bytes": packed, "float32_bytes": baseline,
+        "compression_ratio": baseline / packed, "seconds": round(seconds, 2), "out": args.out,
+    }
+    text = (f"{args.method}: top-1 {before:.4f} -> {after:.4f}, MACs {result['macs_before']:,} -> "
+            f"{result['macs']:,}, packed {packed:,} B ({baseline / packed:.1f}x smaller than float32), "
+            f"sparsity {report['sparsity']:.1%}; saved {args.out} (export it with --format packed)")
+    emit(args, result, text)
+    return 0

@@ -1,0 +1,62 @@
+"""``torchslim export FILE --format packed|onnx --out PATH``: write a deployable file.
+
+``packed`` is the compressed container (:mod:`torchslim.export.packed`): real
+bit-packed codes, sparse indices and codebooks, checksummed, readable by
+``torchslim.load``.  ``onnx`` writes a float ONNX graph checked with onnxruntime.
+``compression_ratio`` is measured against the float32 file of the same model.
+"""
+
+from __future__ import annotations
+
+from ..errors import UserError
+from .common import add_json_arg, check_out_path, emit, parse_shape
+
+FORMATS = ("packed", "onnx")
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("export", help="write a packed (compressed) or ONNX file of a saved model")
+    parser.add_argument("file", help="a model saved by torchslim (or a packed file)")
+    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("--out", required=True, help="the file to write")
+    parser.add_argument("--huffman", action="store_true", help="packed: entropy-code the codes and indices")
+    parser.add_argument("--dense", action="store_true", help="packed: never store float weights as sparse")
+    parser.add_argument("--input", help="onnx: input shape CxHxW (default: recorded in the file)")
+    parser.add_argument("--opset", type=int, default=17)
+    add_json_arg(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    import os
+
+    from .. import load
+    from ..export import PackOptions, load_packed, save_packed
+    from ..export.onnx import export_onnx, float32_size
+
+    check_out_path(args.out)
+    if os.path.abspath(args.out) == os.path.abspath(args.file):
+        raise UserError("--out must differ from the input file")
+    model = load(args.file)
+    baseline = float32_size(model)
+    if args.format == "packed":
+        size = save_packed(model, args.out, PackOptions(huffman=args.huffman, sparse=not args.dense))
+        try:
+            load_packed(args.out)  # read back: a file that cannot be loaded is never left behind
+        except BaseException:
+            os.remove(args.out)
+            raise
+        extra = {}
+    else:
+        input_shape = parse_shape(args.input) if args.input else None
+        try:
+            info = export_onnx(model, args.out, input_shape=input_shape, opset=args.opset)
+        except RuntimeError as exc:
+            raise UserError(f"ONNX export of {args.file} failed: {str(exc).splitlines()[0]}") from None
+        size, extra = info["size_bytes"], {"max_abs_diff": info["max_abs_diff"]}
+    result = {"format": args.format, "size_bytes": size, "float32_bytes": baseline,
+              "compression_ratio": baseline / size, "out": args.out, **extra}
+    text = (f"{args.format}: {args.out} {size:,} B, {baseline / size:.2f}x smaller than the float32 file "
+            f"({baseline:,} B)")
+    emit(args, result, text)
+    return 0
