@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from torchslim import models
+from torchslim.data import load_dataset
+from torchslim.quant import QuantConfig, quantize
+from torchslim.quant.altupdate import alternating_update, calibration_batches, recalibrate_bn, solve_layer
+
+
+def test_solver_never_increases_error_and_scales_are_least_squares():
+    torch.manual_seed(0)
+    X = torch.randn(500, 20, dtype=torch.float64)
+    W = torch.randn(20, 6, dtype=torch.float64)
+    Y = X @ W + 0.1 * torch.randn(500, 6, dtype=torch.float64)
+    H, G, yy = X.T @ X, X.T @ Y, (Y * Y).sum(0)
+    B0 = torch.where(W >= 0, 1.0, -1.0).double()
+    A0 = W.abs().mean(0)
+    B, A, history = solve_layer(H, G, yy, B0, A0, iterations=20)
+    assert all(b <= a + 1e-9 * history[0] for a, b in zip(history, history[1:]))
+    assert history[-1] < history[0]
+    assert set(B.unique().tolist()) <= {-1.0, 1.0} and (A >= 0).all()
+    # Closed-form A is optimal for the final B: the error equals the direct residual.
+    direct = ((Y - X @ (B * A)) ** 2).sum().item()
+    assert direct == pytest.approx(history[-1], rel=1e-9)
+    for n in range(6):
+        best = torch.linalg.lstsq((X @ B[:, n]).unsqueeze(1), Y[:, n:n + 1]).solution.item()
+        assert abs(best) == pytest.approx(A[n].item(), rel=1e-6)
+
+
+def test_layerwise_update_reduces_every_layer_error_and_keeps_binary_codes():
+    torch.manual_seed(0)
+    float_model = models.create("vgg11", width_mult=0.0625).eval()
+    batches = calibration_batches(load_dataset("digits-32", "train"), images=32, batch_size=32)
+    recalibrate_bn(float_model, batches)
+    float_model.eval()
+    qmodel = quantize(float_model, QuantConfig(method="hwgq-bwn"))
+    tuned, reports = alternating_update(qmodel, batches, reference=float_model, iterations=3)
+    assert [r.name for r in reports] == [n for n, m in qmodel.named_modules() if hasattr(m, "encode")][:len(reports)]
+    assert len(reports) == 7  # every conv but the first (kept float)
+    for report in reports:
+        assert report.error_after <= report.error_before
+        assert all(b <= a + 1e-9 for a, b in zip(report.history, report.history[1:]))
+    assert any(r.error_after < 0.5 * r.error_before for r in reports)
+    codes, scale = tuned.features[4].encode()
+    assert set(codes.unique().tolist()) == {-1, 1} and (scale > 0).all()
+    # the caller's quantized model is untouched
+    assert torch.equal(qmodel.features[4].weight, quantize(float_model, QuantConfig()).features[4].weight)

@@ -1,0 +1,129 @@
+"""``torchslim quantize``: binary / ternary / low-bit quantization-aware fine-tuning, or int8."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .common import add_data_args, add_json_arg, check_out_path, emit, load_data
+
+CLI_METHODS = ("bnn", "bnn-stochastic", "bwn", "xnor", "twn", "dorefa", "hwgq-bwn", "hwgq-uniform-bwn", "int8")
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("quantize", help="quantize a trained model (binary, ternary, k-bit, int8)")
+    parser.add_argument("file", help="trained float model (.safetensors from torchslim train)")
+    parser.add_argument("--method", required=True, help=", ".join(CLI_METHODS))
+    parser.add_argument("--weight-bits", type=int, default=None)
+    parser.add_argument("--act-bits", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=3, help="fine-tune epochs; 0 converts and calibrates only")
+    parser.add_argument("--alt-update", action="store_true", help="layer-wise alternating update of BWN layers")
+    parser.add_argument("--keep-first-last", dest="keep_first_last", action="store_true", default=True,
+                        help="keep the first and last layers float (default)")
+    parser.add_argument("--no-keep-first-last", dest="keep_first_last", action="store_false")
+    parser.add_argument("--teacher", nargs="?", const="self", default=None, metavar="FILE",
+                        help="distil from a teacher during fine-tuning (no FILE: the input float model)")
+    parser.add_argument("--calib", type=int, default=1024, help="calibration images (BN, alt-update, int8)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--packed", default=None, metavar="FILE", help="also write the bit-packed file here")
+    add_data_args(parser)
+    parser.add_argument("--out", required=True, help="output: frozen .safetensors, or .onnx for int8")
+    add_json_arg(parser)
+    parser.set_defaults(run=run)
+
+
+def _check_args(args):
+    from ..errors import UserError, unknown_choice
+
+    if args.method not in CLI_METHODS:
+        raise unknown_choice("quantization method", args.method, CLI_METHODS)
+    if args.epochs < 0 or args.calib < 1:
+        raise UserError(f"need --epochs >= 0 and --calib >= 1 (got {args.epochs}, {args.calib})")
+    if args.method == "int8":
+        if args.weight_bits not in (None, 8) or args.act_bits not in (None, 8):
+            raise UserError("--method int8 uses 8-bit weights and activations; drop --weight-bits/--act-bits")
+        if not args.out.endswith(".onnx"):
+            raise UserError(f"--method int8 writes an ONNX Runtime model: give --out a .onnx name (got {args.out})")
+    check_out_path(args.out)
+    if args.packed:
+        check_out_path(args.packed)
+
+
+def run(args) -> int:
+    import torch
+
+    from .. import load, save
+    from ..quant import QuantConfig, clip_latent_weights, freeze, quantize
+    from ..quant.altupdate import alternating_update, calibration_batches, recalibrate_bn
+    from ..quant.packed import packed_size, save_packed
+    from ..train import TrainConfig, evaluate, fit
+
+    _check_args(args)
+    torch.manual_seed(args.seed)
+    model = load(args.file)
+    train, test = load_data(args, "train"), load_data(args, "test")
+    before = evaluate(model, test)["top1"]
+    batches = calibration_batches(train, args.calib)
+    float_bytes = os.path.getsize(args.file)
+    began = time.perf_counter()
+    if args.method == "int8":
+        return _run_int8(args, model, batches, train, test, before, float_bytes)
+    config = QuantConfig(method=args.method, weight_bits=args.weight_bits, act_bits=args.act_bits,
+                         keep_first_last=args.keep_first_last)
+    qmodel = quantize(model, config)
+    recalibrate_bn(qmodel, batches)
+    history = {"epochs": []}
+    if args.epochs:
+        train_config = TrainConfig(epochs=args.epochs, lr=args.lr, optimizer="adam", weight_decay=0.0,
+                                   schedule="cosine", batch_size=args.batch_size, seed=args.seed, device=args.device)
+        history = fit(qmodel, train, train_config, loss_fn=_teacher_loss(args, model), on_step=clip_latent_weights,
+                      progress=not args.json)
+        qmodel.cpu()
+    layers = []
+    if args.alt_update:
+        qmodel, reports = alternating_update(qmodel, batches, reference=model, progress=not args.json)
+        layers = [r.to_dict() for r in reports]
+    frozen = freeze(qmodel)
+    after = evaluate(frozen, test)["top1"]
+    save(frozen, args.out, data=args.data, top1=after, top1_float=before, input_shape=train.input_shape,
+         num_classes=train.num_classes)
+    packed = save_packed(frozen, args.packed) if args.packed else packed_size(frozen)
+    result = {"top1_before": before, "top1_after": after, "size_bytes_float": float_bytes,
+              "size_bytes_packed": packed, "compression_ratio": float_bytes / packed, "method": args.method,
+              "config": config.to_dict(), "epochs": args.epochs, "seconds": round(time.perf_counter() - began, 2),
+              "history": history["epochs"], "alt_update": [
+                  {k: v for k, v in layer.items() if k != "history"} for layer in layers], "out": args.out}
+    lines = [f"{args.method}: top-1 {before:.4f} -> {after:.4f}; {float_bytes} -> {packed} bytes packed "
+             f"({float_bytes / packed:.1f}x); saved {args.out}"]
+    lines += [f"  {r['name']}: reconstruction error {r['error_before']:.4f} -> {r['error_after']:.4f}"
+              for r in layers]
+    emit(args, result, "\n".join(lines))
+    return 0
+
+
+def _teacher_loss(args, model):
+    if args.teacher is None:
+        return None
+    from .. import load
+    from ..distill import kd_loss_fn
+
+    teacher = model if args.teacher == "self" else load(args.teacher)
+    return kd_loss_fn(teacher)
+
+
+def _run_int8(args, model, batches, train, test, before, float_bytes):
+    from ..quant.int8 import quantize_int8
+    from ..train import evaluate
+
+    int8_model = quantize_int8(model, batches, train.input_shape, path=args.out)
+    after = evaluate(int8_model, test)["top1"]
+    size = os.path.getsize(args.out)
+    result = {"top1_before": before, "top1_after": after, "size_bytes_float": float_bytes,
+              "size_bytes_packed": size, "compression_ratio": float_bytes / size, "method": "int8",
+              "backend": "onnxruntime", "out": args.out}
+    emit(args, result, f"int8 (ONNX Runtime QDQ): top-1 {before:.4f} -> {after:.4f}; {float_bytes} -> {size} "
+                       f"bytes ({float_bytes / size:.1f}x); saved {args.out}")
+    return 0
