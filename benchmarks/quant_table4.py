@@ -81,6 +81,7 @@ def measure(label, model, test, float_bytes, epoch_seconds, folder):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--train-subset", type=int, default=10000)
+    parser.add_argument("--qat-subset", type=int, default=None, help="images for the fine-tunes (default: all of the subset)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--base-epochs", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -93,6 +94,8 @@ def main():
     train = load_dataset("fashion-mnist-32", "train", subset=args.train_subset)
     test = load_dataset("fashion-mnist-32", "test")
     base, base_note = base_model(args, train)
+    if args.qat_subset:
+        train = load_dataset("fashion-mnist-32", "train", subset=args.qat_subset)
     float_bytes = serialized_size(base)
     began = time.perf_counter()
     rows = []
@@ -138,7 +141,7 @@ def write_report(rows, args, base_note, seconds):
 Command: `{command_line()}`
 Hardware: {hardware()}
 Base: {base_note}. Float file {rows[0]['packed_bytes']} bytes.
-Budget per quantized row: {args.epochs} epochs on a {args.train_subset}-image class-balanced subset of the
+Budget per quantized row: {args.epochs} epochs on a {args.qat_subset or args.train_subset}-image class-balanced subset of the
 training set (Adam lr {args.lr}, cosine, no weight decay, crop+flip); top-1 is that of the model
 reloaded from its packed file (BN folded, float32 side data), on the full 10k test set.
 The alternating update uses {args.calib} training images and the float base as the target.
