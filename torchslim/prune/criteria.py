@@ -109,12 +109,12 @@ def unit_sum(values: torch.Tensor, positions: list[list[int]]) -> torch.Tensor:
     return torch.stack([values[p].sum() if p else values.new_zeros(()) for p in positions])
 
 
-def position_weights(module: nn.Module, role: str) -> torch.Tensor | None:
+def position_weights(module: nn.Module, role: str, detach: bool = True) -> torch.Tensor | None:
     """The weights of a conv/linear as one row per channel position of ``role``."""
     weight = getattr(module, "weight", None)
     if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) or weight is None:
         return None
-    weight = weight.detach()
+    weight = weight.detach() if detach else weight
     if role == "out":
         return weight.reshape(weight.shape[0], -1)
     if isinstance(module, nn.Linear):

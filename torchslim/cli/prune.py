@@ -1,0 +1,162 @@
+"""``torchslim prune``: remove channels from a saved model, fine-tune it and measure it."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import UserError
+from .common import add_data_args, add_json_arg, check_out_path, emit, load_data
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("prune", help="structured channel pruning (really removes channels)")
+    parser.add_argument("file", help="a model saved by torchslim")
+    parser.add_argument("--criterion", default="l1",
+                        help="l1, l2, mean-act, apoz, taylor, taylor-weight, bn-scale, oicsr, random, oracle")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-macs", type=float, metavar="F", help="share of MACs to keep, e.g. 0.33")
+    target.add_argument("--target-params", type=float, metavar="F", help="share of parameters to keep")
+    target.add_argument("--ratio", type=float, metavar="F", help="share of channels to remove, in [0, 1)")
+    parser.add_argument("--scope", default="global", help="layer (uniform), global (normalised ranking) or "
+                        "greedy (cost-aware global); default global")
+    parser.add_argument("--step-channels", type=int, default=0, metavar="N",
+                        help="iterative: remove N channels per round, fine-tune, repeat until the target")
+    parser.add_argument("--finetune-epochs", type=int, default=0, metavar="E", help="fine-tune epochs (per round)")
+    parser.add_argument("--regularize", choices=["oicsr", "slim"], default=None,
+                        help="train with a sparsity regulariser before pruning")
+    parser.add_argument("--lambda", dest="lam", type=float, default=1e-4, metavar="L", help="regulariser weight")
+    parser.add_argument("--regularize-epochs", type=int, default=1, metavar="E")
+    parser.add_argument("--min-channels", type=int, default=1)
+    parser.add_argument("--round-to", type=int, default=1, help="keep a multiple of N channels per group")
+    parser.add_argument("--ignore", action="append", default=[], metavar="LAYER",
+                        help="module name or glob pattern to leave alone (repeatable)")
+    parser.add_argument("--calibration-batches", type=int, default=8)
+    parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs of the saved model")
+    parser.add_argument("--teacher", choices=["original"], default=None,
+                        help="fine-tune with distillation from the unpruned model")
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for the latency measurement")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", required=True, help="where to save the pruned model")
+    add_data_args(parser, required=False)
+    add_json_arg(parser)
+    parser.set_defaults(run=run)
+
+
+def _config(args):
+    from ..prune import PruneConfig
+
+    return PruneConfig(criterion=args.criterion, ratio=args.ratio, target_macs=args.target_macs,
+                       target_params=args.target_params, scope=args.scope, min_channels=args.min_channels,
+                       round_to=args.round_to, ignored_layers=tuple(args.ignore),
+                       calibration_batches=args.calibration_batches, batch_size=min(args.batch_size, 64),
+                       seed=args.seed)
+
+
+def _check(args, config, needs_data: bool) -> None:
+    if args.finetune_epochs < 0 or args.step_channels < 0 or args.regularize_epochs < 0:
+        raise UserError("--finetune-epochs, --step-channels and --regularize-epochs must be >= 0")
+    if needs_data and not args.data:
+        raise UserError(f"--data is needed for criterion {config.criterion!r}, fine-tuning or regularising")
+    if args.step_channels and config.ratio is not None:
+        raise UserError("--step-channels needs --target-macs or --target-params (the rounds stop at the target)")
+    if args.regularize and not args.lam > 0:
+        raise UserError(f"--lambda must be > 0, got {args.lam}")
+
+
+def _train_config(args, epochs: int):
+    from ..train import TrainConfig
+
+    return TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+
+
+def run(args) -> int:
+    import copy
+
+    from .. import load, save
+    from ..profile import compare_latency, count_macs, count_params
+    from ..prune import get_criterion, prune
+    from ..prune.deploy import fold_batchnorm
+    from ..prune.regularize import Regularizer, regularized_loss
+    from ..prune.schedule import clear_rounds, iterative_prune
+    from ..train import evaluate, fit, resolve_device
+
+    config = _config(args)
+    needs_data = get_criterion(config.criterion).needs_data or args.finetune_epochs > 0 or bool(args.regularize)
+    _check(args, config, needs_data)
+    check_out_path(args.out)
+    device = resolve_device(args.device)
+    original = load(args.file)
+    input_shape = tuple(original.input_shape)
+    train_set = test_set = None
+    if args.data:
+        train_set, test_set = load_data(args, "train"), load_data(args, "test")
+        if tuple(train_set.input_shape) != input_shape:
+            raise UserError(f"{args.file} expects input {'x'.join(map(str, input_shape))} but {args.data} gives "
+                            f"{'x'.join(map(str, train_set.input_shape))}")
+    quiet = args.json
+    top1_before = evaluate(original, test_set)["top1"] if test_set is not None else None
+    model = original
+    loss_fn = None
+    if args.teacher == "original":
+        from ..distill import kd_loss_fn
+
+        loss_fn = kd_loss_fn(copy.deepcopy(original))
+    if args.regularize:
+        model = copy.deepcopy(original)
+        regularizer = Regularizer(model, args.regularize, args.lam)
+        fit(model, train_set, _train_config(args, args.regularize_epochs), progress=not quiet,
+            loss_fn=regularized_loss(regularizer, loss_fn))
+        model.cpu()
+
+    def finetune(pruned, round_index, checkpoint):
+        if args.finetune_epochs:
+            fit(pruned, train_set, _train_config(args, args.finetune_epochs), checkpoint_path=checkpoint,
+                loss_fn=loss_fn, progress=not quiet)
+            pruned.cpu()
+
+    if args.step_channels:
+        folder = args.out + ".rounds"
+        pruned, rounds = iterative_prune(model, config, folder, finetune=finetune,
+                                         evaluate=lambda m: evaluate(m, test_set)["top1"] if test_set else None,
+                                         step_channels=args.step_channels, calibration=train_set,
+                                         log=None if quiet else print)
+    else:
+        result = prune(model, config=config, calibration=train_set)
+        pruned, rounds, folder = result.model, [], None
+        if not quiet:
+            print(result.summary())
+        finetune(pruned, 1, args.out + ".finetune.ckpt")
+        if os.path.exists(args.out + ".finetune.ckpt"):
+            os.remove(args.out + ".finetune.ckpt")
+    pruned.eval()
+    top1_after = evaluate(pruned, test_set)["top1"] if test_set is not None else None
+    deployed = fold_batchnorm(pruned) if args.fold_bn else pruned
+    meta = dict(getattr(original, "torchslim_meta", {}) or {})
+    meta.update(pruned=config.to_dict(), top1=top1_after, finetune_epochs=args.finetune_epochs,
+                teacher=args.teacher, regularize=args.regularize, bn_folded=bool(args.fold_bn))
+    deployed.torchslim_meta = meta
+    save(deployed, args.out)
+    if folder:
+        clear_rounds(folder)
+    timing = compare_latency({"before": fold_batchnorm(original) if args.fold_bn else original,
+                              "after": deployed}, input_shape, threads=args.threads)
+    payload = {
+        "macs_before": count_macs(original, input_shape), "macs_after": count_macs(deployed, input_shape),
+        "params_before": count_params(original), "params_after": count_params(deployed),
+        "top1_before": top1_before, "top1_after": top1_after,
+        "latency_ms_before": timing["before"]["median_ms"], "latency_ms_after": timing["after"]["median_ms"],
+        "speedup": timing["before"]["median_ms"] / timing["after"]["median_ms"],
+        "size_bytes_before": os.path.getsize(args.file), "size_bytes_after": os.path.getsize(args.out),
+        "threads": timing["threads"], "rounds": rounds, "out": args.out,
+    }
+    text = (f"MACs {payload['macs_before']:,} -> {payload['macs_after']:,} "
+            f"({payload['macs_after'] / payload['macs_before']:.1%}), params {payload['params_before']:,} -> "
+            f"{payload['params_after']:,}, latency {payload['latency_ms_before']:.3f} -> "
+            f"{payload['latency_ms_after']:.3f} ms ({payload['speedup']:.2f}x, batch 1, interleaved)")
+    if top1_before is not None:
+        text += f"\ntop-1 {top1_before:.4f} -> {top1_after:.4f}"
+    emit(args, payload, text + f"\nsaved {args.out}")
+    return 0

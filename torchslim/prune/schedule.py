@@ -1,0 +1,128 @@
+"""Iterative pruning: rank, remove N channels, fine-tune k epochs, repeat until the target.
+
+Each round is checkpointed in a folder (atomic writes): the pruned model before its
+fine-tune, the fine-tune's own epoch checkpoint, the fine-tuned model, and ``log.json``
+with one record per round (top-1, MACs, parameters and the channels removed per group).
+Run the same call again after an interruption and it resumes where it stopped, with
+the same result, because pruning is deterministic given the model, data and seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+from torch import nn
+
+from ..errors import UserError
+from ..io import atomic_write_text
+from .api import PruneConfig, PruneResult, prune
+
+__all__ = ["iterative_prune"]
+
+
+def _log_path(folder):
+    return os.path.join(folder, "log.json")
+
+
+def _read_log(folder) -> dict:
+    path = _log_path(folder)
+    if not os.path.exists(path):
+        return {"rounds": []}
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        raise UserError(f"{path} is unreadable; delete {folder} to start over") from None
+
+
+def _round_config(config: PruneConfig, macs_now: int, params_now: int, macs0: int,
+                  params0: int, step_channels: int, prunable: int) -> tuple[PruneConfig, bool]:
+    """This round's config: ``step_channels`` more channels, or exactly the final target."""
+    if config.target_macs is not None:
+        final = dataclasses.replace(config, target_macs=min(1.0, config.target_macs * macs0 / macs_now))
+    elif config.target_params is not None:
+        final = dataclasses.replace(config, target_params=min(1.0, config.target_params * params0 / params_now))
+    else:
+        raise UserError("iterative pruning needs a MAC or parameter target")
+    if not step_channels or prunable <= 0:
+        return final, True
+    return dataclasses.replace(config, target_macs=None, target_params=None,
+                               ratio=min(0.99, step_channels / prunable)), False
+
+
+def _prunable(result_channels) -> int:
+    return sum(row["after"] - 1 for row in result_channels if row["after"] > 1)
+
+
+def iterative_prune(model: nn.Module, config: PruneConfig, folder, finetune=None, evaluate=None,
+                    step_channels: int = 0, calibration=None, example_inputs=None, max_rounds: int = 100,
+                    log=print) -> tuple[nn.Module, list]:
+    """Prune ``model`` in rounds until ``config.target_macs`` (or ``target_params``) is met.
+
+    ``finetune(model, round_index, checkpoint_path)`` trains in place (``fit`` with its
+    checkpoint); ``evaluate(model) -> top1``.  Returns the final model and the round log.
+    """
+    from .. import load, save
+    from ..profile import count_macs, count_params
+
+    os.makedirs(folder, exist_ok=True)
+    state = _read_log(folder)
+    input_shape = tuple(example_inputs.shape[1:]) if example_inputs is not None else tuple(model.input_shape)
+    macs0, params0 = count_macs(model, input_shape), count_params(model)
+    current = model
+    if state["rounds"]:
+        current = load(os.path.join(folder, f"round{len(state['rounds']):03d}.safetensors"))
+    prunable = None
+    for index in range(len(state["rounds"]) + 1, max_rounds + 1):
+        macs_now, params_now = count_macs(current, input_shape), count_params(current)
+        if (config.target_macs is not None and macs_now <= config.target_macs * macs0 * (1 + 1e-9)) or \
+                (config.target_params is not None and params_now <= config.target_params * params0 * (1 + 1e-9)):
+            break
+        pruned_path = os.path.join(folder, f"round{index:03d}.pruned.safetensors")
+        if os.path.exists(pruned_path):
+            pruned = load(pruned_path)
+            removed = json.loads(pruned.torchslim_meta.pop("round_channels", "[]"))
+        else:
+            if prunable is None:
+                prunable = _prunable(prune(current, example_inputs, dataclasses.replace(
+                    config, ratio=0.0, target_macs=None, target_params=None, criterion="l1")).channels)
+            round_config, last = _round_config(config, macs_now, params_now, macs0, params0,
+                                               step_channels, prunable)
+            result: PruneResult = prune(current, example_inputs, round_config, calibration)
+            if not last and (config.target_macs is not None and result.macs_after < config.target_macs * macs0
+                             or config.target_params is not None
+                             and result.params_after < config.target_params * params0):
+                round_config, _ = _round_config(config, macs_now, params_now, macs0, params0, 0, 0)
+                result = prune(current, example_inputs, round_config, calibration)
+            pruned, removed = result.model, [r for r in result.channels if r["before"] != r["after"]]
+            prunable = _prunable(result.channels)
+            if not removed:
+                raise UserError("the pruning round removed no channels; lower min_channels or round_to")
+            save(pruned, pruned_path, round_channels=json.dumps(removed))
+        if finetune is not None:
+            finetune(pruned, index, os.path.join(folder, f"round{index:03d}.finetune.ckpt"))
+        record = {"round": index, "macs": count_macs(pruned, input_shape), "params": count_params(pruned),
+                  "macs_kept": count_macs(pruned, input_shape) / macs0,
+                  "top1": evaluate(pruned) if evaluate is not None else None,
+                  "channels_removed": {r["group"]: r["before"] - r["after"] for r in removed}}
+        save(pruned, os.path.join(folder, f"round{index:03d}.safetensors"))
+        state["rounds"].append(record)
+        atomic_write_text(_log_path(folder), json.dumps(state, indent=1))
+        for leftover in (pruned_path, os.path.join(folder, f"round{index:03d}.finetune.ckpt")):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+        if log is not None:
+            top1 = "" if record["top1"] is None else f", top-1 {record['top1']:.4f}"
+            log(f"round {index}: MACs {record['macs_kept']:.1%} of the original, "
+                f"{sum(record['channels_removed'].values())} channels removed{top1}")
+        current = pruned
+    return current, state["rounds"]
+
+
+def clear_rounds(folder) -> None:
+    """Remove a finished run's checkpoint folder."""
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
