@@ -2,9 +2,10 @@
 
     python benchmarks/distill_students.py [--students lenet5,shufflenetv2,mobilenetv2] [--threads 1]
 
-The teacher is the width-0.25 vgg14 trained by benchmarks/baselines.py when its
-file exists; otherwise a width-0.25 vgg14 is trained here on a class-balanced
-subset (``--teacher-subset``, ``--teacher-epochs``) and kept in benchmarks/out/.
+The teacher is a width-0.25 vgg14: the one trained here earlier (kept in
+benchmarks/out/, so every student learns from the same teacher), else the one
+benchmarks/baselines.py trained, else one trained now on a class-balanced
+subset (``--teacher-subset``, ``--teacher-epochs``).
 Each student is trained once alone (cross-entropy) and once with every
 registered distillation loss, from the same initial weights, on the same
 class-balanced subset with the same seed, schedule and augmentation, so the
@@ -39,10 +40,10 @@ CACHE = os.path.join(OUT, "distill-cache")
 
 # name -> (width_mult, training subset, epochs): the student budget, sized for a shared 2-core CPU.
 STUDENTS = {
-    "lenet5": (1.0, 10000, 8),
-    "shufflenetv2": (0.25, 4000, 6),
-    "mobilenetv2": (0.25, 3000, 6),
-    "shallow2": (0.5, 10000, 8),
+    "lenet5": (1.0, 10000, 6),
+    "shufflenetv2": (0.25, 3000, 5),
+    "mobilenetv2": (0.25, 2000, 5),
+    "shallow2": (0.5, 10000, 6),
 }
 
 
@@ -57,12 +58,13 @@ def baseline_teacher_path() -> str | None:
 
 
 def get_teacher(args, train, test):
-    path = baseline_teacher_path()
+    own = os.path.join(OUT, f"distill-teacher-vgg14-w0.25-n{args.teacher_subset}-e{args.teacher_epochs}.safetensors")
+    path = None if os.path.exists(own) else baseline_teacher_path()  # once trained here, keep one teacher
     if path:
         teacher = torchslim.load(path)
         return teacher, {"path": os.path.relpath(path, ROOT), "budget": "benchmarks/baselines.py (full 60k, 10 epochs)",
                          "top1": evaluate(teacher, test)["top1"]}
-    path = os.path.join(OUT, f"distill-teacher-vgg14-w0.25-n{args.teacher_subset}-e{args.teacher_epochs}.safetensors")
+    path = own
     budget = f"vgg14 width 0.25, {args.teacher_subset} training images, {args.teacher_epochs} epochs, seed 0"
     if not os.path.exists(path):
         torch.manual_seed(0)
