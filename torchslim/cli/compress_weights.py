@@ -134,6 +134,13 @@ def _check_args(args) -> None:
         raise UserError("--finetune-epochs must be >= 0 and --calib-samples >= 1")
     if args.rank_energy is not None and not 0 < args.rank_energy <= 1:
         raise UserError(f"--rank-energy must be in (0, 1], got {args.rank_energy}")
+    if not 0 <= args.sparsity < 1:
+        raise UserError(f"--sparsity must be in [0, 1), got {args.sparsity}")
+    for flag, value in (("--bits", args.bits), ("--conv-bits", args.conv_bits)):
+        if value is not None and not 1 <= value <= 16:
+            raise UserError(f"{flag} must be in 1..16, got {value}")
+    if args.subvector < 1:
+        raise UserError(f"--subvector must be >= 1, got {args.subvector}")
     if args.method not in ("svd", "tucker") and (args.rank_energy is not None or args.target_macs is not None):
         raise UserError(f"--rank-energy / --target-macs apply to svd and tucker, not {args.method}")
 
