@@ -177,3 +177,15 @@ def test_onnx_export_matches_onnxruntime(case, tmp_path):
     info = export_onnx(model, tmp_path / "m.onnx", input_shape=(1, 28, 28))
     assert info["size_bytes"] == os.path.getsize(tmp_path / "m.onnx")
     assert info["max_abs_diff"] < 1e-3
+
+
+def test_batchnorm_folding_keeps_outputs_and_round_trips(tmp_path):
+    from torchslim.export.fold import fold_batchnorm
+
+    model = _lenet5()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.allclose(folded(x), model(x), atol=1e-4)
+    torchslim.save(folded, tmp_path / "f.safetensors")
+    assert torch.equal(torchslim.load(tmp_path / "f.safetensors")(x), folded(x))
