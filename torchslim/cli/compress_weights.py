@@ -178,7 +178,7 @@ def run(args) -> int:
     meta.update(compress_weights={"method": args.method, "source": args.file}, top1=after, data=args.data)
     compressed.torchslim_meta = meta
     save(compressed, args.out, input_shape=input_shape)
-    packed, baseline = packed_size(compressed), float32_size(compressed)
+    packed, baseline = packed_size(compressed), float32_size(model)  # against the input model in float32
     report = sparsity_report(compressed)
     result = {
         "method": args.method, "top1_before": before, "top1": after, "params": count_params(compressed),

@@ -57,11 +57,25 @@ def export_onnx(model: nn.Module, path, input_shape=None, opset: int = 17, check
     example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
     expected = dense(example).numpy()
     with atomic_path(path) as tmp:
-        torch.onnx.export(dense, (example,), tmp, input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
-                          dynamo=False)
+        _export(dense, example, tmp, opset)
         diff = _check_with_onnxruntime(tmp, example.numpy(), expected, rtol, atol) if check else None
     return {"size_bytes": os.path.getsize(path), "max_abs_diff": diff}
+
+
+def _export(model, example, path, opset) -> None:
+    """torch's exporter: the torch.export-based one when onnxscript is installed, else TorchScript's."""
+    import importlib.util
+    import warnings
+
+    if importlib.util.find_spec("onnxscript") is not None:
+        torch.onnx.export(model, (example,), path, input_names=["input"], output_names=["logits"],
+                          dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated, not gone
+        torch.onnx.export(model, (example,), path, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+                          dynamo=False)
 
 
 def _check_with_onnxruntime(path, example, expected, rtol, atol) -> float:

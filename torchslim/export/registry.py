@@ -16,7 +16,7 @@ whose type (or any base class) has no packer is stored as it is, with the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -27,7 +27,6 @@ from torch import nn
 class PackOptions:
     huffman: bool = False  # entropy-code code streams and index gaps when that is smaller
     sparse: bool = True  # store mostly-zero float weights as relative-index sparse entries
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
