@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import time
 
 import torch
 
-from common import ROOT, command_line, hardware, markdown_table, write_section
+from common import command_line, hardware, markdown_table, write_section
 from distill_students import get_teacher
 
 from torchslim.data import load_dataset

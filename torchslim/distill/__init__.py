@@ -1,33 +1,40 @@
-"""Knowledge distillation: losses, frozen and online teachers, lightweight students.
+"""Knowledge distillation: losses, frozen and online teachers, feature hints, lightweight students.
 
 ``kd_loss_fn(teacher, temperature, alpha, loss)`` plugs a teacher into any
-fine-tune step through :func:`torchslim.train.fit`'s ``loss_fn`` hook.
+fine-tune step through :func:`torchslim.train.fit`'s ``loss_fn`` hook;
+``distill(student, teacher, data, TrainConfig(...), DistillConfig(...))`` trains
+a student from a frozen teacher, ``train_online`` trains both together.
 """
 
+from .api import DistillConfig, JointModel, distill, train_online
+from .cache import LogitCache
+from .hints import HintedStudent, hint_loss_fn, parse_hint
 from .losses import LOSSES, check_kd_args, get_loss, hinton_loss, list_losses, mxnet_loss, register_loss, tf_loss
+from .students import LIGHTWEIGHT, create_student, thin_student
 from .teacher import FrozenTeacher, KDLoss, freeze, kd_loss_fn
 
 __all__ = [
+    "LIGHTWEIGHT",
     "LOSSES",
+    "DistillConfig",
     "FrozenTeacher",
+    "HintedStudent",
+    "JointModel",
     "KDLoss",
+    "LogitCache",
     "check_kd_args",
+    "create_student",
+    "distill",
     "freeze",
     "get_loss",
+    "hint_loss_fn",
     "hinton_loss",
     "kd_loss_fn",
     "list_losses",
     "mxnet_loss",
+    "parse_hint",
     "register_loss",
     "tf_loss",
+    "thin_student",
+    "train_online",
 ]
-
-from .api import DistillConfig, JointModel, distill, train_online  # noqa: E402
-from .cache import LogitCache  # noqa: E402
-from .students import LIGHTWEIGHT, create_student, thin_student  # noqa: E402
-
-__all__ += ["DistillConfig", "JointModel", "LIGHTWEIGHT", "LogitCache", "create_student", "distill",
-            "thin_student", "train_online"]
-from .hints import HintedStudent, hint_loss_fn, parse_hint  # noqa: E402
-
-__all__ += ["HintedStudent", "hint_loss_fn", "parse_hint"]

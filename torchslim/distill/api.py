@@ -14,8 +14,8 @@ from torch import nn
 
 from ..errors import UserError, unknown_choice
 from ..train import TrainConfig, fit
-from .losses import check_kd_args, get_loss
 from .hints import HintedStudent, hint_loss_fn, parse_hint
+from .losses import check_kd_args, get_loss
 from .teacher import KDLoss, freeze
 
 __all__ = ["DistillConfig", "distill", "train_online", "JointModel"]
