@@ -28,7 +28,7 @@ from torchslim import models
 from torchslim.data import load_dataset
 from torchslim.profile import serialized_size
 from torchslim.quant import QuantConfig, clip_latent_weights, freeze, quantize
-from torchslim.quant.altupdate import alternating_update, calibration_batches
+from torchslim.quant.altupdate import alternating_update, calibration_batches, recalibrate_bn
 from torchslim.quant.packed import load_packed, save_packed
 from torchslim.train import TrainConfig, evaluate, fit
 
@@ -61,11 +61,13 @@ def base_model(args, train):
     return torchslim.load(own), f"own float base: width 0.25, {args.base_epochs} epochs SGD one-cycle on the subset"
 
 
-def qat(base, method, wbits, abits, train, args):
+def qat(base, method, wbits, abits, train, args, batches):
     config = QuantConfig(method=method, weight_bits=wbits, act_bits=abits)
     model = quantize(base, config)
+    recalibrate_bn(model, batches)
     history = fit(model, train, TrainConfig(epochs=args.epochs, lr=args.lr, optimizer="adam", weight_decay=0.0,
                                             schedule="cosine", seed=0), on_step=clip_latent_weights, progress=False)
+    recalibrate_bn(model, batches)
     return model, [e["seconds"] for e in history["epochs"]]
 
 
@@ -107,12 +109,12 @@ def main():
     rows.append({"label": "float (base)", "top1": base_top1, "packed_bytes": float_bytes,
                  "ratio": 1.0, "epoch_s": float_epoch})
     selected = [r for r in ROWS if not args.rows or r[1] in args.rows.split(",")]
+    batches = calibration_batches(train, args.calib)
     for label, method, wbits, abits in selected:
-        model, seconds = qat(base, method, wbits, abits, train, args)
+        model, seconds = qat(base, method, wbits, abits, train, args, batches)
         rows.append(measure(label, model, test, float_bytes, seconds, OUT))
         print(json.dumps(rows[-1]), flush=True)
         if method == "hwgq-bwn":
-            batches = calibration_batches(train, args.calib)
             tuned, reports = alternating_update(model, batches, reference=base)
             rows.append(measure("HWGQ + BWN + alternating update", tuned, test, float_bytes, [], OUT))
             rows[-1]["layers"] = [r.to_dict() for r in reports]
@@ -142,7 +144,8 @@ Command: `{command_line()}`
 Hardware: {hardware()}
 Base: {base_note}. Float file {rows[0]['packed_bytes']} bytes.
 Budget per quantized row: {args.epochs} epochs on a {args.qat_subset or args.train_subset}-image class-balanced subset of the
-training set (Adam lr {args.lr}, cosine, no weight decay, crop+flip); top-1 is that of the model
+training set (Adam lr {args.lr}, cosine, no weight decay, crop+flip; BN statistics re-estimated on
+{args.calib} training images before and after); top-1 is that of the model
 reloaded from its packed file (BN folded, float32 side data), on the full 10k test set.
 The alternating update uses {args.calib} training images and the float base as the target.
 "epoch cost" is the mean QAT epoch time over the float fine-tune epoch time of the same run (a noisy shared

@@ -82,6 +82,7 @@ def run(args) -> int:
         history = fit(qmodel, train, train_config, loss_fn=_teacher_loss(args, model), on_step=clip_latent_weights,
                       progress=not args.json)
         qmodel.cpu()
+        recalibrate_bn(qmodel, batches)
     layers = []
     if args.alt_update:
         qmodel, reports = alternating_update(qmodel, batches, reference=model, progress=not args.json)

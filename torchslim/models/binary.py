@@ -1,7 +1,7 @@
 """Networks built for binarization from the binary residual unit.
 
-The unit is BN -> binarized activation -> 3x3 conv, plus a shortcut (Bi-Real-Net style,
-Liu et al. 2018): every binary conv sees a BatchNorm output, so HWGQ and sign
+The unit is BN -> binarized activation -> 3x3 conv (-> BN), plus a shortcut (Bi-Real-Net
+style, Liu et al. 2018): every binary conv sees a BatchNorm output, so HWGQ and sign
 activations get the unit-Gaussian input they assume, and the real-valued shortcut
 carries information the binary path loses.  Following the practical advice for binary
 nets there are no 1x1 convs: a downsampling shortcut is a 2x2 average pool plus zero
@@ -37,27 +37,39 @@ class PadShortcut(nn.Module):
 
 
 class BinaryResidualUnit(nn.Module):
-    """``conv3x3(act(bn(x))) + shortcut(x)``; ``act`` is Hardtanh until quantized."""
+    """``[BN] -> act -> [2x2 max pool] -> conv3x3 -> BN``, plus the shortcut when ``residual``.
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, residual: bool = True):
+    ``act`` is Hardtanh until quantized.  The leading BN is left out where the previous
+    unit already ends in one (the plain VGG chain); the trailing BN keeps the zoo's rule
+    that every conv feeds exactly one BatchNorm (so the pruning engine can cut it).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, residual: bool = True,
+                 pre_norm: bool = True, pool: bool = False):
         super().__init__()
-        self.bn = nn.BatchNorm2d(in_channels)
+        self.bn_in = nn.BatchNorm2d(in_channels) if pre_norm else None
         self.act = nn.Hardtanh()
+        self.pool = nn.MaxPool2d(2) if pool else None
         self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
         self.shortcut = PadShortcut(in_channels, out_channels, stride) if residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv(self.act(self.bn(x)))
+        out = self.act(self.bn_in(x) if self.bn_in is not None else x)
+        if self.pool is not None:
+            out = self.pool(out)
+        out = self.bn(self.conv(out))
         return out + self.shortcut(x) if self.shortcut is not None else out
 
 
 class BinaryResNet(nn.Module):
-    """Float 3x3 stem, stages of binary residual units, BN-ReLU, average pool, float FC."""
+    """Float 3x3 stem + BN, stages of binary residual units, BN-ReLU, average pool, float FC."""
 
     def __init__(self, stage_channels, units_per_stage, num_classes=10, in_channels=3, width_mult=1.0):
         super().__init__()
         channels = scale_channels(stage_channels[0], width_mult)
         self.stem = nn.Conv2d(in_channels, channels, 3, padding=1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(channels)
         units = []
         for index, (width, count) in enumerate(zip(stage_channels, units_per_stage)):
             out_channels = scale_channels(width, width_mult)
@@ -73,36 +85,37 @@ class BinaryResNet(nn.Module):
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.units(self.stem(x))
+        x = self.units(self.stem_bn(self.stem(x)))
         x = self.pool(self.relu(self.bn(x)))
         return self.fc(torch.flatten(x, 1))
 
 
 class BinaryVGG(nn.Module):
-    """VGG-14 layout built from units without shortcuts (BN -> act -> conv), pools between stages."""
+    """The VGG layout as a chain of units without shortcuts: conv-BN, then (act, [pool], conv, BN)..."""
 
     def __init__(self, config, num_classes=10, in_channels=3, width_mult=1.0):
         super().__init__()
-        layers, channels = [], None
-        for item in config:
+        widths = [scale_channels(item, width_mult) if item != "M" else item for item in config]
+        channels = widths[0]
+        self.stem = nn.Conv2d(in_channels, channels, 3, padding=1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(channels)
+        units, pool = [], False
+        for item in widths[1:]:
             if item == "M":
-                layers.append(nn.MaxPool2d(2))
-            elif channels is None:
-                channels = scale_channels(item, width_mult)
-                layers.append(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False))
-            else:
-                out_channels = scale_channels(item, width_mult)
-                layers.append(BinaryResidualUnit(channels, out_channels, residual=False))
-                channels = out_channels
-        self.features = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(channels)
+                pool = True
+                continue
+            units.append(BinaryResidualUnit(channels, item, residual=False, pre_norm=False, pool=pool))
+            channels, pool = item, False
+        self.units = nn.Sequential(*units)
         self.relu = nn.ReLU()
+        self.last_pool = nn.MaxPool2d(2) if pool else nn.Identity()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(channels, num_classes)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.relu(self.bn(self.features(x))))
+        x = self.units(self.stem_bn(self.stem(x)))
+        x = self.pool(self.last_pool(self.relu(x)))
         return self.classifier(torch.flatten(x, 1))
 
 

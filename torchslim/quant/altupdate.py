@@ -168,14 +168,19 @@ def _binary_layers(model):
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
-    """Re-estimate every BatchNorm's running mean/variance on ``batches`` (cumulative average)."""
+    """Re-estimate every BatchNorm's running mean/variance on ``batches`` (cumulative average).
+
+    Only the BatchNorm layers run in training mode, so stochastic quantizers are
+    deterministic here: the statistics are those of the inference network.
+    """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     was_training = model.training
+    model.eval()
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None
-    model.train()
+        norm.train()
     for x in batches:
         model(x)
     for norm, momentum in zip(norms, momenta):
