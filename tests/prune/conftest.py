@@ -10,10 +10,10 @@ from torchslim import models
 WIDTH = {"lenet5": 1.0, "lenet300": 0.25, "lenet": 1.0}
 
 
-def build(name: str, seed: int = 0) -> nn.Module:
+def build(name: str, seed: int = 0, width: float | None = None) -> nn.Module:
     """A small zoo model with non-trivial BN statistics, in eval mode."""
     torch.manual_seed(seed)
-    model = models.create(name, num_classes=10, width_mult=WIDTH.get(name, 0.125))
+    model = models.create(name, num_classes=10, width_mult=width or WIDTH.get(name, 0.125))
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.running_mean.uniform_(-0.5, 0.5)

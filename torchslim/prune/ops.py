@@ -199,6 +199,13 @@ def _nothing(graph, node, meta):
     return None
 
 
+def _getattr(graph, node, meta):
+    """``x.shape`` and friends carry no channels; a tensor field (``sort(x).values``) is a boundary."""
+    if _shape(meta) is None:
+        return None
+    return graph.boundary(_all_inputs(graph, node), meta, f"attribute {node.args[1]!r}")
+
+
 _PASSTHROUGH_FUNCTIONS = (
     F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.mish,
     F.softplus, F.dropout, F.dropout2d, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d,
@@ -229,5 +236,6 @@ for _target in (torch.chunk, "chunk"):
     register_function_rule(_target, _chunk)
 register_function_rule(operator.getitem, _getitem)
 register_function_rule(F.pad, _pad)
-for _target in (getattr, "size", "dim"):
+register_function_rule(getattr, _getattr)
+for _target in ("size", "dim"):
     register_function_rule(_target, _nothing)

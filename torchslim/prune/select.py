@@ -2,8 +2,8 @@
 
 * ``layer``: every group loses the same share of its channels (the lowest-scored ones);
   with a MAC or parameter target the share is found by bisection.
-* ``global``: scores are L2-normalised per group, then ranked across groups; the lowest
-  are removed until the target is met.
+* ``global``: scores are divided by their group's mean, then ranked across groups; the
+  lowest are removed until the target is met.
 * ``greedy``: OICSR's global greedy selection made cost-aware: each step removes the
   channel with the lowest normalised importance per MAC (or parameter) it saves.
 
@@ -121,8 +121,10 @@ class _Selection:
         self.order = {i: torch.argsort(scores[i], stable=True).tolist() for i in range(len(groups))}
         self.normalised = {}
         for i, s in enumerate(scores):
-            norm = s.norm()
-            self.normalised[i] = (s / norm if norm > 0 else s).tolist()
+            # Mean-normalised: a layer of uniform importance is pruned like any other,
+            # whatever its size (an L2 norm would favour pruning the widest layers).
+            mean = s.mean() if len(s) else s.new_zeros(())
+            self.normalised[i] = (s / mean if mean > 0 else s).tolist()
         self.total_units = sum(len(groups[i]) for i in self.prunable)
 
     def floor(self, i: int) -> int:
