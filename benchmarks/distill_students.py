@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from common import ROOT, command_line, hardware, markdown_table, write_section
+from common import ROOT, hardware, markdown_table, write_section
 
 import torchslim
 from torchslim import models
@@ -104,30 +104,42 @@ def run_student(name: str, teacher, train, test, seed: int) -> dict:
     return result
 
 
+def result_path(name: str, seed: int) -> str:
+    return os.path.join(RESULTS, f"{name}.json" if seed == 0 else f"{name}-seed{seed}.json")
+
+
 def section(teacher_info: dict, threads: int) -> str:
     results = [json.load(open(os.path.join(RESULTS, f))) for f in sorted(os.listdir(RESULTS)) if f.endswith(".json")]
+    results.sort(key=lambda r: (list(STUDENTS).index(r["student"]) if r["student"] in STUDENTS else 99, r["seed"]))
     losses = list_losses()
     rows = []
+    commands = []
     for r in results:
+        command = f"python benchmarks/distill_students.py --students {r['student']}" + (
+            f" --seed {r['seed']}" if r["seed"] else "")
+        commands.append(f"`{command}` ({sum(run['seconds'] for run in r['runs'].values()):.0f} s)")
         alone = r["runs"]["alone"]["top1"]
         cells = [f"{r['runs'][loss]['top1']:.4f} ({100 * (r['runs'][loss]['top1'] - alone):+.2f})"
                  if loss in r["runs"] else "-" for loss in losses]
         rows.append([r["student"], r["width_mult"], f"{r['params']:,}", f"{r['macs']:,}", r["subset"], r["epochs"],
-                     f"{alone:.4f}", *cells])
+                     r["seed"], f"{alone:.4f}", *cells])
     settings = ", ".join(f"{loss}: T={DistillConfig(loss=loss).temperature:g}, alpha={DistillConfig(loss=loss).alpha:g}"
                          for loss in losses)
     return "\n".join([
         "## Distillation: lightweight students with a vgg14 teacher (fashion-mnist-32)",
         "",
-        f"Command: `{command_line()}`  ",
+        f"Commands, one per row (wall time of its four trainings): {'; '.join(commands)}.  ",
         f"Hardware: {hardware()}  ",
         f"Teacher: `{teacher_info['path']}` ({teacher_info['budget']}), test top-1 {teacher_info['top1']:.4f}.  ",
         "Student budget: a class-balanced subset of the training images (column `train n`), batch 128, SGD "
-        "lr 0.05 one-cycle, crop and flip, seed 0; every run of a student starts from the same weights and "
+        "lr 0.05 one-cycle, crop and flip; every run of a student starts from the same weights (drawn with the "
+        "row's seed) and "
         f"sees the same batches. Top-1 on the full 10k test set. {threads} torch thread(s).  ",
-        f"Loss settings (the registry's defaults): {settings}. In brackets: points over the student alone.",
+        f"Loss settings (the registry's defaults): {settings}. In brackets: points over the student alone. "
+        "The first distilled run of a row also fills the teacher-logit cache; the other two read it "
+        "(no teacher forward).",
         "",
-        markdown_table(["student", "width", "params", "MACs", "train n", "epochs", "alone", *losses], rows),
+        markdown_table(["student", "width", "params", "MACs", "train n", "epochs", "seed", "alone", *losses], rows),
     ])
 
 
@@ -139,6 +151,7 @@ def main() -> None:
     parser.add_argument("--teacher-subset", type=int, default=20000)
     parser.add_argument("--teacher-epochs", type=int, default=6)
     parser.add_argument("--teacher-only", action="store_true", help="train/check the teacher and stop")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the BENCHMARKS.md section and stop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(RESULTS, exist_ok=True)
@@ -147,10 +160,13 @@ def main() -> None:
     print(f"teacher {teacher_info['path']}: top-1 {teacher_info['top1']:.4f}", flush=True)
     if args.teacher_only:
         return
+    if args.report_only:
+        write_section("distill-students", section(teacher_info, args.threads))
+        return
     for name in args.students.split(","):
         result = run_student(name, teacher, train, test, args.seed)
         result["teacher"] = teacher_info
-        atomic_write_text(os.path.join(RESULTS, f"{name}.json"), json.dumps(result, indent=2))
+        atomic_write_text(result_path(name, args.seed), json.dumps(result, indent=2))
         write_section("distill-students", section(teacher_info, args.threads))
 
 
