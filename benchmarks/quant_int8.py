@@ -2,8 +2,9 @@
 
     python benchmarks/quant_int8.py [--width 0.25] [--threads 1] [--repeats 30]
 
-Uses the float vgg14 of benchmarks/quant_table4.py (or baselines.py) when present, else
-an untrained one (latency does not depend on the weights; top-1 is then omitted).
+At width 0.25 it uses the trained float vgg14 of benchmarks/quant_table4.py (or
+baselines.py) when present; otherwise (and at any other width) an untrained vgg14, whose
+latency is the same (top-1 is then omitted).
 Calibration: 512 training images.  Top-1 on the full 10k test set.
 """
 
@@ -29,13 +30,15 @@ from torchslim.train import evaluate
 
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     found = sorted(glob.glob(os.path.join(ROOT, "benchmarks", "out", "*vgg14-w0.25*.safetensors")))
-    model = torchslim.load(found[0]) if found else models.create("vgg14", width_mult=0.25).eval()
-    source = os.path.basename(found[0]) if found else "untrained vgg14 width 0.25"
+    found = found if args.width == 0.25 else []
+    model = torchslim.load(found[0]) if found else models.create("vgg14", width_mult=args.width).eval()
+    source = os.path.basename(found[0]) if found else f"untrained vgg14 width {args.width}"
     train, test = load_dataset("fashion-mnist-32", "train"), load_dataset("fashion-mnist-32", "test")
     batches = calibration_batches(train, 512)
     shape = (3, 32, 32)
@@ -58,7 +61,7 @@ def main():
              f"{timings[32][name]['median_ms']:.1f}", f"{base[32] / timings[32][name]['median_ms']:.2f}x"]
             for name in candidates]
     ort = {b: timings[b]["ORT float32"]["median_ms"] / timings[b]["ORT int8 (QDQ)"]["median_ms"] for b in (1, 32)}
-    body = f"""## Quantization: static int8 on CPU (vgg14 width 0.25, fashion-mnist-32)
+    body = f"""## Quantization: static int8 on CPU (vgg14 width {args.width}, fashion-mnist-32)
 
 Command: `{command_line()}`
 Hardware: {hardware()}
@@ -70,7 +73,7 @@ Latency: median of {args.repeats} interleaved runs per model, {args.threads} thr
 ONNX Runtime int8 over ONNX Runtime float32: {ort[1]:.2f}x at batch 1, {ort[32]:.2f}x at batch 32.
 """
     print(body)
-    write_section("quant-int8", body)
+    write_section(f"quant-int8-w{args.width}", body)
 
 
 if __name__ == "__main__":
