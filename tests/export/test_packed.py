@@ -143,15 +143,19 @@ def _corrupt(path, how):
     elif how == "weights":
         data[8 + header_len + (len(data) - 8 - header_len) // 2] ^= 0x10
     elif how == "header":
-        needle = b'bits\\":4'  # the packed JSON is a string inside the safetensors header
-        position = data.index(needle, 8) + len(needle) - 1
-        data[position] = ord("5")  # a plausible but wrong bit width
+        needle = b'"torchslim.packed":"'  # the compressed JSON, base64 inside the safetensors header
+        position = data.index(needle, 8) + len(needle) + 40
+        data[position] = ord("A") if data[position] != ord("A") else ord("B")
+    elif how == "digest":
+        needle = b'"torchslim.packed.sha256":"'
+        position = data.index(needle, 8) + len(needle) + 3
+        data[position] = ord("0") if data[position] != ord("0") else ord("1")
     elif how == "empty":
         data = b""
     open(path, "wb").write(bytes(data))
 
 
-@pytest.mark.parametrize("how", ["truncated", "half", "appended", "weights", "header", "empty"])
+@pytest.mark.parametrize("how", ["truncated", "half", "appended", "weights", "header", "digest", "empty"])
 def test_corrupted_files_are_rejected(how, tmp_path):
     model = weight_share(_lenet5(), WeightShareConfig(bits=4))
     path = tmp_path / "m.packed"

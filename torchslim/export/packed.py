@@ -7,9 +7,12 @@ Layout:
   codebooks, relative sparse indices plus values, per-channel scales, and the
   plain float state of the other layers;
 * metadata ``torchslim.packed``: JSON with the architecture description (the
-  same header as :func:`torchslim.save`), one ``[path, packer, meta]`` record
-  per module, and one SHA-256 over all tensors (names, dtypes, shapes, bytes);
-* metadata ``torchslim.packed.sha256``: the SHA-256 of that JSON.
+  same header as :func:`torchslim.save`), one ``[path, packer, meta, fields]``
+  record per module, and one SHA-256 over all tensors (names, dtypes, shapes,
+  bytes); zlib-compressed and base64-encoded (``torchslim.packed.encoding``),
+  since on a small model the header is a good part of the file;
+* metadata ``torchslim.packed.sha256``: the SHA-256 of that JSON
+  (:func:`read_packed_header` returns it decoded).
 
 :func:`load_packed` refuses a file whose length differs from what its header
 declares (truncated or padded), whose header or any tensor fails its checksum,
@@ -19,9 +22,11 @@ loaded as a wrong model.  :func:`torchslim.load` dispatches here by itself.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import zlib
 
 import torch
 from torch import nn
@@ -33,6 +38,7 @@ from .registry import PackOptions, find_packer, packer_by_name
 
 PACKED_KEY = "torchslim.packed"
 DIGEST_KEY = "torchslim.packed.sha256"
+ENCODING_KEY = "torchslim.packed.encoding"
 PACKED_FORMAT = 1
 _SEP = "::"
 
@@ -72,7 +78,8 @@ def pack_model(model: nn.Module, options: PackOptions | None = None, **meta) -> 
     }
     text = json.dumps(header, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(text.encode()).hexdigest()
-    return st_save(tensors, metadata={PACKED_KEY: text, DIGEST_KEY: digest})
+    blob = base64.b64encode(zlib.compress(text.encode(), 9)).decode()
+    return st_save(tensors, metadata={PACKED_KEY: blob, ENCODING_KEY: "zlib+base64", DIGEST_KEY: digest})
 
 
 def save_packed(model: nn.Module, path, options: PackOptions | None = None, **meta) -> int:
@@ -124,7 +131,12 @@ def read_packed_header(path) -> dict:
     if actual != expected:
         raise UserError(f"{path} is corrupt: {actual} bytes on disk, its header declares {expected} "
                         f"({'truncated' if actual < expected else 'trailing data'})")
-    text = metadata[PACKED_KEY]
+    try:
+        if metadata.get(ENCODING_KEY) != "zlib+base64":
+            raise ValueError
+        text = zlib.decompress(base64.b64decode(metadata[PACKED_KEY], validate=True)).decode()
+    except (ValueError, zlib.error, UnicodeDecodeError):
+        raise UserError(f"{path} is corrupt: its header cannot be decoded") from None
     if hashlib.sha256(text.encode()).hexdigest() != metadata.get(DIGEST_KEY):
         raise UserError(f"{path} is corrupt: its header fails the checksum")
     packed = json.loads(text)
