@@ -1,0 +1,92 @@
+"""CPU latency speed-up and file size of pruned models, beside Torch-Pruning, at batch 1.
+
+    python benchmarks/prune_latency.py [--width 1.0] [--targets 0.33,0.5] [--threads 1,2] [--repeats 40]
+
+VGG14 (random weights: latency does not depend on the values) is pruned to each MAC
+target by torchslim (L1, per-layer uniform, with channel counts rounded to 1, 8 or 16)
+and by Torch-Pruning (L1 uniform, ratio bisected to the same MACs).  Every model is
+timed interleaved with the unpruned base in one run (``compare_latency``: base, a, b,
+..., base, a, b, ...), so the speed-ups are ratios from the same minutes of a shared
+machine.  "folded" rows fold BatchNorm into the convs (torchslim.prune.deploy); the
+speed-up of a folded model is given against the base as shipped and against the base
+folded too.  Writes the ``prune_latency_w<width>`` section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from common import command_line, hardware, markdown_table, write_section
+
+from torchslim import models
+from torchslim.profile import compare_latency, count_macs, serialized_size
+from torchslim.prune import PruneConfig, prune
+from torchslim.prune.deploy import fold_batchnorm
+
+
+def variants(base, target: float) -> dict:
+    from prune_accuracy import tp_prune
+
+    out = {}
+    for round_to in (1, 8, 16):
+        model = prune(base, config=PruneConfig(criterion="l1", target_macs=target, scope="layer",
+                                               round_to=round_to)).model.eval()
+        out[f"torchslim L1 uniform, round-to {round_to}"] = model
+        out[f"torchslim L1 uniform, round-to {round_to}, folded"] = fold_batchnorm(model)
+    tp_model = tp_prune(base, target, "l1-uniform", []).eval()
+    out["Torch-Pruning L1 uniform"] = tp_model
+    out["Torch-Pruning L1 uniform, folded"] = fold_batchnorm(tp_model)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--targets", default="0.33,0.5")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--repeats", type=int, default=40)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    base = models.create("vgg14", num_classes=10, width_mult=args.width).eval()
+    shape = (3, 32, 32)
+    base_macs, base_bytes = count_macs(base, shape), serialized_size(base)
+    folded_base = fold_batchnorm(base)
+    rows = []
+    began = time.perf_counter()
+    for target in [float(t) for t in args.targets.split(",")]:
+        pruned = variants(base, target)
+        for threads in [int(t) for t in args.threads.split(",")]:
+            timed = {"base": base, "base folded": folded_base, **pruned}
+            result = compare_latency(timed, shape, batch_size=1, threads=threads, repeats=args.repeats)
+            base_ms, folded_ms = result["base"]["median_ms"], result["base folded"]["median_ms"]
+            for name, model in pruned.items():
+                ms = result[name]["median_ms"]
+                same = f"{folded_ms / ms:.2f}x" if name.endswith("folded") else f"{base_ms / ms:.2f}x"
+                rows.append([f"{target:.0%}", threads, name, f"{count_macs(model, shape) / base_macs:.3f}",
+                             f"{base_bytes / serialized_size(model):.2f}x", f"{ms:.3f}", f"{base_ms / ms:.2f}x",
+                             same])
+            rows.append([f"{target:.0%}", threads, "base (unpruned)", "1.000", "1.00x", f"{base_ms:.3f}", "1.00x",
+                         f"{base_ms / folded_ms:.2f}x folded"])
+            print(f"target {target}, {threads} thread(s): done", flush=True)
+    body = "\n".join([
+        f"## Pruning: CPU latency and file size, vgg14 width {args.width}, batch 1",
+        "",
+        f"Command: `{command_line()}`  ",
+        f"Hardware: {hardware()}  ",
+        f"Base: vgg14 width {args.width} (random weights), {base_macs:,} MACs, {base_bytes:,} bytes. Medians of "
+        f"{args.repeats} interleaved runs per model after warm-up; speed-ups are ratios within one run. "
+        "\"vs base\" compares with the unpruned model as shipped; \"vs like base\" compares a folded model "
+        "with the base folded too (the speed-up that pruning alone gives). "
+        f"Whole run {(time.perf_counter() - began) / 60:.1f} min.",
+        "",
+        markdown_table(["MACs target", "threads", "model", "MACs kept", "file smaller", "ms", "vs base",
+                        "vs like base"], rows),
+    ])
+    write_section(f"prune_latency_w{args.width:g}", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Selection: targets, scopes, minimum channels, ignored layers and round-to-multiple."""
+
+import pytest
+import torch
+
+from torchslim.errors import UserError
+from torchslim.profile import count_macs, count_params
+from torchslim.prune import SCOPES, PruneConfig, prune
+
+from .conftest import build
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize("target", [0.5, 0.33])
+def test_mac_target_is_met_closely(scope, target):
+    model = build("vgg16", width=0.25)
+    result = prune(model, config=PruneConfig(criterion="l2", target_macs=target, scope=scope))
+    kept = result.macs_after / result.macs_before
+    assert target - 0.03 <= kept <= target
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_param_target_is_met(scope):
+    model = build("resnet20", width=0.5)
+    result = prune(model, config=PruneConfig(criterion="l1", target_params=0.4, scope=scope))
+    assert 0.37 <= result.params_after / result.params_before <= 0.4
+    assert result.params_after == count_params(result.model)
+
+
+def test_layer_scope_removes_the_same_share_everywhere():
+    model = build("vgg11", width=0.5)
+    result = prune(model, config=PruneConfig(criterion="l1", ratio=0.25, scope="layer"))
+    for row in result.channels:
+        assert row["after"] == round(row["before"] * 0.75)
+
+
+def test_round_to_keeps_multiples():
+    model = build("vgg14", width=0.5)
+    for scope in SCOPES:
+        result = prune(model, config=PruneConfig(criterion="l1", target_macs=0.4, scope=scope, round_to=8))
+        assert all(row["after"] % 8 == 0 for row in result.channels), scope
+        assert result.macs_after <= 0.4 * result.macs_before
+
+
+def test_min_channels_and_ignored_layers():
+    model = build("vgg11", width=0.5)
+    config = PruneConfig(criterion="l1", ratio=0.9, scope="global", min_channels=6,
+                         ignored_layers=("features.4", "features.1[14]"))
+    result = prune(model, config=config)
+    rows = {row["group"]: row for row in result.channels}
+    assert rows["features.4"]["after"] == rows["features.4"]["before"]  # ignored by name
+    assert rows["features.11"]["after"] == rows["features.11"]["before"]  # by glob pattern
+    assert all(row["after"] >= 6 for row in result.channels)
+    assert result.model.features[4].out_channels == model.features[4].out_channels
+
+
+def test_unreachable_target_is_a_user_error():
+    model = build("vgg11", width=0.25)
+    with pytest.raises(UserError, match="cannot reach the MACs target"):
+        prune(model, config=PruneConfig(criterion="l1", target_macs=0.01, min_channels=4))
+
+
+def test_greedy_is_cost_aware():
+    """At the same MAC target, greedy (importance per MAC saved) removes fewer channels than
+    a global ranking that ignores the cost of each channel."""
+    model = build("vgg16", width=0.25)
+    removed = {}
+    for scope in ("global", "greedy"):
+        result = prune(model, config=PruneConfig(criterion="random", target_macs=0.5, scope=scope))
+        removed[scope] = sum(r["before"] - r["after"] for r in result.channels)
+        assert count_macs(result.model, (3, 32, 32)) <= 0.5 * result.macs_before
+    assert removed["greedy"] < removed["global"]
