@@ -152,7 +152,7 @@ def run(args) -> int:
     from ..export.onnx import float32_size
     from ..export.packed import packed_size
     from ..profile import count_macs, count_params
-    from ..sparse import sparsity_report
+    from ..sparse import format_sparsity_report, sparsity_report
     from ..train import evaluate
 
     _check_args(args)
@@ -189,5 +189,8 @@ def run(args) -> int:
     text = (f"{args.method}: top-1 {before:.4f} -> {after:.4f}, MACs {result['macs_before']:,} -> "
             f"{result['macs']:,}, packed {packed:,} B ({baseline / packed:.1f}x smaller than float32), "
             f"sparsity {report['sparsity']:.1%}; saved {args.out} (export it with --format packed)")
+    if report["sparsity"] > 0:
+        text = format_sparsity_report(report) + "\n" + text
+    result["layers"] = report["layers"]
     emit(args, result, text)
     return 0
