@@ -129,3 +129,15 @@ def test_bad_temperature_and_alpha_are_user_errors():
         with pytest.raises(UserError, match="alpha"):
             check_kd_args(4.0, a)
     assert check_kd_args(1, 0) == (1.0, 0.0) and check_kd_args(20, 1) == (20.0, 1.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_distill_config_defaults_and_round_trip(name):
+    from torchslim.distill import DistillConfig
+
+    config = DistillConfig(loss=name)
+    assert (config.temperature, config.alpha) == (LOSSES[name].default_temperature, LOSSES[name].default_alpha)
+    explicit = DistillConfig(loss=name, temperature=7.0, alpha=0.0, hints=["a:b"], hint_weight=0.5)
+    assert DistillConfig.from_dict(explicit.to_dict()) == explicit
+    with pytest.raises(UserError, match="unknown distillation option"):
+        DistillConfig.from_dict({"temprature": 3})
