@@ -70,6 +70,10 @@ class QuantConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise unknown_choice("quantization method", self.method, METHODS)
+        for key in ("weight_bits", "act_bits"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UserError(f"{key} must be a positive integer, got {value!r}")
         self.resolve()  # validates names and bit widths
 
     def resolve(self, name: str = "") -> dict:
