@@ -114,9 +114,11 @@ def main():
     train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
     body = ["## Back-end: the Deep Compression pipeline on LeNets (Fashion-MNIST)", "",
             f"Command: `{command_line()}`", "", f"Hardware: {hardware()}", "",
-            "No augmentation (MLP-style LeNets). Per-layer sparsity with the AGP schedule, k-means weight sharing (linear init), centroid fine-tune "
-            "(Adam 1e-4), Huffman coding of codes and relative indices.  BatchNorm is folded into the pruned "
-            "layers before weight sharing (the deployed form).  Ratios are against the float32 `torchslim.save` file of the base model; "
+            "No augmentation. Per-layer sparsity with the AGP schedule, k-means weight sharing "
+            "(linear init), centroid fine-tune "
+            "(Adam 1e-4), Huffman coding of codes and relative indices.  BatchNorm is folded into the "
+            "pruned layers before weight sharing (the deployed form).  Ratios are against the float32 "
+            "`torchslim.save` file of the base model; "
             "*payload* counts tensor bytes only (no JSON header), as the paper's ratios do.  Target: >= 40x at "
             "<= 0.5 points lost.", ""]
     for name in args.models.split(","):

@@ -27,7 +27,6 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import BatchLoader
-from .modules import pq_matrix
 from .pq import PQ_TYPES, _replace, pq_weight_fit, register_pq_method
 
 
@@ -193,4 +192,4 @@ def layer_output_errors(reference: nn.Module, compressed: nn.Module, paths, imag
     return errors
 
 
-__all__ = ["calibration_batch", "layer_inputs", "layer_output_errors", "qcnn_fit", "unfolded_rows", "pq_matrix"]
+__all__ = ["calibration_batch", "layer_inputs", "layer_output_errors", "qcnn_fit", "unfolded_rows"]

@@ -93,7 +93,8 @@ def _spatial_macs(layer, ranks, in_hw, out_hw):
         return _conv_macs_dense(layer, out_hw)
     (rank,), (kh, kw) = ranks, layer.kernel_size
     vertical_width = in_hw[1]  # no horizontal stride/padding in the k x 1 conv
-    return rank * layer.in_channels * kh * out_hw[0] * vertical_width + layer.out_channels * rank * kw * out_hw[0] * out_hw[1]
+    return (rank * layer.in_channels * kh * out_hw[0] * vertical_width
+            + layer.out_channels * rank * kw * out_hw[0] * out_hw[1])
 
 
 def _tucker_macs(layer, ranks, in_hw, out_hw):
