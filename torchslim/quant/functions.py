@@ -242,8 +242,15 @@ class _LevelQuant(torch.autograd.Function):
     def forward(ctx, x, levels, thresholds, ties_up, lo, hi):
         ctx.save_for_backward(x)
         ctx.lo, ctx.hi = lo, hi
-        index = torch.bucketize(x, thresholds, right=ties_up)
-        return levels.to(x.dtype)[index]
+        levels = levels.to(x.dtype)
+        if thresholds.numel() > 4:
+            return levels[torch.bucketize(x, thresholds, right=ties_up)]
+        # A few thresholds: chained selects are faster than bucketize + gather on CPU.
+        out = levels[0].expand_as(x)
+        for k in range(thresholds.numel()):
+            above = x >= thresholds[k] if ties_up else x > thresholds[k]
+            out = torch.where(above, levels[k + 1], out)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
