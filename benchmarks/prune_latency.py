@@ -1,9 +1,10 @@
 """CPU latency speed-up and file size of pruned models, beside Torch-Pruning, at batch 1.
 
-    python benchmarks/prune_latency.py [--width 1.0] [--targets 0.33,0.5] [--threads 1,2] [--repeats 40]
+    python benchmarks/prune_latency.py [--width 1.0] [--targets 0.33,0.5] [--threads 1] [--repeats 40]
 
 VGG14 (random weights: latency does not depend on the values) is pruned to each MAC
-target by torchslim (L1, per-layer uniform, with channel counts rounded to 1, 8 or 16)
+target by torchslim (L1, per-layer uniform, with channel counts rounded to 1, 8 or 16;
+L1 global rounded to 8)
 and by Torch-Pruning (L1 uniform, ratio bisected to the same MACs).  Every model is
 timed interleaved with the unpruned base in one run (``compare_latency``: base, a, b,
 ..., base, a, b, ...), so the speed-ups are ratios from the same minutes of a shared
@@ -36,6 +37,10 @@ def variants(base, target: float) -> dict:
                                                round_to=round_to)).model.eval()
         out[f"torchslim L1 uniform, round-to {round_to}"] = model
         out[f"torchslim L1 uniform, round-to {round_to}, folded"] = fold_batchnorm(model)
+    model = prune(base, config=PruneConfig(criterion="l1", target_macs=target, scope="global",
+                                           round_to=8)).model.eval()
+    out["torchslim L1 global, round-to 8"] = model
+    out["torchslim L1 global, round-to 8, folded"] = fold_batchnorm(model)
     tp_model = tp_prune(base, target, "l1-uniform", []).eval()
     out["Torch-Pruning L1 uniform"] = tp_model
     out["Torch-Pruning L1 uniform, folded"] = fold_batchnorm(tp_model)
@@ -46,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--targets", default="0.33,0.5")
-    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--threads", default="1")
     parser.add_argument("--repeats", type=int, default=40)
     args = parser.parse_args()
     torch.manual_seed(0)

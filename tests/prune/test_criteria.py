@@ -28,7 +28,7 @@ def _ratio(name: str, criterion: str) -> float:
 def _planned(name):
     model = build(name)
     graph = build_graph(model)
-    return model, graph, Context(model, graph, calibration(name, 4)), CostModel(model, graph, model.input_shape)
+    return model, graph, Context(model, graph, calibration(name, 2)), CostModel(model, graph, model.input_shape)
 
 
 @pytest.mark.parametrize("criterion", list_criteria())

@@ -53,7 +53,7 @@ def test_pruned_model_loads_in_a_fresh_process(tmp_path):
         "torch.set_num_threads(1)\n"
         "from torchslim.prune import prune, PruneConfig\n"
         "from tests.prune.conftest import build\n"
-        "m = prune(build('shufflenetv2', width=0.25), config=PruneConfig(criterion='bn-scale', "
+        "m = prune(build('shufflenetv2'), config=PruneConfig(criterion='bn-scale', "
         "target_macs=0.5)).model.eval()\n"
         "x = torch.randn(2, 3, 32, 32)\n"
         f"torchslim.save(m, r'{tmp_path}/p.safetensors')\n"
