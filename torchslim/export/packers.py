@@ -18,6 +18,8 @@ from .registry import own_state, register_packer
 
 # ---------------------------------------------------------------- code streams
 
+HUFFMAN_OVERHEAD = 160  # bytes: a second tensor's safetensors entry plus its JSON record
+
 
 def pack_stream(name: str, symbols: torch.Tensor, bits: int, use_huffman: bool) -> tuple[dict, dict]:
     """Integers in ``[0, 2**bits)`` as a fixed-width stream, or Huffman-coded when smaller."""
@@ -26,7 +28,8 @@ def pack_stream(name: str, symbols: torch.Tensor, bits: int, use_huffman: bool) 
     meta = {"bits": bits, "count": int(symbols.numel()), "huffman": False}
     if use_huffman and symbols.numel():
         stream, lengths = huffman.encode(symbols.numpy(), 1 << bits)
-        if stream.numel() + lengths.numel() < fixed.numel():
+        # Two tensors instead of one also cost a header entry each: demand a real saving.
+        if stream.numel() + lengths.numel() + HUFFMAN_OVERHEAD < fixed.numel():
             meta["huffman"] = True
             return {f"{name}.huff": stream, f"{name}.lengths": lengths}, meta
     return {name: fixed}, meta
