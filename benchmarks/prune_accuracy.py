@@ -41,13 +41,14 @@ OUT = os.path.join(ROOT, "benchmarks", "out")
 BASE_BUDGET = {"vgg14": (0.25, 4, 0.05, 20000), "resnet56": (0.25, 4, 0.1, 20000)}  # width, epochs, lr, images
 
 
-def base_model(name: str, train, test):
+def base_model(name: str, train, test, epochs=None, images=None):
     import baselines
 
     path = baselines.model_path(name)
     if os.path.exists(path):
         return torchslim.load(path), f"`{os.path.relpath(path, ROOT)}` from baselines.py"
-    width, epochs, lr, images = BASE_BUDGET[name]
+    width, default_epochs, lr, default_images = BASE_BUDGET[name]
+    epochs, images = epochs or default_epochs, images or default_images
     path = os.path.join(OUT, f"prune-base-{name}-w{width}-e{epochs}-n{images}.safetensors")
     note = f"trained here: width {width}, {epochs} epochs of SGD one-cycle lr {lr} on a {images}-image subset"
     if os.path.exists(path):
@@ -111,13 +112,15 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=2, help="calibration batches of 64 (oracle data too)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--criteria", default=",".join(list_criteria()))
+    parser.add_argument("--base-epochs", type=int, default=None, help="when training the base here")
+    parser.add_argument("--base-images", type=int, default=None, help="when training the base here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     began = time.perf_counter()
     train = load_dataset("fashion-mnist-32", "train")
     test = load_dataset("fashion-mnist-32", "test")
     ft_set = load_dataset("fashion-mnist-32", "train", subset=args.ft_subset)
-    model, base_note = base_model(args.model, train, test)
+    model, base_note = base_model(args.model, train, test, args.base_epochs, args.base_images)
     model.eval()
     shape = tuple(model.input_shape)
     base_top1 = evaluate(model, test)["top1"]
