@@ -167,6 +167,28 @@ class _QuantWeightMixin:
         return super().extra_repr() + f", weight_quant={self.weight_quant}, weight_bits={self.weight_bits}"
 
 
+def _scaled(y: torch.Tensor, scale: torch.Tensor, bias) -> torch.Tensor:
+    """``y * scale + bias`` per output channel (dim 1)."""
+    shape = (1, -1) + (1,) * (y.dim() - 2)
+    y = y * scale.to(y.dtype).view(shape)
+    return y if bias is None else y + bias.to(y.dtype).view(shape)
+
+
+def exact_conv2d(x, codes, scale, bias, stride, padding, dilation, groups) -> torch.Tensor:
+    """``conv(x, codes) * scale + bias``: the float simulation of a deployed quantized conv.
+
+    Accumulating integer codes (times +-1 or few-level activations) before scaling keeps
+    the sums exact in float32, so bit-packed integer kernels reproduce it bit for bit;
+    ``conv(x, codes * scale)`` would round differently in every partial sum.
+    """
+    return _scaled(F.conv2d(x, codes.to(x.dtype), None, stride, padding, dilation, groups), scale, bias)
+
+
+def exact_linear(x, codes, scale, bias) -> torch.Tensor:
+    """``(x codes^T) * scale + bias``: see :func:`exact_conv2d`."""
+    return _scaled(F.linear(x, codes.to(x.dtype)), scale, bias)
+
+
 def _conv_config(conv) -> dict:
     return dict(in_channels=conv.in_channels, out_channels=conv.out_channels, kernel_size=list(conv.kernel_size),
                 stride=list(conv.stride), padding=list(conv.padding) if not isinstance(conv.padding, str)
@@ -184,6 +206,9 @@ class QuantConv2d(_QuantWeightMixin, nn.Conv2d):
         self._init_quant(weight_quant, weight_bits)
 
     def forward(self, x):
+        if not self.training:  # the deployed arithmetic, so freeze() changes no output bit
+            codes, scale = self.encode()
+            return exact_conv2d(x, codes, scale, self.bias, self.stride, self.padding, self.dilation, self.groups)
         return self._conv_forward(x, self.quantized_weight(), self.bias)
 
     def get_config(self) -> dict:
@@ -199,6 +224,9 @@ class QuantLinear(_QuantWeightMixin, nn.Linear):
         self._init_quant(weight_quant, weight_bits)
 
     def forward(self, x):
+        if not self.training:
+            codes, scale = self.encode()
+            return exact_linear(x, codes, scale, self.bias)
         return F.linear(x, self.quantized_weight(), self.bias)
 
     def get_config(self) -> dict:
@@ -245,7 +273,8 @@ class FrozenConv2d(_FrozenMixin, nn.Module):
         self._init_frozen((out_channels, in_channels // groups, *self.kernel_size), bias, weight_quant, weight_bits)
 
     def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return exact_conv2d(x, self.codes, self.scale, self.bias, self.stride, self.padding, self.dilation,
+                            self.groups)
 
     def get_config(self) -> dict:
         return {**_conv_config(self), "weight_quant": self.weight_quant, "weight_bits": self.weight_bits}
@@ -261,7 +290,7 @@ class FrozenLinear(_FrozenMixin, nn.Module):
         self._init_frozen((out_features, in_features), bias, weight_quant, weight_bits)
 
     def forward(self, x):
-        return F.linear(x, self.weight, self.bias)
+        return exact_linear(x, self.codes, self.scale, self.bias)
 
     def get_config(self) -> dict:
         return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,

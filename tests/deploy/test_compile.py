@@ -1,0 +1,61 @@
+import pytest
+import torch
+from torch import nn
+
+import torchslim
+from torchslim import models
+from torchslim.deploy import PackedBinaryConv2d, compile, memory_report
+from torchslim.quant import QuantConfig, freeze, quantize
+from torchslim.quant.convert import METHODS
+
+BINARY_METHODS = [name for name, (_, bits, _, _) in METHODS.items() if bits == 1 and name != "bwn"]
+
+
+def _frozen(name, method, width=0.25, seed=0):
+    torch.manual_seed(seed)
+    model = quantize(models.create(name, width_mult=width), QuantConfig(method=method)).eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):  # non-trivial statistics, as after training
+            module.running_mean.normal_(0, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return freeze(model).eval()
+
+
+# HWGQ needs BN right before each activation, which a residual add breaks.
+CASES = [("vgg14", m) for m in BINARY_METHODS] + [("resnet20", m) for m in BINARY_METHODS if "hwgq" not in m]
+
+
+@pytest.mark.filterwarnings("ignore:.*1x1 conv")
+@pytest.mark.parametrize("name, method", CASES)
+def test_compiled_model_equals_the_frozen_model(name, method):
+    frozen = _frozen(name, method)
+    compiled = compile(frozen)
+    packed = [m for m in compiled.modules() if isinstance(m, PackedBinaryConv2d)]
+    assert len(packed) == len(compiled.torchslim_meta["compiled_layers"]) > 0
+    # the first conv and the classifier stay float
+    assert not isinstance(next(m for m in compiled.modules() if hasattr(m, "kernel_size")), PackedBinaryConv2d)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(compiled(x), frozen(x))
+    # the caller's model is unchanged
+    assert not any(isinstance(m, PackedBinaryConv2d) for m in frozen.modules())
+
+
+def test_vgg14_binary_layers_are_packed_about_32x():
+    compiled = compile(_frozen("vgg14", "hwgq-bwn", width=1.0))
+    report = memory_report(compiled)
+    assert report["binary_layers"] == 12
+    assert report["float32_bytes"] / report["packed_bytes"] > 31
+
+
+def test_compile_freezes_a_quantization_aware_model_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    qat = quantize(models.create("vgg11", width_mult=0.25), QuantConfig(method="xnor")).eval()
+    compiled = compile(qat)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(compiled(x), freeze(qat).eval()(x))
+    torchslim.save(compiled, tmp_path / "c.safetensors")
+    loaded = torchslim.load(tmp_path / "c.safetensors")
+    with torch.no_grad():
+        assert torch.equal(loaded(x), compiled(x))
