@@ -37,8 +37,8 @@ OUT = os.path.join(ROOT, "benchmarks", "out")
 # base epochs, per-layer sparsity, AGP fine-tune epochs, centroid fine-tune epochs
 PLAN = {
     "lenet300": (8, {"classifier.0": 0.95, "classifier.3": 0.9, "classifier.6": 0.7}, 8, 2),
-    "lenet5": (6, {"features.0": 0.4, "features.4": 0.85, "classifier.0": 0.97, "classifier.3": 0.92,
-                   "classifier.6": 0.75}, 8, 2),
+    "lenet5": (6, {"features.0": 0.3, "features.4": 0.8, "classifier.0": 0.96, "classifier.3": 0.9,
+                   "classifier.6": 0.7}, 10, 2),
 }
 
 

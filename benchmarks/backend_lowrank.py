@@ -4,7 +4,7 @@
 
 vgg14: spatial SVD (``svd``) and Tucker-2 (``tucker``) of the 3x3 convs plus SVD
 of the FC, ranks from one energy level searched to meet 50% and 30% of the
-MACs, then a short fine-tune (SGD, cosine, lr 0.01) on 20k training images.
+MACs, then a short fine-tune (SGD, cosine, lr 0.01) on 8k training images.
 lenet300: truncated SVD of the FCs at the same targets, fine-tuned on the full
 training set.  Latency is the median of interleaved runs (base and factorised
 models alternating) at batch 1 and 32, from the same run.
@@ -60,7 +60,7 @@ def main():
     torch.set_num_threads(args.threads)
     rows, notes = [], []
     for name, loader, data, methods, shape, subset in (
-            ("vgg14", vgg_base, "fashion-mnist-32", ("svd", "tucker"), (3, 32, 32), 20000),
+            ("vgg14", vgg_base, "fashion-mnist-32", ("svd", "tucker"), (3, 32, 32), 8000),
             ("lenet300", lenet_base, "fashion-mnist", ("svd",), (1, 28, 28), None)):
         train, test = load_dataset(data, "train"), load_dataset(data, "test")
         model, source = loader(train)
