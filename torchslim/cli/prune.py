@@ -72,22 +72,14 @@ def _train_config(args, epochs: int):
     return TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
 
 
-def run(args) -> int:
-    import copy
+def _load(args, config):
+    """The saved model and the train/test splits (checked against the model's input)."""
+    from .. import load
+    from ..prune import get_criterion
 
-    from .. import load, save
-    from ..profile import compare_latency, count_macs, count_params
-    from ..prune import get_criterion, prune
-    from ..prune.deploy import fold_batchnorm
-    from ..prune.regularize import Regularizer, regularized_loss
-    from ..prune.schedule import clear_rounds, iterative_prune
-    from ..train import evaluate, fit, resolve_device
-
-    config = _config(args)
     needs_data = get_criterion(config.criterion).needs_data or args.finetune_epochs > 0 or bool(args.regularize)
     _check(args, config, needs_data)
     check_out_path(args.out)
-    device = resolve_device(args.device)
     original = load(args.file)
     input_shape = tuple(original.input_shape)
     train_set = test_set = None
@@ -96,25 +88,42 @@ def run(args) -> int:
         if tuple(train_set.input_shape) != input_shape:
             raise UserError(f"{args.file} expects input {'x'.join(map(str, input_shape))} but {args.data} gives "
                             f"{'x'.join(map(str, train_set.input_shape))}")
-    quiet = args.json
-    top1_before = evaluate(original, test_set)["top1"] if test_set is not None else None
-    model = original
+    return original, train_set, test_set
+
+
+def _loss_and_start(args, original, train_set):
+    """The fine-tune loss (distillation from the original with --teacher) and the model to
+    prune (after the regularised training with --regularize)."""
+    import copy
+
+    from ..prune.regularize import Regularizer, regularized_loss
+    from ..train import fit
+
     loss_fn = None
     if args.teacher == "original":
         from ..distill import kd_loss_fn
 
         loss_fn = kd_loss_fn(copy.deepcopy(original))
+    model = original
     if args.regularize:
         model = copy.deepcopy(original)
         regularizer = Regularizer(model, args.regularize, args.lam)
-        fit(model, train_set, _train_config(args, args.regularize_epochs), progress=not quiet,
+        fit(model, train_set, _train_config(args, args.regularize_epochs), progress=not args.json,
             loss_fn=regularized_loss(regularizer, loss_fn))
         model.cpu()
+    return loss_fn, model
+
+
+def _prune(args, config, model, train_set, test_set, loss_fn):
+    """One-shot or iterative pruning with fine-tuning; returns (model, rounds, rounds folder)."""
+    from ..prune import prune
+    from ..prune.schedule import iterative_prune
+    from ..train import evaluate, fit
 
     def finetune(pruned, round_index, checkpoint):
         if args.finetune_epochs:
             fit(pruned, train_set, _train_config(args, args.finetune_epochs), checkpoint_path=checkpoint,
-                loss_fn=loss_fn, progress=not quiet)
+                loss_fn=loss_fn, progress=not args.json)
             pruned.cpu()
 
     if args.step_channels:
@@ -122,15 +131,48 @@ def run(args) -> int:
         pruned, rounds = iterative_prune(model, config, folder, finetune=finetune,
                                          evaluate=lambda m: evaluate(m, test_set)["top1"] if test_set else None,
                                          step_channels=args.step_channels, calibration=train_set,
-                                         log=None if quiet else print)
-    else:
-        result = prune(model, config=config, calibration=train_set)
-        pruned, rounds, folder = result.model, [], None
-        if not quiet:
-            print(result.summary())
-        finetune(pruned, 1, args.out + ".finetune.ckpt")
-        if os.path.exists(args.out + ".finetune.ckpt"):
-            os.remove(args.out + ".finetune.ckpt")
+                                         log=None if args.json else print)
+        return pruned, rounds, folder
+    result = prune(model, config=config, calibration=train_set)
+    if not args.json:
+        print(result.summary())
+    checkpoint = args.out + ".finetune.ckpt"
+    finetune(result.model, 1, checkpoint)
+    if os.path.exists(checkpoint):
+        os.remove(checkpoint)
+    return result.model, [], None
+
+
+def _measure(args, original, deployed, top1_before, top1_after, rounds) -> dict:
+    from ..profile import compare_latency, count_macs, count_params
+    from ..prune.deploy import fold_batchnorm
+
+    shape = tuple(original.input_shape)
+    timing = compare_latency({"before": fold_batchnorm(original) if args.fold_bn else original,
+                              "after": deployed}, shape, threads=args.threads)
+    return {
+        "macs_before": count_macs(original, shape), "macs_after": count_macs(deployed, shape),
+        "params_before": count_params(original), "params_after": count_params(deployed),
+        "top1_before": top1_before, "top1_after": top1_after,
+        "latency_ms_before": timing["before"]["median_ms"], "latency_ms_after": timing["after"]["median_ms"],
+        "speedup": timing["before"]["median_ms"] / timing["after"]["median_ms"],
+        "size_bytes_before": os.path.getsize(args.file), "size_bytes_after": os.path.getsize(args.out),
+        "threads": timing["threads"], "rounds": rounds, "out": args.out,
+    }
+
+
+def run(args) -> int:
+    from .. import save
+    from ..prune.deploy import fold_batchnorm
+    from ..prune.schedule import clear_rounds
+    from ..train import evaluate, resolve_device
+
+    config = _config(args)
+    resolve_device(args.device)
+    original, train_set, test_set = _load(args, config)
+    top1_before = evaluate(original, test_set)["top1"] if test_set is not None else None
+    loss_fn, model = _loss_and_start(args, original, train_set)
+    pruned, rounds, folder = _prune(args, config, model, train_set, test_set, loss_fn)
     pruned.eval()
     top1_after = evaluate(pruned, test_set)["top1"] if test_set is not None else None
     deployed = fold_batchnorm(pruned) if args.fold_bn else pruned
@@ -141,17 +183,7 @@ def run(args) -> int:
     save(deployed, args.out)
     if folder:
         clear_rounds(folder)
-    timing = compare_latency({"before": fold_batchnorm(original) if args.fold_bn else original,
-                              "after": deployed}, input_shape, threads=args.threads)
-    payload = {
-        "macs_before": count_macs(original, input_shape), "macs_after": count_macs(deployed, input_shape),
-        "params_before": count_params(original), "params_after": count_params(deployed),
-        "top1_before": top1_before, "top1_after": top1_after,
-        "latency_ms_before": timing["before"]["median_ms"], "latency_ms_after": timing["after"]["median_ms"],
-        "speedup": timing["before"]["median_ms"] / timing["after"]["median_ms"],
-        "size_bytes_before": os.path.getsize(args.file), "size_bytes_after": os.path.getsize(args.out),
-        "threads": timing["threads"], "rounds": rounds, "out": args.out,
-    }
+    payload = _measure(args, original, deployed, top1_before, top1_after, rounds)
     text = (f"MACs {payload['macs_before']:,} -> {payload['macs_after']:,} "
             f"({payload['macs_after'] / payload['macs_before']:.1%}), params {payload['params_before']:,} -> "
             f"{payload['params_after']:,}, latency {payload['latency_ms_before']:.3f} -> "
