@@ -148,8 +148,8 @@ training set (Adam lr {args.lr}, cosine, no weight decay, crop+flip; BN statisti
 {args.calib} training images before and after); top-1 is that of the model
 reloaded from its packed file (BN folded, float32 side data), on the full 10k test set.
 The alternating update uses {args.calib} training images and the float base as the target.
-"epoch cost" is the mean QAT epoch time over the float fine-tune epoch time of the same run (a noisy shared
-machine). Whole run: {seconds / 60:.1f} min.
+"epoch cost" is the mean QAT epoch time over the float fine-tune epoch time of the same run; epochs run
+minutes apart on a shared machine, so use the interleaved quant-cost section for the training cost. Whole run: {seconds / 60:.1f} min.
 
 {table}{layer_lines}
 """
