@@ -120,3 +120,12 @@ def test_saving_a_foreign_model_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="register"):
         torchslim.save(nn.Linear(2, 2), tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f.bin", b"x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
