@@ -96,86 +96,109 @@ typedef struct {
 } conv_args;
 
 typedef struct {
-    uint64_t *col;
-    int32_t *acc;
+    uint64_t *col[2];
+    int32_t *acc[2];
     float *vals;
-    unsigned char *valid;
+    unsigned char *valid[2];
 } scratch;
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-/* acc[o] = sum_k popcount(a[k] OP w[o][k]), four output channels at a time. */
-#define DEFINE_DOTS(NAME, OP)                                                                           \
-    ALWAYS_INLINE void NAME(const uint64_t *a, const uint64_t *wt, int64_t kwords, int64_t oc, int32_t *acc) { \
+/* acc_p[o] = sum_k popcount(a_p[k] OP w[o][k]) for two pixels p at once, so every
+ * weight word loaded serves two pixels; four output channels per pass. */
+#define DEFINE_DOTS2(NAME, OP)                                                                          \
+    ALWAYS_INLINE void NAME(const uint64_t *a, const uint64_t *b, const uint64_t *wt, int64_t kwords,    \
+                            int64_t oc, int32_t *acc_a, int32_t *acc_b) {                               \
         int64_t o = 0;                                                                                  \
-        for (; o + 4 <= oc; o += 4) {                                                                   \
-            const uint64_t *w0 = wt + o * kwords, *w1 = w0 + kwords, *w2 = w1 + kwords, *w3 = w2 + kwords; \
-            int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                                     \
+        for (; o + 2 <= oc; o += 2) {                                                                   \
+            const uint64_t *w0 = wt + o * kwords, *w1 = w0 + kwords;                                    \
+            uint32_t a0 = 0, a1 = 0, b0 = 0, b1 = 0;                                                    \
             for (int64_t k = 0; k < kwords; k++) {                                                      \
-                uint64_t v = a[k];                                                                      \
-                s0 += __builtin_popcountll(v OP w0[k]);                                                 \
-                s1 += __builtin_popcountll(v OP w1[k]);                                                 \
-                s2 += __builtin_popcountll(v OP w2[k]);                                                 \
-                s3 += __builtin_popcountll(v OP w3[k]);                                                 \
+                const uint64_t u = a[k], v = b[k], x0 = w0[k], x1 = w1[k];                              \
+                a0 += (uint32_t)__builtin_popcountll(u OP x0); b0 += (uint32_t)__builtin_popcountll(v OP x0); \
+                a1 += (uint32_t)__builtin_popcountll(u OP x1); b1 += (uint32_t)__builtin_popcountll(v OP x1); \
             }                                                                                           \
-            acc[o] = (int32_t)s0; acc[o + 1] = (int32_t)s1; acc[o + 2] = (int32_t)s2; acc[o + 3] = (int32_t)s3; \
+            acc_a[o] = (int32_t)a0; acc_a[o + 1] = (int32_t)a1;                                         \
+            acc_b[o] = (int32_t)b0; acc_b[o + 1] = (int32_t)b1;                                         \
         }                                                                                               \
         for (; o < oc; o++) {                                                                           \
             const uint64_t *w0 = wt + o * kwords;                                                       \
-            int64_t s0 = 0;                                                                             \
-            for (int64_t k = 0; k < kwords; k++) s0 += __builtin_popcountll(a[k] OP w0[k]);             \
-            acc[o] = (int32_t)s0;                                                                       \
+            uint32_t a0 = 0, b0 = 0;                                                                    \
+            for (int64_t k = 0; k < kwords; k++) {                                                      \
+                a0 += (uint32_t)__builtin_popcountll(a[k] OP w0[k]);                                    \
+                b0 += (uint32_t)__builtin_popcountll(b[k] OP w0[k]);                                    \
+            }                                                                                           \
+            acc_a[o] = (int32_t)a0; acc_b[o] = (int32_t)b0;                                             \
         }                                                                                               \
     }
-DEFINE_DOTS(dots_xor, ^)
-DEFINE_DOTS(dots_and, &)
+DEFINE_DOTS2(dots2_xor, ^)
+DEFINE_DOTS2(dots2_and, &)
 
-/* One output row (image b, row y): im2col on bits, dot products, float epilogue. */
+/* im2col of output pixel (y, x) on bits, one contiguous run per plane; returns the valid tap count. */
+ALWAYS_INLINE int64_t gather_pixel(const conv_args *a, const uint64_t *xb, int64_t y, int64_t x, uint64_t *col,
+                                   unsigned char *valid) {
+    const int64_t words = a->words, kwords = a->kh * a->kw * words, pstride = a->planes * words;
+    int64_t nvalid = 0;
+    for (int64_t i = 0; i < a->kh; i++) {
+        for (int64_t j = 0; j < a->kw; j++) {
+            const int64_t iy = y * a->sh - a->ph + i, ix = x * a->sw - a->pw + j, t = i * a->kw + j;
+            const int ok = iy >= 0 && iy < a->h && ix >= 0 && ix < a->w;
+            valid[t] = (unsigned char)ok;
+            nvalid += ok;
+            for (int64_t p = 0; p < a->planes; p++) {
+                uint64_t *dst = col + p * kwords + t * words;
+                const uint64_t *src = xb + (iy * a->w + ix) * pstride + p * words;
+                for (int64_t k = 0; k < words; k++) dst[k] = ok ? src[k] : 0;
+            }
+        }
+    }
+    return nvalid;
+}
+
+/* One output row (image b, row y), two pixels at a time (the odd last one is paired with itself). */
 ALWAYS_INLINE void conv_row(const conv_args *a, scratch *s, int64_t b, int64_t y) {
-    const int64_t taps = a->kh * a->kw, words = a->words, kwords = taps * words;
-    const int64_t pstride = a->planes * words, oc = a->oc;
-    const uint64_t *xb = a->xbits + b * a->h * a->w * pstride;
-    for (int64_t x = 0; x < a->ow; x++) {
-        int64_t nvalid = 0;
-        for (int64_t i = 0; i < a->kh; i++) {
-            for (int64_t j = 0; j < a->kw; j++) {
-                const int64_t iy = y * a->sh - a->ph + i, ix = x * a->sw - a->pw + j, t = i * a->kw + j;
-                const int ok = iy >= 0 && iy < a->h && ix >= 0 && ix < a->w;
-                s->valid[t] = (unsigned char)ok;
-                nvalid += ok;
+    const int64_t taps = a->kh * a->kw, kwords = taps * a->words, oc = a->oc;
+    const uint64_t *xb = a->xbits + b * a->h * a->w * a->planes * a->words;
+    for (int64_t x0 = 0; x0 < a->ow; x0 += 2) {
+        const int pair = x0 + 1 < a->ow;
+        int64_t nvalid[2];
+        nvalid[0] = gather_pixel(a, xb, y, x0, s->col[0], s->valid[0]);
+        nvalid[1] = pair ? gather_pixel(a, xb, y, x0 + 1, s->col[1], s->valid[1]) : nvalid[0];
+        const uint64_t *col1 = pair ? s->col[1] : s->col[0];
+        if (a->steps == NULL) dots2_xor(s->col[0], col1, a->wbits, kwords, oc, s->acc[0], s->acc[1]);
+        for (int q = 0; q <= pair; q++) {
+            const uint64_t *col = s->col[q];
+            if (a->steps == NULL) {
+                const int64_t kvalid = nvalid[q] * a->c_true;
+                for (int64_t o = 0; o < oc; o++) {
+                    int64_t pc = s->acc[q][o];
+                    if (nvalid[q] != taps)
+                        for (int64_t t = 0; t < taps; t++)
+                            if (!s->valid[q][t]) pc -= a->wpop[o * taps + t];
+                    s->vals[o] = (float)(kvalid - 2 * pc);
+                }
+            } else {
+                for (int64_t o = 0; o < oc; o++) s->vals[o] = 0.0f;
                 for (int64_t p = 0; p < a->planes; p++) {
-                    uint64_t *dst = s->col + p * kwords + t * words;
-                    const uint64_t *src = xb + (iy * a->w + ix) * pstride + p * words;
-                    for (int64_t k = 0; k < words; k++) dst[k] = ok ? src[k] : 0;
+                    const uint64_t *plane = col + p * kwords;
+                    int64_t ones = 0;
+                    for (int64_t k = 0; k < kwords; k++) ones += __builtin_popcountll(plane[k]);
+                    if (q == 0) {  /* both pixels' plane-p products in one pass */
+                        const uint64_t *other = (pair ? s->col[1] : s->col[0]) + p * kwords;
+                        dots2_and(plane, other, a->wbits, kwords, oc, s->acc[0], s->acc[1] + oc * (p + 1));
+                        for (int64_t o = 0; o < oc; o++) s->acc[1][o + oc * (a->planes + 1 + p)] = s->acc[0][o];
+                    }
+                    const int32_t *acc = q == 0 ? s->acc[1] + oc * (a->planes + 1 + p) : s->acc[1] + oc * (p + 1);
+                    const float step = a->steps[p];
+                    for (int64_t o = 0; o < oc; o++) s->vals[o] = s->vals[o] + step * (float)(ones - 2 * acc[o]);
                 }
             }
-        }
-        if (a->steps == NULL) {
-            dots_xor(s->col, a->wbits, kwords, oc, s->acc);
-            const int64_t kvalid = nvalid * a->c_true;
+            float *dst = a->out + (b * oc) * a->oh * a->ow + y * a->ow + x0 + q;
             for (int64_t o = 0; o < oc; o++) {
-                int64_t pc = s->acc[o];
-                if (nvalid != taps)
-                    for (int64_t t = 0; t < taps; t++)
-                        if (!s->valid[t]) pc -= a->wpop[o * taps + t];
-                s->vals[o] = (float)(kvalid - 2 * pc);
+                float v = s->vals[o] * a->scale[o];
+                if (a->bias) v = v + a->bias[o];
+                dst[o * a->oh * a->ow] = v;
             }
-        } else {
-            for (int64_t o = 0; o < oc; o++) s->vals[o] = 0.0f;
-            for (int64_t p = 0; p < a->planes; p++) {
-                const uint64_t *plane = s->col + p * kwords;
-                int64_t ones = 0;
-                for (int64_t k = 0; k < kwords; k++) ones += __builtin_popcountll(plane[k]);
-                dots_and(plane, a->wbits, kwords, oc, s->acc);
-                const float step = a->steps[p];
-                for (int64_t o = 0; o < oc; o++) s->vals[o] = s->vals[o] + step * (float)(ones - 2 * s->acc[o]);
-            }
-        }
-        float *dst = a->out + (b * oc) * a->oh * a->ow + y * a->ow + x;
-        for (int64_t o = 0; o < oc; o++) {
-            float v = s->vals[o] * a->scale[o];
-            if (a->bias) v = v + a->bias[o];
-            dst[o * a->oh * a->ow] = v;
         }
     }
 }
@@ -235,16 +258,23 @@ void bk_conv2d(const uint64_t *xbits, int64_t n, int64_t h, int64_t w, int64_t w
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         scratch s;
-        s.col = (uint64_t *)malloc((size_t)(taps * words * planes + 1) * sizeof(uint64_t));
-        s.acc = (int32_t *)malloc((size_t)(oc + 1) * sizeof(int32_t));
+        for (int q = 0; q < 2; q++) {
+            s.col[q] = (uint64_t *)malloc((size_t)(taps * words * planes + 1) * sizeof(uint64_t));
+            s.valid[q] = (unsigned char *)malloc((size_t)taps + 1);
+        }
+        /* acc[1] also holds both pixels' per-plane products in plane mode */
+        s.acc[0] = (int32_t *)malloc((size_t)(oc + 1) * sizeof(int32_t));
+        s.acc[1] = (int32_t *)malloc((size_t)(oc * (2 * planes + 2) + 1) * sizeof(int32_t));
         s.vals = (float *)malloc((size_t)(oc + 1) * sizeof(float));
-        s.valid = (unsigned char *)malloc((size_t)taps + 1);
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; r++) row(&a, &s, r / oh, r % oh);
-        free(s.col);
-        free(s.acc);
+        for (int q = 0; q < 2; q++) {
+            free(s.col[q]);
+            free(s.valid[q]);
+        }
+        free(s.acc[0]);
+        free(s.acc[1]);
         free(s.vals);
-        free(s.valid);
     }
 }
 
