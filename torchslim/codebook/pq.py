@@ -19,11 +19,12 @@ the returned model's ``torchslim_meta["pq_skipped"]``.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
 from .kmeans import kmeans
 from .modules import PQConv2d, PQLinear, pq_matrix
@@ -41,7 +42,9 @@ def register_pq_method(name: str):
 
 
 @dataclass
-class PQConfig:
+class PQConfig(ConfigMixin):
+    option_kind = "product quantization option"
+
     subvector: int = 4  # input channels per sub-vector
     bits: int = 6  # bits per code: 2**bits codewords per subspace
     method: str = "pq"  # pq | qcnn
@@ -62,17 +65,6 @@ class PQConfig:
     @property
     def codewords(self) -> int:
         return 1 << self.bits
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PQConfig":
-        names = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in names:
-                raise unknown_choice("product quantization option", key, names)
-        return cls(**data)
 
 
 def pq_eligible(layer: nn.Module, config: PQConfig) -> str | None:

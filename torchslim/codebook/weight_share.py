@@ -12,11 +12,12 @@ cluster.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
 from .kmeans import INITS, kmeans_1d
 from .modules import CodebookConv2d, CodebookLinear
@@ -25,7 +26,9 @@ SHAREABLE = {nn.Linear: CodebookLinear, nn.Conv2d: CodebookConv2d}
 
 
 @dataclass
-class WeightShareConfig:
+class WeightShareConfig(ConfigMixin):
+    option_kind = "weight-sharing option"
+
     bits: int = 5  # bits per weight of Linear layers (2**bits shared values)
     conv_bits: int | None = None  # of Conv2d layers; None: same as `bits`
     init: str = "linear"  # linear | density | random
@@ -45,17 +48,6 @@ class WeightShareConfig:
 
     def bits_for(self, layer: nn.Module) -> int:
         return int(self.conv_bits if isinstance(layer, nn.Conv2d) and self.conv_bits else self.bits)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "WeightShareConfig":
-        names = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in names:
-                raise unknown_choice("weight-sharing option", key, names)
-        return cls(**data)
 
 
 def share_layer(layer: nn.Module, bits: int, init: str = "linear", iters: int = 30, keep_zeros: bool = True,

@@ -7,12 +7,13 @@ and resume, DDP), configured by :class:`DistillConfig` plus a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from ..errors import UserError, unknown_choice
+from ..config import ConfigMixin
+from ..errors import UserError
 from ..train import TrainConfig, fit
 from .hints import HintedStudent, hint_loss_fn, parse_hint
 from .losses import check_kd_args, get_loss
@@ -22,12 +23,14 @@ __all__ = ["DistillConfig", "distill", "train_online", "JointModel"]
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(ConfigMixin):
     """How the teacher enters the loss.
 
     ``alpha`` is the teacher's share (0 = labels only); ``cache_dir``, when set,
     keeps the offline teacher's logits on disk (see :mod:`torchslim.distill.cache`).
     """
+
+    option_kind = "distillation option"
 
     temperature: float | None = None  # None: the loss's default (hinton 4, mxnet 2, tf 3)
     alpha: float | None = None  # None: the loss's default (hinton 0.9, mxnet 0.5, tf 0.5)
@@ -53,14 +56,6 @@ class DistillConfig:
         data = asdict(self)
         data["hints"] = list(self.hints)
         return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "DistillConfig":
-        names = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in names:
-                raise unknown_choice("distillation option", key, names)
-        return cls(**data)
 
 
 def check_pair(student: nn.Module, teacher: nn.Module, input_shape, num_classes: int | None = None) -> None:

@@ -12,11 +12,12 @@ its MACs.  The caller's model is untouched.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
 from . import decompose as dec
 
@@ -28,7 +29,9 @@ def register_method(name: str, conv_rule, linear_rule):
 
 
 @dataclass
-class LowRankConfig:
+class LowRankConfig(ConfigMixin):
+    option_kind = "low-rank option"
+
     method: str = "svd"  # svd | tucker
     energy: float | None = 0.9  # fraction of squared singular values kept per layer
     target_macs: float | None = None  # fraction of the model's MACs to keep (overrides energy)
@@ -44,17 +47,6 @@ class LowRankConfig:
         if self.target_macs is None and (self.energy is None or not 0 < self.energy <= 1):
             raise UserError(f"energy must be in (0, 1], got {self.energy}")
         self.exclude = tuple(self.exclude)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "LowRankConfig":
-        names = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in names:
-                raise unknown_choice("low-rank option", key, names)
-        return cls(**data)
 
 
 class _Candidate:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
+from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
 from ..profile import count_params
 from .criteria import Context, get_criterion, score_groups
@@ -36,13 +37,15 @@ def _fraction(name, value, upper_open: bool) -> None:
 
 
 @dataclass
-class PruneConfig:
+class PruneConfig(ConfigMixin):
     """What to prune and how much.
 
     Give exactly one of ``ratio`` (share of prunable channels removed, in [0, 1)),
     ``target_macs`` or ``target_params`` (share kept, in (0, 1]).  ``ignored_layers`` are
     module names or glob patterns whose channels are left alone.
     """
+
+    option_kind = "pruning option"
 
     criterion: str = "l1"
     ratio: float | None = None
@@ -76,14 +79,6 @@ class PruneConfig:
         data = asdict(self)
         data["ignored_layers"] = list(self.ignored_layers)
         return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PruneConfig":
-        names = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in names:
-                raise unknown_choice("pruning option", key, names)
-        return cls(**data)
 
 
 @dataclass

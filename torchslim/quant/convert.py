@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
 from .modules import (ActQuant, FrozenConv2d, FrozenLinear, QuantConv2d, QuantLinear, get_act_quantizer,
                       get_weight_quantizer, symbolic_trace)
@@ -50,7 +51,7 @@ FLOAT = "float"
 
 
 @dataclass
-class QuantConfig:
+class QuantConfig(ConfigMixin):
     """What to quantize and how.
 
     ``method`` picks a preset from :data:`METHODS`; ``weight`` / ``act`` name registry
@@ -58,6 +59,8 @@ class QuantConfig:
     maps a module name to ``"float"`` or to a dict of any of ``weight``, ``weight_bits``,
     ``act``, ``act_bits`` for that one layer.
     """
+
+    option_kind = "quantization option"
 
     method: str = "hwgq-bwn"
     weight_bits: int | None = None
@@ -104,17 +107,6 @@ class QuantConfig:
         if settings["act"] is not None:
             get_act_quantizer(settings["act"], settings["act_bits"])
         return settings
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "QuantConfig":
-        names = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in names:
-                raise unknown_choice("quantization option", key, names)
-        return cls(**data)
 
 
 @dataclass

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 from torch import nn
 
+from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
 from .magnitude import SCOPES, MaskSet, _check_sparsity, magnitude_masks, prunable_layers
 
@@ -38,7 +39,9 @@ def register_schedule(name: str):
 
 
 @dataclass
-class SparsityConfig:
+class SparsityConfig(ConfigMixin):
+    option_kind = "sparsity option"
+
     sparsity: float = 0.9
     scope: str = "layer"  # layer | global
     schedule: str = "oneshot"  # oneshot | agp | iterative
@@ -60,16 +63,6 @@ class SparsityConfig:
             raise UserError("need rounds >= 1, agp_every >= 1 and agp_fraction in (0, 1]")
         self.exclude = tuple(self.exclude)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SparsityConfig":
-        names = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in names:
-                raise unknown_choice("sparsity option", key, names)
-        return cls(**data)
 
     def target(self, fraction: float = 1.0):
         """The sparsity target scaled by ``fraction`` of the ramp (per layer when given)."""

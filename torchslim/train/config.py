@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
+from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
 
 OPTIMIZERS = ("sgd", "adam")
@@ -12,7 +13,9 @@ SCHEDULES = ("cosine", "onecycle", "step", "constant")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigMixin):
+    option_kind = "training option"
+
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.05
@@ -38,17 +41,6 @@ class TrainConfig:
             )
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in names:
-                raise unknown_choice("training option", key, names)
-        return cls(**data)
 
 
 def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
