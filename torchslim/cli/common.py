@@ -29,6 +29,31 @@ def add_data_args(parser, required: bool = True) -> None:
                         help="reserve K training samples as a held-out calibration/validation split")
 
 
+def add_training_args(parser) -> None:
+    """The flags of :class:`torchslim.train.TrainConfig`, shared by every verb that trains."""
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--optimizer", default="sgd", help="sgd or adam")
+    parser.add_argument("--schedule", default="onecycle", help="onecycle, cosine, step or constant")
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+
+
+def training_config(args):
+    """The TrainConfig that :func:`add_training_args` flags describe."""
+    from ..train import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        schedule=args.schedule, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+        augment=not args.no_augment, seed=args.seed, device=args.device,
+    )
+
+
 def add_json_arg(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 

@@ -7,7 +7,7 @@ import os
 import time
 
 from ..errors import UserError
-from .common import add_data_args, add_json_arg, check_out_path, emit, load_data
+from .common import add_data_args, add_json_arg, add_training_args, check_out_path, emit, load_data, training_config
 
 
 def add_parser(subparsers):
@@ -34,15 +34,7 @@ def add_parser(subparsers):
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
                         help="keep the teacher's logits on disk for repeated runs (not with unseeded augmentation)")
     add_data_args(parser)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--optimizer", default="sgd", help="sgd or adam")
-    parser.add_argument("--schedule", default="onecycle", help="onecycle, cosine, step or constant")
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    add_training_args(parser)
     parser.add_argument("--out", required=True, help="where to save the trained student")
     add_json_arg(parser)
     parser.set_defaults(run=run)
@@ -91,13 +83,11 @@ def run(args) -> int:
     from .. import save
     from ..distill import DistillConfig, distill, train_online
     from ..profile import count_macs, count_params
-    from ..train import TrainConfig, evaluate, fit
+    from ..train import evaluate, fit
 
     kd = DistillConfig(temperature=args.temperature, alpha=args.alpha, loss=args.loss, cache_dir=args.cache_dir,
                        hints=tuple(args.hint), hint_weight=args.hint_weight)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                         schedule=args.schedule, weight_decay=args.weight_decay, augment=not args.no_augment,
-                         seed=args.seed, device=args.device)
+    config = training_config(args)
     if args.online and (args.cache_dir or args.hint):
         raise UserError("--cache-dir and --hint do not apply to --online (the teacher changes every step)")
     if args.teacher_out and not args.online:

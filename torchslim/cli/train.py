@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from .common import add_data_args, add_json_arg, check_input_fits, check_out_path, emit, load_data
+from .common import (add_data_args, add_json_arg, add_training_args, check_input_fits, check_out_path, emit,
+                     load_data, training_config)
 
 
 def add_parser(subparsers):
@@ -13,16 +14,7 @@ def add_parser(subparsers):
     parser.add_argument("--model", required=True, help="zoo model name (see `torchslim profile --list`)")
     parser.add_argument("--width-mult", type=float, default=1.0)
     add_data_args(parser)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--optimizer", default="sgd", help="sgd or adam")
-    parser.add_argument("--schedule", default="onecycle", help="onecycle, cosine, step or constant")
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
-    parser.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    add_training_args(parser)
     parser.add_argument("--out", required=True, help="where to save the trained model")
     add_json_arg(parser)
     parser.set_defaults(run=run)
@@ -31,14 +23,10 @@ def add_parser(subparsers):
 def run(args) -> int:
     from .. import models, save
     from ..profile import count_macs, count_params
-    from ..train import TrainConfig, evaluate, fit, init_from_env
+    from ..train import evaluate, fit, init_from_env
     from ..train.distributed import barrier
 
-    config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-        schedule=args.schedule, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-        augment=not args.no_augment, seed=args.seed, device=args.device,
-    )
+    config = training_config(args)
     check_out_path(args.out)
     train_set = load_data(args, "train")
     test_set = load_data(args, "test")
