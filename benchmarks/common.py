@@ -7,34 +7,15 @@ rewrites only that section (atomically), so scripts can run in any order.
 from __future__ import annotations
 
 import os
-import platform
 import re
-import subprocess
 import sys
-
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS_MD = os.path.join(ROOT, "BENCHMARKS.md")
 sys.path.insert(0, ROOT)
 
 from torchslim.io import atomic_write_text  # noqa: E402
-
-
-def hardware() -> str:
-    """CPU model, cores/threads, torch version and thread count: one line."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-        model = fields.get("Model name", model).strip()
-        cores = fields.get("CPU(s)", "?").strip()
-        per_core = fields.get("Thread(s) per core", "?").strip()
-    except (OSError, subprocess.CalledProcessError):
-        cores = str(os.cpu_count())
-        per_core = "?"
-    return (f"{model}, {cores} CPUs ({per_core} thread(s) per core), torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}")
+from torchslim.profile.hardware import hardware  # noqa: E402,F401 - the scripts' hardware line
 
 
 def command_line() -> str:

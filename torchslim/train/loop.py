@@ -7,6 +7,7 @@ step (re-applying masks, clipping latent binary weights).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -35,6 +36,9 @@ def resolve_device(name: str = "cpu") -> torch.device:
 
 
 def show_progress(enabled: bool = True) -> bool:
+    forced = os.environ.get("TORCHSLIM_PROGRESS")  # set by the recipe runner for its stages
+    if forced is not None:
+        return forced == "1" and current_dist().is_main
     return enabled and sys.stdout.isatty() and current_dist().is_main
 
 

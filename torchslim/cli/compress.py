@@ -1,0 +1,61 @@
+"""``torchslim compress --recipe R --out DIR``: run a chain of compression stages and report on it."""
+
+from __future__ import annotations
+
+from .common import add_json_arg, emit
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("compress", help="run a recipe (prune, fine-tune, quantize, export, ...) "
+                                   "and write the model files and report")
+    parser.add_argument("--recipe", required=True, metavar="R",
+                        help="a YAML recipe file, or a shipped recipe name (see --list)")
+    parser.add_argument("--model", default=None, metavar="FILE",
+                        help="start from this saved model instead of the recipe's train/load stage")
+    parser.add_argument("--data", default=None, metavar="NAME[:DIR]", help="data set (default: the recipe's)")
+    parser.add_argument("--quick", action="store_true", help="the recipe's short variant (minutes)")
+    parser.add_argument("--threads", type=int, default=1, help="threads for the latency measurements")
+    parser.add_argument("--check", action="store_true", help="check the recipe and print the plan; run nothing")
+    parser.add_argument("--out", default=None, metavar="DIR", help="output folder (rerun to resume)")
+    add_json_arg(parser)
+    parser.set_defaults(run=run)
+
+
+def format_table(table: list[dict]) -> str:
+    def ms(value):
+        return "-" if value is None else f"{value:.3f}"
+
+    lines = [f"{'model':<16}{'top-1':>8}{'params':>12}{'MACs':>14}{'bytes':>12}{'packed':>11}"
+             f"{'float ms':>10}{'int8 ms':>9}{'binary ms':>10}"]
+    for row in table:
+        lat = row.get("latency_ms") or {}
+        packed = "-" if row.get("packed_bytes") is None else f"{row['packed_bytes']:,}"
+        lines.append(f"{row['model']:<16}{row['top1']:>8.4f}{row['params']:>12,}{row['macs']:>14,}"
+                     f"{row['size_bytes']:>12,}{packed:>11}{ms(lat.get('float')):>10}{ms(lat.get('int8')):>9}"
+                     f"{ms(lat.get('binary')):>10}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from ..errors import UserError
+    from ..pipeline import compress, load_recipe, plan
+    from ..pipeline.runner import stage_argv
+
+    recipe = load_recipe(args.recipe)
+    if args.check:
+        stages = plan(recipe, quick=args.quick, data=args.data, model=args.model)
+        lines = [f"{recipe.path}: {len(stages)} stages, valid"]
+        lines += [f"  {s.index}. {s.name}: " + ("load " + s.file if s.verb is None else " ".join(
+            ["torchslim", *stage_argv(s, "INPUT", "OUT", "ORIGINAL")])) for s in stages]
+        emit(args, {"recipe": recipe.name, "valid": True, "stages": [s.name for s in stages]}, "\n".join(lines))
+        return 0
+    if not args.out:
+        raise UserError("--out DIR is required (the stages, model files and report go there)")
+    log = print if not args.json else (lambda *_: None)
+    report = compress(recipe, args.out, model=args.model, data=args.data, quick=args.quick, threads=args.threads,
+                      log=log)
+    text = "\n".join(["", format_table(report["table"]), "",
+                      f"report: {report['out_dir']}/report.html (and report.json, model.safetensors, model.packed"
+                      f"{', model.onnx' if 'onnx' in report['artefacts'] else ''})"])
+    emit(args, report, text)
+    return 0

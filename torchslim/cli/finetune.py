@@ -1,0 +1,79 @@
+"""``torchslim finetune``: train a saved model further, optionally distilling from a teacher.
+
+The usual step after pruning or factorising: the reshaped model keeps its
+architecture (read from the file) and is trained in place.  ``--teacher FILE``
+adds the distillation loss of :func:`torchslim.distill.kd_loss_fn`.  Runs under
+``torchrun`` like ``train``, and resumes from ``OUT.ckpt`` after an interruption.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..errors import UserError
+from .common import (add_data_args, add_json_arg, add_training_args, check_input_fits, check_out_path, emit,
+                     load_data, training_config)
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("finetune", help="train a saved model further (optionally with a teacher)")
+    parser.add_argument("file", help="a model saved by torchslim")
+    parser.add_argument("--teacher", default=None, metavar="FILE", help="distil from this saved model")
+    parser.add_argument("--temperature", type=float, default=None, help="distillation temperature T > 0")
+    parser.add_argument("--alpha", type=float, default=None, help="teacher's share of the loss in [0, 1]")
+    add_data_args(parser)
+    add_training_args(parser)
+    parser.set_defaults(epochs=2, lr=0.01)
+    parser.add_argument("--out", required=True, help="where to save the fine-tuned model")
+    add_json_arg(parser)
+    parser.set_defaults(run=run)
+
+
+def _teacher_loss(args, train_set):
+    if args.teacher is None:
+        if args.temperature is not None or args.alpha is not None:
+            raise UserError("--temperature and --alpha need --teacher")
+        return None
+    from .. import load
+    from ..distill import kd_loss_fn
+
+    teacher = load(args.teacher)
+    check_input_fits(teacher, train_set.input_shape, args.teacher, args.data)
+    return kd_loss_fn(teacher, temperature=args.temperature, alpha=args.alpha)
+
+
+def run(args) -> int:
+    from .. import load, save
+    from ..train import evaluate, fit, init_from_env
+    from ..train.distributed import barrier
+
+    config = training_config(args)
+    check_out_path(args.out)
+    if os.path.abspath(args.out) == os.path.abspath(args.file):
+        raise UserError("--out must differ from the input file")
+    model = load(args.file)
+    train_set, test_set = load_data(args, "train"), load_data(args, "test")
+    check_input_fits(model, train_set.input_shape, args.file, args.data)
+    loss_fn = _teacher_loss(args, train_set)
+    dist_info = init_from_env(args.device)
+    top1_before = evaluate(model, test_set)["top1"] if dist_info.is_main else None
+    checkpoint = args.out + ".ckpt"
+    began = time.perf_counter()
+    history = fit(model, train_set, config, checkpoint_path=checkpoint, loss_fn=loss_fn, progress=not args.json)
+    seconds = time.perf_counter() - began
+    if not dist_info.is_main:
+        barrier()
+        return 0
+    model.cpu()
+    top1 = evaluate(model, test_set)["top1"]
+    save(model, args.out, finetune=config.to_dict(), teacher=args.teacher, top1=top1, data=args.data)
+    if os.path.exists(checkpoint):
+        os.remove(checkpoint)
+    barrier()
+    result = {"top1_before": top1_before, "top1_after": top1, "epochs": config.epochs,
+              "teacher": args.teacher, "train_seconds": round(seconds, 2), "world_size": dist_info.world_size,
+              "history": history["epochs"], "out": args.out}
+    emit(args, result, f"fine-tuned {config.epochs} epoch(s){' with a teacher' if args.teacher else ''}: "
+                       f"top-1 {top1_before:.4f} -> {top1:.4f} in {seconds:.1f} s; saved {args.out}")
+    return 0

@@ -1,0 +1,158 @@
+"""From a checked recipe to the exact commands each stage will run.
+
+Planning changes nothing on disk.  It settles the data, the starting model and
+``--quick``, and dry-parses every stage's command line with its verb's own
+parser, so a missing required option or two exclusive ones are reported (with
+the recipe's file and line) before the first stage starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+from ..errors import UserError
+from .recipe import Recipe, Stage
+from .schema import STAGES, stage_options, to_argv, verb_parser
+
+MODEL_FILE = "model.safetensors"
+EXPORT_FILES = {"packed": "model.packed", "onnx": "model.onnx"}
+
+
+@dataclasses.dataclass
+class PlannedStage:
+    index: int
+    name: str
+    verb: str | None
+    argv: list  # the verb's flags from the recipe (no input/output paths)
+    data: str | None
+    teacher: str | None  # "original", "previous", a file, or None
+    nproc: int
+    file: str | None  # load: the model file
+    line: int
+
+    @property
+    def folder(self) -> str:
+        return f"{self.index:02d}-{self.name}"
+
+    @property
+    def output(self) -> str:
+        """The file this stage writes, inside its folder."""
+        if self.name == "export":
+            return EXPORT_FILES[self.argv[self.argv.index("--format") + 1]]
+        return MODEL_FILE
+
+    @property
+    def changes_model(self) -> bool:
+        return self.name != "export"
+
+    def fingerprint(self, previous: str) -> str:
+        """Names the stage's result: its command, its inputs, and everything before it."""
+        content = {"previous": previous, "name": self.name, "argv": self.argv, "data": self.data,
+                   "teacher": self.teacher, "nproc": self.nproc}
+        if self.file is not None:
+            content["file_sha256"] = _file_digest(self.file)
+        if self.teacher not in (None, "original", "previous"):
+            content["teacher_sha256"] = _file_digest(self.teacher)
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _DryParser(Exception):
+    pass
+
+
+def _dry_parse(verb: str, argv: list) -> None:
+    """Parse ``argv`` with the verb's parser; raise _DryParser with argparse's message."""
+    parser = verb_parser(verb)
+
+    def fail(message):
+        raise _DryParser(message)
+
+    parser.error = fail  # argparse reports through self.error; raise instead of exiting
+    parser.parse_args(argv)
+
+
+def _starting_stages(recipe: Recipe, model: str | None) -> list[Stage]:
+    """The recipe's stages, with ``--model FILE`` standing in for a leading train/load stage."""
+    stages = list(recipe.stages)
+    first = stages[0]
+    if model is not None:
+        if not os.path.isfile(model):
+            raise UserError(f"--model {model}: file not found")
+        load = Stage(index=1, name="load", options={"file": model}, quick={}, line=first.line, lines={})
+        if first.name in ("train", "load"):
+            stages[0] = load
+        else:
+            stages = [load] + [dataclasses.replace(s, index=s.index + 1) for s in stages]
+    elif first.name not in ("train", "load"):
+        raise UserError(f"{recipe.path}:{first.line}: stage 1 must be 'train' or 'load' (or give --model FILE)")
+    for stage in stages[1:]:
+        if stage.name in ("train", "load"):
+            raise UserError(f"{recipe.path}:{stage.line}: stage {stage.index} ({stage.name}) can only be the "
+                            "first stage")
+    return stages
+
+
+def plan(recipe: Recipe, quick: bool = False, data: str | None = None, model: str | None = None) -> list:
+    """The planned stages; raises UserError (file:line) for anything that would fail to start."""
+    planned = []
+    for stage in _starting_stages(recipe, model):
+        options = stage.resolved(quick, recipe.quick)
+        where = f"{recipe.path}:{stage.line}: stage {stage.index} ({stage.name})"
+        stage_data = options.pop("data", None) or data or recipe.data
+        teacher = options.pop("teacher", None)
+        nproc = options.pop("nproc_per_node", 1)
+        file = options.pop("file", None)
+        spec = STAGES[stage.name]
+        if stage.name == "load":
+            if file is None:
+                raise UserError(f"{where}: needs 'file:' (or give --model FILE)")
+            if not os.path.isfile(file):
+                raise UserError(f"{where}: file not found: {file}")
+        if teacher not in (None, "original", "previous") and not os.path.isfile(teacher):
+            raise UserError(f"{where}: teacher must be 'original', 'previous' or an existing file, got {teacher!r}")
+        if nproc > 1 and not spec.distributed:
+            raise UserError(f"{where}: nproc_per_node applies to train, finetune and distill stages only")
+        argv = to_argv(stage.name, options)
+        if spec.verb is not None:
+            needs_data = "data" in stage_options(stage.name) and any(
+                "--data" in a.option_strings for a in verb_parser(spec.verb)._actions)
+            if needs_data and stage_data is None:
+                raise UserError(f"{where}: no data set: give --data or 'data:' in the recipe")
+            _check_command(where, stage, spec, argv, stage_data, teacher)
+        planned.append(PlannedStage(index=stage.index, name=stage.name, verb=spec.verb, argv=argv,
+                                    data=stage_data, teacher=teacher, nproc=nproc, file=file, line=stage.line))
+    return planned
+
+
+def _check_command(where, stage, spec, argv, data, teacher) -> None:
+    full = list(argv)
+    positional = [a for a in verb_parser(spec.verb)._actions if not a.option_strings and a.dest == "file"]
+    if positional:
+        full = ["MODEL"] + full
+    if any("--data" in a.option_strings for a in verb_parser(spec.verb)._actions) and data:
+        full += ["--data", data]
+    if stage.name == "distill" or (teacher and stage.name == "finetune"):
+        full += ["--teacher", "TEACHER"]
+    full += ["--out", "OUT"]
+    try:
+        _dry_parse(spec.verb, full)
+    except _DryParser as exc:
+        raise UserError(f"{where}: {_recipe_words(str(exc))}") from None
+
+
+def _recipe_words(message: str) -> str:
+    """argparse speaks of --flags; a recipe author wrote keys."""
+    import re
+
+    return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_"), message)

@@ -1,0 +1,235 @@
+"""The recipe schema, derived from the CLI so recipes and flags stay one vocabulary.
+
+Each stage maps onto one CLI verb.  Its options are that verb's flags with
+underscores (``--target-macs`` -> ``target_macs``); their types, choices and
+defaults are read from the verb's argparse parser, so a flag added to a verb is
+a recipe option at once.  Ranges and the choices a verb checks only at run time
+are added here, so a recipe is fully checked before anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import math
+from functools import lru_cache
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One recipe option: the flag it becomes and how its value is checked."""
+
+    key: str
+    flag: str | None  # None: handled by the pipeline, not passed to the verb
+    kind: str  # "bool", "int", "float", "str", "list"
+    choices: tuple = ()
+    default: object = None
+    help: str = ""
+    store: str = "value"  # "value", "true", "false", "append"
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    """A recipe stage: the verb it runs and the options it accepts."""
+
+    name: str
+    verb: str | None
+    summary: str
+    managed: tuple = ("file", "out", "json")  # flags the pipeline sets itself
+    extra: tuple = ()  # pipeline-level options (Option)
+    restrict: tuple = ()  # (key, allowed choices): narrower than the verb's
+    distributed: bool = False  # runs under torchrun with nproc_per_node > 1
+
+
+# Inclusive or exclusive numeric bounds: (low, low_inclusive, high, high_inclusive).
+_POS = (0, False, None, False)
+_NONNEG = (0, True, None, False)
+_FRACTION = (0, False, 1, True)  # (0, 1]
+_UNIT = (0, True, 1, True)  # [0, 1]
+_REMOVE = (0, True, 1, False)  # [0, 1)
+RANGES = {
+    "epochs": _NONNEG, "finetune_epochs": _NONNEG, "regularize_epochs": _NONNEG, "step_channels": _NONNEG,
+    "batch_size": (1, True, None, False), "lr": _POS, "weight_decay": _NONNEG, "label_smoothing": _REMOVE,
+    "width_mult": _POS, "teacher_width": _POS, "target_macs": _FRACTION, "target_params": _FRACTION,
+    "rank_energy": _FRACTION, "ratio": _REMOVE, "sparsity": _REMOVE, "lambda": _POS, "temperature": _POS,
+    "alpha": _UNIT, "hint_weight": _NONNEG, "min_channels": (1, True, None, False),
+    "round_to": (1, True, None, False), "calibration_batches": (1, True, None, False),
+    "calib": (1, True, None, False), "calib_samples": (1, True, None, False),
+    "weight_bits": (1, True, 8, True), "act_bits": (1, True, 8, True), "bits": (1, True, 16, True),
+    "conv_bits": (1, True, 16, True), "subvector": (1, True, None, False), "subset": (1, True, None, False),
+    "holdout": _NONNEG, "seed": _NONNEG, "threads": (1, True, None, False), "opset": (7, True, 21, True),
+    "nproc_per_node": (1, True, 64, True),
+}
+
+_DATA = Option("data", "--data", "str", help="data set for this stage (default: the recipe's)")
+_NPROC = Option("nproc_per_node", None, "int", default=1, help="processes for DDP training under torchrun")
+_TEACHER = Option("teacher", None, "str", help="'original' (the model before compression), "
+                  "'previous' (the stage's input) or a saved model file")
+
+STAGES: dict[str, StageSpec] = {spec.name: spec for spec in (
+    StageSpec("train", "train", "train a zoo model from scratch", managed=("out", "json"),
+              distributed=True, extra=(_NPROC,)),
+    StageSpec("load", None, "start from a saved model",
+              extra=(Option("file", None, "str", help="a model saved by torchslim (or give --model)"),)),
+    StageSpec("prune", "prune", "structured channel pruning"),
+    StageSpec("finetune", "finetune", "train the current model further", managed=("file", "out", "json", "teacher"),
+              distributed=True, extra=(_NPROC, _TEACHER)),
+    StageSpec("quantize", "quantize", "binary / ternary / low-bit quantization",
+              managed=("file", "out", "json", "packed", "teacher"), extra=(_TEACHER,)),
+    StageSpec("compress_weights", "compress-weights", "sparsity, weight sharing, PQ or Q-CNN",
+              restrict=(("method", ("kmeans", "magnitude", "pq", "qcnn")),)),
+    StageSpec("lowrank", "compress-weights", "low-rank factorisation (SVD or Tucker-2)",
+              restrict=(("method", ("svd", "tucker")),)),
+    StageSpec("distill", "distill", "train a small student from the current model",
+              managed=("out", "json", "teacher", "teacher_out"), distributed=True, extra=(_NPROC, _TEACHER)),
+    StageSpec("export", "export", "write the packed or ONNX file"),
+)}
+
+# Choices that verbs only check at run time (their flags take free text):
+# (verb, key) -> (module, attribute); a callable attribute is called.
+_RUNTIME_CHOICES = {
+    ("prune", "criterion"): ("torchslim.prune", "list_criteria"),
+    ("prune", "scope"): ("torchslim.prune", "SCOPES"),
+    ("quantize", "method"): ("torchslim.cli.quantize", "CLI_METHODS"),
+    ("train", "model"): ("torchslim.models", "list_models"),
+    ("distill", "student"): ("torchslim.models", "list_models"),
+    ("distill", "loss"): ("torchslim.distill", "list_losses"),
+    ("compress-weights", "schedule"): ("torchslim.sparse.schedule", "SCHEDULES"),
+    ("compress-weights", "scope"): ("torchslim.sparse.magnitude", "SCOPES"),
+    ("compress-weights", "init"): ("torchslim.codebook.kmeans", "INITS"),
+}
+for _verb in ("train", "finetune", "distill"):  # the verbs with the shared training flags
+    _RUNTIME_CHOICES[(_verb, "optimizer")] = ("torchslim.train.config", "OPTIMIZERS")
+    _RUNTIME_CHOICES[(_verb, "schedule")] = ("torchslim.train.config", "SCHEDULES")
+
+
+def _runtime_choices(verb: str | None, key: str) -> tuple:
+    where = _RUNTIME_CHOICES.get((verb, key))
+    if where is None:
+        return ()
+    value = getattr(importlib.import_module(where[0]), where[1])
+    return tuple(value() if callable(value) else value)
+
+
+def verb_parser(verb: str) -> argparse.ArgumentParser:
+    from ..cli.main import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices[verb]
+
+
+def _kind(action) -> tuple[str, str]:
+    if isinstance(action, argparse._StoreTrueAction):
+        return "bool", "true"
+    if isinstance(action, argparse._StoreFalseAction):
+        return "bool", "false"
+    if isinstance(action, argparse._AppendAction):
+        return "list", "append"
+    kind = {int: "int", float: "float"}.get(action.type, "str")
+    return kind, "value"
+
+
+@lru_cache(maxsize=None)
+def stage_options(name: str) -> dict[str, Option]:
+    """Every option of stage ``name``, keyed by its recipe name."""
+    spec = STAGES[name]
+    options: dict[str, Option] = {}
+    if spec.verb is not None:
+        for action in verb_parser(spec.verb)._actions:
+            if isinstance(action, argparse._HelpAction) or not action.option_strings or action.dest in spec.managed:
+                continue
+            kind, store = _kind(action)
+            # A store_false flag (--no-keep-first-last) shares its dest with the true one: one bool key.
+            key = action.dest if kind == "bool" else max(action.option_strings, key=len).lstrip("-").replace("-", "_")
+            if key in options:
+                continue
+            flag = max(action.option_strings, key=len)
+            if store == "false":
+                true_flag = next((a for a in verb_parser(spec.verb)._actions
+                                  if a.dest == action.dest and isinstance(a, argparse._StoreTrueAction)), None)
+                flag, store = (max(true_flag.option_strings, key=len), "true") if true_flag else (flag, store)
+            options[key] = Option(key, flag, kind, tuple(action.choices or ()), action.default, action.help or "",
+                                  store)
+    for option in spec.extra:
+        options[option.key] = option
+    options.pop("data", None)
+    options["data"] = _DATA
+    return options
+
+
+def choices_for(stage: str, option: Option) -> tuple:
+    """The valid values of ``option`` (empty when any value of its type goes)."""
+    restricted = dict(STAGES[stage].restrict).get(option.key)
+    if restricted:
+        return tuple(restricted)
+    if option.choices:
+        return tuple(option.choices)
+    return _runtime_choices(STAGES[stage].verb, option.key)
+
+
+def _type_name(kind: str) -> str:
+    return {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+            "list": "a list of strings"}[kind]
+
+
+def check_value(stage: str, option: Option, value) -> str | None:
+    """None if ``value`` suits ``option``, else the reason (without the location)."""
+    kind = option.kind
+    if kind == "list":
+        values = value if isinstance(value, list) else None
+        if values is None or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
+            return f"{option.key} must be {_type_name(kind)}, got {value!r}"
+        return None
+    ok = {"bool": isinstance(value, bool),
+          "int": isinstance(value, int) and not isinstance(value, bool),
+          "float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+          "str": isinstance(value, (str, int, float)) and not isinstance(value, bool)}[kind]
+    if not ok:
+        return f"{option.key} must be {_type_name(kind)}, got {value!r}"
+    choices = choices_for(stage, option)
+    if choices and str(value) not in {str(c) for c in choices}:
+        from ..errors import unknown_choice
+
+        return str(unknown_choice(f"{option.key} value", str(value), [str(c) for c in choices]))
+    bounds = RANGES.get(option.key)
+    if bounds and kind in ("int", "float"):
+        low, low_in, high, high_in = bounds
+        bad_low = low is not None and (value < low if low_in else value <= low)
+        bad_high = high is not None and (value > high if high_in else value >= high)
+        if bad_low or bad_high:
+            return f"{option.key} must be in {_interval(bounds)}, got {value!r}"
+    return None
+
+
+def _interval(bounds) -> str:
+    low, low_in, high, high_in = bounds
+    left = ("[" if low_in else "(") + f"{low:g}"
+    right = (f"{high:g}" + ("]" if high_in else ")")) if high is not None else "inf)"
+    return f"{left}, {right}"
+
+
+def to_argv(stage: str, options: dict) -> list[str]:
+    """The verb's command-line flags for the verb-level ``options`` of a stage."""
+    table = stage_options(stage)
+    argv: list[str] = []
+    for key, value in options.items():
+        option = table[key]
+        if option.flag is None:
+            continue
+        if option.store == "true":
+            if value:
+                argv.append(option.flag)
+            else:
+                negative = "--no-" + option.flag[2:]
+                if any(negative in a.option_strings for a in verb_parser(STAGES[stage].verb)._actions):
+                    argv.append(negative)
+        elif option.store == "false":
+            if not value:
+                argv.append(option.flag)
+        elif option.store == "append":
+            for item in value:
+                argv += [option.flag, str(item)]
+        else:
+            argv += [option.flag, str(value)]
+    return argv
