@@ -18,6 +18,7 @@ from .criteria import CRITERIA, Context, get_criterion, list_criteria, register_
 from .graph import ChannelGraph, ChannelGroup, build_graph, channel_groups
 from .ops import register_function_rule
 from .select import SCOPES
+from .sensitivity import sensitivity_sweep
 from .surgery import PassThroughRule, Rule, find_rule, register_rule
 
 __all__ = [
