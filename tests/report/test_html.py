@@ -92,3 +92,14 @@ def test_drawing_leaves_global_matplotlib_state_alone(full_report):
     build_html(full_report)
     assert matplotlib.get_backend() == backend
     assert dict(matplotlib.rcParams) == params
+
+
+def test_stage_table_shows_the_summary_or_else_the_command(full_report):
+    full_report["stages"][1].pop("summary")
+    full_report["stages"][1]["command"] = ["torchslim", "prune", "--ratio", "0.5"]
+    text = build_html(full_report)
+    assert "<td class=text>10 epochs</td>" in text and "<td class=text>torchslim prune --ratio 0.5</td>" in text
+    assert "<td>40.1</td>" in text and "<td>90.61%</td>" in text
+    for stage in full_report["stages"]:
+        stage.pop("summary", None), stage.pop("command", None)
+    assert "what it did" not in build_html(full_report)

@@ -32,8 +32,8 @@ def _shapes(model):
 
 @pytest.fixture(scope="module")
 def test_set():
-    """120 test images (a class-balanced subset), all of which the sweep evaluates."""
-    return load_dataset("digits-32", split="test").subset(120)
+    """64 test images (a class-balanced subset), all of which the sweep evaluates."""
+    return load_dataset("digits-32", split="test").subset(64)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_result_shape(swept, test_set):
     groups = [g for g in channel_groups(model) if len(g) > 1]
     assert set(result) == {"criterion", "ratios", "baseline_top1", "images", "layers"}
     assert result["criterion"] == "l1" and result["ratios"] == list(RATIOS)
-    assert result["images"] == len(test_set) == 120
+    assert result["images"] == len(test_set) == 64
     assert [row["layer"] for row in result["layers"]] == [g.name for g in groups]
     assert [row["channels"] for row in result["layers"]] == [len(g) for g in groups]
     assert result["layers"][0]["layer"] == "features.0" and result["layers"][0]["channels"] == 8
@@ -116,8 +116,8 @@ def test_callers_model_is_unchanged(swept):
 
 
 def test_image_cap_and_data_criterion(test_set):
-    result = sensitivity_sweep(_model(), test_set, ratios=[0.5], criterion="taylor", max_images=40, batch_size=16)
-    assert result["images"] == 40 and result["criterion"] == "taylor" and result["ratios"] == [0.5]
+    result = sensitivity_sweep(_model(), test_set, ratios=[0.5], criterion="taylor", max_images=30, batch_size=16)
+    assert result["images"] == 30 and result["criterion"] == "taylor" and result["ratios"] == [0.5]
     assert [row["kept"] for row in result["layers"]][:2] == [[4], [8]]
     assert all(len(row["top1"]) == 1 and 0 <= row["top1"][0] <= 1 for row in result["layers"])
 

@@ -37,6 +37,7 @@ tbody tr:nth-child(even){background:#f8f9fb}
 tbody tr:last-child td{border-bottom:none}
 .wide{overflow-x:auto}
 td.text{text-align:left;white-space:normal;color:#57606a;font-weight:400}
+.stages td:nth-child(3),.stages th:nth-child(3),.stages th:nth-child(9){text-align:left}
 figure{margin:0}
 figure img{display:block;max-width:100%;height:auto;margin:12px auto 8px}
 figcaption{font-size:13px;color:#57606a}
@@ -72,17 +73,25 @@ def _results_table(rows: list) -> str:
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
+def _what(stage: dict) -> str:
+    """The stage's summary, or else the command it ran."""
+    text = stage.get("summary") or stage.get("command") or ""
+    return " ".join(map(str, text)) if isinstance(text, (list, tuple)) else str(text)
+
+
 def _stages_table(stages: list) -> str:
+    notes = [_what(stage) for stage in stages]
+    heads = ["recipe", "#", "stage", "seconds", "top-1", "params", "MACs", "bytes on disk"]
+    heads += ["what it did"] if any(notes) else []
     rows = []
-    for stage in stages:
+    for stage, note in zip(stages, notes):
         cells = [str(stage.get("recipe", "")), str(stage.get("index", "")), str(stage.get("name", "")),
-                 seconds(stage.get("seconds"), "stage seconds"),
-                 percent(stage.get("top1"), "stage top1"), integer(stage.get("params"), "stage params"),
-                 integer(stage.get("macs"), "stage macs"), integer(stage.get("size_bytes"), "stage size_bytes")]
-        text = escape(str(stage.get("summary") or ""))
-        rows.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + f"<td class=text>{text}</td></tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("recipe", "#", "stage", "seconds", "top-1", "params", "MACs",
-                                              "bytes on disk", "what it did"))
+                 seconds(stage.get("seconds"), "stage seconds"), percent(stage.get("top1"), "stage top1"),
+                 integer(stage.get("params"), "stage params"), integer(stage.get("macs"), "stage macs"),
+                 integer(stage.get("size_bytes"), "stage size_bytes")]
+        tail = f"<td class=text>{escape(note)}</td>" if any(notes) else ""
+        rows.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + tail + "</tr>")
+    head = "".join(f"<th>{escape(h)}</th>" for h in heads)
     return (f"<section><h2>Stages</h2><div class=wide><table class=stages><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div></section>")
 
