@@ -60,7 +60,7 @@ def test_packing_matches_the_reference_packer():
     x[0, 0, 0, 0] = 0.0
     assert torch.equal(pack_signs(x), _pack_bool_reference((x < 0).permute(0, 2, 3, 1)))
     thresholds = torch.tensor([-0.5, 0.0, 0.7])
-    want = _pack_bool_reference((x[:, None] >= thresholds.view(1, -1, 1, 1, 1)).permute(0, 3, 4, 1, 2))
+    want = _pack_bool_reference((x[:, None] >= thresholds.view(1, -1, 1, 1, 1)).permute(0, 1, 3, 4, 2))
     assert torch.equal(pack_planes(x, thresholds), want)
     codes = torch.where(torch.rand(4, 70, 3, 3) < 0.5, -1, 1).to(torch.int8)
     bits, pops = pack_weight_codes(codes)

@@ -2,8 +2,10 @@
 
 Layouts (64 channels per word; words are stored in int64 tensors):
   activations  [N, H, W, words]            sign mode, bit set where x < 0
-               [N, H, W, planes, words]    plane mode, plane k set where x >= threshold[k]
+               [N, P, H, W, words]         plane mode, plane k set where x >= threshold[k]
+                                           (a fused layer's packed output uses this form, P = 1 in sign mode)
   weights      [OC, KH, KW, words]         bit set where the code is -1
+  tiled        [ceil(OC/8), KH*KW*words, 8] what the micro-kernel reads: 8 channels side by side
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import torch.nn.functional as F
 from .build import native_library
 
 WORD_BITS = 64
+TILE = 8
+MAX_NATIVE_PLANES = 16
 
 
 def words_for(channels: int) -> int:
@@ -23,13 +27,22 @@ def words_for(channels: int) -> int:
 
 
 def _ptr(t: torch.Tensor | None):
-    return None if t is None else ctypes.c_void_p(t.data_ptr())
+    return None if t is None else t.data_ptr()
 
 
 def _check_float(x: torch.Tensor) -> torch.Tensor:
     if x.dtype != torch.float32 or x.device.type != "cpu":
         raise ValueError("binary kernels take float32 CPU tensors")
     return x.contiguous()
+
+
+class ConvDesc(ctypes.Structure):
+    """Mirror of ``bk_conv_desc`` in csrc/bitkernels.c (same field order)."""
+
+    _fields_ = [(name, ctypes.c_int64) for name in (
+        "n", "h", "w", "words", "planes", "c_true", "oc", "kh", "kw", "sh", "sw", "ph", "pw", "oh", "ow",
+        "pool", "out_planes", "out_sign", "threads")] + [(name, ctypes.c_void_p) for name in (
+        "x", "steps", "wt", "wpre", "scale", "bias", "out", "thr", "sgn", "out_bits")]
 
 
 def pack_weight_codes(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,6 +60,38 @@ def pack_weight_codes(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return bits, pops
 
 
+def tile_weights(weight_bits: torch.Tensor) -> torch.Tensor:
+    """[OC, KH, KW, words] -> [ceil(OC/8), KH*KW*words, 8], zero channels padding the last tile."""
+    oc = weight_bits.shape[0]
+    flat = weight_bits.reshape(oc, -1)
+    tiles = (oc + TILE - 1) // TILE
+    padded = torch.zeros(tiles * TILE, flat.shape[1], dtype=torch.int64)
+    padded[:oc] = flat
+    return padded.view(tiles, TILE, -1).transpose(1, 2).contiguous()
+
+
+def pop_prefix(weight_pops: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """Per-tap weight popcounts [OC, KH*KW] -> 2D prefix sums [OCP, KH+1, KW+1] (border correction)."""
+    oc = weight_pops.shape[0]
+    pre = torch.zeros(_tiled(oc), kh + 1, kw + 1, dtype=torch.int32)
+    pre[:oc, 1:, 1:] = weight_pops.reshape(oc, kh, kw).to(torch.int64).cumsum(1).cumsum(2).to(torch.int32)
+    return pre
+
+
+def _tiled(channels: int) -> int:
+    return (channels + TILE - 1) // TILE * TILE
+
+
+def _padded(values: torch.Tensor | None, fill: float = 0.0) -> torch.Tensor | None:
+    """Per-channel float32 values along the last axis, padded to whole tiles (the kernel reads all 8 lanes)."""
+    if values is None:
+        return None
+    values = values.to(torch.float32)
+    out = torch.full((*values.shape[:-1], _tiled(values.shape[-1])), fill, dtype=torch.float32)
+    out[..., : values.shape[-1]] = values
+    return out.contiguous()
+
+
 def _pack_bool_reference(mask: torch.Tensor) -> torch.Tensor:
     """Pack a bool tensor [..., C] along its last axis into int64 words [..., words]."""
     channels = mask.shape[-1]
@@ -56,6 +101,12 @@ def _pack_bool_reference(mask: torch.Tensor) -> torch.Tensor:
     chunks = padded.reshape(*mask.shape[:-1], words, WORD_BITS).to(torch.int64)
     weights = torch.ones(WORD_BITS, dtype=torch.int64) << torch.arange(WORD_BITS)  # bit 63 wraps to the sign bit
     return (chunks * weights).sum(-1)
+
+
+def unpack_bits(bits: torch.Tensor, channels: int) -> torch.Tensor:
+    """Inverse of :func:`_pack_bool_reference`: int64 words [..., words] -> bool [..., channels]."""
+    shifts = torch.arange(WORD_BITS, dtype=torch.int64)
+    return (((bits.unsqueeze(-1) >> shifts) & 1).flatten(-2)[..., :channels]).bool()
 
 
 def pack_signs(x: torch.Tensor, threads: int = 1) -> torch.Tensor:
@@ -72,7 +123,7 @@ def pack_signs(x: torch.Tensor, threads: int = 1) -> torch.Tensor:
 
 
 def pack_planes(x: torch.Tensor, thresholds: torch.Tensor, threads: int = 1) -> torch.Tensor:
-    """float NCHW -> thermometer planes [N, H, W, planes, words] (plane k = x >= thresholds[k])."""
+    """float NCHW -> thermometer planes [N, P, H, W, words] (plane k = x >= thresholds[k])."""
     x = _check_float(x)
     thresholds = thresholds.to(torch.float32).contiguous()
     n, c, h, w = x.shape
@@ -80,14 +131,65 @@ def pack_planes(x: torch.Tensor, thresholds: torch.Tensor, threads: int = 1) -> 
     lib = native_library()
     if lib is None:
         mask = x[:, None] >= thresholds.view(1, -1, 1, 1, 1)  # [N, P, C, H, W]
-        return _pack_bool_reference(mask.permute(0, 3, 4, 1, 2))
-    out = torch.empty(n, h, w, planes, words, dtype=torch.int64)
+        return _pack_bool_reference(mask.permute(0, 1, 3, 4, 2))
+    out = torch.empty(n, planes, h, w, words, dtype=torch.int64)
     lib.bk_pack_planes(_ptr(x), n, c, h, w, words, _ptr(thresholds), planes, _ptr(out), int(threads))
     return out
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
+
+
+class ConvKernel:
+    """One binary conv ready to run natively: weights tiled once, epilogue fixed.
+
+    Float epilogue: ``y = v * scale + bias`` (NCHW float).  Packed epilogue (when
+    ``out_thresholds`` [Q, OC] and ``out_sgn`` [OC] are given): the next layer's
+    packed input, plane k set where ``sgn * v >= thresholds[k]`` (in sign mode
+    ``out_sign``: bit set where level 0 is kept), max-pooled over ``pool`` x ``pool``.
+    """
+
+    def __init__(self, weight_bits, weight_pops, in_channels, scale, bias, stride=(1, 1), padding=(0, 0),
+                 steps=None, out_thresholds=None, out_sgn=None, out_sign=False, pool=1):
+        self.oc, self.kh, self.kw, self.words = weight_bits.shape
+        self.wt = tile_weights(weight_bits)
+        self.wpre = pop_prefix(weight_pops, self.kh, self.kw)
+        self.steps = None if steps is None else steps.to(torch.float32).contiguous()
+        self.planes = 1 if steps is None else self.steps.numel()
+        self.scale, self.bias = _padded(scale), _padded(bias)
+        self.thr, self.sgn = _padded(out_thresholds, float("inf")), _padded(out_sgn, 1.0)
+        self.out_planes = 0 if self.thr is None else self.thr.shape[0]
+        self.pool = int(pool)
+        self.stride, self.padding = tuple(stride), tuple(padding)
+        d = self.desc = ConvDesc()
+        d.words, d.planes, d.c_true, d.oc, d.kh, d.kw = self.words, self.planes, in_channels, self.oc, self.kh, self.kw
+        d.sh, d.sw, d.ph, d.pw = *self.stride, *self.padding
+        d.pool, d.out_planes, d.out_sign = self.pool, self.out_planes, int(bool(out_sign))
+        d.steps, d.wt, d.wpre = _ptr(self.steps), _ptr(self.wt), _ptr(self.wpre)
+        d.scale, d.bias, d.thr, d.sgn = _ptr(self.scale), _ptr(self.bias), _ptr(self.thr), _ptr(self.sgn)
+        self.lib = native_library()
+        if self.lib.bk_conv_desc_size() != ctypes.sizeof(ConvDesc):
+            raise RuntimeError("torchslim: the native conv descriptor does not match its Python mirror")
+        self._desc_addr = ctypes.addressof(d)
+
+    def __call__(self, xbits: torch.Tensor, threads: int = 1) -> torch.Tensor:
+        """Packed input ([N, H, W, words] or [N, P, H, W, words]) -> float NCHW or packed output."""
+        n, h, w = xbits.shape[0], xbits.shape[-3], xbits.shape[-2]
+        oh = conv_output_size(h, self.kh, self.stride[0], self.padding[0])
+        ow = conv_output_size(w, self.kw, self.stride[1], self.padding[1])
+        d = self.desc
+        d.n, d.h, d.w, d.oh, d.ow, d.threads = n, h, w, oh, ow, int(threads)
+        d.x = xbits.data_ptr()
+        if self.out_planes:
+            out = torch.empty(n, self.out_planes, oh // self.pool, ow // self.pool, words_for(self.oc),
+                              dtype=torch.int64)
+            d.out, d.out_bits = None, out.data_ptr()
+        else:
+            out = torch.empty(n, self.oc, oh, ow, dtype=torch.float32)
+            d.out, d.out_bits = out.data_ptr(), None
+        self.lib.bk_conv(self._desc_addr)
+        return out
 
 
 def binary_conv2d(x: torch.Tensor, weight_bits: torch.Tensor, weight_pops: torch.Tensor, in_channels: int,
@@ -99,23 +201,10 @@ def binary_conv2d(x: torch.Tensor, weight_bits: torch.Tensor, weight_pops: torch
     Sign mode when ``thresholds`` is None (x -> sign(x), sign(0) = +1), else plane mode
     (x -> sum_k steps[k] * [x >= thresholds[k]]).  Needs the native library.
     """
-    lib = native_library()
-    n, _, h, w = x.shape
-    oc, kh, kw, words = weight_bits.shape
-    oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
-    if thresholds is None:
-        xbits, planes, steps_ptr = pack_signs(x, threads), 1, None
-    else:
-        xbits, planes = pack_planes(x, thresholds, threads), thresholds.numel()
-        steps = steps.to(torch.float32).contiguous()
-        steps_ptr = _ptr(steps)
-    scale = scale.to(torch.float32).contiguous()
-    bias = None if bias is None else bias.to(torch.float32).contiguous()
-    out = torch.empty(n, oc, oh, ow, dtype=torch.float32)
-    lib.bk_conv2d(_ptr(xbits), n, h, w, words, planes, steps_ptr, in_channels, _ptr(weight_bits),
-                  _ptr(weight_pops), oc, kh, kw, stride[0], stride[1], padding[0], padding[1], _ptr(scale),
-                  _ptr(bias), _ptr(out), oh, ow, int(threads))
-    return out
+    kernel = ConvKernel(weight_bits, weight_pops, in_channels, scale, bias, stride, padding,
+                        None if thresholds is None else steps)
+    xbits = pack_signs(x, threads) if thresholds is None else pack_planes(x, thresholds, threads)
+    return kernel(xbits, threads)
 
 
 def reference_binary_conv2d(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,

@@ -4,16 +4,23 @@ A packed layer takes the *quantized* activations produced by the preceding
 activation quantizer (values in a known, finite level set), packs them, and runs
 the xnor/and-popcount convolution.  Levels ``{-1, +1}`` use sign mode; levels
 ``0 = L0 < L1 < ...`` use thermometer planes with steps ``L(k+1) - Lk``.
+
+``compile`` may chain packed layers: a layer with ``out_levels`` emits the next
+layer's packed input directly (its scale, BatchNorm and activation quantizer folded
+into per-channel thresholds, then an optional max pool), and the next layer, with
+``packed_input``, consumes it without a float round trip.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..io import register_module_type
 from .build import native_library
-from .kernels import binary_conv2d, pack_weight_codes, reference_binary_conv2d, words_for
+from .kernels import (MAX_NATIVE_PLANES, ConvKernel, _pack_bool_reference, pack_planes, pack_signs,
+                      pack_weight_codes, reference_binary_conv2d, unpack_bits, words_for)
 
 
 def plane_encoding(levels) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -32,20 +39,34 @@ def plane_encoding(levels) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     return thresholds, steps
 
 
+def encoded_planes(levels) -> int:
+    """Packed planes of a level set: 1 in sign mode, else one per threshold."""
+    thresholds, _ = plane_encoding(levels)
+    return 1 if thresholds is None else thresholds.numel()
+
+
 def _pair(value):
     return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
 
 
 @register_module_type
 class PackedBinaryConv2d(nn.Module):
-    """``y = scale * conv(Q(x), B) + bias`` with B in {-1,+1} stored 1 bit per weight."""
+    """``y = scale * conv(Q(x), B) + bias`` with B in {-1,+1} stored 1 bit per weight.
+
+    With ``out_levels`` the output is instead the next layer's packed input: plane k
+    is set where ``out_sgn * v >= out_thresholds[k]`` (v the integer-exact conv
+    value before ``scale``), max-pooled over ``out_pool`` x ``out_pool`` windows.
+    """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 levels=(-1.0, 1.0)):
+                 levels=(-1.0, 1.0), packed_input=False, out_levels=None, out_pool=1):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
         self.levels = [float(v) for v in levels]
+        self.packed_input = bool(packed_input)
+        self.out_levels = None if out_levels is None else [float(v) for v in out_levels]
+        self.out_pool = int(out_pool)
         thresholds, steps = plane_encoding(self.levels)
         kh, kw = self.kernel_size
         self.register_buffer("weight_bits", torch.zeros(out_channels, kh, kw, words_for(in_channels),
@@ -53,9 +74,15 @@ class PackedBinaryConv2d(nn.Module):
         self.register_buffer("weight_pops", torch.zeros(out_channels, kh * kw, dtype=torch.int32))
         self.register_buffer("scale", torch.ones(out_channels))
         self.register_buffer("bias", torch.zeros(out_channels) if bias else None)
+        fused = self.out_levels is not None
+        planes = encoded_planes(self.out_levels) if fused else 0
+        self.register_buffer("out_thresholds", torch.zeros(planes, out_channels) if fused else None)
+        self.register_buffer("out_sgn", torch.ones(out_channels) if fused else None)
         self.register_buffer("thresholds", thresholds, persistent=False)
         self.register_buffer("steps", steps, persistent=False)
         self.threads = None  # None: torch.get_num_threads() at call time
+        self._kernel, self._kernel_key = None, None
+        self._planes_fit = max(encoded_planes(self.levels), planes) <= MAX_NATIVE_PLANES
 
     @classmethod
     def from_codes(cls, codes: torch.Tensor, scale, bias, stride, padding, levels) -> "PackedBinaryConv2d":
@@ -76,33 +103,86 @@ class PackedBinaryConv2d(nn.Module):
 
     def codes(self) -> torch.Tensor:
         """The {-1,+1} weight codes [OC, C, KH, KW], unpacked (for the reference path and checks)."""
-        shifts = torch.arange(64, dtype=torch.int64)
-        bits = (self.weight_bits.unsqueeze(-1) >> shifts) & 1  # [OC, KH, KW, words, 64]
-        bits = bits.flatten(-2)[..., : self.in_channels].permute(0, 3, 1, 2)
-        return (1 - 2 * bits).to(torch.int8)
+        bits = unpack_bits(self.weight_bits, self.in_channels).permute(0, 3, 1, 2)
+        return (1 - 2 * bits.to(torch.int8)).to(torch.int8)
 
     def packed_bytes(self) -> int:
         """Bytes the weights occupy in memory (bits + per-channel scale and bias)."""
         extra = self.scale.numel() * 4 + (0 if self.bias is None else self.bias.numel() * 4)
         return self.weight_bits.numel() * 8 + extra
 
+    def _buffers_key(self) -> tuple:
+        tensors = [t for t in (self.weight_bits, self.weight_pops, self.scale, self.bias, self.out_thresholds,
+                               self.out_sgn, self.steps) if t is not None]
+        return tuple((t.data_ptr(), t._version) for t in tensors)
+
+    def kernel(self) -> ConvKernel:
+        """The native kernel, rebuilt only when a buffer changed (load_state_dict, set_codes)."""
+        key = self._buffers_key()
+        if self._kernel is None or self._kernel_key != key:
+            self._kernel = ConvKernel(self.weight_bits, self.weight_pops, self.in_channels, self.scale, self.bias,
+                                      self.stride, self.padding, self.steps, self.out_thresholds, self.out_sgn,
+                                      self.out_levels == [-1.0, 1.0], self.out_pool)
+            self._kernel_key = key
+        return self._kernel
+
+    def _native_ok(self, x: torch.Tensor) -> bool:
+        return self._planes_fit and native_library() is not None and x.device.type == "cpu" and (
+            self.packed_input or x.dtype == torch.float32)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if native_library() is None or x.device.type != "cpu" or x.dtype != torch.float32:
+        if not self._native_ok(x):
+            return self._reference_forward(x)
+        threads = self.threads or torch.get_num_threads()
+        if not self.packed_input:
+            x = pack_signs(x, threads) if self.thresholds is None else pack_planes(x, self.thresholds, threads)
+        return self.kernel()(x, threads)
+
+    def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function in PyTorch (no compiler, other devices): unpack, convolve, threshold, pool, pack."""
+        if self.packed_input:
+            x = self._unpack_input(x)
+        if self.out_levels is None:
             return reference_binary_conv2d(x, self.codes(), self.scale, self.bias, self.stride, self.padding,
                                            self.thresholds, self.steps)
-        threads = self.threads or torch.get_num_threads()
-        return binary_conv2d(x, self.weight_bits, self.weight_pops, self.in_channels, self.scale, self.bias,
-                             self.stride, self.padding, self.thresholds, self.steps, threads)
+        values = reference_binary_conv2d(x, self.codes(), torch.ones(self.out_channels), None, self.stride,
+                                         self.padding, self.thresholds, self.steps)
+        signed = values * self.out_sgn.view(1, -1, 1, 1)
+        reached = (signed[:, None] >= self.out_thresholds[None, :, :, None, None]).to(torch.float32)
+        if self.out_pool > 1:
+            reached = F.max_pool2d(reached.flatten(0, 1), self.out_pool).unflatten(0, reached.shape[:2])
+        bits = reached.bool()
+        if self.out_levels == [-1.0, 1.0]:
+            bits = ~bits
+        return _pack_bool_reference(bits.permute(0, 1, 3, 4, 2))
+
+    def _unpack_input(self, bits: torch.Tensor) -> torch.Tensor:
+        """Packed planes [N, P, H, W, words] -> the quantized float input they encode."""
+        if bits.dim() == 4:
+            bits = bits.unsqueeze(1)
+        planes = unpack_bits(bits, self.in_channels).permute(0, 1, 4, 2, 3).to(torch.float32)
+        if self.thresholds is None:
+            return 1.0 - 2.0 * planes[:, 0]
+        levels = torch.tensor(self.levels, dtype=torch.float32)
+        return levels[planes.sum(1).to(torch.int64)]
 
     def get_config(self) -> dict:
-        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
-                "kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding),
-                "bias": self.bias is not None, "levels": self.levels}
+        config = {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                  "kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding),
+                  "bias": self.bias is not None, "levels": self.levels}
+        if self.packed_input or self.out_levels is not None:
+            config.update(packed_input=self.packed_input, out_levels=self.out_levels, out_pool=self.out_pool)
+        return config
 
     def extra_repr(self) -> str:
         mode = "sign" if self.thresholds is None else f"{self.thresholds.numel()} planes"
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, {mode}")
+        if self.packed_input:
+            text += ", packed input"
+        if self.out_levels is not None:
+            text += f", packed output ({encoded_planes(self.out_levels)} planes, pool {self.out_pool})"
+        return text
 
 
 @register_module_type

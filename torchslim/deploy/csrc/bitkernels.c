@@ -1,23 +1,33 @@
 /* Bit-packed binary convolution kernels for CPUs.
  *
- * Activations are packed per pixel along channels (NHWC, 64 channels per
- * uint64 word); weights per output channel as [OC][KH][KW][words].
+ * Activations are packed per pixel along channels, 64 channels per uint64
+ * word, one image per plane: [N][P][H][W][words].  Weights are tiled for the
+ * micro-kernel as [ceil(OC/8)][KH*KW*words][8]: the words of 8 output channels
+ * for one input word sit side by side.
  *
- *  - sign mode (BNN / XNOR-Net): values are +-1, bit 1 means -1.  For one tap
- *    dot(x, w) = C - 2 * popcount(x ^ w).  Zero padding is not representable in
- *    +-1, so padded taps are filled with zero words and corrected exactly: the
- *    XOR of a zero word with w counts popcount(w), which is subtracted again.
+ *  - sign mode (BNN / XNOR-Net, P = 1): values are +-1, bit 1 means -1.  For one
+ *    tap dot(x, w) = C - 2 * popcount(x ^ w).  Zero padding is not representable
+ *    in +-1, so padded taps are filled with zero words and corrected exactly: the
+ *    XOR of a zero word with w counts popcount(w), which is subtracted again
+ *    (from 2D prefix sums of the per-tap weight popcounts).
  *  - plane mode (HWGQ k-bit activations x 1-bit weights): the activation level
  *    is a sum of 0/1 planes times a step per plane (thermometer code), so
  *    dot(p, w) = popcount(p) - 2 * popcount(p & w) per plane, and zero padding
  *    is exact (a padded pixel has no bit set in any plane).
  *
- * Integer accumulations are exact; the float epilogue (y = v * scale + bias)
- * is evaluated in float32 without contraction so it matches the reference.
+ * Integer accumulations are exact; the float value of a plane-mode sum is
+ * formed in the same order as the reference, without contraction.
  *
- * Two builds of the inner loops are selected at run time: one compiled for
- * POPCNT + AVX2, and a portable one.
+ * Epilogues: either float output y = v * scale + bias ([N][OC][OH][OW]), or the
+ * next layer's packed input directly: per channel, level k+1 or more is reached
+ * iff sgn * v >= thr[k] (thresholds derived at compile time from the float
+ * scale, BatchNorm and activation quantizer), optionally max-pooled over
+ * non-overlapping windows (the maximum of thermometer bits is their OR).
+ *
+ * Two builds of the hot loops are selected at run time: one for POPCNT + AVX2
+ * (+ BMI), and a portable one.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,50 +36,127 @@
 #endif
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
 #define BK_X86 1
-#define TARGET_FAST __attribute__((target("popcnt,avx2")))
+#define TARGET_FAST __attribute__((target("popcnt,avx2,bmi")))
 #else
 #define BK_X86 0
 #define TARGET_FAST
 #endif
 
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#define TILE 8       /* output channels per micro-kernel tile */
+#define CHUNK 64     /* output channels per work item: one packed output word */
+
 /* ---------------------------------------------------------------- packing */
+
+/* Both packers walk 64 pixels at a time and read each channel plane contiguously,
+ * OR-ing one bit per pixel into 64 words kept in L1 (a loop compilers vectorize). */
+#define PACK_PIXELS 64
+#define MAX_PACK_PLANES 16
+
+/* One block of 64 pixels of one channel word.  x: float NCHW; out: [N][P][H][W][words],
+ * plane k set where x >= thresholds[k]; sign mode (thresholds NULL, P = 1): bit set
+ * where x < 0 (sign(0) = +1). */
+ALWAYS_INLINE void pack_block(const float *x, int64_t c, int64_t hw, int64_t words, const float *thresholds,
+                              int64_t planes, uint64_t *out, int64_t b, int64_t wd, int64_t p0) {
+    const int64_t c0 = wd * 64, cn = c - c0 < 64 ? c - c0 : 64, np = hw - p0 < PACK_PIXELS ? hw - p0 : PACK_PIXELS;
+    uint64_t acc[MAX_PACK_PLANES][PACK_PIXELS];
+    for (int64_t q = 0; q < planes; q++)
+        for (int64_t p = 0; p < PACK_PIXELS; p++) acc[q][p] = 0;
+    for (int64_t k = 0; k < cn; k++) {
+        const float *src = x + (b * c + c0 + k) * hw + p0;
+        if (thresholds == NULL) {
+            for (int64_t p = 0; p < np; p++) acc[0][p] |= (uint64_t)(src[p] < 0.0f) << k;
+        } else {
+            for (int64_t q = 0; q < planes; q++) {
+                const float t = thresholds[q];
+                for (int64_t p = 0; p < np; p++) acc[q][p] |= (uint64_t)(src[p] >= t) << k;
+            }
+        }
+    }
+    for (int64_t q = 0; q < planes; q++) {
+        uint64_t *dst = out + ((b * planes + q) * hw + p0) * words + wd;
+        for (int64_t p = 0; p < np; p++) dst[p * words] = acc[q][p];
+    }
+}
+
+typedef void (*pack_fn)(const float *, int64_t, int64_t, int64_t, const float *, int64_t, uint64_t *, int64_t,
+                        int64_t, int64_t);
+static void pack_block_portable(const float *x, int64_t c, int64_t hw, int64_t words, const float *thresholds,
+                                int64_t planes, uint64_t *out, int64_t b, int64_t wd, int64_t p0) {
+    pack_block(x, c, hw, words, thresholds, planes, out, b, wd, p0);
+}
+#if BK_X86
+/* Eight pixels at a time: one compare + movemask per channel gives a byte (bit j =
+ * pixel j); the 64 bytes of a channel word are then transposed with byte-MSB
+ * movemasks, shifting every byte left by one between them.  Channels are read
+ * one plane row at a time (planes 4 KiB apart would evict each other from L1). */
+TARGET_FAST static void pack_block_fast(const float *x, int64_t c, int64_t hw, int64_t words,
+                                        const float *thresholds, int64_t planes, uint64_t *out, int64_t b,
+                                        int64_t wd, int64_t p0) {
+    const int64_t c0 = wd * 64, cn = c - c0 < 64 ? c - c0 : 64, np = hw - p0 < PACK_PIXELS ? hw - p0 : PACK_PIXELS;
+    const int64_t octets = np / 8, full = octets * 8;
+    for (int64_t q = 0; q < planes; q++) {
+        const __m256 t = _mm256_set1_ps(thresholds == NULL ? 0.0f : thresholds[q]);
+        uint64_t *dst = out + ((b * planes + q) * hw + p0) * words + wd;
+        uint8_t mask[PACK_PIXELS / 8][64] __attribute__((aligned(32)));
+        memset(mask, 0, sizeof(mask));
+        for (int64_t k = 0; k < cn; k++) {
+            const float *src = x + (b * c + c0 + k) * hw + p0;
+            for (int64_t o = 0; o < octets; o++) {
+                const __m256 v = _mm256_loadu_ps(src + 8 * o);
+                const __m256 m = thresholds == NULL ? _mm256_cmp_ps(v, t, _CMP_LT_OQ) : _mm256_cmp_ps(v, t, _CMP_GE_OQ);
+                mask[o][k] = (uint8_t)_mm256_movemask_ps(m);
+            }
+        }
+        for (int64_t o = 0; o < octets; o++) {
+            __m256i lo = _mm256_load_si256((const __m256i *)mask[o]);
+            __m256i hi = _mm256_load_si256((const __m256i *)(mask[o] + 32));
+            for (int j = 7; j >= 0; j--) {
+                const uint64_t word = (uint64_t)(uint32_t)_mm256_movemask_epi8(lo) |
+                                      (uint64_t)(uint32_t)_mm256_movemask_epi8(hi) << 32;
+                dst[(8 * o + j) * words] = word;
+                lo = _mm256_add_epi8(lo, lo);
+                hi = _mm256_add_epi8(hi, hi);
+            }
+        }
+        for (int64_t p = full; p < np; p++) {
+            uint64_t word = 0;
+            for (int64_t k = 0; k < cn; k++) {
+                const float v = x[(b * c + c0 + k) * hw + p0 + p];
+                word |= (uint64_t)(thresholds == NULL ? v < 0.0f : v >= thresholds[q]) << k;
+            }
+            dst[p * words] = word;
+        }
+    }
+}
+#endif
+static pack_fn g_pack = pack_block_portable;
+
+/* The OpenMP region lives in portable code and calls the chosen build per block
+ * (outlined parallel regions do not inherit a function's target attribute). */
+static void pack_any(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words,
+                     const float *thresholds, int64_t planes, uint64_t *out, int threads) {
+    const int64_t hw = h * w, blocks = (hw + PACK_PIXELS - 1) / PACK_PIXELS, items = n * words * blocks;
+    const pack_fn fn = g_pack;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && items > 3)
+    for (int64_t it = 0; it < items; it++)
+        fn(x, c, hw, words, thresholds, planes, out, it / (words * blocks), (it / blocks) % words,
+           (it % blocks) * PACK_PIXELS);
+}
 
 /* x: float NCHW; out: [N][H][W][words], bit set where x < 0 (sign(0) = +1). */
 void bk_pack_signs(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words, uint64_t *out,
                    int threads) {
-    int64_t hw = h * w;
-    memset(out, 0, (size_t)(n * hw * words) * sizeof(uint64_t));
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n > 1)
-    for (int64_t b = 0; b < n; b++) {
-        for (int64_t ch = 0; ch < c; ch++) {
-            const float *plane = x + (b * c + ch) * hw;
-            const int shift = (int)(ch & 63);
-            uint64_t *restrict dst = out + b * hw * words + (ch >> 6);
-            for (int64_t p = 0; p < hw; p++) dst[p * words] |= (uint64_t)(plane[p] < 0.0f) << shift;
-        }
-    }
+    pack_any(x, n, c, h, w, words, NULL, 1, out, threads);
 }
 
-/* Thermometer planes: plane k has a bit where x >= thresholds[k].
- * out: [N][H][W][planes][words]. */
+/* Thermometer planes: plane k has a bit where x >= thresholds[k].  out: [N][P][H][W][words], P <= 16. */
 void bk_pack_planes(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words,
                     const float *thresholds, int64_t planes, uint64_t *out, int threads) {
-    int64_t hw = h * w, stride = planes * words;
-    memset(out, 0, (size_t)(n * hw * stride) * sizeof(uint64_t));
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n > 1)
-    for (int64_t b = 0; b < n; b++) {
-        for (int64_t ch = 0; ch < c; ch++) {
-            const float *plane = x + (b * c + ch) * hw;
-            const int shift = (int)(ch & 63);
-            uint64_t *restrict dst = out + b * hw * stride + (ch >> 6);
-            for (int64_t k = 0; k < planes; k++) {
-                const float t = thresholds[k];
-                uint64_t *restrict row = dst + k * words;
-                for (int64_t p = 0; p < hw; p++) row[p * stride] |= (uint64_t)(plane[p] >= t) << shift;
-            }
-        }
-    }
+    if (planes > MAX_PACK_PLANES) return;
+    pack_any(x, n, c, h, w, words, thresholds, planes, out, threads);
 }
 
 /* codes: int8 [OC][C][KH][KW] in {-1,+1}; out: [OC][KH][KW][words], bit set for -1. */
@@ -84,142 +171,119 @@ void bk_pack_weights(const int8_t *codes, int64_t oc, int64_t c, int64_t kh, int
                         out[((o * kh + i) * kw + j) * words + (ch >> 6)] |= (uint64_t)1 << (ch & 63);
 }
 
-/* ------------------------------------------------------------- one row */
+/* ---------------------------------------------------------- micro-kernels */
 
-typedef struct {
-    const uint64_t *xbits;
-    int64_t h, w, words, planes, c_true, oc, kh, kw, sh, sw, ph, pw, oh, ow;
-    const float *steps, *scale, *bias;
-    const uint64_t *wbits;
-    const int32_t *wpop;
-    float *out;
-} conv_args;
+/* For rows r = 0..rows-1 of a (row-major, kwords long) and the 8 channels of one
+ * weight tile w [kwords][8]: acc[r][o] = sum_k popcount(a[r][k] OP w[k][o]).
+ * Rows go two at a time so every weight word loaded serves two rows; an odd
+ * last row is paired with itself. */
+typedef void (*mk_fn)(const uint64_t *a, int64_t rows, const uint64_t *w, int64_t kwords, int32_t *acc);
+typedef int64_t (*popsum_fn)(const uint64_t *a, int64_t kwords);
 
-typedef struct {
-    uint64_t *col[2];
-    int32_t *acc[2];
-    float *vals;
-    unsigned char *valid[2];
-} scratch;
-
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-
-/* acc_p[o] = sum_k popcount(a_p[k] OP w[o][k]) for two pixels p at once, so every
- * weight word loaded serves two pixels; four output channels per pass. */
-#define DEFINE_DOTS2(NAME, OP)                                                                          \
-    ALWAYS_INLINE void NAME(const uint64_t *a, const uint64_t *b, const uint64_t *wt, int64_t kwords,    \
-                            int64_t oc, int32_t *acc_a, int32_t *acc_b) {                               \
-        int64_t o = 0;                                                                                  \
-        for (; o + 2 <= oc; o += 2) {                                                                   \
-            const uint64_t *w0 = wt + o * kwords, *w1 = w0 + kwords;                                    \
-            uint32_t a0 = 0, a1 = 0, b0 = 0, b1 = 0;                                                    \
-            for (int64_t k = 0; k < kwords; k++) {                                                      \
-                const uint64_t u = a[k], v = b[k], x0 = w0[k], x1 = w1[k];                              \
-                a0 += (uint32_t)__builtin_popcountll(u OP x0); b0 += (uint32_t)__builtin_popcountll(v OP x0); \
-                a1 += (uint32_t)__builtin_popcountll(u OP x1); b1 += (uint32_t)__builtin_popcountll(v OP x1); \
-            }                                                                                           \
-            acc_a[o] = (int32_t)a0; acc_a[o + 1] = (int32_t)a1;                                         \
-            acc_b[o] = (int32_t)b0; acc_b[o + 1] = (int32_t)b1;                                         \
-        }                                                                                               \
-        for (; o < oc; o++) {                                                                           \
-            const uint64_t *w0 = wt + o * kwords;                                                       \
-            uint32_t a0 = 0, b0 = 0;                                                                    \
-            for (int64_t k = 0; k < kwords; k++) {                                                      \
-                a0 += (uint32_t)__builtin_popcountll(a[k] OP w0[k]);                                    \
-                b0 += (uint32_t)__builtin_popcountll(b[k] OP w0[k]);                                    \
-            }                                                                                           \
-            acc_a[o] = (int32_t)a0; acc_b[o] = (int32_t)b0;                                             \
-        }                                                                                               \
+#define DEFINE_MK_PORTABLE(NAME, EXPR)                                                                   \
+    static void NAME(const uint64_t *a, int64_t rows, const uint64_t *w, int64_t kwords, int32_t *acc) {  \
+        for (int64_t r = 0; r < rows; r += 2) {                                                          \
+            const int64_t r1 = r + 1 < rows ? r + 1 : r;                                                 \
+            const uint64_t *a0 = a + r * kwords, *a1 = a + r1 * kwords;                                  \
+            uint32_t s0[TILE] = {0}, s1[TILE] = {0};                                                     \
+            for (int64_t k = 0; k < kwords; k++) {                                                       \
+                const uint64_t u = a0[k], v = a1[k], *x = w + TILE * k;                                  \
+                for (int o = 0; o < TILE; o++) {                                                         \
+                    s0[o] += (uint32_t)__builtin_popcountll(EXPR(u, x[o]));                              \
+                    s1[o] += (uint32_t)__builtin_popcountll(EXPR(v, x[o]));                              \
+                }                                                                                        \
+            }                                                                                            \
+            for (int o = 0; o < TILE; o++) {                                                             \
+                acc[r * TILE + o] = (int32_t)s0[o];                                                      \
+                acc[r1 * TILE + o] = (int32_t)s1[o];                                                     \
+            }                                                                                            \
+        }                                                                                                \
     }
-DEFINE_DOTS2(dots2_xor, ^)
-DEFINE_DOTS2(dots2_and, &)
+#define XOR_OP(a, b) ((a) ^ (b))
+#define AND_OP(a, b) ((a) & (b))
+DEFINE_MK_PORTABLE(mk_xor_portable, XOR_OP)
+DEFINE_MK_PORTABLE(mk_and_portable, AND_OP)
 
-/* im2col of output pixel (y, x) on bits, one contiguous run per plane; returns the valid tap count. */
-ALWAYS_INLINE int64_t gather_pixel(const conv_args *a, const uint64_t *xb, int64_t y, int64_t x, uint64_t *col,
-                                   unsigned char *valid) {
-    const int64_t words = a->words, kwords = a->kh * a->kw * words, pstride = a->planes * words;
-    int64_t nvalid = 0;
-    for (int64_t i = 0; i < a->kh; i++) {
-        for (int64_t j = 0; j < a->kw; j++) {
-            const int64_t iy = y * a->sh - a->ph + i, ix = x * a->sw - a->pw + j, t = i * a->kw + j;
-            const int ok = iy >= 0 && iy < a->h && ix >= 0 && ix < a->w;
-            valid[t] = (unsigned char)ok;
-            nvalid += ok;
-            for (int64_t p = 0; p < a->planes; p++) {
-                uint64_t *dst = col + p * kwords + t * words;
-                const uint64_t *src = xb + (iy * a->w + ix) * pstride + p * words;
-                for (int64_t k = 0; k < words; k++) dst[k] = ok ? src[k] : 0;
-            }
-        }
-    }
-    return nvalid;
+static int64_t popsum_portable(const uint64_t *a, int64_t kwords) {
+    int64_t s = 0;
+    for (int64_t k = 0; k < kwords; k++) s += __builtin_popcountll(a[k]);
+    return s;
 }
 
-/* One output row (image b, row y), two pixels at a time (the odd last one is paired with itself). */
-ALWAYS_INLINE void conv_row(const conv_args *a, scratch *s, int64_t b, int64_t y) {
-    const int64_t taps = a->kh * a->kw, kwords = taps * a->words, oc = a->oc;
-    const uint64_t *xb = a->xbits + b * a->h * a->w * a->planes * a->words;
-    for (int64_t x0 = 0; x0 < a->ow; x0 += 2) {
-        const int pair = x0 + 1 < a->ow;
-        int64_t nvalid[2];
-        nvalid[0] = gather_pixel(a, xb, y, x0, s->col[0], s->valid[0]);
-        nvalid[1] = pair ? gather_pixel(a, xb, y, x0 + 1, s->col[1], s->valid[1]) : nvalid[0];
-        const uint64_t *col1 = pair ? s->col[1] : s->col[0];
-        if (a->steps == NULL) dots2_xor(s->col[0], col1, a->wbits, kwords, oc, s->acc[0], s->acc[1]);
-        for (int q = 0; q <= pair; q++) {
-            const uint64_t *col = s->col[q];
-            if (a->steps == NULL) {
-                const int64_t kvalid = nvalid[q] * a->c_true;
-                for (int64_t o = 0; o < oc; o++) {
-                    int64_t pc = s->acc[q][o];
-                    if (nvalid[q] != taps)
-                        for (int64_t t = 0; t < taps; t++)
-                            if (!s->valid[q][t]) pc -= a->wpop[o * taps + t];
-                    s->vals[o] = (float)(kvalid - 2 * pc);
-                }
-            } else {
-                for (int64_t o = 0; o < oc; o++) s->vals[o] = 0.0f;
-                for (int64_t p = 0; p < a->planes; p++) {
-                    const uint64_t *plane = col + p * kwords;
-                    int64_t ones = 0;
-                    for (int64_t k = 0; k < kwords; k++) ones += __builtin_popcountll(plane[k]);
-                    if (q == 0) {  /* both pixels' plane-p products in one pass */
-                        const uint64_t *other = (pair ? s->col[1] : s->col[0]) + p * kwords;
-                        dots2_and(plane, other, a->wbits, kwords, oc, s->acc[0], s->acc[1] + oc * (p + 1));
-                        for (int64_t o = 0; o < oc; o++) s->acc[1][o + oc * (a->planes + 1 + p)] = s->acc[0][o];
-                    }
-                    const int32_t *acc = q == 0 ? s->acc[1] + oc * (a->planes + 1 + p) : s->acc[1] + oc * (p + 1);
-                    const float step = a->steps[p];
-                    for (int64_t o = 0; o < oc; o++) s->vals[o] = s->vals[o] + step * (float)(ones - 2 * acc[o]);
-                }
-            }
-            float *dst = a->out + (b * oc) * a->oh * a->ow + y * a->ow + x0 + q;
-            for (int64_t o = 0; o < oc; o++) {
-                float v = s->vals[o] * a->scale[o];
-                if (a->bias) v = v + a->bias[o];
-                dst[o * a->oh * a->ow] = v;
-            }
-        }
-    }
-}
-
-static void conv_row_portable(const conv_args *a, scratch *s, int64_t b, int64_t y) { conv_row(a, s, b, y); }
 #if BK_X86
-TARGET_FAST static void conv_row_fast(const conv_args *a, scratch *s, int64_t b, int64_t y) { conv_row(a, s, b, y); }
+/* Half the tile (4 channels) runs on scalar POPCNT in the integer units, the
+ * other half on the AVX2 nibble-table popcount in the vector units, so both
+ * kinds of execution port work at once.  Byte counters are folded into 64-bit
+ * lanes (vpsadbw) every 31 words, before they can overflow (31 * 8 < 256). */
+#define DEFINE_MK_FAST(NAME, EXPR, VEXPR)                                                                \
+    TARGET_FAST static void NAME(const uint64_t *a, int64_t rows, const uint64_t *w, int64_t kwords,      \
+                                 int32_t *acc) {                                                         \
+        const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, \
+                                             2, 3, 1, 2, 2, 3, 2, 3, 3, 4);                              \
+        const __m256i low = _mm256_set1_epi8(15), zero = _mm256_setzero_si256();                         \
+        for (int64_t r = 0; r < rows; r += 2) {                                                          \
+            const int64_t r1 = r + 1 < rows ? r + 1 : r;                                                 \
+            const uint64_t *a0 = a + r * kwords, *a1 = a + r1 * kwords;                                  \
+            uint64_t s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0;             \
+            __m256i v0 = zero, v1 = zero;                                                                \
+            for (int64_t k = 0; k < kwords;) {                                                           \
+                const int64_t end = kwords - k > 31 ? k + 31 : kwords;                                   \
+                __m256i b0 = zero, b1 = zero;                                                            \
+                for (; k < end; k++) {                                                                   \
+                    const uint64_t u = a0[k], v = a1[k], *x = w + TILE * k;                              \
+                    const __m256i wv = _mm256_loadu_si256((const __m256i *)(x + 4));                     \
+                    __m256i t = VEXPR(_mm256_set1_epi64x((long long)u), wv);                             \
+                    b0 = _mm256_add_epi8(b0, _mm256_add_epi8(                                            \
+                        _mm256_shuffle_epi8(lut, _mm256_and_si256(t, low)),                              \
+                        _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(t, 4), low))));      \
+                    t = VEXPR(_mm256_set1_epi64x((long long)v), wv);                                     \
+                    b1 = _mm256_add_epi8(b1, _mm256_add_epi8(                                            \
+                        _mm256_shuffle_epi8(lut, _mm256_and_si256(t, low)),                              \
+                        _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(t, 4), low))));      \
+                    s00 += (uint64_t)__builtin_popcountll(EXPR(u, x[0]));                                \
+                    s10 += (uint64_t)__builtin_popcountll(EXPR(v, x[0]));                                \
+                    s01 += (uint64_t)__builtin_popcountll(EXPR(u, x[1]));                                \
+                    s11 += (uint64_t)__builtin_popcountll(EXPR(v, x[1]));                                \
+                    s02 += (uint64_t)__builtin_popcountll(EXPR(u, x[2]));                                \
+                    s12 += (uint64_t)__builtin_popcountll(EXPR(v, x[2]));                                \
+                    s03 += (uint64_t)__builtin_popcountll(EXPR(u, x[3]));                                \
+                    s13 += (uint64_t)__builtin_popcountll(EXPR(v, x[3]));                                \
+                }                                                                                        \
+                v0 = _mm256_add_epi64(v0, _mm256_sad_epu8(b0, zero));                                    \
+                v1 = _mm256_add_epi64(v1, _mm256_sad_epu8(b1, zero));                                    \
+            }                                                                                            \
+            /* lanes hold counts < 2^31: keep the low 32 bits of each 64-bit lane */                     \
+            const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);                              \
+            const __m128i h0 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v0, pick));            \
+            const __m128i h1 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v1, pick));            \
+            int32_t *c0 = acc + r * TILE, *c1 = acc + r1 * TILE;                                         \
+            c1[0] = (int32_t)s10; c1[1] = (int32_t)s11; c1[2] = (int32_t)s12; c1[3] = (int32_t)s13;      \
+            _mm_storeu_si128((__m128i *)(c1 + 4), h1);                                                   \
+            c0[0] = (int32_t)s00; c0[1] = (int32_t)s01; c0[2] = (int32_t)s02; c0[3] = (int32_t)s03;      \
+            _mm_storeu_si128((__m128i *)(c0 + 4), h0);                                                   \
+        }                                                                                                \
+    }
+DEFINE_MK_FAST(mk_xor_fast, XOR_OP, _mm256_xor_si256)
+DEFINE_MK_FAST(mk_and_fast, AND_OP, _mm256_and_si256)
+
+TARGET_FAST static int64_t popsum_fast(const uint64_t *a, int64_t kwords) {
+    int64_t s = 0;
+    for (int64_t k = 0; k < kwords; k++) s += __builtin_popcountll(a[k]);
+    return s;
+}
 #endif
 
-typedef void (*row_fn)(const conv_args *, scratch *, int64_t, int64_t);
-static row_fn g_row = conv_row_portable;
 static int g_isa = 0; /* 0 portable, 1 popcnt+avx2 */
 
 /* Choose the inner loops: force < 0 picks the best the CPU supports, 0 the portable ones. */
 int bk_select_isa(int force) {
-    g_row = conv_row_portable;
+    g_pack = pack_block_portable;
     g_isa = 0;
 #if BK_X86
     __builtin_cpu_init();
-    if (force != 0 && __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("avx2")) {
-        g_row = conv_row_fast;
+    if (force != 0 && __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("bmi")) {
+        g_pack = pack_block_fast;
         g_isa = 1;
     }
 #endif
@@ -238,50 +302,277 @@ int bk_max_threads(void) {
 
 /* ----------------------------------------------------------------- conv */
 
-/* Binary convolution.
- *   xbits  [N][H][W][P][words]  (P = planes; sign mode uses P = 1 and steps = NULL)
- *   wbits  [OC][KH][KW][words]
- *   wpop   [OC][KH*KW] popcount of each weight tap (sign-mode border correction)
- *   steps  [P] value of one unit in each plane (plane mode), NULL for sign mode
- *   scale, bias [OC] (bias may be NULL)
- *   out    float [N][OC][OH][OW]
- */
-void bk_conv2d(const uint64_t *xbits, int64_t n, int64_t h, int64_t w, int64_t words, int64_t planes,
-               const float *steps, int64_t c_true, const uint64_t *wbits, const int32_t *wpop, int64_t oc,
-               int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, const float *scale,
-               const float *bias, float *out, int64_t oh, int64_t ow, int threads) {
-    const conv_args a = {xbits, h, w, words, planes, c_true, oc, kh, kw, sh, sw, ph, pw, oh, ow,
-                         steps, scale, bias, wbits, wpop, out};
-    const int64_t taps = kh * kw, rows = n * oh;
-    const row_fn row = g_row;
-    if (threads < 1) threads = 1;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-        scratch s;
-        for (int q = 0; q < 2; q++) {
-            s.col[q] = (uint64_t *)malloc((size_t)(taps * words * planes + 1) * sizeof(uint64_t));
-            s.valid[q] = (unsigned char *)malloc((size_t)taps + 1);
+/* Everything one convolution needs; built once per layer and input shape on the
+ * Python side (all fields are int64 or pointers, so ctypes maps it directly). */
+typedef struct {
+    int64_t n, h, w, words, planes, c_true;
+    int64_t oc, kh, kw, sh, sw, ph, pw, oh, ow;
+    int64_t pool;       /* fused max pool, kernel = stride; 1 = none */
+    int64_t out_planes; /* planes of the packed output; 0 = float output */
+    int64_t out_sign;   /* packed output in sign mode: bit = level 0 (value -1) */
+    int64_t threads;
+    const uint64_t *x;     /* [N][P][H][W][words] */
+    /* per-channel arrays are padded to OCP = 8 * ceil(OC / 8) channels */
+    const float *steps;    /* [P] plane mode; NULL in sign mode */
+    const uint64_t *wt;    /* [OCP / 8][KH*KW*words][8] */
+    const int32_t *wpre;   /* [OCP][KH+1][KW+1] prefix sums of per-tap weight popcounts */
+    const float *scale;    /* [OCP] float output */
+    const float *bias;     /* [OCP] or NULL */
+    float *out;            /* [N][OC][OH][OW] */
+    const float *thr;      /* [Q][OCP] packed output thresholds */
+    const float *sgn;      /* [OCP] +1 or -1 */
+    uint64_t *out_bits;    /* [N][Q][OH / pool][OW / pool][ceil(OC/64)] */
+} bk_conv_desc;
+
+/* Per-thread scratch, grown on demand and kept: no allocation per call. */
+typedef struct {
+    void *mem;
+    size_t cap;
+    int64_t key; /* which (image, unit) the im2col buffer holds; -1 none */
+} scratch;
+
+static __thread scratch tls_scratch;
+
+typedef struct {
+    uint64_t *col;   /* [P][npix][K] im2col rows on bits */
+    uint64_t *obits; /* [npix][Q] packed output bits of this chunk */
+    int32_t *acc;    /* [P][npix][8] popcounts of one channel tile */
+    int32_t *ones;   /* [P][npix] plane mode: set bits per row */
+    int16_t *rect;   /* [npix][4] valid taps i0, i1, j0, j1 */
+    float *stage;    /* [8][npix] float outputs of one channel tile */
+} buffers;
+
+static int carve(scratch *s, const bk_conv_desc *d, int64_t npix, buffers *bf) {
+    const int64_t K = d->kh * d->kw * d->words, q = d->out_planes > 0 ? d->out_planes : 1, rows = d->planes * npix;
+    const size_t col = (size_t)(rows * K) * 8, obits = (size_t)(npix * q) * 8;
+    const size_t acc = (size_t)(rows * TILE) * 4, ones = (size_t)rows * 4, rect = (size_t)npix * 8;
+    const size_t stage = (size_t)(TILE * npix) * 4;
+    const size_t need = col + obits + acc + ones + rect + stage + 64;
+    if (need > s->cap) {
+        void *mem = realloc(s->mem, need);
+        if (mem == NULL) return 0;
+        s->mem = mem;
+        s->cap = need;
+        s->key = -1;
+    }
+    char *p = (char *)s->mem;
+    bf->col = (uint64_t *)p;
+    bf->obits = (uint64_t *)(p + col);
+    bf->acc = (int32_t *)(p + col + obits);
+    bf->stage = (float *)(p + col + obits + acc);
+    bf->ones = (int32_t *)(p + col + obits + acc + stage);
+    bf->rect = (int16_t *)(p + col + obits + acc + stage + ones);
+    return 1;
+}
+
+/* im2col of one unit (pool rows of output pixels) on bits, zero words where taps fall outside. */
+static void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int64_t unit, int64_t owe,
+                        int64_t npix, popsum_fn popsum) {
+    const int64_t words = d->words, run = d->kw * words, K = d->kh * run;
+    for (int64_t q = 0; q < npix; q++) {
+        const int64_t y = unit * d->pool + q / owe, xo = q % owe;
+        const int64_t iy0 = y * d->sh - d->ph, ix0 = xo * d->sw - d->pw;
+        int16_t *r = bf->rect + 4 * q;
+        r[0] = (int16_t)(iy0 < 0 ? -iy0 : 0);
+        r[1] = (int16_t)(iy0 + d->kh > d->h ? d->h - iy0 : d->kh);
+        r[2] = (int16_t)(ix0 < 0 ? -ix0 : 0);
+        r[3] = (int16_t)(ix0 + d->kw > d->w ? d->w - ix0 : d->kw);
+        for (int64_t p = 0; p < d->planes; p++) {
+            const uint64_t *img = d->x + (b * d->planes + p) * d->h * d->w * words;
+            uint64_t *dst = bf->col + (p * npix + q) * K;
+            for (int64_t i = 0; i < d->kh; i++) {
+                const int64_t iy = iy0 + i;
+                uint64_t *drow = dst + i * run;
+                if (iy < 0 || iy >= d->h) {
+                    for (int64_t k = 0; k < run; k++) drow[k] = 0;
+                    continue;
+                }
+                const uint64_t *srow = img + iy * d->w * words;
+                if (ix0 >= 0 && ix0 + d->kw <= d->w) {
+                    const uint64_t *src = srow + ix0 * words;
+                    for (int64_t k = 0; k < run; k++) drow[k] = src[k];
+                } else {
+                    for (int64_t j = 0; j < d->kw; j++) {
+                        const int64_t ix = ix0 + j;
+                        const int ok = ix >= 0 && ix < d->w;
+                        for (int64_t k = 0; k < words; k++) drow[j * words + k] = ok ? srow[ix * words + k] : 0;
+                    }
+                }
+            }
+            if (d->steps != NULL) bf->ones[p * npix + q] = (int32_t)popsum(dst, K);
         }
-        /* acc[1] also holds both pixels' per-plane products in plane mode */
-        s.acc[0] = (int32_t *)malloc((size_t)(oc + 1) * sizeof(int32_t));
-        s.acc[1] = (int32_t *)malloc((size_t)(oc * (2 * planes + 2) + 1) * sizeof(int32_t));
-        s.vals = (float *)malloc((size_t)(oc + 1) * sizeof(float));
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; r++) row(&a, &s, r / oh, r % oh);
-        for (int q = 0; q < 2; q++) {
-            free(s.col[q]);
-            free(s.valid[q]);
-        }
-        free(s.acc[0]);
-        free(s.acc[1]);
-        free(s.vals);
     }
 }
 
-/* Binary fully connected layer: a 1x1 conv on a 1x1 image. */
-void bk_linear(const uint64_t *xbits, int64_t n, int64_t words, int64_t planes, const float *steps,
-               int64_t c_true, const uint64_t *wbits, const int32_t *wpop, int64_t oc, const float *scale,
-               const float *bias, float *out, int threads) {
-    bk_conv2d(xbits, n, 1, 1, words, planes, steps, c_true, wbits, wpop, oc, 1, 1, 1, 1, 0, 0, scale, bias,
-              out, 1, 1, threads);
+/* Values of one pixel for the 8 channels of one tile: exact integers in sign mode
+ * (with the border correction), the planes' weighted sum in plane mode.  Per-channel
+ * arrays are padded to whole tiles, so all 8 lanes are computed (vectorizable). */
+ALWAYS_INLINE void pixel_values(const bk_conv_desc *d, const buffers *bf, int64_t npix, int64_t q, int64_t o0,
+                                float *val) {
+    const int32_t *a = bf->acc + q * TILE;
+    if (d->steps == NULL) {
+        const int16_t *r = bf->rect + 4 * q;
+        const int32_t nvalid = (int32_t)(r[1] - r[0]) * (r[3] - r[2]), kvalid = (int32_t)d->c_true * nvalid;
+        if (nvalid == d->kh * d->kw) {
+            for (int j = 0; j < TILE; j++) val[j] = (float)(kvalid - 2 * a[j]);
+            return;
+        }
+        const int64_t stride = d->kw + 1, size = (d->kh + 1) * stride;
+        const int64_t c11 = r[1] * stride + r[3], c01 = r[0] * stride + r[3], c10 = r[1] * stride + r[2];
+        const int64_t c00 = r[0] * stride + r[2], all = d->kh * stride + d->kw;
+        for (int j = 0; j < TILE; j++) {
+            const int32_t *pre = d->wpre + (o0 + j) * size;
+            /* padded taps were zero words, so they counted popcount(w): take it out */
+            const int32_t outside = pre[all] - (pre[c11] - pre[c01] - pre[c10] + pre[c00]);
+            val[j] = (float)(kvalid - 2 * (a[j] - outside));
+        }
+        return;
+    }
+    const float s0 = d->steps[0];
+    const int32_t ones0 = bf->ones[q];
+    for (int j = 0; j < TILE; j++) val[j] = s0 * (float)(ones0 - 2 * a[j]);
+    for (int64_t p = 1; p < d->planes; p++) {
+        const int32_t *ap = bf->acc + (p * npix + q) * TILE, ones = bf->ones[p * npix + q];
+        const float sp = d->steps[p];
+        for (int j = 0; j < TILE; j++) val[j] = val[j] + sp * (float)(ones - 2 * ap[j]);
+    }
 }
+
+/* Bit j set where sgn[j] * val[j] >= thr[j], for the 8 lanes of a tile. */
+typedef unsigned (*mask_fn)(const float *val, const float *sgn, const float *thr);
+typedef void (*values_fn)(const bk_conv_desc *d, const buffers *bf, int64_t npix, int64_t q, int64_t o0, float *val);
+static unsigned tile_mask_portable(const float *val, const float *sgn, const float *thr) {
+    unsigned m = 0;
+    for (int j = 0; j < TILE; j++) m |= (unsigned)(val[j] * sgn[j] >= thr[j]) << j;
+    return m;
+}
+static void values_portable(const bk_conv_desc *d, const buffers *bf, int64_t npix, int64_t q, int64_t o0,
+                            float *val) {
+    pixel_values(d, bf, npix, q, o0, val);
+}
+#if BK_X86
+TARGET_FAST static inline unsigned tile_mask_fast(const float *val, const float *sgn, const float *thr) {
+    const __m256 sv = _mm256_mul_ps(_mm256_loadu_ps(val), _mm256_loadu_ps(sgn));
+    return (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(sv, _mm256_loadu_ps(thr), _CMP_GE_OQ));
+}
+/* pixel_values with the 8 lanes in one register (same arithmetic, same order). */
+TARGET_FAST static inline void values_fast(const bk_conv_desc *d, const buffers *bf, int64_t npix, int64_t q,
+                                           int64_t o0, float *val) {
+    const __m256i a = _mm256_loadu_si256((const __m256i *)(bf->acc + q * TILE));
+    if (d->steps == NULL) {
+        const int16_t *r = bf->rect + 4 * q;
+        const int32_t nvalid = (int32_t)(r[1] - r[0]) * (r[3] - r[2]);
+        if (nvalid != d->kh * d->kw) {
+            pixel_values(d, bf, npix, q, o0, val);
+            return;
+        }
+        const __m256i v = _mm256_sub_epi32(_mm256_set1_epi32((int32_t)d->c_true * nvalid), _mm256_add_epi32(a, a));
+        _mm256_storeu_ps(val, _mm256_cvtepi32_ps(v));
+        return;
+    }
+    __m256i t = _mm256_sub_epi32(_mm256_set1_epi32(bf->ones[q]), _mm256_add_epi32(a, a));
+    __m256 v = _mm256_mul_ps(_mm256_set1_ps(d->steps[0]), _mm256_cvtepi32_ps(t));
+    for (int64_t p = 1; p < d->planes; p++) {
+        const __m256i ap = _mm256_loadu_si256((const __m256i *)(bf->acc + (p * npix + q) * TILE));
+        t = _mm256_sub_epi32(_mm256_set1_epi32(bf->ones[p * npix + q]), _mm256_add_epi32(ap, ap));
+        v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_set1_ps(d->steps[p]), _mm256_cvtepi32_ps(t)));
+    }
+    _mm256_storeu_ps(val, v);
+}
+#endif
+
+/* One work item: output channels [64 * chunk, +64) of one unit (pool output rows) of image b. */
+ALWAYS_INLINE void conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk, mk_fn mk,
+                             popsum_fn popsum, mask_fn tile_mask, values_fn values) {
+    const int64_t pool = d->pool, owe = pool > 1 ? (d->ow / pool) * pool : d->ow, npix = pool * owe;
+    const int64_t K = d->kh * d->kw * d->words, Q = d->out_planes, ocp = (d->oc + TILE - 1) / TILE * TILE;
+    buffers bf;
+    if (!carve(s, d, npix, &bf)) return;
+    const int64_t key = b * (d->oh + 1) + unit;
+    if (s->key != key) {
+        gather_unit(d, &bf, b, unit, owe, npix, popsum);
+        s->key = key;
+    }
+    if (Q > 0) memset(bf.obits, 0, (size_t)(npix * Q) * 8);
+    const int64_t o_begin = chunk * CHUNK, o_end = d->oc < o_begin + CHUNK ? d->oc : o_begin + CHUNK;
+    const int64_t plane = d->oh * d->ow;
+    float val[TILE];
+    for (int64_t o0 = o_begin; o0 < o_end; o0 += TILE) {
+        const int64_t nt = o_end - o0 < TILE ? o_end - o0 : TILE;
+        mk(bf.col, d->planes * npix, d->wt + (o0 / TILE) * K * TILE, K, bf.acc);
+        if (Q > 0) {
+            for (int64_t q = 0; q < npix; q++) {
+                values(d, &bf, npix, q, o0, val);
+                uint64_t *ob = bf.obits + q * Q;
+                for (int64_t k = 0; k < Q; k++)
+                    ob[k] |= (uint64_t)tile_mask(val, d->sgn + o0, d->thr + k * ocp + o0) << (o0 & 63);
+            }
+            continue;
+        }
+        const float *sc = d->scale + o0, *bi = d->bias ? d->bias + o0 : NULL;
+        for (int64_t q = 0; q < npix; q++) {
+            values(d, &bf, npix, q, o0, val);
+            for (int j = 0; j < TILE; j++) val[j] = val[j] * sc[j];
+            if (bi)
+                for (int j = 0; j < TILE; j++) val[j] = val[j] + bi[j];
+            for (int j = 0; j < TILE; j++) bf.stage[j * npix + q] = val[j];
+        }
+        /* one contiguous output row per channel (planes 4 KiB apart would alias in L1) */
+        for (int64_t j = 0; j < nt; j++)
+            memcpy(d->out + (b * d->oc + o0 + j) * plane + unit * d->ow, bf.stage + j * npix,
+                   (size_t)npix * sizeof(float));
+    }
+    if (Q == 0) return;
+    /* max pool: a pooled pixel reaches a level if any pixel of its window does; padding
+     * channels of the last word stay 0 */
+    const int64_t pw_out = owe / pool, ph_out = d->oh / pool, owords = (d->oc + 63) / 64;
+    const int64_t nch = o_end - o_begin;
+    const uint64_t valid = nch == 64 ? ~(uint64_t)0 : (((uint64_t)1 << nch) - 1);
+    for (int64_t px = 0; px < pw_out; px++) {
+        for (int64_t k = 0; k < Q; k++) {
+            uint64_t g = 0;
+            for (int64_t r = 0; r < pool; r++)
+                for (int64_t dx = 0; dx < pool; dx++) g |= bf.obits[(r * owe + px * pool + dx) * Q + k];
+            g = (d->out_sign ? ~g : g) & valid;
+            d->out_bits[(((b * Q + k) * ph_out + unit) * pw_out + px) * owords + chunk] = g;
+        }
+    }
+}
+
+typedef void (*item_fn)(const bk_conv_desc *, scratch *, int64_t, int64_t, int64_t);
+static void item_portable(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
+    conv_item(d, s, b, unit, chunk, d->steps == NULL ? mk_xor_portable : mk_and_portable, popsum_portable,
+              tile_mask_portable, values_portable);
+}
+#if BK_X86
+TARGET_FAST static void item_fast(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
+    conv_item(d, s, b, unit, chunk, d->steps == NULL ? mk_xor_fast : mk_and_fast, popsum_fast, tile_mask_fast,
+              values_fast);
+}
+#endif
+
+/* Binary convolution (and fully connected layer: a 1x1 conv on a 1x1 image).  Work
+ * items are (image, unit, 64-channel chunk), chunk fastest, split into contiguous
+ * runs per thread so consecutive items reuse the unit's im2col. */
+void bk_conv(const bk_conv_desc *d) {
+    item_fn fn = item_portable;
+#if BK_X86
+    if (g_isa == 1) fn = item_fast;
+#endif
+    const int64_t units = d->oh / d->pool, chunks = (d->oc + CHUNK - 1) / CHUNK, items = d->n * units * chunks;
+    int threads = (int)(d->threads < 1 ? 1 : d->threads);
+    if (threads > items) threads = (int)items;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        scratch *s = &tls_scratch;
+        s->key = -1;
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < items; it++) {
+            const int64_t chunk = it % chunks, rest = it / chunks;
+            fn(d, s, rest / units, rest % units, chunk);
+        }
+    }
+}
+
+/* Structure size, so the Python side can check its mirror of bk_conv_desc. */
+int64_t bk_conv_desc_size(void) { return (int64_t)sizeof(bk_conv_desc); }
