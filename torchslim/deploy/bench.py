@@ -45,8 +45,10 @@ def _layer_inputs(model: nn.Module, input_shape) -> dict:
     shapes = {}
 
     def record(name):
-        def hook(_module, args, _output):
-            shapes.setdefault(name, tuple(args[0].shape[1:]))
+        def hook(module, args, _output):
+            x = args[0]  # a chained layer's input is packed: [N, P, H, W, words]
+            shape = (module.in_channels, x.shape[-3], x.shape[-2]) if module.packed_input else tuple(x.shape[1:])
+            shapes.setdefault(name, shape)
         return hook
 
     hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if isinstance(m, PackedBinaryConv2d)]
@@ -64,7 +66,10 @@ def _layer_rows(binary: nn.Module, input_shape, threads: int, repeats: int) -> l
         if isinstance(module, PackedBinaryConv2d):
             module.threads = threads
     for name, shape in _layer_inputs(binary, input_shape).items():
-        packed = modules[name]
+        chained = modules[name]  # timed alone: float in, float out
+        packed = PackedBinaryConv2d.from_codes(chained.codes(), chained.scale, chained.bias, chained.stride,
+                                               chained.padding, chained.levels)
+        packed.threads = threads
         conv = nn.Conv2d(packed.in_channels, packed.out_channels, packed.kernel_size, packed.stride, packed.padding)
         timing = compare_latency({"float": conv, "binary": packed}, shape, 1, threads, repeats=repeats)
         mode = "1-bit" if packed.thresholds is None else f"{packed.thresholds.numel().bit_length()}-bit act"

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import UserError
+from .fuse import fuse_chains
 from .modules import PackedBinaryConv2d, PackedBinaryLinear, plane_encoding
 
 # Ops through which quantized values stay quantized (same value set).
@@ -26,10 +27,11 @@ _VALUE_PRESERVING_FUNCTIONS = (torch.flatten, F.max_pool2d, operator.getitem)
 
 
 class _Tracer(fx.Tracer):
-    """Keep quantization layers as leaves, so the graph shows them as single nodes."""
+    """Keep quantization and packed layers as leaves, so the graph shows them as single nodes."""
 
     def is_leaf_module(self, module, qualname):
-        return type(module).__module__.startswith("torchslim.quant") or super().is_leaf_module(module, qualname)
+        kind = type(module).__module__
+        return kind.startswith(("torchslim.quant", "torchslim.deploy")) or super().is_leaf_module(module, qualname)
 
 
 def _quantized_input_levels(node: fx.Node, modules: dict) -> list | None:
@@ -64,11 +66,13 @@ def _packed_replacement(module: nn.Module, levels: list) -> nn.Module | None:
     return PackedBinaryLinear.from_codes(codes, module.scale, bias, levels)
 
 
-def compile(model: nn.Module, threads: int | None = None) -> nn.Module:  # noqa: A001 - the public verb
+def compile(model: nn.Module, threads: int | None = None, chain: bool = True) -> nn.Module:  # noqa: A001
     """A copy of ``model`` whose binary layers run on the bit-packed kernels.
 
     Quantization-aware (not yet frozen) models are frozen first.  ``threads`` fixes
-    the kernels' thread count (default: torch's at call time).
+    the kernels' thread count (default: torch's at call time).  With ``chain``,
+    consecutive packed convs pass packed activations to each other (see
+    :mod:`torchslim.deploy.fuse`); outputs are the same bit for bit either way.
     """
     from ..quant import freeze
     from ..quant.modules import QuantConv2d, QuantLinear
@@ -93,8 +97,10 @@ def compile(model: nn.Module, threads: int | None = None) -> nn.Module:  # noqa:
         parent_name, _, child = node.target.rpartition(".")
         setattr(compiled.get_submodule(parent_name) if parent_name else compiled, child, packed)
         replaced.append(node.target)
+    chained = fuse_chains(compiled, graph) if chain else []
     meta = dict(getattr(compiled, "torchslim_meta", {}) or {})
     meta["compiled_layers"] = replaced
+    meta["chained_layers"] = chained
     compiled.torchslim_meta = meta
     return compiled
 

@@ -101,6 +101,14 @@ class PackedBinaryConv2d(nn.Module):
         if bias is not None:
             self.bias.copy_(bias.detach().reshape(-1))
 
+    def fuse_output(self, levels, pool: int, thresholds: torch.Tensor, sgn: torch.Tensor) -> None:
+        """Emit the next layer's packed input (levels ``levels``) instead of floats; see the class doc."""
+        self.out_levels, self.out_pool = [float(v) for v in levels], int(pool)
+        self.register_buffer("out_thresholds", thresholds.to(torch.float32).clone())
+        self.register_buffer("out_sgn", sgn.to(torch.float32).clone())
+        self._planes_fit = self._planes_fit and thresholds.shape[0] <= MAX_NATIVE_PLANES
+        self._kernel = None
+
     def codes(self) -> torch.Tensor:
         """The {-1,+1} weight codes [OC, C, KH, KW], unpacked (for the reference path and checks)."""
         bits = unpack_bits(self.weight_bits, self.in_channels).permute(0, 3, 1, 2)

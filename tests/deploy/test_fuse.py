@@ -1,0 +1,126 @@
+import pytest
+import torch
+from torch import nn
+
+import torchslim
+from torchslim.deploy import PackedBinaryConv2d, build, compile
+from torchslim.deploy.fuse import _level_index, fold_thresholds
+from torchslim.quant.modules import ActQuant
+
+
+def _packed_layer(cin, cout, levels, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.where(torch.rand(cout, cin, 3, 3, generator=g) < 0.5, -1, 1).to(torch.int8)
+    scale = torch.rand(cout, generator=g) + 0.05
+    scale[0] = -scale[0]  # a negative scale flips the direction of the thresholds
+    return PackedBinaryConv2d.from_codes(codes, scale, torch.randn(cout, generator=g), 1, 1, levels)
+
+
+def _odd_batchnorm(channels, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm2d(channels).eval()
+    bn.running_mean.normal_(0, 3, generator=g)
+    bn.running_var.uniform_(0.01, 4.0, generator=g)
+    bn.weight.data.normal_(0, 1, generator=g)
+    bn.weight.data[0] = 0.5  # with the negative scale of channel 0: a falling channel
+    bn.weight.data[1] = 0.0  # a constant channel
+    bn.bias.data.normal_(0, 1, generator=g)
+    return bn
+
+
+@pytest.mark.parametrize("method, bits", [("sign", 1), ("hwgq", 2)])
+def test_thresholds_reproduce_every_level_decision(method, bits):
+    layer = _packed_layer(5, 12, [-1.0, 1.0])
+    bn, act = _odd_batchnorm(12), ActQuant(method, bits).eval()
+    thresholds, sgn = fold_thresholds(layer, bn, act)
+    bound = 5 * 9
+    values = torch.arange(-bound, bound + 1, dtype=torch.float32).repeat(12, 1)  # every reachable conv value
+    levels = _level_index(values, layer.scale, layer.bias, bn, act)
+    for k in range(thresholds.shape[0]):
+        predicted = values * sgn.view(-1, 1) >= thresholds[k].view(-1, 1)
+        assert torch.equal(predicted, levels >= k + 1)
+    assert sgn[0] == -1.0  # negative scale, positive gamma
+    assert (sgn == 1.0).any()
+    assert torch.isinf(thresholds[:, 1]).all()  # gamma 0: the level never changes
+
+
+class _Chain(nn.Module):
+    """Packed conv -> BN -> ActQuant -> max pool -> packed conv, on an odd-sized image."""
+
+    def __init__(self, first_levels, method, bits):
+        super().__init__()
+        self.act_in = ActQuant(*(("sign", 1) if first_levels == [-1.0, 1.0] else ("hwgq", 2)))
+        self.conv1 = _packed_layer(70, 66, first_levels, seed=1)
+        self.bn = _odd_batchnorm(66, seed=2)
+        self.act = ActQuant(method, bits)
+        self.pool = nn.MaxPool2d(2)
+        levels = [float(v) for v in self.act.levels]
+        self.conv2 = _packed_layer(66, 9, levels, seed=3)
+
+    def forward(self, x):
+        return self.conv2(self.pool(self.act(self.bn(self.conv1(self.act_in(x))))))
+
+
+@pytest.mark.parametrize("first", [[-1.0, 1.0], "hwgq2"])
+@pytest.mark.parametrize("method, bits", [("sign", 1), ("hwgq", 2)])
+def test_chained_layers_match_the_float_chain(first, method, bits, monkeypatch):
+    first_levels = [-1.0, 1.0] if first != "hwgq2" else [float(v) for v in ActQuant("hwgq", 2).levels]
+    model = _Chain(first_levels, method, bits).eval()
+    compiled = compile(model)
+    assert compiled.torchslim_meta["chained_layers"] == ["conv1"]
+    assert compiled.conv1.out_levels is not None and compiled.conv1.out_pool == 2 and compiled.conv2.packed_input
+    assert isinstance(compiled.bn, nn.Identity) and isinstance(compiled.pool, nn.Identity)
+    x = torch.randn(2, 70, 11, 9)
+    with torch.no_grad():
+        want = model(x)
+        assert torch.equal(compiled(x), want)
+        if build.native_library() is not None:
+            lib = build.native_library()
+            lib.bk_select_isa(0)
+            try:
+                assert torch.equal(compiled(x), want)
+            finally:
+                lib.bk_select_isa(-1)
+        monkeypatch.setattr(build, "native_library", lambda: None)
+        monkeypatch.setattr(torchslim.deploy.modules, "native_library", lambda: None)
+        assert torch.equal(compiled(x), want)  # the PyTorch fallback follows the same chain
+
+
+def test_chain_is_not_fused_when_the_activation_has_another_user():
+    class Branch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act_in = ActQuant("sign", 1)
+            self.conv1 = _packed_layer(8, 8, [-1.0, 1.0])
+            self.act = ActQuant("sign", 1)
+            self.conv2 = _packed_layer(8, 8, [-1.0, 1.0])
+
+        def forward(self, x):
+            a = self.act(self.conv1(self.act_in(x)))
+            return self.conv2(a) + a
+
+    model = Branch().eval()
+    compiled = compile(model)
+    assert compiled.torchslim_meta["chained_layers"] == []
+    x = torch.randn(1, 8, 5, 5)
+    with torch.no_grad():
+        assert torch.equal(compiled(x), model(x))
+
+
+@pytest.mark.parametrize("method", ["xnor", "hwgq-bwn"])
+def test_chained_model_round_trips_through_save(method, tmp_path):
+    from torchslim import models
+    from torchslim.quant import QuantConfig, freeze, quantize
+
+    torch.manual_seed(0)
+    frozen = freeze(quantize(models.create("vgg11", width_mult=0.25), QuantConfig(method=method)).eval())
+    compiled = compile(frozen)
+    assert len(compiled.torchslim_meta["chained_layers"]) == 6
+    torchslim.save(compiled, tmp_path / "c.safetensors")
+    loaded = torchslim.load(tmp_path / "c.safetensors")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), compiled(x))
+        assert torch.equal(compiled(x), compile(frozen, chain=False)(x))
+        if method == "xnor":  # +-1 sums are exact in the float model too
+            assert torch.equal(compiled(x), frozen(x))
