@@ -51,9 +51,8 @@ def run(args) -> int:
         return 0
     if not args.out:
         raise UserError("--out DIR is required (the stages, model files and report go there)")
-    log = print if not args.json else (lambda *_: None)
     report = compress(recipe, args.out, model=args.model, data=args.data, quick=args.quick, threads=args.threads,
-                      log=log)
+                      log=print)
     text = "\n".join(["", format_table(report["table"]), "",
                       f"report: {report['out_dir']}/report.html (and report.json, model.safetensors, model.packed"
                       f"{', model.onnx' if 'onnx' in report['artefacts'] else ''})"])

@@ -24,6 +24,7 @@ def run(args) -> int:
     from .. import models, save
     from ..profile import count_macs, count_params
     from ..train import evaluate, fit, init_from_env
+    from ..train.loop import seed_everything
     from ..train.distributed import barrier
 
     config = training_config(args)
@@ -31,6 +32,7 @@ def run(args) -> int:
     train_set = load_data(args, "train")
     test_set = load_data(args, "test")
     channels, height, width = train_set.input_shape
+    seed_everything(config.seed)  # the initial weights too: the same command gives the same model
     model = models.create(args.model, num_classes=train_set.num_classes, in_channels=channels,
                           width_mult=args.width_mult, input_size=(height, width))
     check_input_fits(model, train_set.input_shape, args.model, args.data)

@@ -29,7 +29,7 @@ def _eval_data(recipe: Recipe, stages: list, quick: bool):
     name, root = parse_data_arg(next(s.data for s in stages if s.data))
     subset = recipe.quick.get("subset") if quick else None
     test_set = load_dataset(name, "test", root=root, subset=subset)
-    calibration = torch.cat(calibration_batches(load_dataset(name, "train", root=root, subset=subset or 2000), 64))
+    calibration = torch.cat(calibration_batches(load_dataset(name, "train", root=root, subset=subset), 64))
     return test_set, calibration
 
 

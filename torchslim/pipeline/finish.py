@@ -13,8 +13,23 @@ ARTEFACTS = {"model": "model.safetensors", "packed": "model.packed", "onnx": "mo
              "json": "report.json", "html": "report.html"}
 
 
-def write_artefacts(final_path: str, out_dir: str, log=print) -> dict:
-    """The final model, its packed file (read back to check it) and its ONNX file (checked with onnxruntime)."""
+def _exported(records: list[dict], out_dir: str) -> dict:
+    """{"packed" | "onnx": path} written by the recipe's export stages after its last model change."""
+    exported = {}
+    for record in records:
+        if record["name"] != "export":
+            exported = {}
+        else:
+            kind = "onnx" if record["output"].endswith(".onnx") else "packed"
+            exported[kind] = os.path.join(out_dir, record["output"])
+    return exported
+
+
+def write_artefacts(final_path: str, out_dir: str, exported: dict, log=print) -> dict:
+    """The final model, its packed file (read back to check it) and its ONNX file (checked with onnxruntime).
+
+    A recipe's own export of the final model (with its options, e.g. Huffman coding) is used as is.
+    """
     from .. import load
     from ..errors import UserError
     from ..export import load_packed, save_packed
@@ -24,11 +39,16 @@ def write_artefacts(final_path: str, out_dir: str, log=print) -> dict:
     with atomic_path(paths["model"]) as tmp:
         shutil.copyfile(final_path, tmp)
     model = load(paths["model"])
-    save_packed(model, paths["packed"])
-    load_packed(paths["packed"])
+    for kind, source in exported.items():
+        with atomic_path(paths[kind]) as tmp:
+            shutil.copyfile(source, tmp)
+    if "packed" not in exported:
+        save_packed(model, paths["packed"])
+        load_packed(paths["packed"])
     sizes = {"model": os.path.getsize(paths["model"]), "packed": os.path.getsize(paths["packed"])}
     try:
-        sizes["onnx"] = export_onnx(model, paths["onnx"])["size_bytes"]
+        sizes["onnx"] = (os.path.getsize(paths["onnx"]) if "onnx" in exported
+                         else export_onnx(model, paths["onnx"])["size_bytes"])
     except (RuntimeError, UserError, ImportError) as exc:  # say so; the other artefacts stand
         log(f"note: no ONNX file: {str(exc).splitlines()[0][:160]}")
         sizes["onnx"] = None
@@ -108,7 +128,7 @@ def build_report(recipe, records: list[dict], out_dir: str, test_set, calibratio
     models = [r for r in records if r["name"] != "export"]
     original_path = os.path.join(out_dir, models[0]["output"])
     final_path = os.path.join(out_dir, models[-1]["output"])
-    sizes = write_artefacts(final_path, out_dir, log)
+    sizes = write_artefacts(final_path, out_dir, _exported(records, out_dir), log)
     original, final = load(original_path), load(final_path)
     log("timing the original and the final model (batch 1, interleaved)")
     latency = latency_rows({"original": original, "final": final}, tuple(original.input_shape), calibration,

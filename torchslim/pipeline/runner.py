@@ -141,6 +141,9 @@ def run_stage(stage: PlannedStage, folder: str, fingerprint: str, input_file: st
     if started is None or started.get("fingerprint") != fingerprint:
         shutil.rmtree(folder, ignore_errors=True)  # another recipe's leftovers: nothing here is ours
     os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):  # temporaries of a write that was killed: never a finished file
+        if name.startswith(".tmp-"):
+            os.remove(os.path.join(folder, name))
     began = time.perf_counter()
     if stage.name == "load":
         command = None
