@@ -70,7 +70,11 @@ def test_chained_layers_match_the_float_chain(first, method, bits, monkeypatch):
     assert compiled.torchslim_meta["chained_layers"] == ["conv1"]
     assert compiled.conv1.out_levels is not None and compiled.conv1.out_pool == 2 and compiled.conv2.packed_input
     assert isinstance(compiled.bn, nn.Identity) and isinstance(compiled.pool, nn.Identity)
+    assert compiled.torchslim_meta["folded_quantizers"] == ["act_in"]  # packing quantizes the float input
+    assert isinstance(compiled.act_in, nn.Identity) and compiled.conv1.in_compare is not None
     x = torch.randn(2, 70, 11, 9)
+    ties = model.act_in.thresholds
+    x.view(-1)[: 5 * ties.numel()] = ties.repeat(5)  # inputs exactly on a threshold follow the tie rule
     with torch.no_grad():
         want = model(x)
         assert torch.equal(compiled(x), want)

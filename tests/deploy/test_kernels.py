@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from torchslim.deploy import build
-from torchslim.deploy.kernels import (_pack_bool_reference, binary_conv2d, pack_planes, pack_signs,
-                                      pack_weight_codes, reference_binary_conv2d)
+from torchslim.deploy.kernels import (_TORCH_COMPARE, COMPARE, _pack_bool_reference, binary_conv2d, pack_planes,
+                                      pack_quantized, pack_signs, pack_weight_codes, reference_binary_conv2d)
 from torchslim.deploy.modules import PackedBinaryConv2d, PackedBinaryLinear, plane_encoding
 
 needs_native = pytest.mark.skipif(build.native_library() is None, reason="no C compiler")
@@ -66,6 +66,17 @@ def test_packing_matches_the_reference_packer():
     bits, pops = pack_weight_codes(codes)
     assert torch.equal(bits, _pack_bool_reference((codes < 0).permute(0, 2, 3, 1)))
     assert torch.equal(pops, (codes < 0).sum(1).reshape(4, 9).to(torch.int32))
+
+
+@needs_native
+@pytest.mark.parametrize("compare", sorted(COMPARE))
+def test_every_comparison_packs_like_torch(compare, isa):
+    x = torch.randn(2, 130, 9, 7)
+    thresholds = torch.tensor([-0.5, 0.0, 0.7])
+    x[0, :3, 0, :3] = thresholds  # exact ties
+    x[1, 5, 2, 2] = float("nan")
+    mask = _TORCH_COMPARE[compare](x[:, None], thresholds.view(1, -1, 1, 1, 1))
+    assert torch.equal(pack_quantized(x, thresholds, compare), _pack_bool_reference(mask.permute(0, 1, 3, 4, 2)))
 
 
 def test_packed_layer_memory_and_unpacking():

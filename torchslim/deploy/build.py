@@ -49,7 +49,7 @@ def _compile(compiler: str, target: str) -> None:
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     i64, ptr, f_ptr = ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p
     lib.bk_pack_signs.argtypes = [f_ptr, i64, i64, i64, i64, i64, ptr, ctypes.c_int]
-    lib.bk_pack_planes.argtypes = [f_ptr, i64, i64, i64, i64, i64, f_ptr, i64, ptr, ctypes.c_int]
+    lib.bk_pack.argtypes = [f_ptr, i64, i64, i64, i64, i64, f_ptr, i64, ctypes.c_int, ptr, ctypes.c_int]
     lib.bk_pack_weights.argtypes = [ptr, i64, i64, i64, i64, i64, ptr]
     lib.bk_conv.argtypes = [ptr]
     lib.bk_conv_desc_size.restype = i64
@@ -57,7 +57,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bk_select_isa.restype = ctypes.c_int
     lib.bk_isa.restype = ctypes.c_int
     lib.bk_max_threads.restype = ctypes.c_int
-    for name in ("bk_pack_signs", "bk_pack_planes", "bk_pack_weights", "bk_conv"):
+    for name in ("bk_pack_signs", "bk_pack", "bk_pack_weights", "bk_conv"):
         getattr(lib, name).restype = None
     force = os.environ.get("TORCHSLIM_ISA", "auto")
     lib.bk_select_isa(0 if force == "portable" else -1)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import UserError
-from .fuse import fuse_chains
+from .fuse import fuse_chains, fuse_input_quantizers
 from .modules import PackedBinaryConv2d, PackedBinaryLinear, plane_encoding
 
 # Ops through which quantized values stay quantized (same value set).
@@ -98,9 +98,11 @@ def compile(model: nn.Module, threads: int | None = None, chain: bool = True) ->
         setattr(compiled.get_submodule(parent_name) if parent_name else compiled, child, packed)
         replaced.append(node.target)
     chained = fuse_chains(compiled, graph) if chain else []
+    folded = fuse_input_quantizers(compiled, graph) if chain else []
     meta = dict(getattr(compiled, "torchslim_meta", {}) or {})
     meta["compiled_layers"] = replaced
     meta["chained_layers"] = chained
+    meta["folded_quantizers"] = folded
     compiled.torchslim_meta = meta
     return compiled
 

@@ -126,13 +126,52 @@ def _chain(node: fx.Node, modules: dict, calls: dict):
     return bn, act, pool, consumer, middle
 
 
-def fuse_chains(model: nn.Module, graph: fx.Graph) -> list[str]:
-    """Chain consecutive packed convs of ``model`` in place; returns the producers' names."""
-    modules = dict(model.named_modules())
+def _call_counts(graph: fx.Graph) -> dict:
     calls: dict = {}
     for node in graph.nodes:
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
+    return calls
+
+
+def _replace(model: nn.Module, target: str) -> None:
+    parent, _, child = target.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
+
+
+def fuse_input_quantizers(model: nn.Module, graph: fx.Graph) -> list[str]:
+    """Fold an activation quantizer that feeds only a packed conv into that conv's packing.
+
+    ``Q(x) = levels[#{k : x >= t_k}]`` (or ``>``), so the thermometer planes of Q(x) are
+    the comparisons themselves and its sign bit is the negated comparison.
+    """
+    modules, calls = dict(model.named_modules()), _call_counts(graph)
+    folded = []
+    for node in graph.nodes:
+        if node.op != "call_module" or type(modules[node.target]) is not PackedBinaryConv2d:
+            continue
+        layer, source = modules[node.target], node.args[0]
+        if layer.packed_input or layer.in_compare is not None or not isinstance(source, fx.Node):
+            continue
+        act = modules.get(source.target) if source.op == "call_module" else None
+        if type(act).__name__ != "ActQuant" or len(source.users) != 1 or calls[source.target] != 1:
+            continue
+        if [float(v) for v in act.levels] != layer.levels:
+            continue
+        ties_up = act.quantizer.ties_up
+        if layer.thresholds is None:
+            compare = "not_ge" if ties_up else "not_gt"
+        else:
+            compare = "ge" if ties_up else "gt"
+        layer.fuse_input(act.thresholds.tolist(), compare)
+        _replace(model, source.target)
+        folded.append(source.target)
+    return folded
+
+
+def fuse_chains(model: nn.Module, graph: fx.Graph) -> list[str]:
+    """Chain consecutive packed convs of ``model`` in place; returns the producers' names."""
+    modules, calls = dict(model.named_modules()), _call_counts(graph)
     fused = []
     for node in list(graph.nodes):
         if node.op != "call_module" or type(modules[node.target]) is not PackedBinaryConv2d:
@@ -147,7 +186,6 @@ def fuse_chains(model: nn.Module, graph: fx.Graph) -> list[str]:
                           thresholds, sgn)
         consumer.packed_input = True
         for mid in middle:
-            parent, _, child = mid.target.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
+            _replace(model, mid.target)
         fused.append(node.target)
     return fused

@@ -122,19 +122,34 @@ def pack_signs(x: torch.Tensor, threads: int = 1) -> torch.Tensor:
     return out
 
 
-def pack_planes(x: torch.Tensor, thresholds: torch.Tensor, threads: int = 1) -> torch.Tensor:
-    """float NCHW -> thermometer planes [N, P, H, W, words] (plane k = x >= thresholds[k])."""
+# How pack_quantized compares x with each threshold (mirrors the CMP_* codes of the C source).
+COMPARE = {"lt": 0, "ge": 1, "gt": 2, "not_ge": 3, "not_gt": 4}
+_TORCH_COMPARE = {"lt": lambda x, t: x < t, "ge": lambda x, t: x >= t, "gt": lambda x, t: x > t,
+                  "not_ge": lambda x, t: ~(x >= t), "not_gt": lambda x, t: ~(x > t)}
+
+
+def pack_quantized(x: torch.Tensor, thresholds: torch.Tensor, compare: str = "ge", threads: int = 1) -> torch.Tensor:
+    """float NCHW -> planes [N, P, H, W, words], plane k set where ``compare(x, thresholds[k])``.
+
+    ``ge`` / ``gt`` give thermometer planes (ties going up / down); ``not_ge`` / ``not_gt``
+    with one threshold give sign bits straight from a sign quantizer's input.
+    """
     x = _check_float(x)
     thresholds = thresholds.to(torch.float32).contiguous()
     n, c, h, w = x.shape
     words, planes = words_for(c), thresholds.numel()
     lib = native_library()
-    if lib is None:
-        mask = x[:, None] >= thresholds.view(1, -1, 1, 1, 1)  # [N, P, C, H, W]
+    if lib is None or planes > MAX_NATIVE_PLANES:
+        mask = _TORCH_COMPARE[compare](x[:, None], thresholds.view(1, -1, 1, 1, 1))  # [N, P, C, H, W]
         return _pack_bool_reference(mask.permute(0, 1, 3, 4, 2))
     out = torch.empty(n, planes, h, w, words, dtype=torch.int64)
-    lib.bk_pack_planes(_ptr(x), n, c, h, w, words, _ptr(thresholds), planes, _ptr(out), int(threads))
+    lib.bk_pack(_ptr(x), n, c, h, w, words, _ptr(thresholds), planes, COMPARE[compare], _ptr(out), int(threads))
     return out
+
+
+def pack_planes(x: torch.Tensor, thresholds: torch.Tensor, threads: int = 1) -> torch.Tensor:
+    """float NCHW -> thermometer planes [N, P, H, W, words] (plane k = x >= thresholds[k])."""
+    return pack_quantized(x, thresholds, "ge", threads)
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -172,23 +187,29 @@ class ConvKernel:
         if self.lib.bk_conv_desc_size() != ctypes.sizeof(ConvDesc):
             raise RuntimeError("torchslim: the native conv descriptor does not match its Python mirror")
         self._desc_addr = ctypes.addressof(d)
+        self._run, self._last = self.lib.bk_conv, None
 
     def __call__(self, xbits: torch.Tensor, threads: int = 1) -> torch.Tensor:
         """Packed input ([N, H, W, words] or [N, P, H, W, words]) -> float NCHW or packed output."""
-        n, h, w = xbits.shape[0], xbits.shape[-3], xbits.shape[-2]
-        oh = conv_output_size(h, self.kh, self.stride[0], self.padding[0])
-        ow = conv_output_size(w, self.kw, self.stride[1], self.padding[1])
+        shape = xbits.shape
+        n, h, w = shape[0], shape[-3], shape[-2]
         d = self.desc
-        d.n, d.h, d.w, d.oh, d.ow, d.threads = n, h, w, oh, ow, int(threads)
+        if (n, h, w) != self._last:  # per-call Python work is kept to pointer updates
+            oh = conv_output_size(h, self.kh, self.stride[0], self.padding[0])
+            ow = conv_output_size(w, self.kw, self.stride[1], self.padding[1])
+            d.n, d.h, d.w, d.oh, d.ow = n, h, w, oh, ow
+            self._out_shape = ((n, self.out_planes, oh // self.pool, ow // self.pool, words_for(self.oc))
+                               if self.out_planes else (n, self.oc, oh, ow))
+            self._last = (n, h, w)
+        d.threads = threads
         d.x = xbits.data_ptr()
         if self.out_planes:
-            out = torch.empty(n, self.out_planes, oh // self.pool, ow // self.pool, words_for(self.oc),
-                              dtype=torch.int64)
-            d.out, d.out_bits = None, out.data_ptr()
+            out = torch.empty(self._out_shape, dtype=torch.int64)
+            d.out_bits = out.data_ptr()
         else:
-            out = torch.empty(n, self.oc, oh, ow, dtype=torch.float32)
-            d.out, d.out_bits = out.data_ptr(), None
-        self.lib.bk_conv(self._desc_addr)
+            out = torch.empty(self._out_shape, dtype=torch.float32)
+            d.out = out.data_ptr()
+        self._run(self._desc_addr)
         return out
 
 

@@ -5,7 +5,9 @@ activation quantizer (values in a known, finite level set), packs them, and runs
 the xnor/and-popcount convolution.  Levels ``{-1, +1}`` use sign mode; levels
 ``0 = L0 < L1 < ...`` use thermometer planes with steps ``L(k+1) - Lk``.
 
-``compile`` may chain packed layers: a layer with ``out_levels`` emits the next
+``compile`` may also fold the activation quantizer in front of a layer into its
+packing (``in_thresholds``, ``in_compare``: the layer then takes the quantizer's
+float input), and chain packed layers: a layer with ``out_levels`` emits the next
 layer's packed input directly (its scale, BatchNorm and activation quantizer folded
 into per-channel thresholds, then an optional max pool), and the next layer, with
 ``packed_input``, consumes it without a float round trip.
@@ -19,8 +21,9 @@ from torch import nn
 
 from ..io import register_module_type
 from .build import native_library
-from .kernels import (MAX_NATIVE_PLANES, ConvKernel, _pack_bool_reference, pack_planes, pack_signs,
-                      pack_weight_codes, reference_binary_conv2d, unpack_bits, words_for)
+from .kernels import (_TORCH_COMPARE, MAX_NATIVE_PLANES, ConvKernel, _pack_bool_reference, pack_planes,
+                      pack_quantized, pack_signs, pack_weight_codes, reference_binary_conv2d, unpack_bits,
+                      words_for)
 
 
 def plane_encoding(levels) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -59,7 +62,8 @@ class PackedBinaryConv2d(nn.Module):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 levels=(-1.0, 1.0), packed_input=False, out_levels=None, out_pool=1):
+                 levels=(-1.0, 1.0), packed_input=False, out_levels=None, out_pool=1, in_thresholds=None,
+                 in_compare=None):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
@@ -67,6 +71,7 @@ class PackedBinaryConv2d(nn.Module):
         self.packed_input = bool(packed_input)
         self.out_levels = None if out_levels is None else [float(v) for v in out_levels]
         self.out_pool = int(out_pool)
+        self.in_compare = in_compare
         thresholds, steps = plane_encoding(self.levels)
         kh, kw = self.kernel_size
         self.register_buffer("weight_bits", torch.zeros(out_channels, kh, kw, words_for(in_channels),
@@ -79,9 +84,11 @@ class PackedBinaryConv2d(nn.Module):
         self.register_buffer("out_thresholds", torch.zeros(planes, out_channels) if fused else None)
         self.register_buffer("out_sgn", torch.ones(out_channels) if fused else None)
         self.register_buffer("thresholds", thresholds, persistent=False)
+        self.register_buffer("in_thresholds", None if in_thresholds is None else
+                             torch.tensor([float(v) for v in in_thresholds], dtype=torch.float32), persistent=False)
         self.register_buffer("steps", steps, persistent=False)
         self.threads = None  # None: torch.get_num_threads() at call time
-        self._kernel, self._kernel_key = None, None
+        self._kernel = None
         self._planes_fit = max(encoded_planes(self.levels), planes) <= MAX_NATIVE_PLANES
 
     @classmethod
@@ -95,6 +102,7 @@ class PackedBinaryConv2d(nn.Module):
         if not bool(((codes == 1) | (codes == -1)).all()):
             raise ValueError("binary layers need weight codes in {-1, +1}")
         bits, pops = pack_weight_codes(codes)
+        self.invalidate()
         self.weight_bits.copy_(bits)
         self.weight_pops.copy_(pops)
         self.scale.copy_(scale.detach().reshape(-1))
@@ -107,7 +115,12 @@ class PackedBinaryConv2d(nn.Module):
         self.register_buffer("out_thresholds", thresholds.to(torch.float32).clone())
         self.register_buffer("out_sgn", sgn.to(torch.float32).clone())
         self._planes_fit = self._planes_fit and thresholds.shape[0] <= MAX_NATIVE_PLANES
-        self._kernel = None
+        self.invalidate()
+
+    def fuse_input(self, thresholds, compare: str) -> None:
+        """Take the float input of the activation quantizer in front (``compare`` as in pack_quantized)."""
+        self.in_thresholds = torch.tensor([float(v) for v in thresholds], dtype=torch.float32)
+        self.in_compare = compare
 
     def codes(self) -> torch.Tensor:
         """The {-1,+1} weight codes [OC, C, KH, KW], unpacked (for the reference path and checks)."""
@@ -119,20 +132,25 @@ class PackedBinaryConv2d(nn.Module):
         extra = self.scale.numel() * 4 + (0 if self.bias is None else self.bias.numel() * 4)
         return self.weight_bits.numel() * 8 + extra
 
-    def _buffers_key(self) -> tuple:
-        tensors = [t for t in (self.weight_bits, self.weight_pops, self.scale, self.bias, self.out_thresholds,
-                               self.out_sgn, self.steps) if t is not None]
-        return tuple((t.data_ptr(), t._version) for t in tensors)
-
     def kernel(self) -> ConvKernel:
-        """The native kernel, rebuilt only when a buffer changed (load_state_dict, set_codes)."""
-        key = self._buffers_key()
-        if self._kernel is None or self._kernel_key != key:
+        """The native kernel, built on first use from the buffers (see :meth:`invalidate`)."""
+        if self._kernel is None:
             self._kernel = ConvKernel(self.weight_bits, self.weight_pops, self.in_channels, self.scale, self.bias,
                                       self.stride, self.padding, self.steps, self.out_thresholds, self.out_sgn,
                                       self.out_levels == [-1.0, 1.0], self.out_pool)
-            self._kernel_key = key
         return self._kernel
+
+    def invalidate(self) -> None:
+        """Drop the kernel's copy of the buffers; done by set_codes, load_state_dict and .to()."""
+        self._kernel = None
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.invalidate()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.invalidate()
+        return super()._apply(fn, *args, **kwargs)
 
     def _native_ok(self, x: torch.Tensor) -> bool:
         return self._planes_fit and native_library() is not None and x.device.type == "cpu" and (
@@ -142,7 +160,9 @@ class PackedBinaryConv2d(nn.Module):
         if not self._native_ok(x):
             return self._reference_forward(x)
         threads = self.threads or torch.get_num_threads()
-        if not self.packed_input:
+        if self.in_compare is not None:
+            x = pack_quantized(x, self.in_thresholds, self.in_compare, threads)
+        elif not self.packed_input:
             x = pack_signs(x, threads) if self.thresholds is None else pack_planes(x, self.thresholds, threads)
         return self.kernel()(x, threads)
 
@@ -150,6 +170,8 @@ class PackedBinaryConv2d(nn.Module):
         """The same function in PyTorch (no compiler, other devices): unpack, convolve, threshold, pool, pack."""
         if self.packed_input:
             x = self._unpack_input(x)
+        elif self.in_compare is not None:
+            x = self._quantize_input(x)
         if self.out_levels is None:
             return reference_binary_conv2d(x, self.codes(), self.scale, self.bias, self.stride, self.padding,
                                            self.thresholds, self.steps)
@@ -163,6 +185,13 @@ class PackedBinaryConv2d(nn.Module):
         if self.out_levels == [-1.0, 1.0]:
             bits = ~bits
         return _pack_bool_reference(bits.permute(0, 1, 3, 4, 2))
+
+    def _quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the folded activation quantizer would have produced from ``x``."""
+        bits = _TORCH_COMPARE[self.in_compare](x[:, None], self.in_thresholds.view(1, -1, 1, 1, 1))
+        if self.in_compare.startswith("not_"):  # sign bits: 1 means -1
+            return 1.0 - 2.0 * bits[:, 0].to(torch.float32)
+        return torch.tensor(self.levels, dtype=torch.float32)[bits.sum(1)]
 
     def _unpack_input(self, bits: torch.Tensor) -> torch.Tensor:
         """Packed planes [N, P, H, W, words] -> the quantized float input they encode."""
@@ -180,6 +209,8 @@ class PackedBinaryConv2d(nn.Module):
                   "bias": self.bias is not None, "levels": self.levels}
         if self.packed_input or self.out_levels is not None:
             config.update(packed_input=self.packed_input, out_levels=self.out_levels, out_pool=self.out_pool)
+        if self.in_compare is not None:
+            config.update(in_thresholds=self.in_thresholds.tolist(), in_compare=self.in_compare)
         return config
 
     def extra_repr(self) -> str:
@@ -188,6 +219,8 @@ class PackedBinaryConv2d(nn.Module):
                 f"padding={self.padding}, {mode}")
         if self.packed_input:
             text += ", packed input"
+        if self.in_compare is not None:
+            text += ", quantizes its input"
         if self.out_levels is not None:
             text += f", packed output ({encoded_planes(self.out_levels)} planes, pool {self.out_pool})"
         return text

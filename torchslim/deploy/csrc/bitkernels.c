@@ -50,65 +50,79 @@
 
 /* ---------------------------------------------------------------- packing */
 
-/* Both packers walk 64 pixels at a time and read each channel plane contiguously,
- * OR-ing one bit per pixel into 64 words kept in L1 (a loop compilers vectorize). */
+/* Packing walks 64 pixels at a time and reads each channel plane contiguously.
+ * A bit is set by comparing x with the plane's threshold t, by one of: */
+enum {
+    CMP_LT = 0,  /* x < t: sign bits of values already in {-1, +1} (t = 0) */
+    CMP_GE = 1,  /* x >= t: thermometer planes (an activation quantizer with ties going up) */
+    CMP_GT = 2,  /* x > t: thermometer planes (ties going down) */
+    CMP_NGE = 3, /* !(x >= t): sign bits straight from a sign quantizer's input (ties up) */
+    CMP_NGT = 4  /* !(x > t): the same with ties going down */
+};
 #define PACK_PIXELS 64
 #define MAX_PACK_PLANES 16
 
-/* One block of 64 pixels of one channel word.  x: float NCHW; out: [N][P][H][W][words],
- * plane k set where x >= thresholds[k]; sign mode (thresholds NULL, P = 1): bit set
- * where x < 0 (sign(0) = +1). */
-ALWAYS_INLINE void pack_block(const float *x, int64_t c, int64_t hw, int64_t words, const float *thresholds,
-                              int64_t planes, uint64_t *out, int64_t b, int64_t wd, int64_t p0) {
-    const int64_t c0 = wd * 64, cn = c - c0 < 64 ? c - c0 : 64, np = hw - p0 < PACK_PIXELS ? hw - p0 : PACK_PIXELS;
-    uint64_t acc[MAX_PACK_PLANES][PACK_PIXELS];
-    for (int64_t q = 0; q < planes; q++)
-        for (int64_t p = 0; p < PACK_PIXELS; p++) acc[q][p] = 0;
-    for (int64_t k = 0; k < cn; k++) {
-        const float *src = x + (b * c + c0 + k) * hw + p0;
-        if (thresholds == NULL) {
-            for (int64_t p = 0; p < np; p++) acc[0][p] |= (uint64_t)(src[p] < 0.0f) << k;
-        } else {
-            for (int64_t q = 0; q < planes; q++) {
-                const float t = thresholds[q];
-                for (int64_t p = 0; p < np; p++) acc[q][p] |= (uint64_t)(src[p] >= t) << k;
-            }
-        }
-    }
-    for (int64_t q = 0; q < planes; q++) {
-        uint64_t *dst = out + ((b * planes + q) * hw + p0) * words + wd;
-        for (int64_t p = 0; p < np; p++) dst[p * words] = acc[q][p];
+ALWAYS_INLINE int compare(float v, float t, int cmp) {
+    switch (cmp) {
+    case CMP_LT: return v < t;
+    case CMP_GE: return v >= t;
+    case CMP_GT: return v > t;
+    case CMP_NGE: return !(v >= t);
+    default: return !(v > t);
     }
 }
 
-typedef void (*pack_fn)(const float *, int64_t, int64_t, int64_t, const float *, int64_t, uint64_t *, int64_t,
+/* One block of 64 pixels of one channel word.  x: float NCHW; out: [N][P][H][W][words]. */
+ALWAYS_INLINE void pack_block(const float *x, int64_t c, int64_t hw, int64_t words, const float *thresholds,
+                              int64_t planes, int cmp, uint64_t *out, int64_t b, int64_t wd, int64_t p0) {
+    const int64_t c0 = wd * 64, cn = c - c0 < 64 ? c - c0 : 64, np = hw - p0 < PACK_PIXELS ? hw - p0 : PACK_PIXELS;
+    for (int64_t q = 0; q < planes; q++) {
+        uint64_t acc[PACK_PIXELS] = {0};
+        const float t = thresholds[q];
+        for (int64_t k = 0; k < cn; k++) {
+            const float *src = x + (b * c + c0 + k) * hw + p0;
+            for (int64_t p = 0; p < np; p++) acc[p] |= (uint64_t)compare(src[p], t, cmp) << k;
+        }
+        uint64_t *dst = out + ((b * planes + q) * hw + p0) * words + wd;
+        for (int64_t p = 0; p < np; p++) dst[p * words] = acc[p];
+    }
+}
+
+typedef void (*pack_fn)(const float *, int64_t, int64_t, int64_t, const float *, int64_t, int, uint64_t *, int64_t,
                         int64_t, int64_t);
 static void pack_block_portable(const float *x, int64_t c, int64_t hw, int64_t words, const float *thresholds,
-                                int64_t planes, uint64_t *out, int64_t b, int64_t wd, int64_t p0) {
-    pack_block(x, c, hw, words, thresholds, planes, out, b, wd, p0);
+                                int64_t planes, int cmp, uint64_t *out, int64_t b, int64_t wd, int64_t p0) {
+    pack_block(x, c, hw, words, thresholds, planes, cmp, out, b, wd, p0);
 }
 #if BK_X86
+TARGET_FAST static inline __m256 compare8(__m256 v, __m256 t, int cmp) {
+    switch (cmp) {
+    case CMP_LT: return _mm256_cmp_ps(v, t, _CMP_LT_OQ);
+    case CMP_GE: return _mm256_cmp_ps(v, t, _CMP_GE_OQ);
+    case CMP_GT: return _mm256_cmp_ps(v, t, _CMP_GT_OQ);
+    case CMP_NGE: return _mm256_cmp_ps(v, t, _CMP_NGE_UQ);
+    default: return _mm256_cmp_ps(v, t, _CMP_NGT_UQ);
+    }
+}
+
 /* Eight pixels at a time: one compare + movemask per channel gives a byte (bit j =
  * pixel j); the 64 bytes of a channel word are then transposed with byte-MSB
  * movemasks, shifting every byte left by one between them.  Channels are read
  * one plane row at a time (planes 4 KiB apart would evict each other from L1). */
 TARGET_FAST static void pack_block_fast(const float *x, int64_t c, int64_t hw, int64_t words,
-                                        const float *thresholds, int64_t planes, uint64_t *out, int64_t b,
+                                        const float *thresholds, int64_t planes, int cmp, uint64_t *out, int64_t b,
                                         int64_t wd, int64_t p0) {
     const int64_t c0 = wd * 64, cn = c - c0 < 64 ? c - c0 : 64, np = hw - p0 < PACK_PIXELS ? hw - p0 : PACK_PIXELS;
     const int64_t octets = np / 8, full = octets * 8;
     for (int64_t q = 0; q < planes; q++) {
-        const __m256 t = _mm256_set1_ps(thresholds == NULL ? 0.0f : thresholds[q]);
+        const __m256 t = _mm256_set1_ps(thresholds[q]);
         uint64_t *dst = out + ((b * planes + q) * hw + p0) * words + wd;
         uint8_t mask[PACK_PIXELS / 8][64] __attribute__((aligned(32)));
         memset(mask, 0, sizeof(mask));
         for (int64_t k = 0; k < cn; k++) {
             const float *src = x + (b * c + c0 + k) * hw + p0;
-            for (int64_t o = 0; o < octets; o++) {
-                const __m256 v = _mm256_loadu_ps(src + 8 * o);
-                const __m256 m = thresholds == NULL ? _mm256_cmp_ps(v, t, _CMP_LT_OQ) : _mm256_cmp_ps(v, t, _CMP_GE_OQ);
-                mask[o][k] = (uint8_t)_mm256_movemask_ps(m);
-            }
+            for (int64_t o = 0; o < octets; o++)
+                mask[o][k] = (uint8_t)_mm256_movemask_ps(compare8(_mm256_loadu_ps(src + 8 * o), t, cmp));
         }
         for (int64_t o = 0; o < octets; o++) {
             __m256i lo = _mm256_load_si256((const __m256i *)mask[o]);
@@ -123,10 +137,8 @@ TARGET_FAST static void pack_block_fast(const float *x, int64_t c, int64_t hw, i
         }
         for (int64_t p = full; p < np; p++) {
             uint64_t word = 0;
-            for (int64_t k = 0; k < cn; k++) {
-                const float v = x[(b * c + c0 + k) * hw + p0 + p];
-                word |= (uint64_t)(thresholds == NULL ? v < 0.0f : v >= thresholds[q]) << k;
-            }
+            for (int64_t k = 0; k < cn; k++)
+                word |= (uint64_t)compare(x[(b * c + c0 + k) * hw + p0 + p], thresholds[q], cmp) << k;
             dst[p * words] = word;
         }
     }
@@ -137,26 +149,27 @@ static pack_fn g_pack = pack_block_portable;
 /* The OpenMP region lives in portable code and calls the chosen build per block
  * (outlined parallel regions do not inherit a function's target attribute). */
 static void pack_any(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words,
-                     const float *thresholds, int64_t planes, uint64_t *out, int threads) {
+                     const float *thresholds, int64_t planes, int cmp, uint64_t *out, int threads) {
     const int64_t hw = h * w, blocks = (hw + PACK_PIXELS - 1) / PACK_PIXELS, items = n * words * blocks;
     const pack_fn fn = g_pack;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && items > 3)
     for (int64_t it = 0; it < items; it++)
-        fn(x, c, hw, words, thresholds, planes, out, it / (words * blocks), (it / blocks) % words,
+        fn(x, c, hw, words, thresholds, planes, cmp, out, it / (words * blocks), (it / blocks) % words,
            (it % blocks) * PACK_PIXELS);
 }
 
 /* x: float NCHW; out: [N][H][W][words], bit set where x < 0 (sign(0) = +1). */
 void bk_pack_signs(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words, uint64_t *out,
                    int threads) {
-    pack_any(x, n, c, h, w, words, NULL, 1, out, threads);
+    const float zero = 0.0f;
+    pack_any(x, n, c, h, w, words, &zero, 1, CMP_LT, out, threads);
 }
 
-/* Thermometer planes: plane k has a bit where x >= thresholds[k].  out: [N][P][H][W][words], P <= 16. */
-void bk_pack_planes(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words,
-                    const float *thresholds, int64_t planes, uint64_t *out, int threads) {
-    if (planes > MAX_PACK_PLANES) return;
-    pack_any(x, n, c, h, w, words, thresholds, planes, out, threads);
+/* Planes [N][P][H][W][words], P <= 16: plane k has a bit where compare(x, thresholds[k]) holds. */
+void bk_pack(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words, const float *thresholds,
+             int64_t planes, int cmp, uint64_t *out, int threads) {
+    if (planes > MAX_PACK_PLANES || cmp < CMP_LT || cmp > CMP_NGT) return;
+    pack_any(x, n, c, h, w, words, thresholds, planes, cmp, out, threads);
 }
 
 /* codes: int8 [OC][C][KH][KW] in {-1,+1}; out: [OC][KH][KW][words], bit set for -1. */
