@@ -55,6 +55,24 @@ def test_thread_count_does_not_change_results():
 
 
 @needs_native
+def test_concurrent_callers_share_the_thread_pool_safely():
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [_case(96, 40, 12, 3, batch=2, seed=s) for s in range(4)]
+    packed = [pack_weight_codes(codes) for _, codes, _, _ in cases]
+
+    def run(i):
+        x, _, scale, bias = cases[i]
+        bits, pops = packed[i]
+        return [binary_conv2d(x, bits, pops, 96, scale, bias, (1, 1), (1, 1), threads=2) for _ in range(5)]
+
+    want = [run(i)[0] for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, range(4)))
+    assert all(torch.equal(got, want[i]) for i, runs in enumerate(results) for got in runs)
+
+
+@needs_native
 def test_packing_matches_the_reference_packer():
     x = torch.randn(2, 70, 5, 3)
     x[0, 0, 0, 0] = 0.0

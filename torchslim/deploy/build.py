@@ -18,7 +18,7 @@ import tempfile
 import warnings
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "bitkernels.c")
-FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
+FLAGS = ["-O3", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-fno-fast-math"]
 
 
 def cache_dir() -> str:
@@ -80,8 +80,6 @@ def native_library() -> ctypes.CDLL | None:
     try:
         if not os.path.exists(target):
             _compile(compiler, target)
-        # Idle kernel threads sleep instead of spinning: the machine is shared with torch's own pool.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         return _declare(ctypes.CDLL(target))
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)

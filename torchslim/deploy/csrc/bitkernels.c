@@ -27,13 +27,13 @@
  * Two builds of the hot loops are selected at run time: one for POPCNT + AVX2
  * (+ BMI), and a portable one.
  */
-#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include <unistd.h>
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
@@ -47,6 +47,146 @@
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #define TILE 8       /* output channels per micro-kernel tile */
 #define CHUNK 64     /* output channels per work item: one packed output word */
+
+/* ------------------------------------------------------------ thread pool */
+
+/* A small pool instead of OpenMP: the calling thread claims work items too, and a
+ * job ends when all items are done, not when every worker has woken up.  On a
+ * busy machine a worker that is not scheduled in time costs nothing (with a
+ * barrier it costs a scheduler slice, milliseconds).  Idle workers spin briefly,
+ * then sleep on a condition variable, so they do not hold cores between calls.
+ *
+ * The ticket packs (job << 32 | next item).  A worker may only run an item it
+ * claimed by compare-and-swap on a ticket of its own job, and the caller changes
+ * the job fields only after closing the previous job's ticket, so a late worker
+ * can never run a stale item. */
+typedef void (*task_fn)(void *arg, int64_t item, uint32_t job);
+
+#define MAX_WORKERS 63
+#define CLOSED 0xffffffffu
+#define SPIN_ROUNDS 4000
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_mutex_t run; /* one job at a time (callers from several Python threads) */
+    int started;
+    _Atomic uint32_t job;
+    _Atomic uint64_t ticket;
+    _Atomic int64_t done;
+    _Atomic int sleepers;
+    task_fn fn;
+    void *arg;
+    int64_t total;
+    int helpers; /* workers wanted for this job */
+} g_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, NULL,
+            NULL, 0, 0};
+
+/* A forked child has none of the workers: start again from an empty pool. */
+static void pool_after_fork(void) {
+    pthread_mutex_init(&g_pool.lock, NULL);
+    pthread_cond_init(&g_pool.wake, NULL);
+    pthread_mutex_init(&g_pool.run, NULL);
+    g_pool.started = 0;
+    atomic_store(&g_pool.sleepers, 0);
+}
+
+static inline void cpu_relax(void) {
+#if BK_X86
+    __builtin_ia32_pause();
+#endif
+}
+
+static void pool_drain(uint32_t job) {
+    for (;;) {
+        uint64_t t = atomic_load_explicit(&g_pool.ticket, memory_order_acquire);
+        if ((uint32_t)(t >> 32) != job) return;
+        const uint32_t next = (uint32_t)t;
+        if (next == CLOSED || (int64_t)next >= g_pool.total) return;
+        if (!atomic_compare_exchange_weak_explicit(&g_pool.ticket, &t, t + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        g_pool.fn(g_pool.arg, (int64_t)next, job);
+        atomic_fetch_add_explicit(&g_pool.done, 1, memory_order_release);
+    }
+}
+
+static void *pool_worker(void *index_ptr) {
+    const int index = (int)(intptr_t)index_ptr;
+    uint32_t seen = atomic_load_explicit(&g_pool.job, memory_order_acquire);
+    for (;;) {
+        uint32_t job = atomic_load_explicit(&g_pool.job, memory_order_acquire);
+        for (int spin = 0; job == seen && spin < SPIN_ROUNDS; spin++) {
+            cpu_relax();
+            job = atomic_load_explicit(&g_pool.job, memory_order_acquire);
+        }
+        if (job == seen) {
+            pthread_mutex_lock(&g_pool.lock);
+            atomic_fetch_add(&g_pool.sleepers, 1);
+            while ((job = atomic_load_explicit(&g_pool.job, memory_order_acquire)) == seen)
+                pthread_cond_wait(&g_pool.wake, &g_pool.lock);
+            atomic_fetch_sub(&g_pool.sleepers, 1);
+            pthread_mutex_unlock(&g_pool.lock);
+        }
+        seen = job;
+        if (index < g_pool.helpers) pool_drain(job);
+    }
+    return NULL;
+}
+
+static int pool_start(int workers) {
+    static int failed = 0, hooked = 0;
+    if (!hooked) {
+        hooked = 1;
+        pthread_atfork(NULL, NULL, pool_after_fork);
+    }
+    while (g_pool.started < workers && !failed) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&thread, &attr, pool_worker, (void *)(intptr_t)g_pool.started) != 0) failed = 1;
+        else g_pool.started++;
+        pthread_attr_destroy(&attr);
+    }
+    return g_pool.started;
+}
+
+static _Atomic uint32_t g_serial_jobs = 1u << 31;
+
+/* Run fn(arg, i) for i < total on up to `threads` threads (the caller included). */
+static void parallel_for(task_fn fn, void *arg, int64_t total, int threads) {
+    if (threads > total) threads = (int)total;
+    if (threads > MAX_WORKERS + 1) threads = MAX_WORKERS + 1;
+    pthread_mutex_lock(&g_pool.run);
+    const int helpers = threads > 1 ? pool_start(threads - 1) : 0;
+    if (helpers == 0) {
+        pthread_mutex_unlock(&g_pool.run);
+        const uint32_t job = atomic_fetch_add(&g_serial_jobs, 1) | (1u << 31);
+        for (int64_t i = 0; i < total; i++) fn(arg, i, job);
+        return;
+    }
+    const uint32_t job = (atomic_load(&g_pool.job) + 1) & ~(1u << 31); /* pool jobs never look serial */
+    atomic_store_explicit(&g_pool.ticket, (uint64_t)job << 32 | CLOSED, memory_order_release);
+    g_pool.fn = fn;
+    g_pool.arg = arg;
+    g_pool.total = total;
+    g_pool.helpers = helpers;
+    atomic_store_explicit(&g_pool.done, 0, memory_order_relaxed);
+    atomic_store_explicit(&g_pool.ticket, (uint64_t)job << 32, memory_order_release);
+    atomic_store_explicit(&g_pool.job, job, memory_order_release);
+    if (atomic_load(&g_pool.sleepers) > 0) {
+        pthread_mutex_lock(&g_pool.lock);
+        pthread_cond_broadcast(&g_pool.wake);
+        pthread_mutex_unlock(&g_pool.lock);
+    }
+    pool_drain(job);
+    for (int spin = 0; atomic_load_explicit(&g_pool.done, memory_order_acquire) < total; spin++) {
+        if (spin < SPIN_ROUNDS) cpu_relax();
+        else sched_yield(); /* a worker was preempted inside an item */
+    }
+    pthread_mutex_unlock(&g_pool.run);
+}
 
 /* ---------------------------------------------------------------- packing */
 
@@ -146,16 +286,27 @@ TARGET_FAST static void pack_block_fast(const float *x, int64_t c, int64_t hw, i
 #endif
 static pack_fn g_pack = pack_block_portable;
 
-/* The OpenMP region lives in portable code and calls the chosen build per block
- * (outlined parallel regions do not inherit a function's target attribute). */
+typedef struct {
+    const float *x;
+    int64_t c, hw, words, blocks, planes;
+    const float *thresholds;
+    int cmp;
+    uint64_t *out;
+    pack_fn fn;
+} pack_task;
+
+static void pack_item(void *arg, int64_t it, uint32_t job) {
+    const pack_task *t = (const pack_task *)arg;
+    (void)job;
+    t->fn(t->x, t->c, t->hw, t->words, t->thresholds, t->planes, t->cmp, t->out, it / (t->words * t->blocks),
+          (it / t->blocks) % t->words, (it % t->blocks) * PACK_PIXELS);
+}
+
 static void pack_any(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words,
                      const float *thresholds, int64_t planes, int cmp, uint64_t *out, int threads) {
     const int64_t hw = h * w, blocks = (hw + PACK_PIXELS - 1) / PACK_PIXELS, items = n * words * blocks;
-    const pack_fn fn = g_pack;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && items > 3)
-    for (int64_t it = 0; it < items; it++)
-        fn(x, c, hw, words, thresholds, planes, cmp, out, it / (words * blocks), (it / blocks) % words,
-           (it % blocks) * PACK_PIXELS);
+    pack_task task = {x, c, hw, words, blocks, planes, thresholds, cmp, out, g_pack};
+    parallel_for(pack_item, &task, items, items > 3 ? threads : 1);
 }
 
 /* x: float NCHW; out: [N][H][W][words], bit set where x < 0 (sign(0) = +1). */
@@ -306,11 +457,8 @@ int bk_select_isa(int force) {
 int bk_isa(void) { return g_isa; }
 
 int bk_max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    return cpus > 0 ? (int)cpus : 1;
 }
 
 /* ----------------------------------------------------------------- conv */
@@ -341,7 +489,8 @@ typedef struct {
 typedef struct {
     void *mem;
     size_t cap;
-    int64_t key; /* which (image, unit) the im2col buffer holds; -1 none */
+    int64_t key;  /* which (image, unit) the im2col buffer holds; -1 none */
+    uint32_t job; /* the call that key belongs to */
 } scratch;
 
 static __thread scratch tls_scratch;
@@ -564,27 +713,34 @@ TARGET_FAST static void item_fast(const bk_conv_desc *d, scratch *s, int64_t b, 
 }
 #endif
 
+typedef struct {
+    const bk_conv_desc *d;
+    item_fn fn;
+    int64_t units, chunks;
+} conv_task;
+
+static void conv_task_item(void *arg, int64_t it, uint32_t job) {
+    const conv_task *t = (const conv_task *)arg;
+    scratch *s = &tls_scratch;
+    if (s->job != job) { /* a new call: the im2col cache belongs to other data */
+        s->job = job;
+        s->key = -1;
+    }
+    const int64_t chunk = it % t->chunks, rest = it / t->chunks;
+    t->fn(t->d, s, rest / t->units, rest % t->units, chunk);
+}
+
 /* Binary convolution (and fully connected layer: a 1x1 conv on a 1x1 image).  Work
- * items are (image, unit, 64-channel chunk), chunk fastest, split into contiguous
- * runs per thread so consecutive items reuse the unit's im2col. */
+ * items are (image, unit, 64-channel chunk), chunk fastest, so a thread that takes
+ * consecutive items reuses the unit's im2col. */
 void bk_conv(const bk_conv_desc *d) {
     item_fn fn = item_portable;
 #if BK_X86
     if (g_isa == 1) fn = item_fast;
 #endif
     const int64_t units = d->oh / d->pool, chunks = (d->oc + CHUNK - 1) / CHUNK, items = d->n * units * chunks;
-    int threads = (int)(d->threads < 1 ? 1 : d->threads);
-    if (threads > items) threads = (int)items;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-        scratch *s = &tls_scratch;
-        s->key = -1;
-#pragma omp for schedule(static)
-        for (int64_t it = 0; it < items; it++) {
-            const int64_t chunk = it % chunks, rest = it / chunks;
-            fn(d, s, rest / units, rest % units, chunk);
-        }
-    }
+    conv_task task = {d, fn, units, chunks};
+    parallel_for(conv_task_item, &task, items, (int)(d->threads < 1 ? 1 : d->threads));
 }
 
 /* Structure size, so the Python side can check its mirror of bk_conv_desc. */
