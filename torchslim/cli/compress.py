@@ -25,12 +25,13 @@ def format_table(table: list[dict]) -> str:
     def ms(value):
         return "-" if value is None else f"{value:.3f}"
 
-    lines = [f"{'model':<16}{'top-1':>8}{'params':>12}{'MACs':>14}{'bytes':>12}{'packed':>11}"
+    width = max(16, *(len(row["model"]) + 2 for row in table))
+    lines = [f"{'model':<{width}}{'top-1':>8}{'params':>12}{'MACs':>14}{'bytes':>12}{'packed':>11}"
              f"{'float ms':>10}{'int8 ms':>9}{'binary ms':>10}"]
     for row in table:
         lat = row.get("latency_ms") or {}
         packed = "-" if row.get("packed_bytes") is None else f"{row['packed_bytes']:,}"
-        lines.append(f"{row['model']:<16}{row['top1']:>8.4f}{row['params']:>12,}{row['macs']:>14,}"
+        lines.append(f"{row['model']:<{width}}{row['top1']:>8.4f}{row['params']:>12,}{row['macs']:>14,}"
                      f"{row['size_bytes']:>12,}{packed:>11}{ms(lat.get('float')):>10}{ms(lat.get('int8')):>9}"
                      f"{ms(lat.get('binary')):>10}")
     return "\n".join(lines)

@@ -1,76 +1,127 @@
-"""``torchslim demo``: the README's main job.
+"""``torchslim demo``: the README's main job, end to end in minutes.
 
-Trains (or reuses) a reduced-width VGG14 baseline on fashion-mnist-32, then
-evaluates and profiles it.  Falls back to sklearn's digits when Fashion-MNIST is
-not installed, and says so.
+Trains (or reuses) a reduced-width VGG14 on fashion-mnist-32, then runs three
+short recipes from it (Taylor pruning, HWGQ + BWN binarization, distillation
+into a MobileNetV2), times the four models side by side, prints the comparison
+table and writes one report.  Falls back to sklearn's digits, and says so, when
+Fashion-MNIST is not installed.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from ..errors import UserError
 from .common import add_json_arg, emit
 
+DEMO_RECIPES = (("taylor", "pruned (Taylor, 50% MACs)"), ("hwgq-bwn", "binary (HWGQ + BWN)"),
+                ("kd", "student (MobileNetV2 KD)"))
+
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("demo", help="train and profile a baseline end to end")
-    parser.add_argument("--out", default="demo-out", help="output folder (reused as a cache)")
-    parser.add_argument("--quick", action="store_true", help="a 1-epoch run on a subset (about a minute)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None)
+    parser = subparsers.add_parser("demo", help="train a baseline, compress it three ways, report")
+    parser.add_argument("--out", default="demo-out", help="output folder (rerun to reuse and resume)")
+    parser.add_argument("--quick", action="store_true", help="tiny budgets (about two minutes; for checks)")
+    parser.add_argument("--threads", type=int, default=1, help="threads for the latency measurements")
     add_json_arg(parser)
     parser.set_defaults(run=run)
 
 
-def _pick_data(quick: bool):
+def _data_name() -> str:
     from ..data import load_dataset
 
-    subset = 6000 if quick else None
     try:
-        return "fashion-mnist-32", load_dataset("fashion-mnist-32", "train", subset=subset), \
-            load_dataset("fashion-mnist-32", "test", subset=2000 if quick else None)
+        load_dataset("fashion-mnist-32", "test", subset=10)
+        return "fashion-mnist-32"
     except UserError as exc:
         print(f"Fashion-MNIST is not available ({exc}); using sklearn digits instead.")
-        return "digits-32", load_dataset("digits-32", "train"), load_dataset("digits-32", "test")
+        return "digits-32"
+
+
+def train_base(out: str, data: str, quick: bool, log=print) -> str:
+    """The baseline VGG14 (width 0.25), trained once and cached in ``out``."""
+    from .. import models, save
+    from ..data import load_dataset
+    from ..train import TrainConfig, fit
+    from ..train.loop import seed_everything
+
+    subset = 500 if quick else (20000 if data.startswith("fashion") else None)
+    epochs = 1 if quick else 2
+    path = os.path.join(out, f"base-vgg14-w0.25-{data}-n{subset or 'all'}-e{epochs}.safetensors")
+    if os.path.exists(path):
+        log(f"reusing the trained baseline {path}")
+        return path
+    train_set = load_dataset(data, "train", subset=subset)
+    log(f"training the baseline vgg14 (width 0.25) on {data}: {len(train_set)} images, {epochs} epoch(s)")
+    config = TrainConfig(epochs=epochs, batch_size=128, lr=0.05, schedule="onecycle", seed=0)
+    seed_everything(0)
+    model = models.create("vgg14", num_classes=train_set.num_classes, in_channels=train_set.input_shape[0],
+                          width_mult=0.25)
+    fit(model, train_set, config, checkpoint_path=path + ".ckpt")
+    save(model, path, data=data, train=config.to_dict(), input_shape=train_set.input_shape,
+         num_classes=train_set.num_classes)
+    os.remove(path + ".ckpt")
+    return path
+
+
+def _combined_report(reports: dict, base_path: str, out: str, data: str, threads: int, quick: bool, log) -> dict:
+    """One table for the four models, timed side by side in one interleaved run."""
+    import json
+
+    import torch
+
+    from .. import load
+    from ..data import load_dataset
+    from ..io import atomic_write_text
+    from ..pipeline.measure import latency_rows
+    from ..profile.hardware import hardware
+    from ..quant.altupdate import calibration_batches
+    from ..report import render_html
+
+    first = next(iter(reports.values()))
+    models = {"original": load(base_path)}
+    models.update({label: load(os.path.join(r["out_dir"], "model.safetensors")) for label, r in reports.items()})
+    calibration = torch.cat(calibration_batches(load_dataset(data, "train", subset=1000), 64))
+    log("timing the original and the three results side by side (batch 1, interleaved)")
+    latency = latency_rows(models, tuple(models["original"].input_shape), calibration, threads=threads,
+                           repeats=10 if quick else 30)
+    table = [{**first["table"][0], "model": "original", "latency_ms": latency["original"]}]
+    for label, r in reports.items():
+        table.append({**r["table"][1], "model": label, "latency_ms": latency[label]})
+    taylor = reports[DEMO_RECIPES[0][1]]
+    report = {"title": "torchslim demo", "summary": "A width-0.25 VGG14 compressed three ways: structured "
+              "pruning, binarization and distillation.", "data": data, "hardware": hardware(),
+              "threads": threads, "seconds": round(sum(r["seconds"] for r in reports.values()), 1),
+              "table": table, "stages": [s for r in reports.values() for s in r["stages"]],
+              "pruning_rounds": taylor["pruning_rounds"], "channels": taylor["channels"],
+              "sensitivity": taylor["sensitivity"],
+              "recipes": {label: os.path.join(r["out_dir"], "report.html") for label, r in reports.items()}}
+    atomic_write_text(os.path.join(out, "report.json"), json.dumps(report, indent=1) + "\n")
+    render_html(report, os.path.join(out, "report.html"))
+    return report
 
 
 def run(args) -> int:
-    from .. import load, models, save
-    from ..profile import format_profile, profile_model
-    from ..train import TrainConfig, evaluate, fit
+    from ..pipeline import compress
+    from ..pipeline.recipe import RECIPES_DIR
+    from .compress import format_table
 
-    os.makedirs(args.out, exist_ok=True)
-    data_name, train_set, test_set = _pick_data(args.quick)
-    epochs = args.epochs or (1 if args.quick else 3)
-    base_path = os.path.join(args.out, f"vgg14-w0.25-{data_name}-e{epochs}{'-quick' if args.quick else ''}.safetensors")
-    config = TrainConfig(epochs=epochs, batch_size=128, lr=0.05, schedule="onecycle", seed=0)
     began = time.perf_counter()
-    if os.path.exists(base_path):
-        print(f"reusing the trained baseline {base_path}")
-        model = load(base_path)
-    else:
-        print(f"training vgg14 (width 0.25) on {data_name}: {len(train_set.labels)} images, {epochs} epoch(s)")
-        model = models.create("vgg14", num_classes=train_set.num_classes, in_channels=train_set.input_shape[0],
-                              width_mult=0.25)
-        fit(model, train_set, config, checkpoint_path=base_path + ".ckpt", progress=not args.json)
-        save(model, base_path, data=data_name, train=config.to_dict())
-        os.remove(base_path + ".ckpt")
-    metrics = evaluate(model, test_set)
-    prof = profile_model(model, train_set.input_shape, path=base_path, threads=args.threads, per_layer=False)
-    summary = {"model": "vgg14", "width_mult": 0.25, "data": data_name, "top1": metrics["top1"],
-               "params": prof.params, "macs": prof.macs, "size_bytes": prof.size_bytes,
-               "latency_ms": prof.latency_ms, "threads": prof.threads, "file": base_path,
-               "seconds": round(time.perf_counter() - began, 1)}
-    with open(os.path.join(args.out, "summary.json"), "w") as handle:
-        json.dump(summary, handle, indent=2)
-    text = "\n".join([
-        "", f"{'model':<20}{'top-1':>8}{'params':>10}{'MACs':>12}{'bytes':>11}{'ms (b=1)':>10}",
-        f"{'vgg14 w0.25':<20}{metrics['top1']:>8.4f}{prof.params:>10,}{prof.macs:>12,}{prof.size_bytes:>11,}"
-        f"{prof.latency_ms:>10.3f}",
-        "", format_profile(prof), f"results in {os.path.abspath(args.out)}",
-    ])
-    emit(args, summary, text)
+    os.makedirs(args.out, exist_ok=True)
+    data = _data_name()
+    base = train_base(args.out, data, args.quick)
+    reports = {}
+    for name, label in DEMO_RECIPES:
+        print(f"\n== recipe {name}: {label}")
+        reports[label] = compress(os.path.join(RECIPES_DIR, "demo", name + ".yaml"),
+                                  os.path.join(args.out, name + ("-quick" if args.quick else "")), model=base,
+                                  data=data, quick=args.quick, threads=args.threads)
+    report = _combined_report(reports, base, args.out, data, args.threads, args.quick, print)
+    seconds = time.perf_counter() - began
+    report["wall_seconds"] = round(seconds, 1)
+    text = "\n".join(["", format_table(report["table"]), "",
+                      f"done in {seconds / 60:.1f} min; report: {os.path.abspath(args.out)}/report.html "
+                      "(each recipe's own report and model files are in its folder)"])
+    emit(args, report, text)
     return 0

@@ -91,7 +91,7 @@ def sensitivity(original_path: str, test_set, options: dict, out_dir: str, quick
 
     options = dict(options)
     if quick:
-        options["images"] = min(options.get("images", 1000), 500)
+        options["images"] = min(options.get("images", 1000), 200)
     cache = os.path.join(out_dir, "stages", "sensitivity.json")
     key = {"model": os.path.getmtime(original_path), "options": options}
     cached = _read(cache)
@@ -132,7 +132,7 @@ def build_report(recipe, records: list[dict], out_dir: str, test_set, calibratio
     original, final = load(original_path), load(final_path)
     log("timing the original and the final model (batch 1, interleaved)")
     latency = latency_rows({"original": original, "final": final}, tuple(original.input_shape), calibration,
-                           threads=threads)
+                           threads=threads, repeats=10 if quick else 30)
     table = [
         {"model": "original", **{k: models[0]["metrics"][k] for k in ("top1", "params", "macs", "size_bytes")},
          "packed_bytes": packed_size(original), "latency_ms": latency["original"]},

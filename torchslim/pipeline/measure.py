@@ -13,15 +13,23 @@ def is_quantized(model: nn.Module) -> bool:
                for m in model.modules())
 
 
+def weight_count(model: nn.Module) -> int:
+    """Parameters of the network's float equivalent: quantized codes and codebook indices count as weights."""
+    from ..export.onnx import float_copy
+    from ..profile import count_params
+
+    return count_params(float_copy(model))
+
+
 def model_metrics(path: str, test_set) -> dict:
     """top-1 on ``test_set``, params, MACs and bytes on disk of a saved model."""
     from .. import load
-    from ..profile import count_macs, count_params
+    from ..profile import count_macs
     from ..train import evaluate
 
     model = load(path)
     shape = tuple(model.input_shape)
-    return {"top1": evaluate(model, test_set)["top1"], "params": count_params(model),
+    return {"top1": evaluate(model, test_set)["top1"], "params": weight_count(model),
             "macs": count_macs(model, shape), "size_bytes": os.path.getsize(path)}
 
 
@@ -57,6 +65,10 @@ def latency_rows(models: dict, input_shape, calibration: torch.Tensor, threads: 
     from ..deploy import ort
     from ..profile import compare_latency
 
+    if ort.available():
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(3)  # no per-initializer warnings in the user's terminal
     contenders = {}
     for name, model in models.items():
         model.eval()

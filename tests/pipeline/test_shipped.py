@@ -1,0 +1,77 @@
+"""The shipped recipes (quick variants) and `torchslim demo --quick`, end to end, on Fashion-MNIST."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from torchslim.data import load_dataset
+from torchslim.errors import UserError
+from torchslim.pipeline import compress, load_recipe, plan, shipped_recipes
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SOURCES = {"taylor-vgg16", "hwgq-bwn-vgg14", "oicsr-resnet56", "kd-mobilenetv2", "deep-compression-lenet"}
+
+
+def _have_fashion_mnist() -> bool:
+    try:
+        load_dataset("fashion-mnist", "test", subset=10)
+        return True
+    except UserError:
+        return False
+
+
+needs_data = pytest.mark.skipif(not _have_fashion_mnist(), reason="Fashion-MNIST is not installed "
+                                "(apt-get install dataset-fashion-mnist)")
+
+
+def test_every_source_has_a_shipped_recipe_that_plans_in_both_variants():
+    assert SOURCES <= set(shipped_recipes())
+    for name in SOURCES:
+        recipe = load_recipe(name)
+        full, quick = plan(recipe), plan(recipe, quick=True)
+        assert [s.name for s in full] == [s.name for s in quick]
+        assert full != quick  # the quick variant really is a different, shorter run
+
+
+@needs_data
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_quick_variant_runs(tmp_path, name):
+    report = compress(name, str(tmp_path), quick=True, progress=False, log=lambda *_: None)
+    before, after = report["table"]
+    for key in ("model.safetensors", "model.packed", "report.json", "report.html"):
+        assert (tmp_path / key).is_file()
+    assert after["packed_bytes"] == os.path.getsize(tmp_path / "model.packed")
+    assert 0 <= after["top1"] <= 1
+    if name in ("taylor-vgg16", "oicsr-resnet56"):
+        assert after["macs"] < before["macs"] and report["pruning_rounds"] and report["sensitivity"]["layers"]
+    if name == "hwgq-bwn-vgg14":
+        assert after["latency_ms"]["binary"] is not None
+        assert before["size_bytes"] / after["packed_bytes"] > 4  # float first/last layers weigh most at this width
+    if name == "kd-mobilenetv2":
+        assert after["macs"] < before["macs"]
+    if name == "deep-compression-lenet":
+        assert before["size_bytes"] / after["packed_bytes"] > 10
+
+
+@needs_data
+@pytest.mark.slow
+def test_demo_quick(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-m", "torchslim.cli.main", "demo", "--quick", "--out",
+                             str(tmp_path), "--json"], env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [row["model"] for row in report["table"]] == [
+        "original", "pruned (Taylor, 50% MACs)", "binary (HWGQ + BWN)", "student (MobileNetV2 KD)"]
+    original, pruned, binary, student = report["table"]
+    assert pruned["macs"] <= 0.55 * original["macs"] and student["macs"] < original["macs"]
+    assert binary["latency_ms"]["binary"] is not None and binary["packed_bytes"] < original["packed_bytes"] / 4
+    assert f"report: {tmp_path}/report.html" in result.stdout
+    assert (tmp_path / "report.html").stat().st_size > 10_000
+    assert json.loads((tmp_path / "report.json").read_text())["table"] == report["table"]
