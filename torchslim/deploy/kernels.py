@@ -71,11 +71,12 @@ def tile_weights(weight_bits: torch.Tensor) -> torch.Tensor:
 
 
 def pop_prefix(weight_pops: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
-    """Per-tap weight popcounts [OC, KH*KW] -> 2D prefix sums [OCP, KH+1, KW+1] (border correction)."""
+    """Per-tap weight popcounts [OC, KH*KW] -> 2D prefix sums [KH+1, KW+1, OCP] (border correction)."""
     oc = weight_pops.shape[0]
-    pre = torch.zeros(_tiled(oc), kh + 1, kw + 1, dtype=torch.int32)
-    pre[:oc, 1:, 1:] = weight_pops.reshape(oc, kh, kw).to(torch.int64).cumsum(1).cumsum(2).to(torch.int32)
-    return pre
+    pre = torch.zeros(kh + 1, kw + 1, _tiled(oc), dtype=torch.int32)
+    sums = weight_pops.reshape(oc, kh, kw).to(torch.int64).cumsum(1).cumsum(2).to(torch.int32)
+    pre[1:, 1:, :oc] = sums.permute(1, 2, 0)
+    return pre.contiguous()
 
 
 def _tiled(channels: int) -> int:
