@@ -42,7 +42,8 @@ class ConvDesc(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64) for name in (
         "n", "h", "w", "words", "planes", "c_true", "oc", "kh", "kw", "sh", "sw", "ph", "pw", "oh", "ow",
         "pool", "out_planes", "out_sign", "threads")] + [(name, ctypes.c_void_p) for name in (
-        "x", "steps", "wt", "wpre", "scale", "bias", "out", "thr", "sgn", "out_bits")]
+        "x", "steps", "wt", "wpre", "scale", "bias", "out", "thr", "sgn", "out_bits", "xf", "in_thr")] + [
+        ("in_cmp", ctypes.c_int64)]
 
 
 def pack_weight_codes(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,12 +189,21 @@ class ConvKernel:
         if self.lib.bk_conv_desc_size() != ctypes.sizeof(ConvDesc):
             raise RuntimeError("torchslim: the native conv descriptor does not match its Python mirror")
         self._desc_addr = ctypes.addressof(d)
-        self._run, self._last = self.lib.bk_conv, None
+        self._run, self._last, self.in_thr = self.lib.bk_conv, None, None
 
-    def __call__(self, xbits: torch.Tensor, threads: int = 1) -> torch.Tensor:
-        """Packed input ([N, H, W, words] or [N, P, H, W, words]) -> float NCHW or packed output."""
-        shape = xbits.shape
-        n, h, w = shape[0], shape[-3], shape[-2]
+    def set_input_packing(self, thresholds: torch.Tensor, compare: str) -> None:
+        """Let :meth:`__call__` take float NCHW input, packed natively as by :func:`pack_quantized`."""
+        self.in_thr = thresholds.to(torch.float32).contiguous()
+        self.desc.in_thr, self.desc.in_cmp = _ptr(self.in_thr), COMPARE[compare]
+
+    def __call__(self, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
+        """Packed input ([N, H, W, words] or [N, P, H, W, words]), or float NCHW input after
+        :meth:`set_input_packing` -> float NCHW or packed output."""
+        shape = x.shape
+        if x.dtype == torch.float32:
+            n, _, h, w = shape
+        else:
+            n, h, w = shape[0], shape[-3], shape[-2]
         d = self.desc
         if (n, h, w) != self._last:  # per-call Python work is kept to pointer updates
             oh = conv_output_size(h, self.kh, self.stride[0], self.padding[0])
@@ -203,7 +213,13 @@ class ConvKernel:
                                if self.out_planes else (n, self.oc, oh, ow))
             self._last = (n, h, w)
         d.threads = threads
-        d.x = xbits.data_ptr()
+        if x.dtype == torch.float32:
+            if self.in_thr is None or shape[1] != d.c_true:
+                raise ValueError("float input needs set_input_packing() and the layer's channel count")
+            x = x.contiguous()
+            d.xf, d.x = x.data_ptr(), None
+        else:
+            d.xf, d.x = None, x.data_ptr()
         if self.out_planes:
             out = torch.empty(self._out_shape, dtype=torch.int64)
             d.out_bits = out.data_ptr()
@@ -225,8 +241,11 @@ def binary_conv2d(x: torch.Tensor, weight_bits: torch.Tensor, weight_pops: torch
     """
     kernel = ConvKernel(weight_bits, weight_pops, in_channels, scale, bias, stride, padding,
                         None if thresholds is None else steps)
-    xbits = pack_signs(x, threads) if thresholds is None else pack_planes(x, thresholds, threads)
-    return kernel(xbits, threads)
+    if thresholds is None:
+        kernel.set_input_packing(torch.zeros(1), "lt")
+    else:
+        kernel.set_input_packing(thresholds, "ge")
+    return kernel(_check_float(x), threads)
 
 
 def reference_binary_conv2d(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,

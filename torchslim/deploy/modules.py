@@ -21,9 +21,8 @@ from torch import nn
 
 from ..io import register_module_type
 from .build import native_library
-from .kernels import (_TORCH_COMPARE, MAX_NATIVE_PLANES, ConvKernel, _pack_bool_reference, pack_planes,
-                      pack_quantized, pack_signs, pack_weight_codes, reference_binary_conv2d, unpack_bits,
-                      words_for)
+from .kernels import (_TORCH_COMPARE, MAX_NATIVE_PLANES, ConvKernel, _pack_bool_reference, pack_weight_codes,
+                      reference_binary_conv2d, unpack_bits, words_for)
 
 
 def plane_encoding(levels) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -135,9 +134,16 @@ class PackedBinaryConv2d(nn.Module):
     def kernel(self) -> ConvKernel:
         """The native kernel, built on first use from the buffers (see :meth:`invalidate`)."""
         if self._kernel is None:
-            self._kernel = ConvKernel(self.weight_bits, self.weight_pops, self.in_channels, self.scale, self.bias,
-                                      self.stride, self.padding, self.steps, self.out_thresholds, self.out_sgn,
-                                      self.out_levels == [-1.0, 1.0], self.out_pool)
+            kernel = ConvKernel(self.weight_bits, self.weight_pops, self.in_channels, self.scale, self.bias,
+                                self.stride, self.padding, self.steps, self.out_thresholds, self.out_sgn,
+                                self.out_levels == [-1.0, 1.0], self.out_pool)
+            if self.in_compare is not None:
+                kernel.set_input_packing(self.in_thresholds, self.in_compare)
+            elif self.thresholds is None:
+                kernel.set_input_packing(torch.zeros(1), "lt")
+            else:
+                kernel.set_input_packing(self.thresholds, "ge")
+            self._kernel = kernel
         return self._kernel
 
     def invalidate(self) -> None:
@@ -153,18 +159,14 @@ class PackedBinaryConv2d(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     def _native_ok(self, x: torch.Tensor) -> bool:
-        return self._planes_fit and native_library() is not None and x.device.type == "cpu" and (
-            self.packed_input or x.dtype == torch.float32)
+        wanted = torch.int64 if self.packed_input else torch.float32
+        return self._planes_fit and native_library() is not None and x.device.type == "cpu" and x.dtype == wanted
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._native_ok(x):
             return self._reference_forward(x)
-        threads = self.threads or torch.get_num_threads()
-        if self.in_compare is not None:
-            x = pack_quantized(x, self.in_thresholds, self.in_compare, threads)
-        elif not self.packed_input:
-            x = pack_signs(x, threads) if self.thresholds is None else pack_planes(x, self.thresholds, threads)
-        return self.kernel()(x, threads)
+        # float input is packed by the same native call
+        return self.kernel()(x, self.threads or torch.get_num_threads())
 
     def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The same function in PyTorch (no compiler, other devices): unpack, convolve, threshold, pool, pack."""

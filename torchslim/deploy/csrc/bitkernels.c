@@ -485,6 +485,10 @@ typedef struct {
     const float *thr;      /* [Q][OCP] packed output thresholds */
     const float *sgn;      /* [OCP] +1 or -1 */
     uint64_t *out_bits;    /* [N][Q][OH / pool][OW / pool][ceil(OC/64)] */
+    /* float input instead of x (NULL: use x): packed first, one call for both */
+    const float *xf;       /* [N][C][H][W] */
+    const float *in_thr;   /* [P] thresholds compared by in_cmp (a CMP_* code) */
+    int64_t in_cmp;
 } bk_conv_desc;
 
 /* Per-thread scratch, grown on demand and kept: no allocation per call. */
@@ -765,9 +769,27 @@ void bk_conv(const bk_conv_desc *d) {
 #if BK_X86
     if (g_isa == 1) fn = item_fast;
 #endif
+    const int threads = (int)(d->threads < 1 ? 1 : d->threads);
+    bk_conv_desc local;
+    if (d->xf != NULL) { /* pack the float input into this thread's kept buffer */
+        static __thread uint64_t *packed = NULL;
+        static __thread size_t capacity = 0;
+        const size_t need = (size_t)(d->n * d->planes * d->h * d->w * d->words) * sizeof(uint64_t);
+        if (need > capacity) {
+            uint64_t *grown = (uint64_t *)realloc(packed, need);
+            if (grown == NULL) return;
+            packed = grown;
+            capacity = need;
+        }
+        pack_any(d->xf, d->n, d->c_true, d->h, d->w, d->words, d->in_thr, d->planes, (int)d->in_cmp, packed,
+                 threads);
+        local = *d;
+        local.x = packed;
+        d = &local;
+    }
     const int64_t units = d->oh / d->pool, chunks = (d->oc + CHUNK - 1) / CHUNK, items = d->n * units * chunks;
     conv_task task = {d, fn, units, chunks};
-    parallel_for(conv_task_item, &task, items, (int)(d->threads < 1 ? 1 : d->threads));
+    parallel_for(conv_task_item, &task, items, threads);
 }
 
 /* Structure size, so the Python side can check its mirror of bk_conv_desc. */
