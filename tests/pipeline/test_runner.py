@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -191,3 +192,32 @@ def test_a_training_stage_under_torchrun_with_two_processes(tmp_path):
     assert report["stages"][1]["top1"] == report["table"][1]["top1"]
     assert "--nproc_per_node=2" in json.loads(
         (tmp_path / "out" / "stages" / "02-finetune" / "stage.json").read_text())["command"][2]
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
+                    reason="no chromium binary on PATH (apt-get install chromium)")
+def test_the_recipe_report_in_headless_chromium(finished, tmp_path):
+    """Chromium draws the recipe's report.html (not blank) and its table shows report.json's values."""
+    from PIL import Image
+
+    from tests.report.conftest import parse_page
+    from torchslim.report.format import COLUMNS, cell_value
+
+    _, out, _, _ = finished
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    env = dict(os.environ, HOME=str(tmp_path))
+    base = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400"]
+    shot = tmp_path / "shot.png"
+    drawn = subprocess.run(base + [f"--screenshot={shot}", f"file://{out / 'report.html'}"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert drawn.returncode == 0, drawn.stderr[-2000:]
+    colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 22)
+    white = sum(n for n, rgb in colours if min(rgb) >= 250)
+    assert len(colours) > 1000 and white < 0.95 * 1280 * 2400
+    dom = subprocess.run(base + ["--dump-dom", f"file://{out / 'report.html'}"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    table = json.loads((out / "report.json").read_text())["table"]
+    expected = {row["model"]: {key: cell_value(row, key) for key, *_ in COLUMNS} for row in table}
+    assert parse_page(dom.stdout).rows == expected
