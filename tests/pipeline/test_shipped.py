@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from torchslim.data import load_dataset
-from torchslim.errors import UserError
 from torchslim.pipeline import compress, load_recipe, plan, shipped_recipes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ..conftest import needs_fashion_mnist, run_cli
+
 SOURCES = {"taylor-vgg16", "hwgq-bwn-vgg14", "oicsr-resnet56", "kd-mobilenetv2", "deep-compression-lenet"}
-
-
-def _have_fashion_mnist() -> bool:
-    try:
-        load_dataset("fashion-mnist", "test", subset=10)
-        return True
-    except UserError:
-        return False
-
-
-needs_data = pytest.mark.skipif(not _have_fashion_mnist(), reason="Fashion-MNIST is not installed "
-                                "(apt-get install dataset-fashion-mnist)")
 
 
 def test_every_source_has_a_shipped_recipe_that_plans_in_both_variants():
@@ -38,7 +23,7 @@ def test_every_source_has_a_shipped_recipe_that_plans_in_both_variants():
         assert full != quick  # the quick variant really is a different, shorter run
 
 
-@needs_data
+@needs_fashion_mnist
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SOURCES))
 def test_quick_variant_runs(tmp_path, name):
@@ -59,12 +44,10 @@ def test_quick_variant_runs(tmp_path, name):
         assert before["size_bytes"] / after["packed_bytes"] > 10
 
 
-@needs_data
+@needs_fashion_mnist
 @pytest.mark.slow
 def test_demo_quick(tmp_path):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run([sys.executable, "-m", "torchslim.cli.main", "demo", "--quick", "--out",
-                             str(tmp_path), "--json"], env=env, capture_output=True, text=True, timeout=1200)
+    result = run_cli("demo", "--quick", "--out", tmp_path, "--json", timeout=1200)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert [row["model"] for row in report["table"]] == [
