@@ -50,6 +50,7 @@ def add_parser(subparsers):
     parser.add_argument("--lr", type=float, default=None, help="fine-tune learning rate (default per method)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--distill", action="store_true", help="fine-tune with the input model as teacher")
+    parser.add_argument("--no-augment", action="store_true", help="fine-tune without random crop / flip")
     add_data_args(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -68,7 +69,7 @@ def _finetune_config(args):
     _, optimizer, lr, weight_decay = METHODS[args.method]
     return TrainConfig(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.lr or lr,
                        optimizer=optimizer, schedule="cosine", weight_decay=weight_decay, seed=args.seed,
-                       device=args.device)
+                       augment=not args.no_augment, device=args.device)
 
 
 def _fit(model, args, train_set, on_step=None):
