@@ -74,8 +74,13 @@ def native_library() -> ctypes.CDLL | None:
         warnings.warn("torchslim: no C compiler found; binary layers use the slower PyTorch reference path",
                       RuntimeWarning, stacklevel=2)
         return None
-    with open(SOURCE, "rb") as handle:
-        digest = hashlib.sha256(handle.read() + " ".join([compiler, *FLAGS]).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(" ".join([compiler, *FLAGS]).encode())
+    folder = os.path.dirname(SOURCE)
+    for name in sorted(os.listdir(folder)):  # the headers it includes change the library too
+        if name.endswith((".c", ".h")):
+            with open(os.path.join(folder, name), "rb") as handle:
+                digest.update(name.encode() + handle.read())
+    digest = digest.hexdigest()[:16]
     target = os.path.join(cache_dir(), f"bitkernels-{digest}.so")
     try:
         if not os.path.exists(target):

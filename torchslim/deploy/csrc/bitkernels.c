@@ -24,8 +24,9 @@
  * scale, BatchNorm and activation quantizer), optionally max-pooled over
  * non-overlapping windows (the maximum of thermometer bits is their OR).
  *
- * Two builds of the hot loops are selected at run time: one for POPCNT + AVX2
- * (+ BMI), and a portable one.
+ * Two builds of the hot loops are selected at run time: one for POPCNT + AVX2,
+ * and a portable one.  Work is spread over a small thread pool (threadpool.h);
+ * packing of float tensors lives in bitpack.h.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -38,7 +39,7 @@
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
 #define BK_X86 1
-#define TARGET_FAST __attribute__((target("popcnt,avx2,bmi")))
+#define TARGET_FAST __attribute__((target("popcnt,avx2")))
 #else
 #define BK_X86 0
 #define TARGET_FAST
@@ -48,292 +49,8 @@
 #define TILE 8       /* output channels per micro-kernel tile */
 #define CHUNK 64     /* output channels per work item: one packed output word */
 
-/* ------------------------------------------------------------ thread pool */
-
-/* A small pool instead of OpenMP: the calling thread claims work items too, and a
- * job ends when all items are done, not when every worker has woken up.  On a
- * busy machine a worker that is not scheduled in time costs nothing (with a
- * barrier it costs a scheduler slice, milliseconds).  Idle workers spin briefly,
- * then sleep on a condition variable, so they do not hold cores between calls.
- *
- * The ticket packs (job << 32 | next item).  A worker may only run an item it
- * claimed by compare-and-swap on a ticket of its own job, and the caller changes
- * the job fields only after closing the previous job's ticket, so a late worker
- * can never run a stale item. */
-typedef void (*task_fn)(void *arg, int64_t item, uint32_t job);
-
-#define MAX_WORKERS 63
-#define CLOSED 0xffffffffu
-#define SPIN_ROUNDS 4000
-
-static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
-    pthread_mutex_t run; /* one job at a time (callers from several Python threads) */
-    int started;
-    _Atomic uint32_t job;
-    _Atomic uint64_t ticket;
-    _Atomic int64_t done;
-    _Atomic int sleepers;
-    task_fn fn;
-    void *arg;
-    int64_t total;
-    int helpers; /* workers wanted for this job */
-} g_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, NULL,
-            NULL, 0, 0};
-
-/* A forked child has none of the workers: start again from an empty pool. */
-static void pool_after_fork(void) {
-    pthread_mutex_init(&g_pool.lock, NULL);
-    pthread_cond_init(&g_pool.wake, NULL);
-    pthread_mutex_init(&g_pool.run, NULL);
-    g_pool.started = 0;
-    atomic_store(&g_pool.sleepers, 0);
-}
-
-static inline void cpu_relax(void) {
-#if BK_X86
-    __builtin_ia32_pause();
-#endif
-}
-
-static void pool_drain(uint32_t job) {
-    for (;;) {
-        uint64_t t = atomic_load_explicit(&g_pool.ticket, memory_order_acquire);
-        if ((uint32_t)(t >> 32) != job) return;
-        const uint32_t next = (uint32_t)t;
-        if (next == CLOSED || (int64_t)next >= g_pool.total) return;
-        if (!atomic_compare_exchange_weak_explicit(&g_pool.ticket, &t, t + 1, memory_order_acq_rel,
-                                                   memory_order_acquire))
-            continue;
-        g_pool.fn(g_pool.arg, (int64_t)next, job);
-        atomic_fetch_add_explicit(&g_pool.done, 1, memory_order_release);
-    }
-}
-
-static void *pool_worker(void *index_ptr) {
-    const int index = (int)(intptr_t)index_ptr;
-    uint32_t seen = atomic_load_explicit(&g_pool.job, memory_order_acquire);
-    for (;;) {
-        uint32_t job = atomic_load_explicit(&g_pool.job, memory_order_acquire);
-        for (int spin = 0; job == seen && spin < SPIN_ROUNDS; spin++) {
-            cpu_relax();
-            job = atomic_load_explicit(&g_pool.job, memory_order_acquire);
-        }
-        if (job == seen) {
-            pthread_mutex_lock(&g_pool.lock);
-            atomic_fetch_add(&g_pool.sleepers, 1);
-            while ((job = atomic_load_explicit(&g_pool.job, memory_order_acquire)) == seen)
-                pthread_cond_wait(&g_pool.wake, &g_pool.lock);
-            atomic_fetch_sub(&g_pool.sleepers, 1);
-            pthread_mutex_unlock(&g_pool.lock);
-        }
-        seen = job;
-        if (index < g_pool.helpers) pool_drain(job);
-    }
-    return NULL;
-}
-
-static int pool_start(int workers) {
-    static int failed = 0, hooked = 0;
-    if (!hooked) {
-        hooked = 1;
-        pthread_atfork(NULL, NULL, pool_after_fork);
-    }
-    while (g_pool.started < workers && !failed) {
-        pthread_t thread;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        if (pthread_create(&thread, &attr, pool_worker, (void *)(intptr_t)g_pool.started) != 0) failed = 1;
-        else g_pool.started++;
-        pthread_attr_destroy(&attr);
-    }
-    return g_pool.started;
-}
-
-static _Atomic uint32_t g_serial_jobs = 1u << 31;
-
-/* Run fn(arg, i) for i < total on up to `threads` threads (the caller included). */
-static void parallel_for(task_fn fn, void *arg, int64_t total, int threads) {
-    if (threads > total) threads = (int)total;
-    if (threads > MAX_WORKERS + 1) threads = MAX_WORKERS + 1;
-    pthread_mutex_lock(&g_pool.run);
-    const int helpers = threads > 1 ? pool_start(threads - 1) : 0;
-    if (helpers == 0) {
-        pthread_mutex_unlock(&g_pool.run);
-        const uint32_t job = atomic_fetch_add(&g_serial_jobs, 1) | (1u << 31);
-        for (int64_t i = 0; i < total; i++) fn(arg, i, job);
-        return;
-    }
-    const uint32_t job = (atomic_load(&g_pool.job) + 1) & ~(1u << 31); /* pool jobs never look serial */
-    atomic_store_explicit(&g_pool.ticket, (uint64_t)job << 32 | CLOSED, memory_order_release);
-    g_pool.fn = fn;
-    g_pool.arg = arg;
-    g_pool.total = total;
-    g_pool.helpers = helpers;
-    atomic_store_explicit(&g_pool.done, 0, memory_order_relaxed);
-    atomic_store_explicit(&g_pool.ticket, (uint64_t)job << 32, memory_order_release);
-    atomic_store_explicit(&g_pool.job, job, memory_order_release);
-    if (atomic_load(&g_pool.sleepers) > 0) {
-        pthread_mutex_lock(&g_pool.lock);
-        pthread_cond_broadcast(&g_pool.wake);
-        pthread_mutex_unlock(&g_pool.lock);
-    }
-    pool_drain(job);
-    for (int spin = 0; atomic_load_explicit(&g_pool.done, memory_order_acquire) < total; spin++) {
-        if (spin < SPIN_ROUNDS) cpu_relax();
-        else sched_yield(); /* a worker was preempted inside an item */
-    }
-    pthread_mutex_unlock(&g_pool.run);
-}
-
-/* ---------------------------------------------------------------- packing */
-
-/* Packing walks 64 pixels at a time and reads each channel plane contiguously.
- * A bit is set by comparing x with the plane's threshold t, by one of: */
-enum {
-    CMP_LT = 0,  /* x < t: sign bits of values already in {-1, +1} (t = 0) */
-    CMP_GE = 1,  /* x >= t: thermometer planes (an activation quantizer with ties going up) */
-    CMP_GT = 2,  /* x > t: thermometer planes (ties going down) */
-    CMP_NGE = 3, /* !(x >= t): sign bits straight from a sign quantizer's input (ties up) */
-    CMP_NGT = 4  /* !(x > t): the same with ties going down */
-};
-#define PACK_PIXELS 64
-#define MAX_PACK_PLANES 16
-
-ALWAYS_INLINE int compare(float v, float t, int cmp) {
-    switch (cmp) {
-    case CMP_LT: return v < t;
-    case CMP_GE: return v >= t;
-    case CMP_GT: return v > t;
-    case CMP_NGE: return !(v >= t);
-    default: return !(v > t);
-    }
-}
-
-/* One block of 64 pixels of one channel word.  x: float NCHW; out: [N][P][H][W][words]. */
-ALWAYS_INLINE void pack_block(const float *x, int64_t c, int64_t hw, int64_t words, const float *thresholds,
-                              int64_t planes, int cmp, uint64_t *out, int64_t b, int64_t wd, int64_t p0) {
-    const int64_t c0 = wd * 64, cn = c - c0 < 64 ? c - c0 : 64, np = hw - p0 < PACK_PIXELS ? hw - p0 : PACK_PIXELS;
-    for (int64_t q = 0; q < planes; q++) {
-        uint64_t acc[PACK_PIXELS] = {0};
-        const float t = thresholds[q];
-        for (int64_t k = 0; k < cn; k++) {
-            const float *src = x + (b * c + c0 + k) * hw + p0;
-            for (int64_t p = 0; p < np; p++) acc[p] |= (uint64_t)compare(src[p], t, cmp) << k;
-        }
-        uint64_t *dst = out + ((b * planes + q) * hw + p0) * words + wd;
-        for (int64_t p = 0; p < np; p++) dst[p * words] = acc[p];
-    }
-}
-
-typedef void (*pack_fn)(const float *, int64_t, int64_t, int64_t, const float *, int64_t, int, uint64_t *, int64_t,
-                        int64_t, int64_t);
-static void pack_block_portable(const float *x, int64_t c, int64_t hw, int64_t words, const float *thresholds,
-                                int64_t planes, int cmp, uint64_t *out, int64_t b, int64_t wd, int64_t p0) {
-    pack_block(x, c, hw, words, thresholds, planes, cmp, out, b, wd, p0);
-}
-#if BK_X86
-TARGET_FAST static inline __m256 compare8(__m256 v, __m256 t, int cmp) {
-    switch (cmp) {
-    case CMP_LT: return _mm256_cmp_ps(v, t, _CMP_LT_OQ);
-    case CMP_GE: return _mm256_cmp_ps(v, t, _CMP_GE_OQ);
-    case CMP_GT: return _mm256_cmp_ps(v, t, _CMP_GT_OQ);
-    case CMP_NGE: return _mm256_cmp_ps(v, t, _CMP_NGE_UQ);
-    default: return _mm256_cmp_ps(v, t, _CMP_NGT_UQ);
-    }
-}
-
-/* Eight pixels at a time: one compare + movemask per channel gives a byte (bit j =
- * pixel j); the 64 bytes of a channel word are then transposed with byte-MSB
- * movemasks, shifting every byte left by one between them.  Channels are read
- * one plane row at a time (planes 4 KiB apart would evict each other from L1). */
-TARGET_FAST static void pack_block_fast(const float *x, int64_t c, int64_t hw, int64_t words,
-                                        const float *thresholds, int64_t planes, int cmp, uint64_t *out, int64_t b,
-                                        int64_t wd, int64_t p0) {
-    const int64_t c0 = wd * 64, cn = c - c0 < 64 ? c - c0 : 64, np = hw - p0 < PACK_PIXELS ? hw - p0 : PACK_PIXELS;
-    const int64_t octets = np / 8, full = octets * 8;
-    for (int64_t q = 0; q < planes; q++) {
-        const __m256 t = _mm256_set1_ps(thresholds[q]);
-        uint64_t *dst = out + ((b * planes + q) * hw + p0) * words + wd;
-        uint8_t mask[PACK_PIXELS / 8][64] __attribute__((aligned(32)));
-        memset(mask, 0, sizeof(mask));
-        for (int64_t k = 0; k < cn; k++) {
-            const float *src = x + (b * c + c0 + k) * hw + p0;
-            for (int64_t o = 0; o < octets; o++)
-                mask[o][k] = (uint8_t)_mm256_movemask_ps(compare8(_mm256_loadu_ps(src + 8 * o), t, cmp));
-        }
-        for (int64_t o = 0; o < octets; o++) {
-            __m256i lo = _mm256_load_si256((const __m256i *)mask[o]);
-            __m256i hi = _mm256_load_si256((const __m256i *)(mask[o] + 32));
-            for (int j = 7; j >= 0; j--) {
-                const uint64_t word = (uint64_t)(uint32_t)_mm256_movemask_epi8(lo) |
-                                      (uint64_t)(uint32_t)_mm256_movemask_epi8(hi) << 32;
-                dst[(8 * o + j) * words] = word;
-                lo = _mm256_add_epi8(lo, lo);
-                hi = _mm256_add_epi8(hi, hi);
-            }
-        }
-        for (int64_t p = full; p < np; p++) {
-            uint64_t word = 0;
-            for (int64_t k = 0; k < cn; k++)
-                word |= (uint64_t)compare(x[(b * c + c0 + k) * hw + p0 + p], thresholds[q], cmp) << k;
-            dst[p * words] = word;
-        }
-    }
-}
-#endif
-static pack_fn g_pack = pack_block_portable;
-
-typedef struct {
-    const float *x;
-    int64_t c, hw, words, blocks, planes;
-    const float *thresholds;
-    int cmp;
-    uint64_t *out;
-    pack_fn fn;
-} pack_task;
-
-static void pack_item(void *arg, int64_t it, uint32_t job) {
-    const pack_task *t = (const pack_task *)arg;
-    (void)job;
-    t->fn(t->x, t->c, t->hw, t->words, t->thresholds, t->planes, t->cmp, t->out, it / (t->words * t->blocks),
-          (it / t->blocks) % t->words, (it % t->blocks) * PACK_PIXELS);
-}
-
-static void pack_any(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words,
-                     const float *thresholds, int64_t planes, int cmp, uint64_t *out, int threads) {
-    const int64_t hw = h * w, blocks = (hw + PACK_PIXELS - 1) / PACK_PIXELS, items = n * words * blocks;
-    pack_task task = {x, c, hw, words, blocks, planes, thresholds, cmp, out, g_pack};
-    parallel_for(pack_item, &task, items, items > 3 ? threads : 1);
-}
-
-/* x: float NCHW; out: [N][H][W][words], bit set where x < 0 (sign(0) = +1). */
-void bk_pack_signs(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words, uint64_t *out,
-                   int threads) {
-    const float zero = 0.0f;
-    pack_any(x, n, c, h, w, words, &zero, 1, CMP_LT, out, threads);
-}
-
-/* Planes [N][P][H][W][words], P <= 16: plane k has a bit where compare(x, thresholds[k]) holds. */
-void bk_pack(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words, const float *thresholds,
-             int64_t planes, int cmp, uint64_t *out, int threads) {
-    if (planes > MAX_PACK_PLANES || cmp < CMP_LT || cmp > CMP_NGT) return;
-    pack_any(x, n, c, h, w, words, thresholds, planes, cmp, out, threads);
-}
-
-/* codes: int8 [OC][C][KH][KW] in {-1,+1}; out: [OC][KH][KW][words], bit set for -1. */
-void bk_pack_weights(const int8_t *codes, int64_t oc, int64_t c, int64_t kh, int64_t kw, int64_t words,
-                     uint64_t *out) {
-    memset(out, 0, (size_t)(oc * kh * kw * words) * sizeof(uint64_t));
-    for (int64_t o = 0; o < oc; o++)
-        for (int64_t ch = 0; ch < c; ch++)
-            for (int64_t i = 0; i < kh; i++)
-                for (int64_t j = 0; j < kw; j++)
-                    if (codes[((o * c + ch) * kh + i) * kw + j] < 0)
-                        out[((o * kh + i) * kw + j) * words + (ch >> 6)] |= (uint64_t)1 << (ch & 63);
-}
+#include "threadpool.h"
+#include "bitpack.h"
 
 /* ---------------------------------------------------------- micro-kernels */
 
@@ -447,8 +164,7 @@ int bk_select_isa(int force) {
     g_isa = 0;
 #if BK_X86
     __builtin_cpu_init();
-    if (force != 0 && __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("avx2") &&
-        __builtin_cpu_supports("bmi")) {
+    if (force != 0 && __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("avx2")) {
         g_pack = pack_block_fast;
         g_isa = 1;
     }

@@ -1,0 +1,146 @@
+/* Thread pool of the binary kernels; included once by bitkernels.c, after its
+ * common definitions (BK_X86, ALWAYS_INLINE). */
+#ifndef TORCHSLIM_THREADPOOL_H
+#define TORCHSLIM_THREADPOOL_H
+
+/* ------------------------------------------------------------ thread pool */
+
+/* A small pool instead of OpenMP: the calling thread claims work items too, and a
+ * job ends when all items are done, not when every worker has woken up.  On a
+ * busy machine a worker that is not scheduled in time costs nothing (with a
+ * barrier it costs a scheduler slice, milliseconds).  Idle workers spin briefly,
+ * then sleep on a condition variable, so they do not hold cores between calls.
+ *
+ * The ticket packs (job << 32 | next item).  A worker may only run an item it
+ * claimed by compare-and-swap on a ticket of its own job, and the caller changes
+ * the job fields only after closing the previous job's ticket, so a late worker
+ * can never run a stale item. */
+typedef void (*task_fn)(void *arg, int64_t item, uint32_t job);
+
+#define MAX_WORKERS 63
+#define CLOSED 0xffffffffu
+#define SPIN_ROUNDS 4000
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_mutex_t run; /* one job at a time (callers from several Python threads) */
+    int started;
+    _Atomic uint32_t job;
+    _Atomic uint64_t ticket;
+    _Atomic int64_t done;
+    _Atomic int sleepers;
+    task_fn fn;
+    void *arg;
+    int64_t total;
+    int helpers; /* workers wanted for this job */
+} g_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, NULL,
+            NULL, 0, 0};
+
+/* A forked child has none of the workers: start again from an empty pool. */
+static void pool_after_fork(void) {
+    pthread_mutex_init(&g_pool.lock, NULL);
+    pthread_cond_init(&g_pool.wake, NULL);
+    pthread_mutex_init(&g_pool.run, NULL);
+    g_pool.started = 0;
+    atomic_store(&g_pool.sleepers, 0);
+}
+
+static inline void cpu_relax(void) {
+#if BK_X86
+    __builtin_ia32_pause();
+#endif
+}
+
+static void pool_drain(uint32_t job) {
+    for (;;) {
+        uint64_t t = atomic_load_explicit(&g_pool.ticket, memory_order_acquire);
+        if ((uint32_t)(t >> 32) != job) return;
+        const uint32_t next = (uint32_t)t;
+        if (next == CLOSED || (int64_t)next >= g_pool.total) return;
+        if (!atomic_compare_exchange_weak_explicit(&g_pool.ticket, &t, t + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        g_pool.fn(g_pool.arg, (int64_t)next, job);
+        atomic_fetch_add_explicit(&g_pool.done, 1, memory_order_release);
+    }
+}
+
+static void *pool_worker(void *index_ptr) {
+    const int index = (int)(intptr_t)index_ptr;
+    uint32_t seen = atomic_load_explicit(&g_pool.job, memory_order_acquire);
+    for (;;) {
+        uint32_t job = atomic_load_explicit(&g_pool.job, memory_order_acquire);
+        for (int spin = 0; job == seen && spin < SPIN_ROUNDS; spin++) {
+            cpu_relax();
+            job = atomic_load_explicit(&g_pool.job, memory_order_acquire);
+        }
+        if (job == seen) {
+            pthread_mutex_lock(&g_pool.lock);
+            atomic_fetch_add(&g_pool.sleepers, 1);
+            while ((job = atomic_load_explicit(&g_pool.job, memory_order_acquire)) == seen)
+                pthread_cond_wait(&g_pool.wake, &g_pool.lock);
+            atomic_fetch_sub(&g_pool.sleepers, 1);
+            pthread_mutex_unlock(&g_pool.lock);
+        }
+        seen = job;
+        if (index < g_pool.helpers) pool_drain(job);
+    }
+    return NULL;
+}
+
+static int pool_start(int workers) {
+    static int failed = 0, hooked = 0;
+    if (!hooked) {
+        hooked = 1;
+        pthread_atfork(NULL, NULL, pool_after_fork);
+    }
+    while (g_pool.started < workers && !failed) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&thread, &attr, pool_worker, (void *)(intptr_t)g_pool.started) != 0) failed = 1;
+        else g_pool.started++;
+        pthread_attr_destroy(&attr);
+    }
+    return g_pool.started;
+}
+
+static _Atomic uint32_t g_serial_jobs = 1u << 31;
+
+/* Run fn(arg, i) for i < total on up to `threads` threads (the caller included). */
+static void parallel_for(task_fn fn, void *arg, int64_t total, int threads) {
+    if (threads > total) threads = (int)total;
+    if (threads > MAX_WORKERS + 1) threads = MAX_WORKERS + 1;
+    pthread_mutex_lock(&g_pool.run);
+    const int helpers = threads > 1 ? pool_start(threads - 1) : 0;
+    if (helpers == 0) {
+        pthread_mutex_unlock(&g_pool.run);
+        const uint32_t job = atomic_fetch_add(&g_serial_jobs, 1) | (1u << 31);
+        for (int64_t i = 0; i < total; i++) fn(arg, i, job);
+        return;
+    }
+    const uint32_t job = (atomic_load(&g_pool.job) + 1) & ~(1u << 31); /* pool jobs never look serial */
+    atomic_store_explicit(&g_pool.ticket, (uint64_t)job << 32 | CLOSED, memory_order_release);
+    g_pool.fn = fn;
+    g_pool.arg = arg;
+    g_pool.total = total;
+    g_pool.helpers = helpers;
+    atomic_store_explicit(&g_pool.done, 0, memory_order_relaxed);
+    atomic_store_explicit(&g_pool.ticket, (uint64_t)job << 32, memory_order_release);
+    atomic_store_explicit(&g_pool.job, job, memory_order_release);
+    if (atomic_load(&g_pool.sleepers) > 0) {
+        pthread_mutex_lock(&g_pool.lock);
+        pthread_cond_broadcast(&g_pool.wake);
+        pthread_mutex_unlock(&g_pool.lock);
+    }
+    pool_drain(job);
+    for (int spin = 0; atomic_load_explicit(&g_pool.done, memory_order_acquire) < total; spin++) {
+        if (spin < SPIN_ROUNDS) cpu_relax();
+        else sched_yield(); /* a worker was preempted inside an item */
+    }
+    pthread_mutex_unlock(&g_pool.run);
+}
+
+#endif
