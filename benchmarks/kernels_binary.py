@@ -6,14 +6,18 @@
    activations) against torch's float32 conv of the same shape, batch 1.
 2. End to end: vgg14 quantized with XNOR (1-bit activations) and with HWGQ + BWN
    (2-bit activations), first and last layers float, compiled with
-   torchslim.deploy.compile, against eager torch float32, ONNX Runtime float32 and
+   torchslim.deploy.compile (consecutive binary layers chained: activations stay
+   packed between them), against eager torch float32, ONNX Runtime float32 and
    ONNX Runtime static int8 (QDQ, per-channel) of the same network, batch 1.
-Weights are random: speed does not depend on their values.
+Weights are random: speed does not depend on their values.  The machine's load
+average is recorded before and after: 2-thread rows on a 2-core machine mean
+little when other jobs hold the cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 from torch import nn
@@ -69,14 +73,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
     threads = tuple(int(t) for t in args.threads.split(","))
+    load_before = os.getloadavg()[0]
     layers = [row for t in threads for row in layer_rows(t, args.repeats)]
     network = network_rows(args.width, threads, args.repeats)
+    load_after = os.getloadavg()[0]
     body = "\n".join([
         "## Binary kernels: bit-packed conv against float32 and int8 (batch 1)",
         "",
         f"Command: `{command_line()}`  ",
         f"Hardware: {hardware()}; kernel ISA: {isa()}  ",
-        f"Medians of {args.repeats} interleaved runs; every ratio compares rows of the same run.",
+        f"Medians of {args.repeats} interleaved runs; every ratio compares rows of the same run.  "
+        f"Load average (1 min) {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} CPUs.",
         "",
         "Per layer, 3x3 conv, stride 1, padding 1 (targets: 1-bit >= 8x, 1x2-bit >= 4x over float32):",
         "",
