@@ -223,15 +223,13 @@ typedef struct {
     int32_t *acc;    /* [P][npix][8] popcounts of one channel tile */
     int32_t *ones;   /* [P][npix] plane mode: set bits per row */
     int16_t *rect;   /* [npix][4] valid taps i0, i1, j0, j1 */
-    float *stage;    /* [8][npix] float outputs of one channel tile */
 } buffers;
 
 static int carve(scratch *s, const bk_conv_desc *d, int64_t npix, buffers *bf) {
     const int64_t K = d->kh * d->kw * d->words, q = d->out_planes > 0 ? d->out_planes : 1, rows = d->planes * npix;
     const size_t col = (size_t)(rows * K) * 8, obits = (size_t)(npix * q) * 8;
     const size_t acc = (size_t)(rows * TILE) * 4, ones = (size_t)rows * 4, rect = (size_t)npix * 8;
-    const size_t stage = (size_t)(TILE * npix) * 4;
-    const size_t need = col + obits + acc + ones + rect + stage + 64;
+    const size_t need = col + obits + acc + ones + rect + 64;
     if (need > s->cap) {
         void *mem = realloc(s->mem, need);
         if (mem == NULL) return 0;
@@ -243,9 +241,8 @@ static int carve(scratch *s, const bk_conv_desc *d, int64_t npix, buffers *bf) {
     bf->col = (uint64_t *)p;
     bf->obits = (uint64_t *)(p + col);
     bf->acc = (int32_t *)(p + col + obits);
-    bf->stage = (float *)(p + col + obits + acc);
-    bf->ones = (int32_t *)(p + col + obits + acc + stage);
-    bf->rect = (int16_t *)(p + col + obits + acc + stage + ones);
+    bf->ones = (int32_t *)(p + col + obits + acc);
+    bf->rect = (int16_t *)(p + col + obits + acc + ones);
     return 1;
 }
 
@@ -288,20 +285,21 @@ static void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int
     }
 }
 
-/* Values of one pixel for the 8 channels of one tile: exact integers in sign mode
- * (with the border correction), the planes' weighted sum in plane mode, in the
- * reference's order.  Per-channel arrays are padded to whole tiles. */
 /* Per-tile epilogue: values of every pixel of the unit for the 8 channels from o0,
- * then either float outputs (to bf->stage, channel-major) or packed output bits
- * (OR-ed into bf->obits).  The fields it needs are copied to locals first: stores
+ * then either float outputs (dst[j * plane + pixel] for the nt real channels) or
+ * packed output bits (OR-ed into bf->obits).  The fields it needs are copied to locals first: stores
  * through the output pointers would otherwise force reloads of the descriptor. */
 typedef struct {
     int64_t sign, taps, c_true, kh, kw, ocp, planes, q;
     const int32_t *wpre;
     const float *steps, *scale, *bias, *thr, *sgn;
 } epi_args;
-typedef void (*epi_fn)(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0);
+typedef void (*epi_fn)(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0, float *dst, int64_t plane,
+                       int64_t nt);
 
+/* Values of one pixel for the 8 channels of one tile: exact integers in sign mode
+ * (with the border correction), the planes' weighted sum in plane mode, in the
+ * reference's order.  Per-channel arrays are padded to whole tiles. */
 ALWAYS_INLINE void pixel_values(const epi_args *e, const buffers *bf, int64_t npix, int64_t q, int64_t o0,
                                 float *val) {
     const int32_t *a = bf->acc + q * TILE;
@@ -328,7 +326,8 @@ ALWAYS_INLINE void pixel_values(const epi_args *e, const buffers *bf, int64_t np
 }
 
 
-static void epilogue_portable(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0) {
+static void epilogue_portable(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0, float *dst,
+                              int64_t plane, int64_t nt) {
     float val[TILE];
     for (int64_t q = 0; q < npix; q++) {
         pixel_values(e, bf, npix, q, o0, val);
@@ -341,17 +340,39 @@ static void epilogue_portable(const epi_args *e, const buffers *bf, int64_t npix
                 ob[k] |= (uint64_t)m << (o0 & 63);
             }
         } else {
-            for (int j = 0; j < TILE; j++) {
+            for (int64_t j = 0; j < nt; j++) {
                 float v = val[j] * e->scale[o0 + j];
                 if (e->bias) v = v + e->bias[o0 + j];
-                bf->stage[j * npix + q] = v;
+                dst[j * plane + q] = v;
             }
         }
     }
 }
 
 #if BK_X86
-TARGET_FAST static void epilogue_fast(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0) {
+/* 8 pixels x 8 channels -> 8 channels x 8 pixels, so each channel's row is stored at once. */
+TARGET_FAST static inline void transpose8(__m256 *r) {
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+TARGET_FAST static void epilogue_fast(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0, float *dst,
+                                      int64_t plane, int64_t nt) {
+    __m256 block[TILE];
     const int32_t full = (int32_t)(e->c_true * e->taps);
     const __m256 sgn = e->q > 0 ? _mm256_loadu_ps(e->sgn + o0) : _mm256_setzero_ps();
     const __m256 scale = e->q > 0 ? sgn : _mm256_loadu_ps(e->scale + o0);
@@ -396,9 +417,19 @@ TARGET_FAST static void epilogue_fast(const epi_args *e, const buffers *bf, int6
             }
         } else {
             if (add_bias) v = _mm256_add_ps(v, bias);
+            block[q & 7] = v;
+            if ((q & 7) == 7) { /* a full block of 8 pixels */
+                transpose8(block);
+                for (int64_t j = 0; j < nt; j++) _mm256_storeu_ps(dst + j * plane + q - 7, block[j]);
+            }
+        }
+    }
+    if (e->q == 0 && (npix & 7)) { /* the last pixels, lane by lane */
+        const int64_t q0 = npix & ~(int64_t)7;
+        for (int64_t q = q0; q < npix; q++) {
             float lanes[TILE];
-            _mm256_storeu_ps(lanes, v);
-            for (int j = 0; j < TILE; j++) bf->stage[j * npix + q] = lanes[j];
+            _mm256_storeu_ps(lanes, block[q - q0]);
+            for (int64_t j = 0; j < nt; j++) dst[j * plane + q] = lanes[j];
         }
     }
 #undef LOAD8
@@ -425,12 +456,7 @@ ALWAYS_INLINE void conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64
     for (int64_t o0 = o_begin; o0 < o_end; o0 += TILE) {
         const int64_t nt = o_end - o0 < TILE ? o_end - o0 : TILE;
         mk(bf.col, d->planes * npix, d->wt + (o0 / TILE) * K * TILE, K, bf.acc);
-        epilogue(&e, &bf, npix, o0);
-        /* one contiguous output row per channel (planes 4 KiB apart would alias in L1) */
-        if (Q == 0)
-            for (int64_t j = 0; j < nt; j++)
-                memcpy(d->out + (b * d->oc + o0 + j) * plane + unit * d->ow, bf.stage + j * npix,
-                       (size_t)npix * sizeof(float));
+        epilogue(&e, &bf, npix, o0, Q == 0 ? d->out + (b * d->oc + o0) * plane + unit * d->ow : NULL, plane, nt);
     }
     if (Q == 0) return;
     /* max pool: a pooled pixel reaches a level if any pixel of its window does; padding
