@@ -4,8 +4,12 @@ A frozen layer (``FrozenConv2d`` / ``FrozenLinear`` with codes in {-1,+1}) is
 replaced by a packed layer when its input provably holds quantized values: the
 nearest producer, looking back through ops that keep a value set (max pooling,
 flatten, dropout, identity), is an activation quantizer with levels {-1,+1} or
-0 = L0 < L1 < ....  Everything else (the float first and last layers, BN,
-pooling) stays as it is.  The caller's model is not modified.
+0 = L0 < L1 < ....  Then (``chain=True``, see :mod:`torchslim.deploy.fuse`) the
+BatchNorm, activation quantizer and max pool between two packed convs are folded
+into the first one's output packing, and a quantizer feeding only a packed conv
+into that conv's input packing; the folded modules become ``nn.Identity``.
+Everything else (the float first and last layers) stays as it is.  The caller's
+model is not modified.
 """
 
 from __future__ import annotations
