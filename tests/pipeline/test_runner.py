@@ -221,3 +221,21 @@ def test_the_recipe_report_in_headless_chromium(finished, tmp_path):
     table = json.loads((out / "report.json").read_text())["table"]
     expected = {row["model"]: {key: cell_value(row, key) for key, *_ in COLUMNS} for row in table}
     assert parse_page(dom.stdout).rows == expected
+
+
+@pytest.mark.parametrize("stages", [
+    "  - lowrank: {method: svd, rank_energy: 0.9}\n  - export: {format: onnx}\n",
+    "  - quantize: {method: xnor, epochs: 0, calib: 64}\n  - export: {format: packed}\n",
+    "  - compress_weights: {method: pq, bits: 4, subvector: 2}\n",
+    "  - distill: {student: lenet5, width_mult: 0.5, epochs: 1, teacher: original}\n",
+], ids=["lowrank", "quantize", "pq", "distill"])
+def test_each_kind_of_stage_runs_in_a_recipe(tmp_path, stages):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: digits-32\nstages:\n  - train: {model: lenet5, epochs: 1, no_augment: true}\n" + stages)
+    report = compress(str(recipe), str(tmp_path / "out"), log=lambda *_: None)
+    final = torchslim.load(str(tmp_path / "out" / "model.safetensors"))
+    assert report["table"][1]["top1"] == evaluate(final, load_dataset("digits-32", "test"))["top1"]
+    assert report["table"][1]["packed_bytes"] == os.path.getsize(tmp_path / "out" / "model.packed")
+    if "quantize" in stages:
+        assert report["table"][1]["latency_ms"]["binary"] is not None
+        assert report["table"][1]["params"] == report["table"][0]["params"]  # binary codes count as weights
