@@ -56,9 +56,11 @@ class _Chain(nn.Module):
         self.pool = nn.MaxPool2d(2)
         levels = [float(v) for v in self.act.levels]
         self.conv2 = _packed_layer(66, 9, levels, seed=3)
+        self.bn2, self.act2, self.pool2 = _odd_batchnorm(9, seed=4), ActQuant(method, bits), nn.MaxPool2d(2)
 
     def forward(self, x):
-        return self.conv2(self.pool(self.act(self.bn(self.conv1(self.act_in(x))))))
+        x = self.conv2(self.pool(self.act(self.bn(self.conv1(self.act_in(x))))))
+        return self.pool2(self.act2(self.bn2(x))).flatten(1)  # ends in floats: conv2 emits the levels
 
 
 @pytest.mark.parametrize("first", [[-1.0, 1.0], "hwgq2"])
@@ -67,12 +69,13 @@ def test_chained_layers_match_the_float_chain(first, method, bits, monkeypatch):
     first_levels = [-1.0, 1.0] if first != "hwgq2" else [float(v) for v in ActQuant("hwgq", 2).levels]
     model = _Chain(first_levels, method, bits).eval()
     compiled = compile(model)
-    assert compiled.torchslim_meta["chained_layers"] == ["conv1"]
+    assert compiled.torchslim_meta["chained_layers"] == ["conv1", "conv2"]
     assert compiled.conv1.out_levels is not None and compiled.conv1.out_pool == 2 and compiled.conv2.packed_input
+    assert compiled.conv2.out_values and not compiled.conv1.out_values
     assert isinstance(compiled.bn, nn.Identity) and isinstance(compiled.pool, nn.Identity)
     assert compiled.torchslim_meta["folded_quantizers"] == ["act_in"]  # packing quantizes the float input
     assert isinstance(compiled.act_in, nn.Identity) and compiled.conv1.in_compare is not None
-    x = torch.randn(2, 70, 11, 9)
+    x = torch.randn(2, 70, 13, 9)
     ties = model.act_in.thresholds
     x.view(-1)[: 5 * ties.numel()] = ties.repeat(5)  # inputs exactly on a threshold follow the tie rule
     with torch.no_grad():
@@ -90,7 +93,7 @@ def test_chained_layers_match_the_float_chain(first, method, bits, monkeypatch):
         assert torch.equal(compiled(x), want)  # the PyTorch fallback follows the same chain
 
 
-def test_chain_is_not_fused_when_the_activation_has_another_user():
+def test_activation_with_another_user_gets_float_levels_not_packed_bits():
     class Branch(nn.Module):
         def __init__(self):
             super().__init__()
@@ -105,7 +108,8 @@ def test_chain_is_not_fused_when_the_activation_has_another_user():
 
     model = Branch().eval()
     compiled = compile(model)
-    assert compiled.torchslim_meta["chained_layers"] == []
+    assert compiled.torchslim_meta["chained_layers"] == ["conv1"]
+    assert compiled.conv1.out_values and not compiled.conv2.packed_input
     x = torch.randn(1, 8, 5, 5)
     with torch.no_grad():
         assert torch.equal(compiled(x), model(x))
@@ -119,7 +123,7 @@ def test_chained_model_round_trips_through_save(method, tmp_path):
     torch.manual_seed(0)
     frozen = freeze(quantize(models.create("vgg11", width_mult=0.25), QuantConfig(method=method)).eval())
     compiled = compile(frozen)
-    assert len(compiled.torchslim_meta["chained_layers"]) == 6
+    assert len(compiled.torchslim_meta["chained_layers"]) == 7  # the last emits quantized floats
     torchslim.save(compiled, tmp_path / "c.safetensors")
     loaded = torchslim.load(tmp_path / "c.safetensors")
     x = torch.randn(2, 3, 32, 32)

@@ -2,7 +2,8 @@
 
 A chain ``packed conv -> [BatchNorm2d] -> ActQuant -> [MaxPool2d] -> packed conv``
 becomes ``packed conv (packed output) -> packed conv (packed input)``, the middle
-modules replaced by ``nn.Identity``.  The float work between the two convs is a
+modules replaced by ``nn.Identity``.  When the chain ends elsewhere (the float
+classifier), the packed conv emits the quantized levels as floats instead.  The float work between the two convs is a
 per-channel function of the first conv's integer-exact value ``v``:
 
     level(v) = ActQuant(BN(v * scale + bias))
@@ -99,7 +100,11 @@ def _single_user(node: fx.Node) -> fx.Node | None:
 
 
 def _chain(node: fx.Node, modules: dict, calls: dict):
-    """(bn, act, pool, consumer, middle nodes) when ``node`` starts a fusable chain, else None."""
+    """(bn, act, pool, consumer, middle nodes) when ``node`` starts a fusable chain, else None.
+
+    ``consumer`` is the packed conv that takes the chain's output, or None when the
+    output goes elsewhere: then the layer emits the quantized float levels themselves.
+    """
     bn = pool = None
     middle = []
     nxt = _single_user(node)
@@ -118,11 +123,13 @@ def _chain(node: fx.Node, modules: dict, calls: dict):
         pool = modules[nxt.target]
         middle.append(nxt)
         nxt = _single_user(nxt)
-    if nxt is None or type(modules[nxt.target]) is not PackedBinaryConv2d or nxt.args[0] is not middle[-1]:
+    if any(calls[n.target] != 1 for n in [node, *middle]):
         return None
-    consumer = modules[nxt.target]
-    if consumer.levels != [float(v) for v in act.levels] or any(calls[n.target] != 1 for n in [node, *middle, nxt]):
-        return None
+    consumer = None
+    if nxt is not None and type(modules[nxt.target]) is PackedBinaryConv2d and nxt.args[0] is middle[-1]:
+        consumer = modules[nxt.target]
+        if consumer.levels != [float(v) for v in act.levels] or calls[nxt.target] != 1 or consumer.packed_input:
+            consumer = None
     return bn, act, pool, consumer, middle
 
 
@@ -170,7 +177,10 @@ def fuse_input_quantizers(model: nn.Module, graph: fx.Graph) -> list[str]:
 
 
 def fuse_chains(model: nn.Module, graph: fx.Graph) -> list[str]:
-    """Chain consecutive packed convs of ``model`` in place; returns the producers' names."""
+    """Fold BN, quantizer and pool after each packed conv of ``model`` into it, in place.
+
+    Returns the names of the convs that now emit packed planes or quantized levels.
+    """
     modules, calls = dict(model.named_modules()), _call_counts(graph)
     fused = []
     for node in list(graph.nodes):
@@ -183,8 +193,9 @@ def fuse_chains(model: nn.Module, graph: fx.Graph) -> list[str]:
         bn, act, pool, consumer, middle = found
         thresholds, sgn = fold_thresholds(layer, bn, act)
         layer.fuse_output([float(v) for v in act.levels], _poolable(pool) if pool is not None else 1,
-                          thresholds, sgn)
-        consumer.packed_input = True
+                          thresholds, sgn, values=consumer is None)
+        if consumer is not None:
+            consumer.packed_input = True
         for mid in middle:
             _replace(model, mid.target)
         fused.append(node.target)

@@ -43,7 +43,7 @@ class ConvDesc(ctypes.Structure):
         "n", "h", "w", "words", "planes", "c_true", "oc", "kh", "kw", "sh", "sw", "ph", "pw", "oh", "ow",
         "pool", "out_planes", "out_sign", "threads")] + [(name, ctypes.c_void_p) for name in (
         "x", "steps", "wt", "wpre", "scale", "bias", "out", "thr", "sgn", "out_bits", "xf", "in_thr")] + [
-        ("in_cmp", ctypes.c_int64)]
+        ("in_cmp", ctypes.c_int64), ("levels", ctypes.c_void_p)]
 
 
 def pack_weight_codes(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,7 +168,7 @@ class ConvKernel:
     """
 
     def __init__(self, weight_bits, weight_pops, in_channels, scale, bias, stride=(1, 1), padding=(0, 0),
-                 steps=None, out_thresholds=None, out_sgn=None, out_sign=False, pool=1):
+                 steps=None, out_thresholds=None, out_sgn=None, out_sign=False, pool=1, out_values=None):
         self.oc, self.kh, self.kw, self.words = weight_bits.shape
         self.wt = tile_weights(weight_bits)
         self.wpre = pop_prefix(weight_pops, self.kh, self.kw)
@@ -177,6 +177,8 @@ class ConvKernel:
         self.scale, self.bias = _padded(scale), _padded(bias)
         self.thr, self.sgn = _padded(out_thresholds, float("inf")), _padded(out_sgn, 1.0)
         self.out_planes = 0 if self.thr is None else self.thr.shape[0]
+        # with out_values (the levels), the packed epilogue emits levels[planes reached] as floats
+        self.out_values = None if out_values is None else out_values.to(torch.float32).contiguous()
         self.pool = int(pool)
         self.stride, self.padding = tuple(stride), tuple(padding)
         d = self.desc = ConvDesc()
@@ -185,6 +187,7 @@ class ConvKernel:
         d.pool, d.out_planes, d.out_sign = self.pool, self.out_planes, int(bool(out_sign))
         d.steps, d.wt, d.wpre = _ptr(self.steps), _ptr(self.wt), _ptr(self.wpre)
         d.scale, d.bias, d.thr, d.sgn = _ptr(self.scale), _ptr(self.bias), _ptr(self.thr), _ptr(self.sgn)
+        d.levels = _ptr(self.out_values)
         self.lib = native_library()
         if self.lib.bk_conv_desc_size() != ctypes.sizeof(ConvDesc):
             raise RuntimeError("torchslim: the native conv descriptor does not match its Python mirror")
@@ -209,8 +212,12 @@ class ConvKernel:
             oh = conv_output_size(h, self.kh, self.stride[0], self.padding[0])
             ow = conv_output_size(w, self.kw, self.stride[1], self.padding[1])
             d.n, d.h, d.w, d.oh, d.ow = n, h, w, oh, ow
-            self._out_shape = ((n, self.out_planes, oh // self.pool, ow // self.pool, words_for(self.oc))
-                               if self.out_planes else (n, self.oc, oh, ow))
+            if self.out_values is not None:
+                self._out_shape = (n, self.oc, oh // self.pool, ow // self.pool)
+            elif self.out_planes:
+                self._out_shape = (n, self.out_planes, oh // self.pool, ow // self.pool, words_for(self.oc))
+            else:
+                self._out_shape = (n, self.oc, oh, ow)
             self._last = (n, h, w)
         d.threads = threads
         if x.dtype == torch.float32:
@@ -220,7 +227,7 @@ class ConvKernel:
             d.xf, d.x = x.data_ptr(), None
         else:
             d.xf, d.x = None, x.data_ptr()
-        if self.out_planes:
+        if self.out_planes and self.out_values is None:
             out = torch.empty(self._out_shape, dtype=torch.int64)
             d.out_bits = out.data_ptr()
         else:

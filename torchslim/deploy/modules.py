@@ -57,12 +57,13 @@ class PackedBinaryConv2d(nn.Module):
 
     With ``out_levels`` the output is instead the next layer's packed input: plane k
     is set where ``out_sgn * v >= out_thresholds[k]`` (v the integer-exact conv
-    value before ``scale``), max-pooled over ``out_pool`` x ``out_pool`` windows.
+    value before ``scale``), max-pooled over ``out_pool`` x ``out_pool`` windows; with
+    ``out_values`` too, it is ``out_levels[planes set]`` as a float NCHW tensor.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  levels=(-1.0, 1.0), packed_input=False, out_levels=None, out_pool=1, in_thresholds=None,
-                 in_compare=None):
+                 in_compare=None, out_values=False):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
@@ -70,6 +71,7 @@ class PackedBinaryConv2d(nn.Module):
         self.packed_input = bool(packed_input)
         self.out_levels = None if out_levels is None else [float(v) for v in out_levels]
         self.out_pool = int(out_pool)
+        self.out_values = bool(out_values)
         self.in_compare = in_compare
         thresholds, steps = plane_encoding(self.levels)
         kh, kw = self.kernel_size
@@ -108,9 +110,12 @@ class PackedBinaryConv2d(nn.Module):
         if bias is not None:
             self.bias.copy_(bias.detach().reshape(-1))
 
-    def fuse_output(self, levels, pool: int, thresholds: torch.Tensor, sgn: torch.Tensor) -> None:
-        """Emit the next layer's packed input (levels ``levels``) instead of floats; see the class doc."""
-        self.out_levels, self.out_pool = [float(v) for v in levels], int(pool)
+    def fuse_output(self, levels, pool: int, thresholds: torch.Tensor, sgn: torch.Tensor, values: bool = False) -> None:
+        """Emit the next layer's packed input (levels ``levels``) instead of floats; see the class doc.
+
+        With ``values`` the output is the quantized (and pooled) levels as a float NCHW tensor.
+        """
+        self.out_levels, self.out_pool, self.out_values = [float(v) for v in levels], int(pool), bool(values)
         self.register_buffer("out_thresholds", thresholds.to(torch.float32).clone())
         self.register_buffer("out_sgn", sgn.to(torch.float32).clone())
         self._planes_fit = self._planes_fit and thresholds.shape[0] <= MAX_NATIVE_PLANES
@@ -136,7 +141,8 @@ class PackedBinaryConv2d(nn.Module):
         if self._kernel is None:
             kernel = ConvKernel(self.weight_bits, self.weight_pops, self.in_channels, self.scale, self.bias,
                                 self.stride, self.padding, self.steps, self.out_thresholds, self.out_sgn,
-                                self.out_levels == [-1.0, 1.0], self.out_pool)
+                                self.out_levels == [-1.0, 1.0], self.out_pool,
+                                torch.tensor(self.out_levels) if self.out_values else None)
             if self.in_compare is not None:
                 kernel.set_input_packing(self.in_thresholds, self.in_compare)
             elif self.thresholds is None:
@@ -183,6 +189,8 @@ class PackedBinaryConv2d(nn.Module):
         reached = (signed[:, None] >= self.out_thresholds[None, :, :, None, None]).to(torch.float32)
         if self.out_pool > 1:
             reached = F.max_pool2d(reached.flatten(0, 1), self.out_pool).unflatten(0, reached.shape[:2])
+        if self.out_values:
+            return torch.tensor(self.out_levels, dtype=torch.float32)[reached.sum(1).to(torch.int64)]
         bits = reached.bool()
         if self.out_levels == [-1.0, 1.0]:
             bits = ~bits
@@ -210,7 +218,8 @@ class PackedBinaryConv2d(nn.Module):
                   "kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding),
                   "bias": self.bias is not None, "levels": self.levels}
         if self.packed_input or self.out_levels is not None:
-            config.update(packed_input=self.packed_input, out_levels=self.out_levels, out_pool=self.out_pool)
+            config.update(packed_input=self.packed_input, out_levels=self.out_levels, out_pool=self.out_pool,
+                          out_values=self.out_values)
         if self.in_compare is not None:
             config.update(in_thresholds=self.in_thresholds.tolist(), in_compare=self.in_compare)
         return config
@@ -224,7 +233,8 @@ class PackedBinaryConv2d(nn.Module):
         if self.in_compare is not None:
             text += ", quantizes its input"
         if self.out_levels is not None:
-            text += f", packed output ({encoded_planes(self.out_levels)} planes, pool {self.out_pool})"
+            kind = "quantized float" if self.out_values else f"packed ({encoded_planes(self.out_levels)} planes)"
+            text += f", {kind} output, pool {self.out_pool}"
         return text
 
 

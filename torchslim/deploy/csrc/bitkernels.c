@@ -205,6 +205,9 @@ typedef struct {
     const float *xf;       /* [N][C][H][W] */
     const float *in_thr;   /* [P] thresholds compared by in_cmp (a CMP_* code) */
     int64_t in_cmp;
+    /* with the packed epilogue: write levels[number of planes reached] as floats to
+     * out ([N][OC][OH / pool][OW / pool]) instead of bits (NULL: bits) */
+    const float *levels;
 } bk_conv_desc;
 
 /* Per-thread scratch, grown on demand and kept: no allocation per call. */
@@ -465,12 +468,21 @@ ALWAYS_INLINE void conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64
     const int64_t nch = o_end - o_begin;
     const uint64_t valid = nch == 64 ? ~(uint64_t)0 : (((uint64_t)1 << nch) - 1);
     for (int64_t px = 0; px < pw_out; px++) {
+        uint64_t reached[MAX_PACK_PLANES];
         for (int64_t k = 0; k < Q; k++) {
             uint64_t g = 0;
             for (int64_t r = 0; r < pool; r++)
                 for (int64_t dx = 0; dx < pool; dx++) g |= bf.obits[(r * owe + px * pool + dx) * Q + k];
-            g = (d->out_sign ? ~g : g) & valid;
-            d->out_bits[(((b * Q + k) * ph_out + unit) * pw_out + px) * owords + chunk] = g;
+            reached[k] = g;
+            if (d->levels == NULL)
+                d->out_bits[(((b * Q + k) * ph_out + unit) * pw_out + px) * owords + chunk] =
+                    (d->out_sign ? ~g : g) & valid;
+        }
+        if (d->levels == NULL) continue;
+        for (int64_t j = 0; j < nch; j++) { /* the level is the count of thermometer planes reached */
+            int64_t level = 0;
+            for (int64_t k = 0; k < Q; k++) level += (int64_t)((reached[k] >> j) & 1);
+            d->out[((b * d->oc + o_begin + j) * ph_out + unit) * pw_out + px] = d->levels[level];
         }
     }
 }
