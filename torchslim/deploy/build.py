@@ -52,12 +52,13 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bk_pack.argtypes = [f_ptr, i64, i64, i64, i64, i64, f_ptr, i64, ctypes.c_int, ptr, ctypes.c_int]
     lib.bk_pack_weights.argtypes = [ptr, i64, i64, i64, i64, i64, ptr]
     lib.bk_conv.argtypes = [ptr]
+    lib.bk_conv.restype = i64
     lib.bk_conv_desc_size.restype = i64
     lib.bk_select_isa.argtypes = [ctypes.c_int]
     lib.bk_select_isa.restype = ctypes.c_int
     lib.bk_isa.restype = ctypes.c_int
     lib.bk_max_threads.restype = ctypes.c_int
-    for name in ("bk_pack_signs", "bk_pack", "bk_pack_weights", "bk_conv"):
+    for name in ("bk_pack_signs", "bk_pack", "bk_pack_weights"):
         getattr(lib, name).restype = None
     force = os.environ.get("TORCHSLIM_ISA", "auto")
     lib.bk_select_isa(0 if force == "portable" else -1)

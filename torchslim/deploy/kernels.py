@@ -233,7 +233,8 @@ class ConvKernel:
         else:
             out = torch.empty(self._out_shape, dtype=torch.float32)
             d.out = out.data_ptr()
-        self._run(self._desc_addr)
+        if self._run(self._desc_addr) != 0:
+            raise MemoryError("torchslim: the binary conv kernel could not allocate its scratch memory")
         return out
 
 

@@ -440,12 +440,13 @@ TARGET_FAST static void epilogue_fast(const epi_args *e, const buffers *bf, int6
 #endif
 
 /* One work item: output channels [64 * chunk, +64) of one unit (pool output rows) of image b. */
-ALWAYS_INLINE void conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk, mk_fn mk,
+/* Returns 0 when its scratch memory could not grow (nothing written), else 1. */
+ALWAYS_INLINE int conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk, mk_fn mk,
                              popsum_fn popsum, epi_fn epilogue) {
     const int64_t pool = d->pool, owe = pool > 1 ? (d->ow / pool) * pool : d->ow, npix = pool * owe;
     const int64_t K = d->kh * d->kw * d->words, Q = d->out_planes, ocp = (d->oc + TILE - 1) / TILE * TILE;
     buffers bf;
-    if (!carve(s, d, npix, &bf)) return;
+    if (!carve(s, d, npix, &bf)) return 0;
     const int64_t key = b * (d->oh + 1) + unit;
     if (s->key != key) {
         gather_unit(d, &bf, b, unit, owe, npix, popsum);
@@ -461,7 +462,7 @@ ALWAYS_INLINE void conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64
         mk(bf.col, d->planes * npix, d->wt + (o0 / TILE) * K * TILE, K, bf.acc);
         epilogue(&e, &bf, npix, o0, Q == 0 ? d->out + (b * d->oc + o0) * plane + unit * d->ow : NULL, plane, nt);
     }
-    if (Q == 0) return;
+    if (Q == 0) return 1;
     /* max pool: a pooled pixel reaches a level if any pixel of its window does; padding
      * channels of the last word stay 0 */
     const int64_t pw_out = owe / pool, ph_out = d->oh / pool, owords = (d->oc + 63) / 64;
@@ -485,16 +486,17 @@ ALWAYS_INLINE void conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64
             d->out[((b * d->oc + o_begin + j) * ph_out + unit) * pw_out + px] = d->levels[level];
         }
     }
+    return 1;
 }
 
-typedef void (*item_fn)(const bk_conv_desc *, scratch *, int64_t, int64_t, int64_t);
-static void item_portable(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
-    conv_item(d, s, b, unit, chunk, d->steps == NULL ? mk_xor_portable : mk_and_portable, popsum_portable,
+typedef int (*item_fn)(const bk_conv_desc *, scratch *, int64_t, int64_t, int64_t);
+static int item_portable(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
+    return conv_item(d, s, b, unit, chunk, d->steps == NULL ? mk_xor_portable : mk_and_portable, popsum_portable,
               epilogue_portable);
 }
 #if BK_X86
-TARGET_FAST static void item_fast(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
-    conv_item(d, s, b, unit, chunk, d->steps == NULL ? mk_xor_fast : mk_and_fast, popsum_fast, epilogue_fast);
+TARGET_FAST static int item_fast(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
+    return conv_item(d, s, b, unit, chunk, d->steps == NULL ? mk_xor_fast : mk_and_fast, popsum_fast, epilogue_fast);
 }
 #endif
 
@@ -502,6 +504,7 @@ typedef struct {
     const bk_conv_desc *d;
     item_fn fn;
     int64_t units, chunks;
+    _Atomic int failed; /* an item could not get scratch memory */
 } conv_task;
 
 static void conv_task_item(void *arg, int64_t it, uint32_t job) {
@@ -512,13 +515,14 @@ static void conv_task_item(void *arg, int64_t it, uint32_t job) {
         s->key = -1;
     }
     const int64_t chunk = it % t->chunks, rest = it / t->chunks;
-    t->fn(t->d, s, rest / t->units, rest % t->units, chunk);
+    if (!t->fn(t->d, s, rest / t->units, rest % t->units, chunk)) atomic_store(&t->failed, 1);
 }
 
-/* Binary convolution (and fully connected layer: a 1x1 conv on a 1x1 image).  Work
+/* Binary convolution (and fully connected layer: a 1x1 conv on a 1x1 image); returns
+ * 0, or -1 when scratch memory ran out (the output is then incomplete).  Work
  * items are (image, unit, 64-channel chunk), chunk fastest, so a thread that takes
  * consecutive items reuses the unit's im2col. */
-void bk_conv(const bk_conv_desc *d) {
+int64_t bk_conv(const bk_conv_desc *d) {
     item_fn fn = item_portable;
 #if BK_X86
     if (g_isa == 1) fn = item_fast;
@@ -531,7 +535,7 @@ void bk_conv(const bk_conv_desc *d) {
         const size_t need = (size_t)(d->n * d->planes * d->h * d->w * d->words) * sizeof(uint64_t);
         if (need > capacity) {
             uint64_t *grown = (uint64_t *)realloc(packed, need);
-            if (grown == NULL) return;
+            if (grown == NULL) return -1;
             packed = grown;
             capacity = need;
         }
@@ -542,8 +546,9 @@ void bk_conv(const bk_conv_desc *d) {
         d = &local;
     }
     const int64_t units = d->oh / d->pool, chunks = (d->oc + CHUNK - 1) / CHUNK, items = d->n * units * chunks;
-    conv_task task = {d, fn, units, chunks};
+    conv_task task = {d, fn, units, chunks, 0};
     parallel_for(conv_task_item, &task, items, threads);
+    return atomic_load(&task.failed) ? -1 : 0;
 }
 
 /* Structure size, so the Python side can check its mirror of bk_conv_desc. */
