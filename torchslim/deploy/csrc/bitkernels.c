@@ -249,6 +249,8 @@ static int carve(scratch *s, const bk_conv_desc *d, int64_t npix, buffers *bf) {
     return 1;
 }
 
+static inline int64_t clamp(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
 /* im2col of one unit (pool rows of output pixels) on bits, zero words where taps fall outside. */
 static void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int64_t unit, int64_t owe,
                         int64_t npix, popsum_fn popsum) {
@@ -256,11 +258,11 @@ static void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int
     for (int64_t q = 0; q < npix; q++) {
         const int64_t y = unit * d->pool + q / owe, xo = q % owe;
         const int64_t iy0 = y * d->sh - d->ph, ix0 = xo * d->sw - d->pw;
-        int16_t *r = bf->rect + 4 * q;
-        r[0] = (int16_t)(iy0 < 0 ? -iy0 : 0);
-        r[1] = (int16_t)(iy0 + d->kh > d->h ? d->h - iy0 : d->kh);
-        r[2] = (int16_t)(ix0 < 0 ? -ix0 : 0);
-        r[3] = (int16_t)(ix0 + d->kw > d->w ? d->w - ix0 : d->kw);
+        int16_t *r = bf->rect + 4 * q; /* clamped: with padding >= kernel a window can miss the image */
+        r[0] = (int16_t)clamp(-iy0, 0, d->kh);
+        r[1] = (int16_t)clamp(d->h - iy0, r[0], d->kh);
+        r[2] = (int16_t)clamp(-ix0, 0, d->kw);
+        r[3] = (int16_t)clamp(d->w - ix0, r[2], d->kw);
         for (int64_t p = 0; p < d->planes; p++) {
             const uint64_t *img = d->x + (b * d->planes + p) * d->h * d->w * words;
             uint64_t *dst = bf->col + (p * npix + q) * K;
@@ -290,8 +292,9 @@ static void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int
 
 /* Per-tile epilogue: values of every pixel of the unit for the 8 channels from o0,
  * then either float outputs (dst[j * plane + pixel] for the nt real channels) or
- * packed output bits (OR-ed into bf->obits).  The fields it needs are copied to locals first: stores
- * through the output pointers would otherwise force reloads of the descriptor. */
+ * packed output bits (OR-ed into bf->obits).  The fields it needs are copied to
+ * locals first: stores through the output pointers would otherwise force reloads
+ * of the descriptor. */
 typedef struct {
     int64_t sign, taps, c_true, kh, kw, ocp, planes, q;
     const int32_t *wpre;
