@@ -59,10 +59,15 @@ def add_json_arg(parser) -> None:
 
 
 def load_data(args, split: str):
+    """The split named by --data; --subset limits the training images, and the test images only when it is
+    smaller than the test split (a 20,000-image budget still evaluates on all 10,000 test images)."""
     from ..data import load_dataset, parse_data_arg
 
     name, root = parse_data_arg(args.data)
-    return load_dataset(name, split=split, root=root, holdout=args.holdout, subset=args.subset)
+    if split == "train" or args.subset is None:
+        return load_dataset(name, split=split, root=root, holdout=args.holdout, subset=args.subset)
+    full = load_dataset(name, split=split, root=root, holdout=args.holdout)
+    return full.subset(args.subset) if args.subset < len(full) else full
 
 
 def check_out_path(path: str) -> None:
