@@ -45,10 +45,11 @@ def section(name: str, report: dict) -> str:
         f"top-1 {before['top1']:.4f} -> {after['top1']:.4f} ({100 * (after['top1'] - before['top1']):+.2f} points); "
         f"MACs {after['macs'] / before['macs']:.1%} of the original; packed file "
         f"{before['size_bytes'] / after['packed_bytes']:.1f}x smaller than the original's float file; "
-        f"float latency {before['latency_ms']['float'] / after['latency_ms']['float']:.2f}x"
+        f"speed-up over the original's float latency: {before['latency_ms']['float'] / after['latency_ms']['float']:.2f}x"
+        " in float"
         + ("" if after["latency_ms"]["binary"] is None else
-           f", packed binary {before['latency_ms']['float'] / after['latency_ms']['binary']:.2f}x")
-        + f" faster than the original's float. The stages ran for {report['seconds']:.0f} s in all "
+           f", {before['latency_ms']['float'] / after['latency_ms']['binary']:.2f}x packed binary")
+        + f", {before['latency_ms']['float'] / after['latency_ms']['int8']:.2f}x ORT int8. The stages ran for {report['seconds']:.0f} s in all "
         "(each stage's own time, measured when it ran; a resumed run reuses finished stages).", "",
         markdown_table(["#", "stage", "seconds", "top-1", "MACs", "bytes"], stages),
     ])
@@ -58,8 +59,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", default=",".join(shipped_recipes()))
     parser.add_argument("--quick", action="store_true", help="the quick variants (no BENCHMARKS.md update)")
+    parser.add_argument("--render", action="store_true",
+                        help="rewrite the sections from the runs' report.json files; run nothing")
     args = parser.parse_args()
     for name in args.recipes.split(","):
+        if args.render:
+            with open(os.path.join(OUT, name, "report.json")) as handle:
+                write_section(f"recipe-{name}", section(name, json.load(handle)))
+            continue
         began = time.perf_counter()
         out = os.path.join(OUT, name + ("-quick" if args.quick else ""))
         report = compress(name, out, quick=args.quick, progress=False)
