@@ -1,11 +1,12 @@
 import functools
 
 import pytest
-
 import torch
 from torch import nn
 
 from torchslim import models
+
+from ..conftest import single_thread
 
 WIDTH = {"lenet5": 1.0, "lenet300": 0.25, "lenet": 1.0}
 
@@ -32,10 +33,4 @@ def calibration(name: str, batch: int = 8):
     return [(x, y)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small models on a shared 2-core machine: a second intra-op thread only adds contention.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+_one_thread = pytest.fixture(autouse=True)(single_thread)

@@ -2,7 +2,8 @@ import copy
 from html.parser import HTMLParser
 
 import pytest
-import torch
+
+from ..conftest import single_thread
 
 FULL_REPORT = {
     "title": "taylor-vgg16 (quick)",
@@ -39,13 +40,7 @@ EXPECTED_CELLS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models on a shared 2-core machine: a second intra-op thread only adds contention.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+_one_thread = pytest.fixture(autouse=True)(single_thread)
 
 
 @pytest.fixture

@@ -31,13 +31,13 @@ def _shapes(model):
 
 
 @pytest.fixture(scope="module")
-def test_set():
+def digits_test():
     """64 test images (a class-balanced subset), all of which the sweep evaluates."""
     return load_dataset("digits-32", split="test").subset(64)
 
 
 @pytest.fixture(scope="module")
-def swept(test_set):
+def swept(digits_test):
     """One sweep over every image, recording the parameter shapes of each evaluated copy."""
     model = _model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -50,24 +50,24 @@ def swept(test_set):
     patch = pytest.MonkeyPatch()
     patch.setattr(sensitivity_module, "evaluate", spy)
     try:
-        result = sensitivity_sweep(model, test_set, ratios=RATIOS, max_images=10_000)
+        result = sensitivity_sweep(model, digits_test, ratios=RATIOS, max_images=10_000)
     finally:
         patch.undo()
     return model, before, result, seen
 
 
-def test_result_shape(swept, test_set):
+def test_result_shape(swept, digits_test):
     model, _, result, _ = swept
     groups = [g for g in channel_groups(model) if len(g) > 1]
     assert set(result) == {"criterion", "ratios", "baseline_top1", "images", "layers"}
     assert result["criterion"] == "l1" and result["ratios"] == list(RATIOS)
-    assert result["images"] == len(test_set) == 64
+    assert result["images"] == len(digits_test) == 64
     assert [row["layer"] for row in result["layers"]] == [g.name for g in groups]
     assert [row["channels"] for row in result["layers"]] == [len(g) for g in groups]
     assert result["layers"][0]["layer"] == "features.0" and result["layers"][0]["channels"] == 8
     values = [result["baseline_top1"]] + [t for row in result["layers"] for t in row["top1"]]
     assert all(0.0 <= t <= 1.0 for t in values)
-    assert result["baseline_top1"] == evaluate(model, test_set)["top1"]
+    assert result["baseline_top1"] == evaluate(model, digits_test)["top1"]
 
 
 def test_ratios_are_honoured(swept):
@@ -96,7 +96,7 @@ def test_each_copy_has_only_its_group_pruned(swept):
                 assert weight[0 if member.role == "out" else 1] == kept
 
 
-def test_matches_prune_with_every_other_group_ignored(swept, test_set):
+def test_matches_prune_with_every_other_group_ignored(swept, digits_test):
     """The public prune() with all other groups' BN layers ignored cuts the same channels."""
     model, _, result, _ = swept
     row = result["layers"][2]
@@ -104,7 +104,7 @@ def test_matches_prune_with_every_other_group_ignored(swept, test_set):
     config = PruneConfig(criterion="l1", ratio=0.5, scope="layer", ignored_layers=tuple(others))
     pruned = prune(model, config=config).model
     assert pruned.get_submodule(row["layer"]).out_channels == row["kept"][1]
-    assert evaluate(pruned, test_set)["top1"] == row["top1"][1]
+    assert evaluate(pruned, digits_test)["top1"] == row["top1"][1]
 
 
 def test_callers_model_is_unchanged(swept):
@@ -115,8 +115,8 @@ def test_callers_model_is_unchanged(swept):
     assert all(p.grad is None for p in model.parameters()) and not model.training
 
 
-def test_image_cap_and_data_criterion(test_set):
-    result = sensitivity_sweep(_model(), test_set, ratios=[0.5], criterion="taylor", max_images=30, batch_size=16)
+def test_image_cap_and_data_criterion(digits_test):
+    result = sensitivity_sweep(_model(), digits_test, ratios=[0.5], criterion="taylor", max_images=30, batch_size=16)
     assert result["images"] == 30 and result["criterion"] == "taylor" and result["ratios"] == [0.5]
     assert [row["kept"] for row in result["layers"]][:2] == [[4], [8]]
     assert all(len(row["top1"]) == 1 and 0 <= row["top1"][0] <= 1 for row in result["layers"])
@@ -132,9 +132,9 @@ def test_image_cap_and_data_criterion(test_set):
     ({"criterion": "l1x"}, "did you mean 'l1'"),
     ({"max_images": 0}, "max_images"),
 ])
-def test_bad_arguments_raise_user_error(kwargs, message, test_set):
+def test_bad_arguments_raise_user_error(kwargs, message, digits_test):
     with pytest.raises(UserError, match=message):
-        sensitivity_sweep(_model(), test_set, **kwargs)
+        sensitivity_sweep(_model(), digits_test, **kwargs)
 
 
 def test_data_of_the_wrong_shape_is_a_user_error():
