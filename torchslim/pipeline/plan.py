@@ -73,7 +73,7 @@ class _DryParser(Exception):
 
 def _dry_parse(verb: str, argv: list) -> None:
     """Parse ``argv`` with the verb's parser; raise _DryParser with argparse's message."""
-    parser = verb_parser(verb)
+    parser = verb_parser.__wrapped__(verb)  # a private copy: its error hook is replaced below
 
     def fail(message):
         raise _DryParser(message)

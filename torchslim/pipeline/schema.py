@@ -112,7 +112,9 @@ def _runtime_choices(verb: str | None, key: str) -> tuple:
     return tuple(value() if callable(value) else value)
 
 
+@lru_cache(maxsize=None)
 def verb_parser(verb: str) -> argparse.ArgumentParser:
+    """The verb's argparse parser, built once (read-only: dry runs build their own, see plan.py)."""
     from ..cli.main import build_parser
 
     subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
