@@ -59,3 +59,18 @@ def test_compile_freezes_a_quantization_aware_model_and_round_trips(tmp_path):
     loaded = torchslim.load(tmp_path / "c.safetensors")
     with torch.no_grad():
         assert torch.equal(loaded(x), compiled(x))
+
+
+@pytest.mark.parametrize("act_bits, planes", [(2, 2), (3, 3)])
+def test_compile_packs_evenly_spaced_levels_as_binary_weighted_planes(act_bits, planes):
+    torch.manual_seed(0)
+    model = quantize(models.create("vgg11", width_mult=0.25), QuantConfig(method="dorefa", act_bits=act_bits)).eval()
+    frozen = freeze(model).eval()
+    compiled = compile(frozen)
+    packed = [m for m in compiled.modules() if isinstance(m, PackedBinaryConv2d)]
+    assert packed and all(m.binary and m.steps.numel() == planes for m in packed)
+    chained = [m for m in packed if m.out_levels is not None and not m.out_values]
+    assert chained and all(m.kernel().packed_planes == planes for m in chained)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(compiled(x), frozen(x))

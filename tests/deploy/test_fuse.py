@@ -28,13 +28,22 @@ def _odd_batchnorm(channels, seed=0):
     return bn
 
 
-@pytest.mark.parametrize("method, bits", [("sign", 1), ("hwgq", 2)])
-def test_thresholds_reproduce_every_level_decision(method, bits):
-    layer = _packed_layer(5, 12, [-1.0, 1.0])
+def _levels(name):
+    return {"sign": [-1.0, 1.0], "dorefa2": [float(v) for v in ActQuant("dorefa", 2).levels]}[name]
+
+
+@pytest.mark.parametrize("method, bits", [("sign", 1), ("hwgq", 2), ("dorefa", 2), ("dorefa", 3)])
+@pytest.mark.parametrize("layer_levels", ["sign", "dorefa2"])
+def test_thresholds_reproduce_every_level_decision(method, bits, layer_levels):
+    layer = _packed_layer(5, 12, _levels(layer_levels))
     bn, act = _odd_batchnorm(12), ActQuant(method, bits).eval()
     thresholds, sgn = fold_thresholds(layer, bn, act)
-    bound = 5 * 9
-    values = torch.arange(-bound, bound + 1, dtype=torch.float32).repeat(12, 1)  # every reachable conv value
+    top = 1 if layer.steps is None else 3  # largest level index of the input
+    bound = 5 * 9 * top
+    values = torch.arange(-bound, bound + 1, dtype=torch.float32).repeat(12, 1)  # every reachable integer sum
+    if layer.binary:  # the layer's value is D * S
+        assert layer.steps.numel() == 2
+        values = layer.steps[0] * values
     levels = _level_index(values, layer.scale, layer.bias, bn, act)
     for k in range(thresholds.shape[0]):
         predicted = values * sgn.view(-1, 1) >= thresholds[k].view(-1, 1)
@@ -49,7 +58,8 @@ class _Chain(nn.Module):
 
     def __init__(self, first_levels, method, bits):
         super().__init__()
-        self.act_in = ActQuant(*(("sign", 1) if first_levels == [-1.0, 1.0] else ("hwgq", 2)))
+        self.act_in = ActQuant(*{"sign": ("sign", 1), "hwgq2": ("hwgq", 2), "dorefa2": ("dorefa", 2)}[first_levels])
+        first_levels = [float(v) for v in self.act_in.levels]
         self.conv1 = _packed_layer(70, 66, first_levels, seed=1)
         self.bn = _odd_batchnorm(66, seed=2)
         self.act = ActQuant(method, bits)
@@ -63,12 +73,12 @@ class _Chain(nn.Module):
         return self.pool2(self.act2(self.bn2(x))).flatten(1)  # ends in floats: conv2 emits the levels
 
 
-@pytest.mark.parametrize("first", [[-1.0, 1.0], "hwgq2"])
-@pytest.mark.parametrize("method, bits", [("sign", 1), ("hwgq", 2)])
+@pytest.mark.parametrize("first", ["sign", "hwgq2", "dorefa2"])
+@pytest.mark.parametrize("method, bits", [("sign", 1), ("hwgq", 2), ("dorefa", 2), ("dorefa", 3)])
 def test_chained_layers_match_the_float_chain(first, method, bits, monkeypatch):
-    first_levels = [-1.0, 1.0] if first != "hwgq2" else [float(v) for v in ActQuant("hwgq", 2).levels]
-    model = _Chain(first_levels, method, bits).eval()
+    model = _Chain(first, method, bits).eval()
     compiled = compile(model)
+    assert compiled.conv1.binary == (first == "dorefa2") and compiled.conv2.binary == (method == "dorefa")
     assert compiled.torchslim_meta["chained_layers"] == ["conv1", "conv2"]
     assert compiled.conv1.out_levels is not None and compiled.conv1.out_pool == 2 and compiled.conv2.packed_input
     assert compiled.conv2.out_values and not compiled.conv1.out_values

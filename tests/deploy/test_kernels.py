@@ -4,7 +4,8 @@ import torch
 from torchslim.deploy import build
 from torchslim.deploy.kernels import (_TORCH_COMPARE, COMPARE, _pack_bool_reference, binary_conv2d, pack_planes,
                                       pack_quantized, pack_signs, pack_weight_codes, reference_binary_conv2d)
-from torchslim.deploy.modules import PackedBinaryConv2d, PackedBinaryLinear, plane_encoding
+from torchslim.deploy.modules import (PackedBinaryConv2d, PackedBinaryLinear, binary_step, encoded_planes,
+                                      level_encoding, plane_encoding)
 
 needs_native = pytest.mark.skipif(build.native_library() is None, reason="no C compiler")
 
@@ -32,19 +33,47 @@ def isa(request):
     lib.bk_select_isa(-1)
 
 
+DOREFA2 = [i / 3 for i in range(4)]  # float32 of i / n: evenly spaced up to rounding
+DOREFA3 = [i / 7 for i in range(8)]
+# (levels, encoding): sign, thermometer planes, binary-weighted planes (the bits of the level index)
+ENCODINGS = [(None, "sign"), ([0.0, 1.0], "thermometer"), ([0.0, 0.5, 1.0, 1.5], "thermometer"),
+             ([0.0, 0.45, 1.1, 2.3], "thermometer"), ([0.0, 0.5, 1.0, 1.5], "binary"), (DOREFA2, "binary"),
+             (DOREFA3, "binary")]
+
+
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("levels", [None, [0.0, 1.0], [0.0, 0.5, 1.0, 1.5], [0.0, 0.45, 1.1, 2.3]])
-def test_native_conv_is_bit_identical_to_the_reference(shape, levels, isa):
+@pytest.mark.parametrize("levels, encoding", ENCODINGS, ids=lambda v: v if isinstance(v, str) else None)
+def test_native_conv_is_bit_identical_to_the_reference(shape, levels, encoding, isa):
     cin, cout, size, k, stride, pad = shape
     x, codes, scale, bias = _case(cin, cout, size, k)
-    thresholds, steps = plane_encoding(levels) if levels else (None, None)
+    binary = encoding == "binary"
+    if binary:
+        thresholds, steps, picked = level_encoding(levels)
+        assert picked and steps.numel() == len(levels).bit_length() - 1
+    else:
+        thresholds, steps = plane_encoding(levels) if levels else (None, None)
     if levels:  # the layer's input is already quantized to the levels
         x = torch.tensor(levels)[torch.randint(len(levels), x.shape)]
     bits, pops = pack_weight_codes(codes)
-    got = binary_conv2d(x, bits, pops, cin, scale, bias, (stride, stride), (pad, pad), thresholds, steps, threads=2)
-    want = reference_binary_conv2d(x, codes, scale, bias, (stride, stride), (pad, pad), thresholds, steps)
+    got = binary_conv2d(x, bits, pops, cin, scale, bias, (stride, stride), (pad, pad), thresholds, steps, threads=2,
+                        binary=binary)
+    want = reference_binary_conv2d(x, codes, scale, bias, (stride, stride), (pad, pad), thresholds, steps, binary)
     assert got.shape == want.shape
     assert torch.equal(got, want)
+
+
+@needs_native
+@pytest.mark.parametrize("levels", [DOREFA2, DOREFA3])
+def test_binary_weighted_planes_hold_the_level_index(levels, isa):
+    x = torch.randn(2, 130, 9, 7)
+    thresholds, _, _ = level_encoding(levels)
+    x[0, :3, 0, :len(thresholds)] = thresholds  # exact ties go up
+    x[1, 5, 2, 2] = float("nan")  # reaches no threshold: level 0
+    packed = pack_quantized(x, thresholds, "ge", binary=True)
+    assert packed.shape == (2, len(levels).bit_length() - 1, 9, 7, 3)
+    index = (x[:, None] >= thresholds.view(1, -1, 1, 1, 1)).sum(1)  # [N, C, H, W]
+    planes = torch.stack([(index >> j) & 1 for j in range(packed.shape[1])], 1).bool()
+    assert torch.equal(packed, _pack_bool_reference(planes.permute(0, 1, 3, 4, 2)))
 
 
 @needs_native
@@ -124,6 +153,17 @@ def test_fallback_without_a_compiler_warns_once_and_matches(monkeypatch):
         assert torch.equal(layer(x), native)
     finally:
         build.native_library.cache_clear()
+
+
+def test_binary_weighted_planes_are_picked_only_for_evenly_spaced_zero_anchored_levels():
+    assert binary_step(DOREFA2) == pytest.approx(1 / 3) and encoded_planes(DOREFA2) == 2
+    assert encoded_planes(DOREFA3) == 3 and encoded_planes([i / 15 for i in range(16)]) == 4
+    for levels in ([0.0, 1.0], [-1.0, 1.0], [0.0, 0.3177, 1.0001, 1.8936], [0.0, 0.32, 1.085, 1.85],
+                   [0.1, 0.2, 0.3, 0.4], [0.0, 1.0, 2.0], [0.0, 1.0, 2.0, 3.0001]):
+        assert binary_step(levels) is None
+    assert encoded_planes([0.0, 0.3177, 1.0001, 1.8936]) == 3  # thermometer
+    _, steps, binary = level_encoding([0.0, 0.5, 1.0, 1.5])
+    assert binary and steps.tolist() == [0.5, 1.0]
 
 
 def test_plane_encoding_rejects_unsupported_levels():

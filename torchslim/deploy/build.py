@@ -49,7 +49,7 @@ def _compile(compiler: str, target: str) -> None:
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     i64, ptr, f_ptr = ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p
     lib.bk_pack_signs.argtypes = [f_ptr, i64, i64, i64, i64, i64, ptr, ctypes.c_int]
-    lib.bk_pack.argtypes = [f_ptr, i64, i64, i64, i64, i64, f_ptr, i64, ctypes.c_int, ptr, ctypes.c_int]
+    lib.bk_pack.argtypes = [f_ptr, i64, i64, i64, i64, i64, f_ptr, i64, ctypes.c_int, ctypes.c_int, ptr, ctypes.c_int]
     lib.bk_pack_weights.argtypes = [ptr, i64, i64, i64, i64, i64, ptr]
     lib.bk_conv.argtypes = [ptr]
     lib.bk_conv.restype = i64

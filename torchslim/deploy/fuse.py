@@ -13,7 +13,8 @@ down with the sign of scale * gamma) and "level >= k" is exactly "sgn * v >= t_k
 a float threshold ``t_k``.  The thresholds are found by bisection on the float32
 ordering, evaluating the very modules the float model runs, so the packed chain
 makes the same decisions bit for bit.  The max of thermometer-coded levels over a
-pooling window is the OR of their bits.
+pooling window is the OR of their bits; a binary-weighted next layer gets the bits of
+the pooled level index, derived from those thermometer bits.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from .modules import PackedBinaryConv2d, encoded_planes
+from .kernels import MAX_NATIVE_PLANES
+from .modules import PackedBinaryConv2d, threshold_count
 
 _SIGN_BIT = 1 << 31
 
@@ -188,7 +190,7 @@ def fuse_chains(model: nn.Module, graph: fx.Graph) -> list[str]:
             continue
         layer = modules[node.target]
         found = _chain(node, modules, calls)
-        if found is None or layer.out_levels is not None or encoded_planes(found[1].levels) > 16:
+        if found is None or layer.out_levels is not None or threshold_count(found[1].levels) > MAX_NATIVE_PLANES:
             continue
         bn, act, pool, consumer, middle = found
         thresholds, sgn = fold_thresholds(layer, bn, act)

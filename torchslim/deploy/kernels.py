@@ -2,7 +2,8 @@
 
 Layouts (64 channels per word; words are stored in int64 tensors):
   activations  [N, H, W, words]            sign mode, bit set where x < 0
-               [N, P, H, W, words]         plane mode, plane k set where x >= threshold[k]
+               [N, P, H, W, words]         plane mode, plane k set where x >= threshold[k] (thermometer), or
+                                           binary-weighted: plane j holds bit j of the level index
                                            (a fused layer's packed output uses this form, P = 1 in sign mode)
   weights      [OC, KH, KW, words]         bit set where the code is -1
   tiled        [ceil(OC/8), KH*KW*words, 8] what the micro-kernel reads: 8 channels side by side
@@ -43,7 +44,8 @@ class ConvDesc(ctypes.Structure):
         "n", "h", "w", "words", "planes", "c_true", "oc", "kh", "kw", "sh", "sw", "ph", "pw", "oh", "ow",
         "pool", "out_planes", "out_sign", "threads")] + [(name, ctypes.c_void_p) for name in (
         "x", "steps", "wt", "wpre", "scale", "bias", "out", "thr", "sgn", "out_bits", "xf", "in_thr")] + [
-        ("in_cmp", ctypes.c_int64), ("levels", ctypes.c_void_p)]
+        ("in_cmp", ctypes.c_int64), ("levels", ctypes.c_void_p), ("in_binary", ctypes.c_int64),
+        ("out_binary", ctypes.c_int64)]
 
 
 def pack_weight_codes(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,22 +132,43 @@ _TORCH_COMPARE = {"lt": lambda x, t: x < t, "ge": lambda x, t: x >= t, "gt": lam
                   "not_ge": lambda x, t: ~(x >= t), "not_gt": lambda x, t: ~(x > t)}
 
 
-def pack_quantized(x: torch.Tensor, thresholds: torch.Tensor, compare: str = "ge", threads: int = 1) -> torch.Tensor:
+def binary_planes(thresholds: int) -> int:
+    """Binary-weighted planes that hold the level index of ``thresholds`` (2^k - 1) thresholds: k."""
+    return int(thresholds).bit_length()
+
+
+def therm_to_binary(mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """Nested thermometer bits along ``dim`` -> the bits of their count (plane j = bit j)."""
+    count = mask.to(torch.int64).sum(dim, keepdim=True)
+    shifts = torch.arange(binary_planes(mask.shape[dim]), dtype=torch.int64)
+    shape = [1] * mask.dim()
+    shape[dim] = -1
+    return ((count >> shifts.view(shape)) & 1).bool()
+
+
+def pack_quantized(x: torch.Tensor, thresholds: torch.Tensor, compare: str = "ge", threads: int = 1,
+                   binary: bool = False) -> torch.Tensor:
     """float NCHW -> planes [N, P, H, W, words], plane k set where ``compare(x, thresholds[k])``.
 
     ``ge`` / ``gt`` give thermometer planes (ties going up / down); ``not_ge`` / ``not_gt``
-    with one threshold give sign bits straight from a sign quantizer's input.
+    with one threshold give sign bits straight from a sign quantizer's input.  With
+    ``binary`` (2^k - 1 thresholds), P = k and plane j holds bit j of the number of
+    thresholds that hold (the level index).
     """
     x = _check_float(x)
     thresholds = thresholds.to(torch.float32).contiguous()
     n, c, h, w = x.shape
-    words, planes = words_for(c), thresholds.numel()
+    words, count = words_for(c), thresholds.numel()
+    planes = binary_planes(count) if binary else count
     lib = native_library()
-    if lib is None or planes > MAX_NATIVE_PLANES:
+    if lib is None or count > MAX_NATIVE_PLANES:
         mask = _TORCH_COMPARE[compare](x[:, None], thresholds.view(1, -1, 1, 1, 1))  # [N, P, C, H, W]
+        if binary:
+            mask = therm_to_binary(mask, 1)
         return _pack_bool_reference(mask.permute(0, 1, 3, 4, 2))
     out = torch.empty(n, planes, h, w, words, dtype=torch.int64)
-    lib.bk_pack(_ptr(x), n, c, h, w, words, _ptr(thresholds), planes, COMPARE[compare], _ptr(out), int(threads))
+    lib.bk_pack(_ptr(x), n, c, h, w, words, _ptr(thresholds), count, COMPARE[compare], int(binary), _ptr(out),
+                int(threads))
     return out
 
 
@@ -164,11 +187,14 @@ class ConvKernel:
     Float epilogue: ``y = v * scale + bias`` (NCHW float).  Packed epilogue (when
     ``out_thresholds`` [Q, OC] and ``out_sgn`` [OC] are given): the next layer's
     packed input, plane k set where ``sgn * v >= thresholds[k]`` (in sign mode
-    ``out_sign``: bit set where level 0 is kept), max-pooled over ``pool`` x ``pool``.
+    ``out_sign``: bit set where level 0 is kept), max-pooled over ``pool`` x ``pool``;
+    with ``out_binary`` the planes are instead the bits of the number of thresholds reached.
+    ``binary``: the input planes are binary-weighted, ``steps`` = D * 2^j.
     """
 
     def __init__(self, weight_bits, weight_pops, in_channels, scale, bias, stride=(1, 1), padding=(0, 0),
-                 steps=None, out_thresholds=None, out_sgn=None, out_sign=False, pool=1, out_values=None):
+                 steps=None, out_thresholds=None, out_sgn=None, out_sign=False, pool=1, out_values=None,
+                 binary=False, out_binary=False):
         self.oc, self.kh, self.kw, self.words = weight_bits.shape
         self.wt = tile_weights(weight_bits)
         self.wpre = pop_prefix(weight_pops, self.kh, self.kw)
@@ -176,7 +202,9 @@ class ConvKernel:
         self.planes = 1 if steps is None else self.steps.numel()
         self.scale, self.bias = _padded(scale), _padded(bias)
         self.thr, self.sgn = _padded(out_thresholds, float("inf")), _padded(out_sgn, 1.0)
-        self.out_planes = 0 if self.thr is None else self.thr.shape[0]
+        self.out_planes = 0 if self.thr is None else self.thr.shape[0]  # thresholds
+        self.out_binary = bool(out_binary) and self.out_planes > 0 and out_values is None
+        self.packed_planes = binary_planes(self.out_planes) if self.out_binary else self.out_planes
         # with out_values (the levels), the packed epilogue emits levels[planes reached] as floats
         self.out_values = None if out_values is None else out_values.to(torch.float32).contiguous()
         self.pool = int(pool)
@@ -188,6 +216,7 @@ class ConvKernel:
         d.steps, d.wt, d.wpre = _ptr(self.steps), _ptr(self.wt), _ptr(self.wpre)
         d.scale, d.bias, d.thr, d.sgn = _ptr(self.scale), _ptr(self.bias), _ptr(self.thr), _ptr(self.sgn)
         d.levels = _ptr(self.out_values)
+        d.in_binary, d.out_binary = int(bool(binary)), int(self.out_binary)
         self.lib = native_library()
         if self.lib.bk_conv_desc_size() != ctypes.sizeof(ConvDesc):
             raise RuntimeError("torchslim: the native conv descriptor does not match its Python mirror")
@@ -215,7 +244,7 @@ class ConvKernel:
             if self.out_values is not None:
                 self._out_shape = (n, self.oc, oh // self.pool, ow // self.pool)
             elif self.out_planes:
-                self._out_shape = (n, self.out_planes, oh // self.pool, ow // self.pool, words_for(self.oc))
+                self._out_shape = (n, self.packed_planes, oh // self.pool, ow // self.pool, words_for(self.oc))
             else:
                 self._out_shape = (n, self.oc, oh, ow)
             self._last = (n, h, w)
@@ -241,14 +270,15 @@ class ConvKernel:
 def binary_conv2d(x: torch.Tensor, weight_bits: torch.Tensor, weight_pops: torch.Tensor, in_channels: int,
                   scale: torch.Tensor, bias: torch.Tensor | None, stride=(1, 1), padding=(0, 0),
                   thresholds: torch.Tensor | None = None, steps: torch.Tensor | None = None,
-                  threads: int = 1) -> torch.Tensor:
+                  threads: int = 1, binary: bool = False) -> torch.Tensor:
     """Native binary conv of float input ``x`` (quantized and packed here); float NCHW output.
 
     Sign mode when ``thresholds`` is None (x -> sign(x), sign(0) = +1), else plane mode
-    (x -> sum_k steps[k] * [x >= thresholds[k]]).  Needs the native library.
+    (x -> sum_k steps[k] * [x >= thresholds[k]]), or with ``binary`` binary-weighted
+    planes (x -> steps[0] * m, m = #{k : x >= thresholds[k]}).  Needs the native library.
     """
     kernel = ConvKernel(weight_bits, weight_pops, in_channels, scale, bias, stride, padding,
-                        None if thresholds is None else steps)
+                        None if thresholds is None else steps, binary=binary and thresholds is not None)
     if thresholds is None:
         kernel.set_input_packing(torch.zeros(1), "lt")
     else:
@@ -258,16 +288,19 @@ def binary_conv2d(x: torch.Tensor, weight_bits: torch.Tensor, weight_pops: torch
 
 def reference_binary_conv2d(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
                             stride=(1, 1), padding=(0, 0), thresholds: torch.Tensor | None = None,
-                            steps: torch.Tensor | None = None) -> torch.Tensor:
+                            steps: torch.Tensor | None = None, binary: bool = False) -> torch.Tensor:
     """The float simulation the kernels reproduce bit for bit.
 
-    Convolutions of {-1,+1} or {0,1} tensors with {-1,+1} weights sum small integers,
-    which float32 represents exactly; the float epilogue runs in the same order as
-    the native code.
+    Convolutions of {-1,+1} or {0,1} tensors (or of level indices 0..2^k - 1 in
+    binary-weighted mode) with {-1,+1} weights sum small integers, which float32
+    represents exactly; the float epilogue runs in the same order as the native code.
     """
     weight = codes.to(torch.float32)
     if thresholds is None:
         values = F.conv2d(torch.where(x < 0, -1.0, 1.0), weight, stride=stride, padding=padding)
+    elif binary:  # D * conv(level index): one rounding of an exact integer sum
+        index = (x[:, None] >= thresholds.view(1, -1, 1, 1, 1)).sum(1).to(torch.float32)
+        values = steps[0].to(torch.float32) * F.conv2d(index, weight, stride=stride, padding=padding)
     else:
         values = None
         for k in range(thresholds.numel()):

@@ -2,7 +2,9 @@
 
 A packed layer takes the *quantized* activations produced by the preceding
 activation quantizer (values in a known, finite level set), packs them, and runs
-the xnor/and-popcount convolution.  Levels ``{-1, +1}`` use sign mode; levels
+the xnor/and-popcount convolution.  Levels ``{-1, +1}`` use sign mode; evenly
+spaced levels ``D * {0, 1, ..., 2^k - 1}`` (k >= 2, e.g. DoReFa) use k
+binary-weighted planes holding the bits of the level index; other levels
 ``0 = L0 < L1 < ...`` use thermometer planes with steps ``L(k+1) - Lk``.
 
 ``compile`` may also fold the activation quantizer in front of a layer into its
@@ -21,8 +23,12 @@ from torch import nn
 
 from ..io import register_module_type
 from .build import native_library
-from .kernels import (_TORCH_COMPARE, MAX_NATIVE_PLANES, ConvKernel, _pack_bool_reference, pack_weight_codes,
-                      reference_binary_conv2d, unpack_bits, words_for)
+from .kernels import (_TORCH_COMPARE, MAX_NATIVE_PLANES, ConvKernel, _pack_bool_reference, binary_planes,
+                      pack_weight_codes, reference_binary_conv2d, therm_to_binary, unpack_bits, words_for)
+
+# Levels count as D * i when every level is within this fraction of the top level of D * i:
+# float32 rounding of i / n (DoReFa) stays far below it.
+_EVEN_TOLERANCE = 2.0 ** -20
 
 
 def plane_encoding(levels) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -41,10 +47,47 @@ def plane_encoding(levels) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     return thresholds, steps
 
 
+def binary_step(levels) -> float | None:
+    """The step D when ``levels`` are D * {0, 1, ..., 2^k - 1} with k >= 2 (up to float32 rounding), else None.
+
+    Such levels pack as k binary-weighted planes (the bits of the level index)
+    instead of 2^k - 1 thermometer planes.
+    """
+    levels = [float(v) for v in levels]
+    count = len(levels)
+    if count < 4 or count & (count - 1) or levels[0] != 0.0 or levels[-1] <= 0.0:
+        return None
+    step = levels[-1] / (count - 1)
+    if any(abs(v - step * i) > _EVEN_TOLERANCE * levels[-1] for i, v in enumerate(levels)):
+        return None
+    return float(torch.tensor(step, dtype=torch.float32))
+
+
+def level_encoding(levels) -> tuple[torch.Tensor | None, torch.Tensor | None, bool]:
+    """(thresholds, steps, binary) of a level set.
+
+    Thermometer planes (``binary`` False): plane k is ``x >= thresholds[k]`` with weight
+    ``steps[k]``.  Binary-weighted planes: plane j is bit j of the level index (the
+    number of thresholds reached), with weight ``steps[j] = D * 2^j``.  Sign mode:
+    (None, None, False).
+    """
+    thresholds, steps = plane_encoding(levels)
+    step = binary_step(levels)
+    if thresholds is None or step is None:
+        return thresholds, steps, False
+    planes = binary_planes(thresholds.numel())
+    return thresholds, step * torch.pow(2.0, torch.arange(planes, dtype=torch.float32)), True
+
+
+def threshold_count(levels) -> int:
+    """Thresholds of a level set (1 in sign mode): the rows of a fused layer's ``out_thresholds``."""
+    return max(len(levels) - 1, 1)
+
+
 def encoded_planes(levels) -> int:
-    """Packed planes of a level set: 1 in sign mode, else one per threshold."""
-    thresholds, _ = plane_encoding(levels)
-    return 1 if thresholds is None else thresholds.numel()
+    """Packed planes of a level set: 1 in sign mode, k for binary-weighted levels, else one per threshold."""
+    thresholds, steps, _ = level_encoding(levels)
+    return 1 if thresholds is None else steps.numel()
 
 
 def _pair(value):
@@ -73,7 +116,7 @@ class PackedBinaryConv2d(nn.Module):
         self.out_pool = int(out_pool)
         self.out_values = bool(out_values)
         self.in_compare = in_compare
-        thresholds, steps = plane_encoding(self.levels)
+        thresholds, steps, self.binary = level_encoding(self.levels)
         kh, kw = self.kernel_size
         self.register_buffer("weight_bits", torch.zeros(out_channels, kh, kw, words_for(in_channels),
                                                         dtype=torch.int64))
@@ -81,8 +124,8 @@ class PackedBinaryConv2d(nn.Module):
         self.register_buffer("scale", torch.ones(out_channels))
         self.register_buffer("bias", torch.zeros(out_channels) if bias else None)
         fused = self.out_levels is not None
-        planes = encoded_planes(self.out_levels) if fused else 0
-        self.register_buffer("out_thresholds", torch.zeros(planes, out_channels) if fused else None)
+        count = threshold_count(self.out_levels) if fused else 0
+        self.register_buffer("out_thresholds", torch.zeros(count, out_channels) if fused else None)
         self.register_buffer("out_sgn", torch.ones(out_channels) if fused else None)
         self.register_buffer("thresholds", thresholds, persistent=False)
         self.register_buffer("in_thresholds", None if in_thresholds is None else
@@ -90,7 +133,7 @@ class PackedBinaryConv2d(nn.Module):
         self.register_buffer("steps", steps, persistent=False)
         self.threads = None  # None: torch.get_num_threads() at call time
         self._kernel = None
-        self._planes_fit = max(encoded_planes(self.levels), planes) <= MAX_NATIVE_PLANES
+        self._planes_fit = max(threshold_count(self.levels), count) <= MAX_NATIVE_PLANES
 
     @classmethod
     def from_codes(cls, codes: torch.Tensor, scale, bias, stride, padding, levels) -> "PackedBinaryConv2d":
@@ -142,7 +185,8 @@ class PackedBinaryConv2d(nn.Module):
             kernel = ConvKernel(self.weight_bits, self.weight_pops, self.in_channels, self.scale, self.bias,
                                 self.stride, self.padding, self.steps, self.out_thresholds, self.out_sgn,
                                 self.out_levels == [-1.0, 1.0], self.out_pool,
-                                torch.tensor(self.out_levels) if self.out_values else None)
+                                torch.tensor(self.out_levels) if self.out_values else None, self.binary,
+                                self._out_binary())
             if self.in_compare is not None:
                 kernel.set_input_packing(self.in_thresholds, self.in_compare)
             elif self.thresholds is None:
@@ -151,6 +195,10 @@ class PackedBinaryConv2d(nn.Module):
                 kernel.set_input_packing(self.thresholds, "ge")
             self._kernel = kernel
         return self._kernel
+
+    def _out_binary(self) -> bool:
+        """Whether the packed output is binary-weighted planes (the next layer's levels are D * i)."""
+        return self.out_levels is not None and not self.out_values and binary_step(self.out_levels) is not None
 
     def invalidate(self) -> None:
         """Drop the kernel's copy of the buffers; done by set_codes, load_state_dict and .to()."""
@@ -182,16 +230,16 @@ class PackedBinaryConv2d(nn.Module):
             x = self._quantize_input(x)
         if self.out_levels is None:
             return reference_binary_conv2d(x, self.codes(), self.scale, self.bias, self.stride, self.padding,
-                                           self.thresholds, self.steps)
+                                           self.thresholds, self.steps, self.binary)
         values = reference_binary_conv2d(x, self.codes(), torch.ones(self.out_channels), None, self.stride,
-                                         self.padding, self.thresholds, self.steps)
+                                         self.padding, self.thresholds, self.steps, self.binary)
         signed = values * self.out_sgn.view(1, -1, 1, 1)
         reached = (signed[:, None] >= self.out_thresholds[None, :, :, None, None]).to(torch.float32)
         if self.out_pool > 1:
             reached = F.max_pool2d(reached.flatten(0, 1), self.out_pool).unflatten(0, reached.shape[:2])
         if self.out_values:
             return torch.tensor(self.out_levels, dtype=torch.float32)[reached.sum(1).to(torch.int64)]
-        bits = reached.bool()
+        bits = therm_to_binary(reached.bool(), 1) if self._out_binary() else reached.bool()
         if self.out_levels == [-1.0, 1.0]:
             bits = ~bits
         return _pack_bool_reference(bits.permute(0, 1, 3, 4, 2))
@@ -211,6 +259,9 @@ class PackedBinaryConv2d(nn.Module):
         if self.thresholds is None:
             return 1.0 - 2.0 * planes[:, 0]
         levels = torch.tensor(self.levels, dtype=torch.float32)
+        if self.binary:  # plane j is bit j of the level index
+            weights = torch.pow(2.0, torch.arange(planes.shape[1], dtype=torch.float32)).view(1, -1, 1, 1, 1)
+            return levels[(planes * weights).sum(1).to(torch.int64)]
         return levels[planes.sum(1).to(torch.int64)]
 
     def get_config(self) -> dict:
@@ -225,7 +276,8 @@ class PackedBinaryConv2d(nn.Module):
         return config
 
     def extra_repr(self) -> str:
-        mode = "sign" if self.thresholds is None else f"{self.thresholds.numel()} planes"
+        kind = "binary-weighted planes" if self.binary else "planes"
+        mode = "sign" if self.thresholds is None else f"{self.steps.numel()} {kind}"
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, {mode}")
         if self.packed_input:

@@ -14,6 +14,10 @@
  *    is a sum of 0/1 planes times a step per plane (thermometer code), so
  *    dot(p, w) = popcount(p) - 2 * popcount(p & w) per plane, and zero padding
  *    is exact (a padded pixel has no bit set in any plane).
+ *  - binary-weighted plane mode (levels D * {0, 1, ..., 2^k - 1}, e.g. DoReFa): the
+ *    k planes hold the bits of the level index m, so the integer sum
+ *    S = sum_j 2^j * dot(p_j, w) is exact and the value is D * S (one rounding):
+ *    k planes instead of the 2^k - 1 of a thermometer code.
  *
  * Integer accumulations are exact; the float value of a plane-mode sum is
  * formed in the same order as the reference, without contraction.
@@ -22,7 +26,8 @@
  * next layer's packed input directly: per channel, level k+1 or more is reached
  * iff sgn * v >= thr[k] (thresholds derived at compile time from the float
  * scale, BatchNorm and activation quantizer), optionally max-pooled over
- * non-overlapping windows (the maximum of thermometer bits is their OR).
+ * non-overlapping windows (the maximum of thermometer bits is their OR), and
+ * for a binary-weighted next layer turned into the bits of the level index.
  *
  * Two builds of the hot loops are selected at run time: one for POPCNT + AVX2,
  * and a portable one.  Work is spread over a small thread pool (threadpool.h);
@@ -208,6 +213,8 @@ typedef struct {
     /* with the packed epilogue: write levels[number of planes reached] as floats to
      * out ([N][OC][OH / pool][OW / pool]) instead of bits (NULL: bits) */
     const float *levels;
+    int64_t in_binary;  /* input planes are binary-weighted (2^j); steps[0] is the step D */
+    int64_t out_binary; /* packed output as binary-weighted planes of the level index */
 } bk_conv_desc;
 
 /* Per-thread scratch, grown on demand and kept: no allocation per call. */
@@ -296,7 +303,7 @@ static void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int
  * locals first: stores through the output pointers would otherwise force reloads
  * of the descriptor. */
 typedef struct {
-    int64_t sign, taps, c_true, kh, kw, ocp, planes, q;
+    int64_t sign, binary, taps, c_true, kh, kw, ocp, planes, q;
     const int32_t *wpre;
     const float *steps, *scale, *bias, *thr, *sgn;
 } epi_args;
@@ -322,6 +329,15 @@ ALWAYS_INLINE void pixel_values(const epi_args *e, const buffers *bf, int64_t np
             const int32_t outside = nvalid == e->taps ? 0 : pall[j] - (p11[j] - p01[j] - p10[j] + p00[j]);
             val[j] = (float)(kvalid - 2 * (a[j] - outside));
         }
+        return;
+    }
+    if (e->binary) { /* S = sum_p 2^p dot_p, exact in int32; then one rounding */
+        int32_t sum[TILE] = {0};
+        for (int64_t p = e->planes - 1; p >= 0; p--) {
+            const int32_t *ap = bf->acc + (p * npix + q) * TILE, ones = bf->ones[p * npix + q];
+            for (int j = 0; j < TILE; j++) sum[j] = 2 * sum[j] + (ones - 2 * ap[j]);
+        }
+        for (int j = 0; j < TILE; j++) val[j] = e->steps[0] * (float)sum[j];
         return;
     }
     for (int j = 0; j < TILE; j++) val[j] = e->steps[0] * (float)(bf->ones[q] - 2 * a[j]);
@@ -405,6 +421,14 @@ TARGET_FAST static void epilogue_fast(const epi_args *e, const buffers *bf, int6
                 kvalid = (int32_t)e->c_true * nvalid;
             }
             v = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(kvalid), _mm256_add_epi32(pc, pc)));
+        } else if (e->binary) { /* S = sum_p 2^p dot_p (Horner), then D * S */
+            __m256i sum = _mm256_setzero_si256();
+            for (int64_t p = e->planes - 1; p >= 0; p--) {
+                const __m256i ap = LOAD8(bf->acc + (p * npix + q) * TILE);
+                const __m256i t = _mm256_sub_epi32(_mm256_set1_epi32(bf->ones[p * npix + q]), _mm256_add_epi32(ap, ap));
+                sum = _mm256_add_epi32(_mm256_add_epi32(sum, sum), t);
+            }
+            v = _mm256_mul_ps(_mm256_set1_ps(e->steps[0]), _mm256_cvtepi32_ps(sum));
         } else {
             __m256i t = _mm256_sub_epi32(_mm256_set1_epi32(bf->ones[q]), _mm256_add_epi32(a, a));
             v = _mm256_mul_ps(_mm256_set1_ps(e->steps[0]), _mm256_cvtepi32_ps(t));
@@ -456,7 +480,7 @@ ALWAYS_INLINE int conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64_
         s->key = key;
     }
     if (Q > 0) memset(bf.obits, 0, (size_t)(npix * Q) * 8);
-    const epi_args e = {d->steps == NULL, d->kh * d->kw, d->c_true, d->kh, d->kw, ocp, d->planes, Q, d->wpre,
+    const epi_args e = {d->steps == NULL, d->in_binary != 0, d->kh * d->kw, d->c_true, d->kh, d->kw, ocp, d->planes, Q, d->wpre,
                         d->steps, d->scale, d->bias, d->thr, d->sgn};
     const int64_t o_begin = chunk * CHUNK, o_end = d->oc < o_begin + CHUNK ? d->oc : o_begin + CHUNK;
     const int64_t plane = d->oh * d->ow;
@@ -469,20 +493,23 @@ ALWAYS_INLINE int conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64_
     /* max pool: a pooled pixel reaches a level if any pixel of its window does; padding
      * channels of the last word stay 0 */
     const int64_t pw_out = owe / pool, ph_out = d->oh / pool, owords = (d->oc + 63) / 64;
-    const int64_t nch = o_end - o_begin;
+    const int64_t nch = o_end - o_begin, qout = packed_planes(Q, d->out_binary != 0);
     const uint64_t valid = nch == 64 ? ~(uint64_t)0 : (((uint64_t)1 << nch) - 1);
     for (int64_t px = 0; px < pw_out; px++) {
-        uint64_t reached[MAX_PACK_PLANES];
+        uint64_t reached[MAX_PACK_PLANES], planes[MAX_PACK_PLANES];
         for (int64_t k = 0; k < Q; k++) {
             uint64_t g = 0;
             for (int64_t r = 0; r < pool; r++)
                 for (int64_t dx = 0; dx < pool; dx++) g |= bf.obits[(r * owe + px * pool + dx) * Q + k];
-            reached[k] = g;
-            if (d->levels == NULL)
-                d->out_bits[(((b * Q + k) * ph_out + unit) * pw_out + px) * owords + chunk] =
-                    (d->out_sign ? ~g : g) & valid;
+            reached[k] = planes[k] = g;
         }
-        if (d->levels == NULL) continue;
+        if (d->levels == NULL) {
+            if (d->out_binary) therm_to_binary(reached, 1, Q, planes, 1);
+            for (int64_t k = 0; k < qout; k++)
+                d->out_bits[(((b * qout + k) * ph_out + unit) * pw_out + px) * owords + chunk] =
+                    (d->out_sign ? ~planes[k] : planes[k]) & valid;
+            continue;
+        }
         for (int64_t j = 0; j < nch; j++) { /* the level is the count of thermometer planes reached */
             int64_t level = 0;
             for (int64_t k = 0; k < Q; k++) level += (int64_t)((reached[k] >> j) & 1);
@@ -542,8 +569,9 @@ int64_t bk_conv(const bk_conv_desc *d) {
             packed = grown;
             capacity = need;
         }
-        pack_any(d->xf, d->n, d->c_true, d->h, d->w, d->words, d->in_thr, d->planes, (int)d->in_cmp, packed,
-                 threads);
+        const int64_t thresholds = d->in_binary ? ((int64_t)1 << d->planes) - 1 : d->planes;
+        pack_any(d->xf, d->n, d->c_true, d->h, d->w, d->words, d->in_thr, thresholds, (int)d->in_cmp,
+                 d->in_binary != 0, packed, threads);
         local = *d;
         local.x = packed;
         d = &local;

@@ -27,27 +27,63 @@ ALWAYS_INLINE int compare(float v, float t, int cmp) {
     }
 }
 
-/* One block of 64 pixels of one channel word.  x: float NCHW; out: [N][P][H][W][words]. */
-ALWAYS_INLINE void pack_block(const float *x, int64_t c, int64_t hw, int64_t words, const float *thresholds,
-                              int64_t planes, int cmp, uint64_t *out, int64_t b, int64_t wd, int64_t p0) {
-    const int64_t c0 = wd * 64, cn = c - c0 < 64 ? c - c0 : 64, np = hw - p0 < PACK_PIXELS ? hw - p0 : PACK_PIXELS;
-    for (int64_t q = 0; q < planes; q++) {
-        uint64_t acc[PACK_PIXELS] = {0};
-        const float t = thresholds[q];
-        for (int64_t k = 0; k < cn; k++) {
-            const float *src = x + (b * c + c0 + k) * hw + p0;
-            for (int64_t p = 0; p < np; p++) acc[p] |= (uint64_t)compare(src[p], t, cmp) << k;
-        }
-        uint64_t *dst = out + ((b * planes + q) * hw + p0) * words + wd;
-        for (int64_t p = 0; p < np; p++) dst[p * words] = acc[p];
+/* Binary-weighted planes from thermometer ones.  With levels D * {0, 1, ..., 2^k - 1}
+ * the level index m of a value is the number of thresholds it reaches, and bit j of
+ * m is the XOR of the thermometer bits t[c * 2^j - 1] = [m >= c * 2^j], c = 1, 2, ...:
+ * those bits are nested (t[i + 1] implies t[i]), so their XOR is 1 exactly when an odd
+ * number of multiples of 2^j are <= m, i.e. when m mod 2^(j+1) >= 2^j.  therm: q words, one per threshold; out: the planes. */
+ALWAYS_INLINE void therm_to_binary(const uint64_t *therm, int64_t stride, int64_t q, uint64_t *out,
+                                   int64_t out_stride) {
+    for (int64_t j = 0; ((int64_t)1 << j) <= q; j++) {
+        uint64_t bits = 0;
+        for (int64_t i = ((int64_t)1 << j) - 1; i < q; i += (int64_t)1 << j) bits ^= therm[i * stride];
+        out[j * out_stride] = bits;
     }
 }
 
-typedef void (*pack_fn)(const float *, int64_t, int64_t, int64_t, const float *, int64_t, int, uint64_t *, int64_t,
-                        int64_t, int64_t);
+/* Packed planes of q thresholds: q thermometer planes, or log2(q + 1) binary-weighted ones. */
+static inline int64_t packed_planes(int64_t q, int binary) {
+    if (!binary) return q;
+    int64_t k = 0;
+    while (((int64_t)1 << k) - 1 < q) k++;
+    return k;
+}
+
+/* Writes the words of one block: therm [q][PACK_PIXELS] (one word per pixel), dst the
+ * first plane's word of the block's first pixel. */
+ALWAYS_INLINE void emit_block(const uint64_t *therm, int64_t q, int binary, int64_t np, int64_t hw, int64_t words,
+                              uint64_t *dst) {
+    if (!binary) {
+        for (int64_t k = 0; k < q; k++)
+            for (int64_t p = 0; p < np; p++) dst[(k * hw + p) * words] = therm[k * PACK_PIXELS + p];
+        return;
+    }
+    for (int64_t p = 0; p < np; p++) therm_to_binary(therm + p, PACK_PIXELS, q, dst + p * words, hw * words);
+}
+
+/* One block of 64 pixels of one channel word.  x: float NCHW; out: [N][P][H][W][words]
+ * with P = packed_planes(q, binary). */
+ALWAYS_INLINE void pack_block(const float *x, int64_t c, int64_t hw, int64_t words, const float *thresholds,
+                              int64_t q, int cmp, int binary, uint64_t *out, int64_t b, int64_t wd, int64_t p0) {
+    const int64_t c0 = wd * 64, cn = c - c0 < 64 ? c - c0 : 64, np = hw - p0 < PACK_PIXELS ? hw - p0 : PACK_PIXELS;
+    uint64_t therm[MAX_PACK_PLANES * PACK_PIXELS];
+    for (int64_t k = 0; k < q; k++) {
+        uint64_t *acc = therm + k * PACK_PIXELS;
+        const float t = thresholds[k];
+        for (int64_t p = 0; p < np; p++) acc[p] = 0;
+        for (int64_t ch = 0; ch < cn; ch++) {
+            const float *src = x + (b * c + c0 + ch) * hw + p0;
+            for (int64_t p = 0; p < np; p++) acc[p] |= (uint64_t)compare(src[p], t, cmp) << ch;
+        }
+    }
+    emit_block(therm, q, binary, np, hw, words, out + ((b * packed_planes(q, binary)) * hw + p0) * words + wd);
+}
+
+typedef void (*pack_fn)(const float *, int64_t, int64_t, int64_t, const float *, int64_t, int, int, uint64_t *,
+                        int64_t, int64_t, int64_t);
 static void pack_block_portable(const float *x, int64_t c, int64_t hw, int64_t words, const float *thresholds,
-                                int64_t planes, int cmp, uint64_t *out, int64_t b, int64_t wd, int64_t p0) {
-    pack_block(x, c, hw, words, thresholds, planes, cmp, out, b, wd, p0);
+                                int64_t q, int cmp, int binary, uint64_t *out, int64_t b, int64_t wd, int64_t p0) {
+    pack_block(x, c, hw, words, thresholds, q, cmp, binary, out, b, wd, p0);
 }
 #if BK_X86
 TARGET_FAST static inline __m256 compare8(__m256 v, __m256 t, int cmp) {
@@ -65,19 +101,20 @@ TARGET_FAST static inline __m256 compare8(__m256 v, __m256 t, int cmp) {
  * movemasks, shifting every byte left by one between them.  Channels are read
  * one plane row at a time (planes 4 KiB apart would evict each other from L1). */
 TARGET_FAST static void pack_block_fast(const float *x, int64_t c, int64_t hw, int64_t words,
-                                        const float *thresholds, int64_t planes, int cmp, uint64_t *out, int64_t b,
-                                        int64_t wd, int64_t p0) {
+                                        const float *thresholds, int64_t q, int cmp, int binary, uint64_t *out,
+                                        int64_t b, int64_t wd, int64_t p0) {
     const int64_t c0 = wd * 64, cn = c - c0 < 64 ? c - c0 : 64, np = hw - p0 < PACK_PIXELS ? hw - p0 : PACK_PIXELS;
     const int64_t octets = np / 8, full = octets * 8;
-    for (int64_t q = 0; q < planes; q++) {
-        const __m256 t = _mm256_set1_ps(thresholds[q]);
-        uint64_t *dst = out + ((b * planes + q) * hw + p0) * words + wd;
+    uint64_t therm[MAX_PACK_PLANES * PACK_PIXELS];
+    for (int64_t k = 0; k < q; k++) {
+        const __m256 t = _mm256_set1_ps(thresholds[k]);
+        uint64_t *dst = therm + k * PACK_PIXELS;
         uint8_t mask[PACK_PIXELS / 8][64] __attribute__((aligned(32)));
         memset(mask, 0, sizeof(mask));
-        for (int64_t k = 0; k < cn; k++) {
-            const float *src = x + (b * c + c0 + k) * hw + p0;
+        for (int64_t ch = 0; ch < cn; ch++) {
+            const float *src = x + (b * c + c0 + ch) * hw + p0;
             for (int64_t o = 0; o < octets; o++)
-                mask[o][k] = (uint8_t)_mm256_movemask_ps(compare8(_mm256_loadu_ps(src + 8 * o), t, cmp));
+                mask[o][ch] = (uint8_t)_mm256_movemask_ps(compare8(_mm256_loadu_ps(src + 8 * o), t, cmp));
         }
         for (int64_t o = 0; o < octets; o++) {
             __m256i lo = _mm256_load_si256((const __m256i *)mask[o]);
@@ -85,18 +122,19 @@ TARGET_FAST static void pack_block_fast(const float *x, int64_t c, int64_t hw, i
             for (int j = 7; j >= 0; j--) {
                 const uint64_t word = (uint64_t)(uint32_t)_mm256_movemask_epi8(lo) |
                                       (uint64_t)(uint32_t)_mm256_movemask_epi8(hi) << 32;
-                dst[(8 * o + j) * words] = word;
+                dst[8 * o + j] = word;
                 lo = _mm256_add_epi8(lo, lo);
                 hi = _mm256_add_epi8(hi, hi);
             }
         }
         for (int64_t p = full; p < np; p++) {
             uint64_t word = 0;
-            for (int64_t k = 0; k < cn; k++)
-                word |= (uint64_t)compare(x[(b * c + c0 + k) * hw + p0 + p], thresholds[q], cmp) << k;
-            dst[p * words] = word;
+            for (int64_t ch = 0; ch < cn; ch++)
+                word |= (uint64_t)compare(x[(b * c + c0 + ch) * hw + p0 + p], thresholds[k], cmp) << ch;
+            dst[p] = word;
         }
     }
+    emit_block(therm, q, binary, np, hw, words, out + ((b * packed_planes(q, binary)) * hw + p0) * words + wd);
 }
 #endif
 static pack_fn g_pack = pack_block_portable;
@@ -105,7 +143,7 @@ typedef struct {
     const float *x;
     int64_t c, hw, words, blocks, planes;
     const float *thresholds;
-    int cmp;
+    int cmp, binary;
     uint64_t *out;
     pack_fn fn;
 } pack_task;
@@ -113,14 +151,15 @@ typedef struct {
 static void pack_item(void *arg, int64_t it, uint32_t job) {
     const pack_task *t = (const pack_task *)arg;
     (void)job;
-    t->fn(t->x, t->c, t->hw, t->words, t->thresholds, t->planes, t->cmp, t->out, it / (t->words * t->blocks),
+    t->fn(t->x, t->c, t->hw, t->words, t->thresholds, t->planes, t->cmp, t->binary, t->out, it / (t->words * t->blocks),
           (it / t->blocks) % t->words, (it % t->blocks) * PACK_PIXELS);
 }
 
+/* q thresholds; binary: write packed_planes(q, 1) binary-weighted planes instead of q. */
 static void pack_any(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words,
-                     const float *thresholds, int64_t planes, int cmp, uint64_t *out, int threads) {
+                     const float *thresholds, int64_t q, int cmp, int binary, uint64_t *out, int threads) {
     const int64_t hw = h * w, blocks = (hw + PACK_PIXELS - 1) / PACK_PIXELS, items = n * words * blocks;
-    pack_task task = {x, c, hw, words, blocks, planes, thresholds, cmp, out, g_pack};
+    pack_task task = {x, c, hw, words, blocks, q, thresholds, cmp, binary, out, g_pack};
     parallel_for(pack_item, &task, items, items > 3 ? threads : 1);
 }
 
@@ -128,14 +167,16 @@ static void pack_any(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 void bk_pack_signs(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words, uint64_t *out,
                    int threads) {
     const float zero = 0.0f;
-    pack_any(x, n, c, h, w, words, &zero, 1, CMP_LT, out, threads);
+    pack_any(x, n, c, h, w, words, &zero, 1, CMP_LT, 0, out, threads);
 }
 
-/* Planes [N][P][H][W][words], P <= 16: plane k has a bit where compare(x, thresholds[k]) holds. */
+/* Planes [N][P][H][W][words] of q <= 16 thresholds: thermometer (P = q), plane k has a
+ * bit where compare(x, thresholds[k]) holds; binary (P = log2(q + 1)), plane j holds
+ * bit j of the number of thresholds that hold. */
 void bk_pack(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words, const float *thresholds,
-             int64_t planes, int cmp, uint64_t *out, int threads) {
-    if (planes > MAX_PACK_PLANES || cmp < CMP_LT || cmp > CMP_NGT) return;
-    pack_any(x, n, c, h, w, words, thresholds, planes, cmp, out, threads);
+             int64_t q, int cmp, int binary, uint64_t *out, int threads) {
+    if (q > MAX_PACK_PLANES || cmp < CMP_LT || cmp > CMP_NGT) return;
+    pack_any(x, n, c, h, w, words, thresholds, q, cmp, binary, out, threads);
 }
 
 /* codes: int8 [OC][C][KH][KW] in {-1,+1}; out: [OC][KH][KW][words], bit set for -1. */
