@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -142,14 +143,10 @@ def _corrupt(path, how):
         data += b"\0" * 16
     elif how == "weights":
         data[8 + header_len + (len(data) - 8 - header_len) // 2] ^= 0x10
-    elif how == "header":
-        needle = b'"torchslim.packed":"'  # the compressed JSON, base64 inside the safetensors header
-        position = data.index(needle, 8) + len(needle) + 40
-        data[position] = ord("A") if data[position] != ord("A") else ord("B")
-    elif how == "digest":
-        needle = b'"torchslim.packed.sha256":"'
-        position = data.index(needle, 8) + len(needle) + 3
-        data[position] = ord("0") if data[position] != ord("0") else ord("1")
+    elif how in ("header", "digest"):  # the header tensor: SHA-256 of the JSON, then the zlib-compressed JSON
+        start = json.loads(data[8:8 + header_len])["header"]["data_offsets"][0]
+        position = 8 + header_len + start + (40 if how == "header" else 3)
+        data[position] ^= 0x04
     elif how == "empty":
         data = b""
     open(path, "wb").write(bytes(data))

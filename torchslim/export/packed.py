@@ -1,28 +1,33 @@
 """The packed container: one safetensors file holding a compressed model at its real size.
 
-Layout:
+Layout (packed format 2):
 
-* tensors named ``<layer path>::<field>``, written by each layer type's packer
-  (:mod:`torchslim.export.registry`): bit-packed signs, ternary and k-bit codes,
+* each layer type's packer (:mod:`torchslim.export.registry`) turns a module's
+  own state into named fields: bit-packed signs, ternary and k-bit codes,
   codebooks, relative sparse indices plus values, per-channel scales, and the
-  plain float state of the other layers;
-* metadata ``torchslim.packed``: JSON with the architecture description (the
-  same header as :func:`torchslim.save`), one ``[path, packer, meta, fields]``
-  record per module, and one SHA-256 over all tensors (names, dtypes, shapes,
-  bytes); zlib-compressed and base64-encoded (``torchslim.packed.encoding``),
-  since on a small model the header is a good part of the file;
-* metadata ``torchslim.packed.sha256``: the SHA-256 of that JSON
-  (:func:`read_packed_header` returns it decoded).
+  plain state of the other layers;
+* every field is stored in the narrowest dtype that holds it exactly, and the
+  fields of one stored dtype are concatenated into a single tensor named by that
+  dtype (``u8``, ``f16``, ``f32``, ...) (:mod:`torchslim.export.compact`);
+* tensor ``header`` (uint8): the SHA-256 of the header JSON (32 bytes), then the
+  JSON, zlib-compressed.  The JSON holds the model header of
+  :func:`torchslim.save` with the architecture stored as its difference from the
+  zoo model, the packer names once, one ``[path, packer index, meta, fields]``
+  record per module (a field is ``[name, stored dtype, shape, original dtype]``,
+  in storage order), the element count of every dtype tensor, and one SHA-256
+  over those tensors (names, dtypes, shapes, bytes);
+* metadata ``torchslim.packed``: the format number.
 
 :func:`load_packed` refuses a file whose length differs from what its header
 declares (truncated or padded), whose header or any tensor fails its checksum,
-or whose decoded state does not fit the architecture: a damaged file is never
-loaded as a wrong model.  :func:`torchslim.load` dispatches here by itself.
+whose fields do not exactly fill its tensors, or whose decoded state does not fit
+the architecture: a damaged file is never loaded as a wrong model.  Files of the
+older format 1 are refused with a message saying to export them again.
+:func:`torchslim.load` dispatches here by itself.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -34,13 +39,14 @@ from torch import nn
 from ..errors import UserError
 from ..io import atomic_write_bytes
 from ..io.serialize import build_from_header, build_header
+from ..io.spec import describe_modules
+from .compact import BlobReader, BlobWriter, expand_modules, modules_delta
 from .registry import PackOptions, find_packer, packer_by_name
 
 PACKED_KEY = "torchslim.packed"
-DIGEST_KEY = "torchslim.packed.sha256"
-ENCODING_KEY = "torchslim.packed.encoding"
-PACKED_FORMAT = 1
-_SEP = "::"
+PACKED_FORMAT = 2
+HEADER_TENSOR = "header"
+_DIGEST_BYTES = 32
 
 
 def _digest(tensors: dict) -> str:
@@ -53,6 +59,18 @@ def _digest(tensors: dict) -> str:
     return digest.hexdigest()
 
 
+def _fresh_description(arch: dict) -> list:
+    from ..models import create
+
+    return describe_modules(create(arch["name"], **arch.get("kwargs", {})))
+
+
+def _compact_model_header(model: nn.Module, meta: dict) -> dict:
+    header = build_header(model, **meta)
+    header["modules"] = modules_delta(header["modules"], _fresh_description(header["arch"]))
+    return header
+
+
 def pack_model(model: nn.Module, options: PackOptions | None = None, **meta) -> bytes:
     """The bytes of the packed file for ``model``."""
     from safetensors.torch import save as st_save
@@ -60,26 +78,29 @@ def pack_model(model: nn.Module, options: PackOptions | None = None, **meta) -> 
     from . import packers  # noqa: F401  (built-in packers)
 
     options = options or PackOptions()
-    tensors, records = {}, []
+    writer, records, packer_names = BlobWriter(), [], []
     for path, module in model.named_modules():
         packer = find_packer(module)
         fields, layer_meta = packer.pack(module, options)
         if not fields and not layer_meta:
             continue
-        for field, value in fields.items():
-            tensors[f"{path}{_SEP}{field}"] = value.detach().cpu().contiguous()
-        records.append([path, packer.name, layer_meta, sorted(fields)])
+        if packer.name not in packer_names:
+            packer_names.append(packer.name)
+        stored = [writer.add(field, fields[field]) for field in sorted(fields)]
+        records.append([path, packer_names.index(packer.name), layer_meta, stored])
+    blobs = writer.blobs()
     header = {
         "format": PACKED_FORMAT,
-        "model": build_header(model, **meta),
+        "model": _compact_model_header(model, meta),
+        "packers": packer_names,
         "layers": records,
-        "tensors": sorted(tensors),
-        "data_sha256": _digest(tensors),
+        "blobs": {key: int(blob.numel()) for key, blob in sorted(blobs.items())},
+        "data_sha256": _digest(blobs),
     }
-    text = json.dumps(header, sort_keys=True, separators=(",", ":"))
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    blob = base64.b64encode(zlib.compress(text.encode(), 9)).decode()
-    return st_save(tensors, metadata={PACKED_KEY: blob, ENCODING_KEY: "zlib+base64", DIGEST_KEY: digest})
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    head = hashlib.sha256(text).digest() + zlib.compress(text, 9)
+    blobs[HEADER_TENSOR] = torch.frombuffer(bytearray(head), dtype=torch.uint8)
+    return st_save(blobs, metadata={PACKED_KEY: str(PACKED_FORMAT)})
 
 
 def save_packed(model: nn.Module, path, options: PackOptions | None = None, **meta) -> int:
@@ -121,31 +142,59 @@ def is_packed(path) -> bool:
     return PACKED_KEY in (header.get("__metadata__") or {})
 
 
+def _check_format(path, value) -> None:
+    if value == str(PACKED_FORMAT):
+        return
+    if isinstance(value, str) and value.isdigit() and int(value) > PACKED_FORMAT:
+        raise UserError(f"{path} was written by a newer torchslim (packed format {value})")
+    raise UserError(f"{path} is in an older packed format that this torchslim no longer reads; "
+                    f"export it again from the saved model (torchslim export --format packed)")
+
+
+def _header_bytes(path, entry: dict) -> bytes:
+    try:
+        start, end = (int(v) for v in entry["data_offsets"])
+        if entry["dtype"] != "U8" or end - start <= _DIGEST_BYTES:
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path} is corrupt: its header tensor is malformed") from None
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        handle.seek(8 + length + start)
+        return handle.read(end - start)
+
+
 def read_packed_header(path) -> dict:
     """The verified JSON header of a packed file (raises UserError when damaged)."""
+    path = os.fspath(path)
     header, expected = raw_header(path)
     metadata = header.get("__metadata__") or {}
     if PACKED_KEY not in metadata:
         raise UserError(f"{path} is not a packed torchslim file")
+    _check_format(path, metadata[PACKED_KEY])
     actual = os.path.getsize(path)
     if actual != expected:
         raise UserError(f"{path} is corrupt: {actual} bytes on disk, its header declares {expected} "
                         f"({'truncated' if actual < expected else 'trailing data'})")
+    if HEADER_TENSOR not in header:
+        raise UserError(f"{path} is corrupt: it has no {HEADER_TENSOR!r} tensor")
+    head = _header_bytes(path, header[HEADER_TENSOR])
     try:
-        if metadata.get(ENCODING_KEY) != "zlib+base64":
-            raise ValueError
-        text = zlib.decompress(base64.b64decode(metadata[PACKED_KEY], validate=True)).decode()
-    except (ValueError, zlib.error, UnicodeDecodeError):
+        text = zlib.decompress(head[_DIGEST_BYTES:])
+    except zlib.error:
         raise UserError(f"{path} is corrupt: its header cannot be decoded") from None
-    if hashlib.sha256(text.encode()).hexdigest() != metadata.get(DIGEST_KEY):
+    if hashlib.sha256(text).digest() != head[:_DIGEST_BYTES]:
         raise UserError(f"{path} is corrupt: its header fails the checksum")
-    packed = json.loads(text)
-    if packed.get("format", 0) > PACKED_FORMAT:
-        raise UserError(f"{path} was written by a newer torchslim (packed format {packed['format']})")
+    try:
+        packed = json.loads(text)
+        packed["model"]["modules"] = expand_modules(packed["model"]["modules"],
+                                                    _fresh_description(packed["model"]["arch"]))
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path} is corrupt: its header does not describe a model") from None
     return packed
 
 
-def _verified_tensors(path, packed: dict, map_location) -> dict:
+def _verified_blobs(path, packed: dict) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -153,11 +202,29 @@ def _verified_tensors(path, packed: dict, map_location) -> dict:
         tensors = load_file(os.fspath(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"{path} is corrupt: {str(exc).splitlines()[0]}") from None
-    if sorted(tensors) != packed["tensors"]:
+    tensors.pop(HEADER_TENSOR, None)
+    counts = {key: int(tensor.numel()) for key, tensor in tensors.items()}
+    if counts != packed["blobs"]:
         raise UserError(f"{path} is corrupt: its tensors differ from the ones its header lists")
     if _digest(tensors) != packed["data_sha256"]:
         raise UserError(f"{path} is corrupt: its weights fail the checksum")
     return tensors
+
+
+def _decoded_state(path, model: nn.Module, packed: dict, blobs: dict) -> dict:
+    reader, state = BlobReader(blobs), {}
+    for layer_path, packer_index, layer_meta, fields in packed["layers"]:
+        packer_name = packed["packers"][packer_index]
+        packer = packer_by_name(packer_name)
+        if packer is None:
+            raise UserError(f"{path} needs the layer packer {packer_name!r}, which this torchslim lacks")
+        module = model.get_submodule(layer_path) if layer_path else model
+        own = dict(reader.take(field) for field in fields)
+        prefix = f"{layer_path}." if layer_path else ""
+        for key, value in packer.unpack(module, own, layer_meta).items():
+            state[prefix + key] = value
+    reader.check_used()
+    return state
 
 
 def load_packed(path, map_location="cpu") -> nn.Module:
@@ -165,19 +232,10 @@ def load_packed(path, map_location="cpu") -> nn.Module:
     from . import packers  # noqa: F401
 
     packed = read_packed_header(path)
-    tensors = _verified_tensors(path, packed, map_location)
+    blobs = _verified_blobs(path, packed)
     try:
         model = build_from_header(packed["model"])
-        state = {}
-        for layer_path, packer_name, layer_meta, fields in packed["layers"]:
-            packer = packer_by_name(packer_name)
-            if packer is None:
-                raise UserError(f"{path} needs the layer packer {packer_name!r}, which this torchslim lacks")
-            module = model.get_submodule(layer_path) if layer_path else model
-            own = {field: tensors[f"{layer_path}{_SEP}{field}"] for field in fields}
-            prefix = f"{layer_path}." if layer_path else ""
-            for key, value in packer.unpack(module, own, layer_meta).items():
-                state[prefix + key] = value
+        state = _decoded_state(path, model, packed, blobs)
         expected = model.state_dict()
         if set(state) != set(expected):
             missing = sorted(set(expected) - set(state))[:3]

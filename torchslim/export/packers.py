@@ -18,7 +18,20 @@ from .registry import own_state, register_packer
 
 # ---------------------------------------------------------------- code streams
 
-HUFFMAN_OVERHEAD = 160  # bytes: a second tensor's safetensors entry plus its JSON record
+HUFFMAN_OVERHEAD = 24  # bytes: a Huffman stream's extra field record and meta in the compressed header
+
+
+def _pack_lengths(lengths: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Huffman code lengths, trailing unused symbols dropped, at the fewest bits that hold the longest."""
+    used = int(torch.nonzero(lengths).max()) + 1
+    length_bits = bits_for(int(lengths.max()) + 1)
+    return pack_codes(lengths[:used].to(torch.int64), length_bits), {"symbols": used, "length_bits": length_bits}
+
+
+def _unpack_lengths(table: torch.Tensor, meta: dict) -> torch.Tensor:
+    if not 1 <= meta["symbols"] <= 1 << meta["bits"]:
+        raise ValueError("the Huffman table does not fit the stream's alphabet")
+    return unpack_codes(table, meta["length_bits"], meta["symbols"])
 
 
 def pack_stream(name: str, symbols: torch.Tensor, bits: int, use_huffman: bool) -> tuple[dict, dict]:
@@ -28,24 +41,26 @@ def pack_stream(name: str, symbols: torch.Tensor, bits: int, use_huffman: bool) 
     meta = {"bits": bits, "count": int(symbols.numel()), "huffman": False}
     if use_huffman and symbols.numel():
         stream, lengths = huffman.encode(symbols.numpy(), 1 << bits)
-        # Two tensors instead of one also cost a header entry each: demand a real saving.
-        if stream.numel() + lengths.numel() + HUFFMAN_OVERHEAD < fixed.numel():
-            meta["huffman"] = True
-            return {f"{name}.huff": stream, f"{name}.lengths": lengths}, meta
+        table, table_meta = _pack_lengths(lengths)
+        if stream.numel() + table.numel() + HUFFMAN_OVERHEAD < fixed.numel():
+            meta.update(huffman=True, **table_meta)
+            return {f"{name}.huff": stream, f"{name}.lengths": table}, meta
     return {name: fixed}, meta
 
 
 def unpack_stream(name: str, tensors: dict, meta: dict) -> torch.Tensor:
     if meta["huffman"]:
-        return huffman.decode(tensors[f"{name}.huff"].numpy(), tensors[f"{name}.lengths"].numpy(), meta["count"])
+        lengths = _unpack_lengths(tensors[f"{name}.lengths"], meta)
+        return huffman.decode(tensors[f"{name}.huff"].numpy(), lengths.numpy(), meta["count"])
     return unpack_codes(tensors[name], meta["bits"], meta["count"])
 
 
-def pack_sparse_codes(codes: torch.Tensor, value_bits: int, use_huffman: bool) -> tuple[dict, dict]:
-    """Relative-index (CSR order) entries of the non-zero codes of a tensor: gaps plus codes."""
-    flat = flat_order(codes, "csr").to(torch.int64)
-    nonzero = flat != 0
-    index_bits, _ = best_index_bits(nonzero, value_bits)
+def stream_bytes(tensors: dict) -> int:
+    return sum(int(t.numel()) * t.element_size() for t in tensors.values())
+
+
+def _sparse_code_streams(flat: torch.Tensor, nonzero: torch.Tensor, index_bits: int, value_bits: int,
+                         use_huffman: bool) -> tuple[dict, dict]:
     gaps, source = encode_relative(nonzero, index_bits)
     values = torch.zeros(gaps.numel(), dtype=torch.int64)
     real = source >= 0
@@ -53,7 +68,28 @@ def pack_sparse_codes(codes: torch.Tensor, value_bits: int, use_huffman: bool) -
     tensors, gap_meta = pack_stream("gaps", gaps, index_bits, use_huffman)
     more, value_meta = pack_stream("values", values, value_bits, use_huffman)
     tensors.update(more)
-    return tensors, {"shape": list(codes.shape), "gaps": gap_meta, "values": value_meta}
+    return tensors, {"gaps": gap_meta, "values": value_meta}
+
+
+def pack_sparse_codes(codes: torch.Tensor, value_bits: int, use_huffman: bool) -> tuple[dict, dict]:
+    """Relative-index (CSR order) entries of the non-zero codes of a tensor: gaps plus codes.
+
+    The index width minimises the fixed-width bits; with Huffman coding every width
+    is tried and the one whose coded streams are smallest wins (wider gaps need
+    fewer filler entries, and the entropy code absorbs the wider alphabet).
+    """
+    flat = flat_order(codes, "csr").to(torch.int64)
+    nonzero = flat != 0
+    index_bits, _ = best_index_bits(nonzero, value_bits)
+    best = _sparse_code_streams(flat, nonzero, index_bits, value_bits, use_huffman)
+    if use_huffman:
+        for bits in range(2, 13):
+            if bits != index_bits:
+                candidate = _sparse_code_streams(flat, nonzero, bits, value_bits, True)
+                if stream_bytes(candidate[0]) < stream_bytes(best[0]):
+                    best = candidate
+    tensors, meta = best
+    return tensors, {"shape": list(codes.shape), **meta}
 
 
 def unpack_sparse_codes(tensors: dict, meta: dict) -> torch.Tensor:
