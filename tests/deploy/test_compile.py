@@ -74,3 +74,38 @@ def test_compile_packs_evenly_spaced_levels_as_binary_weighted_planes(act_bits, 
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(compiled(x), frozen(x))
+
+
+def test_float_layers_run_on_one_thread_while_kernels_use_torchs_count(monkeypatch):
+    from torchslim.deploy.kernels import ConvKernel
+
+    frozen = _frozen("vgg11", "xnor")
+    kernel_threads, float_threads = [], []
+    call = ConvKernel.__call__
+    monkeypatch.setattr(ConvKernel, "__call__", lambda self, x, threads=1: kernel_threads.append(threads) or
+                        call(self, x, threads))
+    x = torch.randn(2, 3, 32, 32)
+    outputs = {}
+    previous = torch.get_num_threads()
+    try:
+        for cap in (1, None):
+            compiled = compile(frozen, float_threads=cap)
+            first = next(m for m in compiled.modules() if isinstance(m, nn.Conv2d))  # the float first layer
+            first.register_forward_hook(lambda *_: float_threads.append(torch.get_num_threads()))
+            for threads in (3, 1):
+                torch.set_num_threads(threads)
+                kernel_threads.clear()
+                float_threads.clear()
+                with torch.no_grad():
+                    outputs[cap, threads] = compiled(x)
+                assert set(kernel_threads) == {threads} and len(kernel_threads) == 7
+                assert float_threads == [threads if cap is None else 1]
+                assert torch.get_num_threads() == threads  # restored after the call
+            torch.set_num_threads(3)
+            with pytest.raises(RuntimeError):
+                compiled(torch.randn(2, 5, 32, 32))  # wrong channel count: the first conv raises
+            assert torch.get_num_threads() == 3  # restored after a failed call too
+    finally:
+        torch.set_num_threads(previous)
+    want = outputs[1, 1]
+    assert all(torch.equal(out, want) for out in outputs.values())  # thread counts never change results

@@ -36,9 +36,9 @@ def _table(result: dict) -> str:
                      f"{ort_q if ort_q is None else round(ort_q, 3)!s:>9} {r['binary_ms']:>9.3f}")
     if result["layers"]:
         lines.append("")
-        lines.append(f"{'layer':<22} {'input':<14} {'mode':<10} {'float ms':>9} {'binary ms':>10} {'speed-up':>9}")
+        lines.append(f"{'layer':<22} {'input':<14} {'mode':<28} {'float ms':>9} {'binary ms':>10} {'speed-up':>9}")
         for row in result["layers"]:
-            lines.append(f"{row['layer']:<22} {'x'.join(map(str, row['input'])):<14} {row['mode']:<10} "
+            lines.append(f"{row['layer']:<22} {'x'.join(map(str, row['input'])):<14} {row['mode']:<28} "
                          f"{row['float_ms']:>9.3f} {row['binary_ms']:>10.3f} {row['speedup']:>8.1f}x")
     mem = result["memory"]
     lines.append("")

@@ -1,16 +1,25 @@
 """Side-by-side timing of one network: float (eager and ONNX Runtime), ONNX Runtime int8,
 and the compiled binary model, interleaved in one run so the ratios are fair on a
 noisy machine.  Also times every packed layer against a float conv of the same shape.
+
+The runtimes are interleaved in blocks, not call by call: each keeps threads of its
+own (ONNX Runtime's spin after a run, the packed kernels' pool spins briefly, torch's
+OpenMP threads spin too), and with single alternations those threads would hold a
+core the next runtime needs.  A block starts after a short pause and an untimed call,
+then times consecutive calls, as a deployed model runs.
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
+import time
 
 import torch
 from torch import nn
 
 from ..profile import compare_latency
+from ..profile.latency import num_threads
 from . import ort
 from .compile import compile as compile_binary
 from .compile import memory_report
@@ -39,6 +48,36 @@ def float_twin(model: nn.Module) -> nn.Module:
         parent, _, child = name.rpartition(".")
         setattr(twin.get_submodule(parent) if parent else twin, child, replacement)
     return twin
+
+
+def compare_blocks(models: dict, input_shape, batch_size: int = 1, threads: int | None = None, repeats: int = 30,
+                   block: int = 5, pause_s: float = 0.005) -> dict:
+    """Block-interleaved medians: ``{name: {"median_ms", "p10_ms", "p90_ms"}}`` (see the module doc).
+
+    Rounds of: for each model, sleep ``pause_s`` (other runtimes' spinning threads go
+    idle), one untimed call, then ``block`` timed calls; until ``repeats`` samples each.
+    """
+    samples = {name: [] for name in models}
+    with num_threads(threads), torch.no_grad():
+        inputs = {name: torch.randn(batch_size, *input_shape) for name in models}
+        for name, model in models.items():
+            model.eval()
+            for _ in range(3):
+                model(inputs[name])
+        while min(len(v) for v in samples.values()) < repeats:
+            for name, model in models.items():
+                time.sleep(pause_s)
+                model(inputs[name])
+                for _ in range(min(block, repeats - len(samples[name]))):
+                    start = time.perf_counter()
+                    model(inputs[name])
+                    samples[name].append((time.perf_counter() - start) * 1000.0)
+    result = {}
+    for name, times in samples.items():
+        times.sort()
+        result[name] = {"median_ms": statistics.median(times), "p10_ms": times[len(times) // 10],
+                        "p90_ms": times[(len(times) * 9) // 10]}
+    return result
 
 
 def _layer_inputs(model: nn.Module, input_shape) -> dict:
@@ -73,6 +112,8 @@ def _layer_rows(binary: nn.Module, input_shape, threads: int, repeats: int) -> l
         conv = nn.Conv2d(packed.in_channels, packed.out_channels, packed.kernel_size, packed.stride, packed.padding)
         timing = compare_latency({"float": conv, "binary": packed}, shape, 1, threads, repeats=repeats)
         mode = "1-bit" if packed.thresholds is None else f"{packed.thresholds.numel().bit_length()}-bit act"
+        if packed.thresholds is not None:
+            mode += f" ({packed.steps.numel()} {'binary' if packed.binary else 'therm.'} planes)"
         rows.append({"layer": name, "input": list(shape), "mode": mode, "float_ms": timing["float"]["median_ms"],
                      "binary_ms": timing["binary"]["median_ms"],
                      "speedup": timing["float"]["median_ms"] / timing["binary"]["median_ms"]})
@@ -100,7 +141,7 @@ def bench_model(model: nn.Module, input_shape, batches=(1,), threads=(1,), repea
             if use_ort:
                 contenders["float_ort"] = ort.OrtModule(float_bytes, thread_count)
                 contenders["int8_ort"] = ort.OrtModule(int8_bytes, thread_count)
-            timing = compare_latency(contenders, input_shape, batch, thread_count, repeats=repeats)
+            timing = compare_blocks(contenders, input_shape, batch, thread_count, repeats=repeats)
             row = {"batch": batch, "threads": thread_count}
             row.update({f"{k}_ms": timing[k]["median_ms"] for k in contenders})
             runs.append(row)

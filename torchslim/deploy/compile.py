@@ -10,12 +10,23 @@ into the first one's output packing, and a quantizer feeding only a packed conv
 into that conv's input packing; the folded modules become ``nn.Identity``.
 Everything else (the float first and last layers) stays as it is.  The caller's
 model is not modified.
+
+Threads: the packed kernels run on their own small pool (the caller plus workers
+that claim work items; no barrier), torch's float layers on OpenMP.  Sharing cores,
+the two get in each other's way: an OpenMP region waits at a barrier for every
+thread, and its threads keep spinning after it, on the core the pool's worker
+needs next (and the pool's worker spins briefly on the core the next OpenMP region
+needs).  At the small batches binary networks are deployed at, the float first and
+last layers are a small part of the time, so by default the compiled model runs
+them on ``float_threads`` = 1 torch thread while its kernels use torch's thread
+count (or ``threads``); see :class:`ThreadPolicy`.
 """
 
 from __future__ import annotations
 
 import copy
 import operator
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +34,7 @@ from torch import fx, nn
 
 from ..errors import UserError
 from .fuse import fuse_chains, fuse_input_quantizers
-from .modules import PackedBinaryConv2d, PackedBinaryLinear, plane_encoding
+from .modules import PackedBinaryConv2d, PackedBinaryLinear, plane_encoding, set_call_threads
 
 # Ops through which quantized values stay quantized (same value set).
 _VALUE_PRESERVING_MODULES = (nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
@@ -70,13 +81,50 @@ def _packed_replacement(module: nn.Module, levels: list) -> nn.Module | None:
     return PackedBinaryLinear.from_codes(codes, module.scale, bias, levels)
 
 
-def compile(model: nn.Module, threads: int | None = None, chain: bool = True) -> nn.Module:  # noqa: A001
+_SAVED = threading.local()  # per calling thread: (torch threads, kernel threads) of the calls in progress
+
+
+class ThreadPolicy:
+    """Forward hooks of a compiled model: for the duration of a call, torch runs the float
+    layers on at most ``float_threads`` threads, and the packed kernels get the thread
+    count torch had when the call began (a layer's own ``threads`` still wins).
+
+    Threads are per process in torch, so the lowered count holds for the whole call; it
+    is restored afterwards, also when the call raises.
+    """
+
+    def __init__(self, float_threads: int):
+        self.float_threads = int(float_threads)
+
+    def attach(self, model: nn.Module) -> None:
+        model.register_forward_pre_hook(self.enter)
+        model.register_forward_hook(self.leave, always_call=True)
+
+    def enter(self, _module, _args) -> None:
+        threads = torch.get_num_threads()
+        stack = _SAVED.__dict__.setdefault("stack", [])
+        stack.append((threads, set_call_threads(threads)))
+        if threads > self.float_threads:
+            torch.set_num_threads(self.float_threads)
+
+    def leave(self, _module, _args, _output) -> None:
+        threads, previous = _SAVED.stack.pop()
+        set_call_threads(previous)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+def compile(model: nn.Module, threads: int | None = None, chain: bool = True,  # noqa: A001
+            float_threads: int | None = 1) -> nn.Module:
     """A copy of ``model`` whose binary layers run on the bit-packed kernels.
 
     Quantization-aware (not yet frozen) models are frozen first.  ``threads`` fixes
     the kernels' thread count (default: torch's at call time).  With ``chain``,
     consecutive packed convs pass packed activations to each other (see
     :mod:`torchslim.deploy.fuse`); outputs are the same bit for bit either way.
+    ``float_threads`` caps torch's threads for the remaining float layers during a
+    call (see the module doc; None leaves torch's setting alone).  The cap is a
+    forward hook: a compiled model saved and loaded again runs without it.
     """
     from ..quant import freeze
     from ..quant.modules import QuantConv2d, QuantLinear
@@ -103,6 +151,8 @@ def compile(model: nn.Module, threads: int | None = None, chain: bool = True) ->
         replaced.append(node.target)
     chained = fuse_chains(compiled, graph) if chain else []
     folded = fuse_input_quantizers(compiled, graph) if chain else []
+    if float_threads is not None and replaced:
+        ThreadPolicy(float_threads).attach(compiled)
     meta = dict(getattr(compiled, "torchslim_meta", {}) or {})
     meta["compiled_layers"] = replaced
     meta["chained_layers"] = chained

@@ -17,6 +17,8 @@ into per-channel thresholds, then an optional max pool), and the next layer, wit
 
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +31,22 @@ from .kernels import (_TORCH_COMPARE, MAX_NATIVE_PLANES, ConvKernel, _pack_bool_
 # Levels count as D * i when every level is within this fraction of the top level of D * i:
 # float32 rounding of i / n (DoReFa) stays far below it.
 _EVEN_TOLERANCE = 2.0 ** -20
+
+
+_CALL = threading.local()  # kernel threads chosen for the model call in progress (see compile.ThreadPolicy)
+
+
+def kernel_threads() -> int:
+    """Threads for the packed kernels when a layer has none of its own: the compiled model's
+    call in progress decides (it may have lowered torch's count for its float layers), else torch's count."""
+    return getattr(_CALL, "threads", None) or torch.get_num_threads()
+
+
+def set_call_threads(threads: int | None) -> int | None:
+    """Set the kernel threads of the calling thread's model call; returns the previous value."""
+    previous = getattr(_CALL, "threads", None)
+    _CALL.threads = threads
+    return previous
 
 
 def plane_encoding(levels) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -131,7 +149,7 @@ class PackedBinaryConv2d(nn.Module):
         self.register_buffer("in_thresholds", None if in_thresholds is None else
                              torch.tensor([float(v) for v in in_thresholds], dtype=torch.float32), persistent=False)
         self.register_buffer("steps", steps, persistent=False)
-        self.threads = None  # None: torch.get_num_threads() at call time
+        self.threads = None  # None: kernel_threads() at call time
         self._kernel = None
         self._planes_fit = max(threshold_count(self.levels), count) <= MAX_NATIVE_PLANES
 
@@ -204,6 +222,12 @@ class PackedBinaryConv2d(nn.Module):
         """Drop the kernel's copy of the buffers; done by set_codes, load_state_dict and .to()."""
         self._kernel = None
 
+    def __getstate__(self):
+        """Copies and pickles leave the native kernel (raw pointers into this layer's buffers) behind."""
+        state = self.__dict__.copy()
+        state["_kernel"] = None
+        return state
+
     def _load_from_state_dict(self, *args, **kwargs):
         self.invalidate()
         super()._load_from_state_dict(*args, **kwargs)
@@ -220,7 +244,7 @@ class PackedBinaryConv2d(nn.Module):
         if not self._native_ok(x):
             return self._reference_forward(x)
         # float input is packed by the same native call
-        return self.kernel()(x, self.threads or torch.get_num_threads())
+        return self.kernel()(x, self.threads or kernel_threads())
 
     def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The same function in PyTorch (no compiler, other devices): unpack, convolve, threshold, pool, pack."""
