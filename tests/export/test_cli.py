@@ -1,6 +1,7 @@
 import json
 import os
 
+import pytest
 import torch
 
 import torchslim
@@ -50,3 +51,46 @@ def test_bad_input_is_one_line_and_leaves_no_file(tmp_path):
     result = run_cli("export", broken, "--format", "onnx", "--out", tmp_path / "m.onnx", env=ONE_THREAD)
     assert result.returncode == 2 and "torchslim: error:" in result.stderr
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_layer_sparsity_then_folded_per_layer_weight_sharing(tmp_path):
+    source = _saved_mlp(tmp_path)
+    pruned, shared = tmp_path / "pruned.safetensors", tmp_path / "shared.safetensors"
+    result = run_cli("compress-weights", source, "--method", "magnitude", "--sparsity", "0.2", "--layer-sparsity",
+                     "classifier.0=0.9, classifier.3=0.5", "--data", "digits", "--out", pruned, "--json",
+                     env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr
+    layers = {row["name"]: row["sparsity"] for row in json.loads(result.stdout.strip().splitlines()[-1])["layers"]}
+    assert layers == {"classifier.0": pytest.approx(0.9, abs=1e-3), "classifier.3": pytest.approx(0.5, abs=1e-3),
+                      "classifier.6": pytest.approx(0.2, abs=1e-3)}
+    result = run_cli("compress-weights", pruned, "--method", "kmeans", "--fold-bn", "--bits", "5", "--layer-bits",
+                     "classifier.0=3", "--side-dtype", "float16", "--data", "digits", "--out", shared, "--json",
+                     env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr
+    model = torchslim.load(shared)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert [m.table_size for m in model.modules() if hasattr(m, "codes")] == [8, 32, 32]
+    for module in model.modules():
+        if hasattr(module, "codes"):
+            assert torch.equal(module.centroids.half().float(), module.centroids)
+            assert torch.equal(module.bias.half().float(), module.bias)
+            assert int((module.codes == 0).sum()) == int((module.weight == 0).sum())  # pruned stays pruned
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["top1"] >= report["top1_before"] - 0.1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--method", "magnitude", "--layer-sparsity", "classifier.9=0.5"], "unknown layer in --layer-sparsity"),
+    (["--method", "magnitude", "--layer-sparsity", "classifier.0=1.0"], "must be in [0, 1)"),
+    (["--method", "magnitude", "--layer-sparsity", "classifier.0"], "expected NAME=VALUE"),
+    (["--method", "kmeans", "--layer-bits", "classifier.0=0"], "must be in 1..16"),
+    (["--method", "kmeans", "--layer-sparsity", "classifier.0=0.5"], "applies to magnitude"),
+])
+def test_bad_per_layer_options_are_one_line_errors(flags, message, tmp_path, capsys):
+    from torchslim.cli.main import main
+
+    source, out = _saved_mlp(tmp_path), tmp_path / "never.safetensors"
+    assert main(["compress-weights", str(source), *flags, "--data", "digits", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("torchslim: error:") and message in error and len(error.strip().splitlines()) == 1
+    assert not out.exists()

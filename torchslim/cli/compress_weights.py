@@ -35,10 +35,17 @@ def add_parser(subparsers):
     parser.add_argument("--sparsity", type=float, default=0.9, help="magnitude: fraction of weights removed")
     parser.add_argument("--scope", default="layer", help="magnitude: layer or global threshold")
     parser.add_argument("--schedule", default="oneshot", help="magnitude: oneshot, agp or iterative")
+    parser.add_argument("--layer-sparsity", default="",
+                        help="magnitude: per-layer fractions removed, NAME=S,NAME=S (other layers: --sparsity)")
     parser.add_argument("--bits", type=int, default=None,
                         help="kmeans: bits per weight of Linear layers (default 5); pq/qcnn: bits per code "
                              "(2**B codewords per subspace, default 6)")
     parser.add_argument("--conv-bits", type=int, default=None, help="kmeans: bits per conv weight (default 8)")
+    parser.add_argument("--layer-bits", default="",
+                        help="kmeans: per-layer bits, NAME=B,NAME=B (other layers: --bits / --conv-bits)")
+    parser.add_argument("--side-dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                        help="kmeans: round centroids and biases to this type after the fine-tune (the packed "
+                             "file then stores them in it)")
     parser.add_argument("--init", default="linear", help="kmeans: centroid initialisation (linear, density, random)")
     parser.add_argument("--subvector", type=int, default=4, help="pq/qcnn: input channels per sub-vector")
     parser.add_argument("--calib-samples", type=int, default=256, help="qcnn: calibration images")
@@ -46,6 +53,9 @@ def add_parser(subparsers):
     ranks.add_argument("--rank-energy", type=float, default=None, help="svd/tucker: energy kept per layer (0..1]")
     ranks.add_argument("--target-macs", type=float, default=None, help="svd/tucker: fraction of the MACs to keep")
     parser.add_argument("--exclude", default="", help="comma-separated layer paths left as they are")
+    parser.add_argument("--fold-bn", action="store_true",
+                        help="fold each BatchNorm into the layer before it first (the deployed form: no BN "
+                             "parameters left to store, and weight sharing sees the weights that will be stored)")
     parser.add_argument("--finetune-epochs", type=int, default=0)
     parser.add_argument("--lr", type=float, default=None, help="fine-tune learning rate (default per method)")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -61,6 +71,48 @@ def add_parser(subparsers):
 
 def _exclude(args) -> tuple:
     return tuple(p.strip() for p in args.exclude.split(",") if p.strip())
+
+
+def parse_layer_values(text: str, flag: str, cast, check) -> dict:
+    """``NAME=V,NAME=V`` -> ``{name: value}``; one-line UserError naming the bad entry."""
+    values = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, raw = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            value = cast(raw)
+        except ValueError:
+            raise UserError(f"{flag}: expected NAME=VALUE, got {item!r}") from None
+        problem = check(value)
+        if problem:
+            raise UserError(f"{flag}: {name.strip()} {problem}, got {raw.strip()}")
+        values[name.strip()] = value
+    return values
+
+
+def _layer_sparsity(args) -> dict:
+    return parse_layer_values(args.layer_sparsity, "--layer-sparsity", float,
+                              lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
+
+
+def _layer_bits(args) -> dict:
+    return parse_layer_values(args.layer_bits, "--layer-bits", int,
+                              lambda v: None if 1 <= v <= 16 else "must be in 1..16")
+
+
+def _check_layer_names(model, args) -> None:
+    """Unknown layer names in --layer-sparsity / --layer-bits fail before any data is loaded."""
+    from ..errors import unknown_choice
+    from ..sparse.magnitude import prunable_layers
+
+    layers = prunable_layers(model, _exclude(args))
+    for flag, names in (("--layer-sparsity", _layer_sparsity(args)), ("--layer-bits", _layer_bits(args))):
+        for name in names:
+            if name not in layers:
+                raise unknown_choice(f"layer in {flag}", name, layers)
 
 
 def _finetune_config(args):
@@ -83,21 +135,25 @@ def _fit(model, args, train_set, on_step=None):
 
 @register_method("magnitude", "sgd", 0.01, 5e-4)
 def _magnitude(model, args, train_set):
-    from ..sparse import SparsityConfig, sparsify
+    from ..sparse import SparsityConfig, prunable_layers, sparsify
 
+    layer_sparsity = _layer_sparsity(args)
+    if layer_sparsity:  # the layers not named keep the global --sparsity
+        layer_sparsity = {path: layer_sparsity.get(path, args.sparsity)
+                          for path in prunable_layers(model, _exclude(args))}
     config = SparsityConfig(sparsity=args.sparsity, scope=args.scope, schedule=args.schedule,
-                            exclude=_exclude(args))
+                            layer_sparsity=layer_sparsity, exclude=_exclude(args))
     train_config = _finetune_config(args) if args.finetune_epochs > 0 else None
     return sparsify(model, config, train_set, train_config, loss_fn=args.loss_fn, progress=not args.json).cpu()
 
 
 @register_method("kmeans", "adam", 1e-4, 0.0)
 def _kmeans(model, args, train_set):
-    from ..codebook import WeightShareConfig, weight_share
+    from ..codebook import WeightShareConfig, round_side_data, weight_share
 
     config = WeightShareConfig(bits=args.bits or 5, conv_bits=args.conv_bits or 8, init=args.init,
-                               exclude=_exclude(args), seed=args.seed)
-    return _fit(weight_share(model, config), args, train_set)
+                               exclude=_exclude(args), seed=args.seed, layer_bits=_layer_bits(args))
+    return round_side_data(_fit(weight_share(model, config), args, train_set), args.side_dtype)
 
 
 def _product(method):
@@ -144,6 +200,14 @@ def _check_args(args) -> None:
         raise UserError(f"--subvector must be >= 1, got {args.subvector}")
     if args.method not in ("svd", "tucker") and (args.rank_energy is not None or args.target_macs is not None):
         raise UserError(f"--rank-energy / --target-macs apply to svd and tucker, not {args.method}")
+    for flag, value, method in (("--layer-sparsity", args.layer_sparsity, "magnitude"),
+                                ("--layer-bits", args.layer_bits, "kmeans"),
+                                ("--side-dtype", "" if args.side_dtype == "float32" else args.side_dtype, "kmeans")):
+        if value and args.method != method:
+            raise UserError(f"{flag} applies to {method}, not {args.method}")
+    if args.layer_sparsity and args.scope != "layer":
+        raise UserError("--layer-sparsity needs --scope layer")
+    _layer_sparsity(args), _layer_bits(args)  # syntax and ranges, before anything is loaded
 
 
 def run(args) -> int:
@@ -160,6 +224,7 @@ def run(args) -> int:
     check_out_path(args.out)
     torch.manual_seed(args.seed)
     model = load(args.file)
+    _check_layer_names(model, args)
     train_set, test_set = load_data(args, "train"), load_data(args, "test")
     input_shape = train_set.input_shape
     check_input_fits(model, input_shape, args.file, args.data)
@@ -172,7 +237,12 @@ def run(args) -> int:
         args.loss_fn = kd_loss_fn(copy.deepcopy(model))
     before = evaluate(model, test_set)["top1"]
     began = time.perf_counter()
-    compressed = METHODS[args.method][0](model, args, train_set)
+    source = model
+    if args.fold_bn:
+        from ..export.fold import fold_batchnorm
+
+        source = fold_batchnorm(model)
+    compressed = METHODS[args.method][0](source, args, train_set)
     seconds = time.perf_counter() - began
     after = evaluate(compressed, test_set)["top1"]
     meta = dict(getattr(compressed, "torchslim_meta", {}) or {})

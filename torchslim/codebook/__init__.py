@@ -12,11 +12,12 @@ from .modules import (SHARED_TYPES, CodebookConv2d, CodebookLinear, PQConv2d, PQ
                       materialize)
 from .pq import METHODS, PQConfig, product_quantize, register_pq_method
 from .qcnn import calibration_batch, layer_output_errors
-from .weight_share import WeightShareConfig, share_layer, weight_share
+from .weight_share import SIDE_DTYPES, WeightShareConfig, round_side_data, share_layer, weight_share
 
 __all__ = [
     "METHODS",
     "SHARED_TYPES",
+    "SIDE_DTYPES",
     "CodebookConv2d",
     "CodebookLinear",
     "PQConfig",
@@ -31,6 +32,7 @@ __all__ = [
     "materialize",
     "product_quantize",
     "register_pq_method",
+    "round_side_data",
     "share_layer",
     "weight_share",
 ]

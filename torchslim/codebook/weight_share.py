@@ -12,7 +12,7 @@ cluster.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -36,17 +36,23 @@ class WeightShareConfig(ConfigMixin):
     keep_zeros: bool = True
     exclude: tuple = ()
     seed: int = 0
+    layer_bits: dict = field(default_factory=dict)  # {path: bits}, overrides bits / conv_bits
 
     def __post_init__(self):
         for name in ("bits", "conv_bits"):
             value = getattr(self, name)
             if value is not None and not 1 <= int(value) <= 16:
                 raise UserError(f"{name} must be in 1..16, got {value}")
+        for path, value in self.layer_bits.items():
+            if not 1 <= int(value) <= 16:
+                raise UserError(f"bits of {path} must be in 1..16, got {value}")
         if self.init not in INITS:
             raise unknown_choice("k-means initialisation", self.init, INITS)
         self.exclude = tuple(self.exclude)
 
-    def bits_for(self, layer: nn.Module) -> int:
+    def bits_for(self, layer: nn.Module, path: str = "") -> int:
+        if path in self.layer_bits:
+            return int(self.layer_bits[path])
         return int(self.conv_bits if isinstance(layer, nn.Conv2d) and self.conv_bits else self.bits)
 
 
@@ -77,9 +83,34 @@ def weight_share(model: nn.Module, config: WeightShareConfig) -> nn.Module:
     candidates = {p: m for p, m in prunable_layers(shared, config.exclude).items() if type(m) in SHAREABLE}
     if not candidates:
         raise UserError("the model has no Linear or Conv2d layer to share weights in")
+    unknown = sorted(set(config.layer_bits) - set(candidates))
+    if unknown:
+        raise unknown_choice("layer to share weights in", unknown[0], candidates)
     for index, (path, layer) in enumerate(candidates.items()):
-        new = share_layer(layer, config.bits_for(layer), config.init, config.iters, config.keep_zeros,
+        new = share_layer(layer, config.bits_for(layer, path), config.init, config.iters, config.keep_zeros,
                           config.seed + index)
         parent_path, _, name = path.rpartition(".")
         setattr(shared.get_submodule(parent_path) if parent_path else shared, name, new)
     return shared.eval()
+
+
+SIDE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@torch.no_grad()
+def round_side_data(model: nn.Module, dtype: str = "float16") -> nn.Module:
+    """Round the centroids and biases of every codebook layer to values ``dtype`` holds exactly, in place.
+
+    The weights stay float32 tensors; the packed container then stores these
+    values in ``dtype`` without loss (it picks the narrowest exact type), halving
+    the codebooks and per-channel biases that dominate a small pruned model's file.
+    """
+    if dtype not in SIDE_DTYPES:
+        raise unknown_choice("side-data dtype", dtype, SIDE_DTYPES)
+    target = SIDE_DTYPES[dtype]
+    for module in model.modules():
+        if isinstance(module, (CodebookLinear, CodebookConv2d)):
+            for tensor in (module.centroids, module.bias):
+                if tensor is not None:
+                    tensor.copy_(tensor.to(target).to(tensor.dtype))
+    return model
