@@ -30,14 +30,15 @@ def _main(capsys, *args):
 
 def test_prune_json_contract(base_file, tmp_path, capsys):
     out = tmp_path / "pruned.safetensors"
-    code, stdout, stderr = _main(capsys, "prune", base_file, "--criterion", "taylor", "--target-macs", "0.5",
+    code, stdout, stderr = _main(capsys, "prune", base_file, "--criterion", "taylor", "--target-macs", "0.5", "--target-params", "0.3",
                                  "--data", "digits-32", "--subset", "200", "--finetune-epochs", "1", "--round-to", "4",
                                  "--calibration-batches", "2", "--out", out, "--json", "--threads", "1")
     assert code == 0, stderr
     payload = json.loads(stdout.strip().splitlines()[-1])
     assert KEYS <= set(payload)
     assert payload["macs_after"] <= 0.5 * payload["macs_before"]
-    assert payload["params_after"] < payload["params_before"]
+    assert payload["params_after"] <= 0.3 * payload["params_before"]
+    assert payload["size_bytes_after"] < 0.35 * payload["size_bytes_before"]
     assert 0 <= payload["top1_before"] <= 1 and 0 <= payload["top1_after"] <= 1
     pruned = torchslim.load(out)
     from torchslim.profile import count_macs
@@ -68,6 +69,8 @@ def test_iterative_with_regulariser_and_bn_folding(base_file, tmp_path, capsys):
     (["--ratio", "0.3", "--criterion", "l3"], "unknown criterion 'l3'"),
     (["--ratio", "0.3", "--criterion", "taylor"], "--data is needed"),
     (["--ratio", "0.3", "--scope", "local"], "unknown scope"),
+    (["--ratio", "0.3", "--target-params", "0.5"], "--ratio cannot be combined"),
+    (["--criterion", "l1"], "give --target-macs, --target-params (or both) or --ratio"),
 ])
 def test_bad_input_is_one_line_and_exit_2(base_file, tmp_path, args, message, capsys):
     out = tmp_path / "never.safetensors"

@@ -82,12 +82,32 @@ def test_taylor_is_l2_normalised_per_layer():
         assert score.norm().item() == pytest.approx(1.0, rel=1e-5)
 
 
-def test_l1_matches_the_filter_norms():
+def test_l1_sums_the_whole_coupled_group():
+    """Group-level L1: the producing filter, the BN scale and the next conv's input slice;
+    with ``whole_group=False`` only the filter (Li et al.)."""
     model = build("vgg11")
     graph = build_graph(model)
-    score = score_groups("l1", graph.groups[:1], Context(model, graph))[0]
-    conv = model.features[0]
-    assert torch.allclose(score, conv.weight.abs().sum((1, 2, 3)))
+    conv, norm, consumer = model.features[0], model.features[1], model.features[4]
+    filters = conv.weight.abs().sum((1, 2, 3))
+    group_score = score_groups("l1", graph.groups[:1], Context(model, graph))[0]
+    expected = filters + norm.weight.abs() + consumer.weight.abs().sum((0, 2, 3))
+    assert torch.allclose(group_score, expected, rtol=1e-6)
+    filter_score = score_groups("l1", graph.groups[:1], Context(model, graph, whole_group=False))[0]
+    assert torch.allclose(filter_score, filters)
+    l2 = score_groups("l2", graph.groups[:1], Context(model, graph))[0]
+    expected_l2 = (conv.weight.pow(2).sum((1, 2, 3)) + norm.weight.pow(2) + consumer.weight.pow(2).sum((0, 2, 3)))
+    assert torch.allclose(l2, expected_l2.sqrt(), rtol=1e-6)
+
+
+def test_l1_of_a_flattened_channel_counts_its_linear_features():
+    """lenet5's second conv is flattened into a Linear: each channel owns H*W = 16 columns."""
+    model = build("lenet5")
+    graph = build_graph(model)
+    group = graph.groups[1]  # features.4 -> features.5 -> classifier.0
+    conv, norm, linear = model.features[4], model.features[5], model.classifier[0]
+    columns = linear.weight.abs().reshape(linear.out_features, len(group), -1).sum((0, 2))
+    expected = conv.weight.abs().sum((1, 2, 3)) + norm.weight.abs() + columns
+    assert torch.allclose(score_groups("l1", [group], Context(model, graph))[0], expected, rtol=1e-6)
 
 
 def test_oracle_is_the_exact_loss_change():

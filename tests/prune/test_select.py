@@ -70,3 +70,30 @@ def test_greedy_is_cost_aware():
         removed[scope] = sum(r["before"] - r["after"] for r in result.channels)
         assert count_macs(result.model, (3, 32, 32)) <= 0.5 * result.macs_before
     assert removed["greedy"] < removed["global"]
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_mac_and_param_targets_are_both_met(scope):
+    model = build("vgg14", width=0.25)
+    result = prune(model, config=PruneConfig(criterion="l1", target_macs=0.4, target_params=0.25, scope=scope))
+    assert result.macs_after <= 0.4 * result.macs_before
+    assert result.params_after <= 0.25 * result.params_before
+    assert result.params_after == count_params(result.model)
+
+
+def test_global_scope_meets_a_param_target_from_the_dense_layers():
+    """vgg14's parameters sit in its last, 2x2 stage: the combined target takes them from
+    there and still stops at the MAC target instead of pruning everything further."""
+    model = build("vgg14", width=0.25)
+    plain = prune(model, config=PruneConfig(criterion="l1", target_macs=0.4, scope="global"))
+    both = prune(model, config=PruneConfig(criterion="l1", target_macs=0.4, target_params=0.25, scope="global"))
+    assert plain.params_after > 0.25 * plain.params_before  # the MAC target alone does not get there
+    assert 0.37 * both.macs_before <= both.macs_after <= 0.4 * both.macs_before
+    last = {row["group"]: row for row in both.channels}["features.40"]
+    first = {row["group"]: row for row in both.channels}["features.0"]
+    assert last["after"] / last["before"] < first["after"] / first["before"]
+
+
+def test_combined_targets_reject_a_ratio():
+    with pytest.raises(UserError, match="either ratio or a target"):
+        PruneConfig(ratio=0.3, target_params=0.5)

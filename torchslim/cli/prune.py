@@ -13,10 +13,10 @@ def add_parser(subparsers):
     parser.add_argument("file", help="a model saved by torchslim")
     parser.add_argument("--criterion", default="l1",
                         help="l1, l2, mean-act, apoz, taylor, taylor-weight, bn-scale, oicsr, random, oracle")
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-macs", type=float, metavar="F", help="share of MACs to keep, e.g. 0.33")
-    target.add_argument("--target-params", type=float, metavar="F", help="share of parameters to keep")
-    target.add_argument("--ratio", type=float, metavar="F", help="share of channels to remove, in [0, 1)")
+    parser.add_argument("--target-macs", type=float, metavar="F", help="share of MACs to keep, e.g. 0.33")
+    parser.add_argument("--target-params", type=float, metavar="F",
+                        help="share of parameters to keep (with --target-macs: both are met)")
+    parser.add_argument("--ratio", type=float, metavar="F", help="share of channels to remove, in [0, 1)")
     parser.add_argument("--scope", default="global", help="layer (uniform), global (normalised ranking) or "
                         "greedy (cost-aware global); default global")
     parser.add_argument("--step-channels", type=int, default=0, metavar="N",
@@ -31,6 +31,11 @@ def add_parser(subparsers):
     parser.add_argument("--ignore", action="append", default=[], metavar="LAYER",
                         help="module name or glob pattern to leave alone (repeatable)")
     parser.add_argument("--calibration-batches", type=int, default=8)
+    parser.add_argument("--no-bn-recalibration", action="store_true",
+                        help="keep the BatchNorm statistics of the unpruned model (default: re-estimate them "
+                        "on the calibration batches after pruning)")
+    parser.add_argument("--producers-only", action="store_true",
+                        help="l1/l2 score only the producing filters, not the whole coupled group")
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs of the saved model")
     parser.add_argument("--teacher", choices=["original"], default=None,
                         help="fine-tune with distillation from the unpruned model")
@@ -48,11 +53,17 @@ def add_parser(subparsers):
 def _config(args):
     from ..prune import PruneConfig
 
+    if args.ratio is None and args.target_macs is None and args.target_params is None:
+        raise UserError("give --target-macs, --target-params (or both) or --ratio")
+    if args.ratio is not None and (args.target_macs is not None or args.target_params is not None):
+        raise UserError("--ratio cannot be combined with --target-macs or --target-params")
+
     return PruneConfig(criterion=args.criterion, ratio=args.ratio, target_macs=args.target_macs,
                        target_params=args.target_params, scope=args.scope, min_channels=args.min_channels,
                        round_to=args.round_to, ignored_layers=tuple(args.ignore),
                        calibration_batches=args.calibration_batches, batch_size=min(args.batch_size, 64),
-                       seed=args.seed)
+                       seed=args.seed, group_importance=not args.producers_only,
+                       recalibrate_bn=not args.no_bn_recalibration)
 
 
 def _check(args, config, needs_data: bool) -> None:

@@ -19,6 +19,7 @@ from ..errors import UserError, unknown_choice
 from ..profile import count_params
 from .criteria import Context, get_criterion, score_groups
 from .graph import build_graph
+from .recalibrate import recalibrate_batchnorm
 from .select import SCOPES, CostModel, select_channels
 from .surgery import apply_removal
 
@@ -40,9 +41,15 @@ def _fraction(name, value, upper_open: bool) -> None:
 class PruneConfig(ConfigMixin):
     """What to prune and how much.
 
-    Give exactly one of ``ratio`` (share of prunable channels removed, in [0, 1)),
-    ``target_macs`` or ``target_params`` (share kept, in (0, 1]).  ``ignored_layers`` are
-    module names or glob patterns whose channels are left alone.
+    Give ``ratio`` (share of prunable channels removed, in [0, 1)), or ``target_macs``,
+    ``target_params`` or both (shares kept, in (0, 1]; with both, both are met and the
+    global scope shifts pruning towards the parameter-dense layers just enough to meet
+    the parameter target).  ``ignored_layers`` are module names or glob patterns whose
+    channels are left alone.  ``group_importance``: the weight criteria (l1, l2) sum over
+    every layer of a coupled group (producing filters, BatchNorm scales and the consumers'
+    input slices); False scores the producing filters only.  ``recalibrate_bn``: when
+    calibration data is given, the pruned model's BatchNorm statistics are re-estimated
+    on ``calibration_batches`` batches.
     """
 
     option_kind = "pruning option"
@@ -59,6 +66,8 @@ class PruneConfig(ConfigMixin):
     batch_size: int = 64
     seed: int = 0
     strict: bool = False
+    group_importance: bool = True
+    recalibrate_bn: bool = True
 
     def __post_init__(self):
         get_criterion(self.criterion)
@@ -67,8 +76,11 @@ class PruneConfig(ConfigMixin):
         _fraction("ratio", self.ratio, True)
         _fraction("target_macs", self.target_macs, False)
         _fraction("target_params", self.target_params, False)
-        if sum(v is not None for v in (self.ratio, self.target_macs, self.target_params)) > 1:
-            raise UserError("give only one of ratio, target_macs and target_params")
+        if self.ratio is not None and (self.target_macs is not None or self.target_params is not None):
+            raise UserError("give either ratio or a target (target_macs, target_params or both), not both")
+        for name in ("group_importance", "recalibrate_bn", "strict"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("min_channels", "round_to", "calibration_batches", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -92,11 +104,13 @@ class PruneResult:
     params_after: int
     channels: list = field(default_factory=list)  # [{"group", "layers", "before", "after"}]
     boundaries: list = field(default_factory=list)
+    bn_recalibrated: int = 0  # BatchNorm layers whose statistics were re-estimated
 
     def to_dict(self) -> dict:
         return {"macs_before": self.macs_before, "macs_after": self.macs_after,
                 "params_before": self.params_before, "params_after": self.params_after,
-                "channels": self.channels, "boundaries": self.boundaries}
+                "channels": self.channels, "boundaries": self.boundaries,
+                "bn_recalibrated": self.bn_recalibrated}
 
     def summary(self) -> str:
         lines = [f"{'group':<32}{'channels':>14}"]
@@ -166,7 +180,8 @@ def prune(model: nn.Module, example_inputs=None, config: PruneConfig | None = No
           calibration=None) -> PruneResult:
     """Remove the least important channels of ``model``; returns a new, smaller model.
 
-    ``calibration`` (an ImageSet or an iterable of (x, y) batches) feeds the data criteria.
+    ``calibration`` (an ImageSet or an iterable of (x, y) batches) feeds the data criteria
+    and, with ``config.recalibrate_bn``, the BatchNorm recalibration of the pruned model.
     """
     config = config or PruneConfig(ratio=0.0)
     if config.ratio is None and config.target_macs is None and config.target_params is None:
@@ -178,17 +193,20 @@ def prune(model: nn.Module, example_inputs=None, config: PruneConfig | None = No
     if not graph.groups and config.ratio != 0:
         raise UserError(f"{type(model).__name__} has no prunable channels"
                         + (f"; boundaries: {'; '.join(graph.boundaries[:3])}" if graph.boundaries else ""))
+    if criterion.needs_data and calibration is None:
+        raise UserError(f"criterion {config.criterion!r} needs calibration data")
     batches = []
-    if criterion.needs_data:
-        if calibration is None:
-            raise UserError(f"criterion {config.criterion!r} needs calibration data")
+    if calibration is not None and (criterion.needs_data or config.recalibrate_bn):
         batches = calibration_batches(calibration, config.calibration_batches, config.batch_size,
                                       config.seed, example.device)
-    ctx = Context(work, graph, batches, config.seed)
+    ctx = Context(work, graph, batches, config.seed, whole_group=config.group_importance)
     cost = CostModel(work, graph, tuple(example.shape[1:]))
     scores = score_groups(config.criterion, graph.groups, ctx)
     removed, counts = select_channels(graph.groups, scores, cost, config)
-    return _finish(model, work, graph, example, removed, counts, cost)
+    result = _finish(model, work, graph, example, removed, counts, cost)
+    if config.recalibrate_bn and batches:
+        result.bn_recalibrated = recalibrate_batchnorm(result.model, batches)
+    return result
 
 
 def remove_channels(model: nn.Module, selection: dict, example_inputs=None) -> PruneResult:

@@ -5,8 +5,11 @@ data criteria read statistics the :class:`Context` records once, on a few calibr
 batches, for every group at the same time.
 
 ============== ===========================================================================
-l1, l2         L1 / L2 norm of the filters producing the channel (Li et al. 2017,
-               arXiv:1608.08710), summed over every producer of a coupled group
+l1, l2         L1 / L2 norm of every weight the channel owns in its coupled group: the
+               producing filters, BatchNorm scales and the consumers' input slices
+               (group-level magnitude, as DepGraph ranks groups); with
+               ``whole_group=False`` only the producing filters (Li et al. 2017,
+               arXiv:1608.08710)
 mean-act       mean absolute activation of the feature map the next layer reads (after a
                ReLU: the mean activation)
 apoz           1 - APoZ, the share of non-zero activations (Hu et al. 2016)
@@ -68,13 +71,18 @@ def get_criterion(name: str) -> Criterion:
 
 
 class Context:
-    """What criteria may read: the working model, its graph, calibration batches, a seed."""
+    """What criteria may read: the working model, its graph, calibration batches, a seed.
 
-    def __init__(self, model: nn.Module, graph, batches=None, seed: int = 0):
+    ``whole_group``: the weight criteria score every layer of a coupled group, not only
+    the producing filters.
+    """
+
+    def __init__(self, model: nn.Module, graph, batches=None, seed: int = 0, whole_group: bool = True):
         self.model = model
         self.graph = graph
         self.batches = list(batches or [])
         self.seed = seed
+        self.whole_group = whole_group
         self._probe = None
 
     def module(self, name: str) -> nn.Module:
@@ -135,16 +143,34 @@ def _weight_score(group, ctx, reduce, roles=("out",), producers_only=True) -> to
     return total
 
 
+def _bn_score(group, ctx, reduce) -> torch.Tensor:
+    total = torch.zeros(len(group))
+    for member, positions in zip(group.members, group.positions):
+        module = ctx.module(member.module)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None:
+            total += unit_sum(reduce(module.weight.detach().float().cpu()), positions)
+    return total
+
+
+def _magnitude(group, ctx, reduce) -> torch.Tensor:
+    """Sum of ``reduce(rows)`` over the producing filters or, with ``ctx.whole_group``, over
+    every conv/linear slice and BatchNorm scale of the group."""
+    if not getattr(ctx, "whole_group", True):
+        return _weight_score(group, ctx, reduce)
+    rows_total = _weight_score(group, ctx, reduce, roles=("out", "in"), producers_only=False)
+    return rows_total + _bn_score(group, ctx, lambda w: reduce(w.unsqueeze(1)))
+
+
 @register_criterion("l1")
 def l1(group, ctx):
-    """L1 norm of the producing filters (Li et al. 2017)."""
-    return _weight_score(group, ctx, lambda rows: rows.abs().sum(1))
+    """L1 norm over the coupled group (producers, BN scales, consumer slices)."""
+    return _magnitude(group, ctx, lambda rows: rows.abs().sum(1))
 
 
 @register_criterion("l2")
 def l2(group, ctx):
-    """L2 norm of the producing filters."""
-    return _weight_score(group, ctx, lambda rows: rows.pow(2).sum(1)).sqrt()
+    """L2 norm over the coupled group (producers, BN scales, consumer slices)."""
+    return _magnitude(group, ctx, lambda rows: rows.pow(2).sum(1)).sqrt()
 
 
 @register_criterion("oicsr")
@@ -156,14 +182,9 @@ def oicsr(group, ctx):
 @register_criterion("bn-scale")
 def bn_scale(group, ctx):
     """|gamma| of the group's BatchNorm layers (Network Slimming); L2 norm where there is none."""
-    total = torch.zeros(len(group))
-    found = False
-    for member, positions in zip(group.members, group.positions):
-        module = ctx.module(member.module)
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None:
-            total += unit_sum(module.weight.detach().abs().float().cpu(), positions)
-            found = True
-    return total if found else l2(group, ctx)
+    found = any(isinstance(ctx.module(m.module), nn.modules.batchnorm._BatchNorm)
+                and ctx.module(m.module).weight is not None for m in group.members)
+    return _bn_score(group, ctx, torch.abs) if found else l2(group, ctx)
 
 
 @register_criterion("random")

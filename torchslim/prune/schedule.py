@@ -41,16 +41,22 @@ def _read_log(folder) -> dict:
 def _round_config(config: PruneConfig, macs_now: int, params_now: int, macs0: int,
                   params0: int, step_channels: int, prunable: int) -> tuple[PruneConfig, bool]:
     """This round's config: ``step_channels`` more channels, or exactly the final target."""
-    if config.target_macs is not None:
-        final = dataclasses.replace(config, target_macs=min(1.0, config.target_macs * macs0 / macs_now))
-    elif config.target_params is not None:
-        final = dataclasses.replace(config, target_params=min(1.0, config.target_params * params0 / params_now))
-    else:
+    if config.target_macs is None and config.target_params is None:
         raise UserError("iterative pruning needs a MAC or parameter target")
+    final = dataclasses.replace(
+        config,
+        target_macs=None if config.target_macs is None else min(1.0, config.target_macs * macs0 / macs_now),
+        target_params=None if config.target_params is None else min(1.0, config.target_params * params0 / params_now))
     if not step_channels or prunable <= 0:
         return final, True
     return dataclasses.replace(config, target_macs=None, target_params=None,
                                ratio=min(0.99, step_channels / prunable)), False
+
+
+def _reached(config: PruneConfig, macs_kept: float, params_kept: float) -> bool:
+    """Every target given is met (shares of the original model)."""
+    return (config.target_macs is None or macs_kept <= config.target_macs * (1 + 1e-9)) and \
+        (config.target_params is None or params_kept <= config.target_params * (1 + 1e-9))
 
 
 def _prunable(result_channels) -> int:
@@ -78,8 +84,7 @@ def iterative_prune(model: nn.Module, config: PruneConfig, folder, finetune=None
     prunable = None
     for index in range(len(state["rounds"]) + 1, max_rounds + 1):
         macs_now, params_now = count_macs(current, input_shape), count_params(current)
-        if (config.target_macs is not None and macs_now <= config.target_macs * macs0 * (1 + 1e-9)) or \
-                (config.target_params is not None and params_now <= config.target_params * params0 * (1 + 1e-9)):
+        if _reached(config, macs_now / macs0, params_now / params0):
             break
         pruned_path = os.path.join(folder, f"round{index:03d}.pruned.safetensors")
         if os.path.exists(pruned_path):

@@ -7,6 +7,13 @@
 * ``greedy``: OICSR's global greedy selection made cost-aware: each step removes the
   channel with the lowest normalised importance per MAC (or parameter) it saves.
 
+With both a MAC and a parameter target, both must be met.  The global scope then ranks
+``score / density ** beta``, where ``density`` is the parameters one channel of the group
+costs, and bisects ``beta`` to the smallest value whose MAC-target selection also meets
+the parameter target: beta = 0 is the plain ranking; larger values take more channels
+from parameter-dense layers (the deep, low-resolution ones), which cost few MACs.  The
+layer scope takes the smallest uniform share meeting both; greedy counts both savings.
+
 All three keep at least ``min_channels`` per group, never touch ignored layers, and
 round the channels kept per group to a multiple of ``round_to``.  MACs and parameters are
 predicted exactly (conv and linear costs are bilinear in the channel counts) from the
@@ -138,13 +145,38 @@ class _Selection:
                 state.remove(self.groups[i], unit)
         return state
 
-    def met(self, state: _State, removed_units: int, slack: float = 0.0) -> bool:
+    def met(self, state: _State, removed_units: int, slack: float = 0.0, macs_only: bool = False) -> bool:
         c = self.config
         if c.ratio is not None:
             return removed_units >= c.ratio * self.total_units - 1e-9 - slack * self.total_units
-        if c.target_macs is not None:
-            return state.macs <= (c.target_macs - slack) * self.cost.total_macs
-        return state.params <= (c.target_params - slack) * self.cost.total_params
+        macs_met = c.target_macs is None or state.macs <= (c.target_macs - slack) * self.cost.total_macs
+        if macs_only and c.target_macs is not None:
+            return macs_met
+        return macs_met and (c.target_params is None
+                             or state.params <= (c.target_params - slack) * self.cost.total_params)
+
+    def saved(self, state: _State, dm: float, dp: float) -> float:
+        """The share of the unmet targets that removing a channel saves (greedy's cost)."""
+        c = self.config
+        if c.ratio is not None:
+            return 1.0 / self.total_units
+        value = 0.0
+        if c.target_macs is not None and state.macs > c.target_macs * self.cost.total_macs:
+            value += dm / self.cost.total_macs
+        if c.target_params is not None and state.params > c.target_params * self.cost.total_params:
+            value += dp / self.cost.total_params
+        return value
+
+    def weighted(self, beta: float) -> dict:
+        """Normalised scores divided by the group's parameters per channel to the ``beta``."""
+        if beta == 0:
+            return self.normalised
+        empty = _State(self.cost)
+        out = {}
+        for i in self.prunable:
+            density = max(empty.delta(self.groups[i], 0)[1], 1.0) / max(self.cost.total_params, 1)
+            out[i] = [v / density ** beta for v in self.normalised[i]]
+        return out
 
     def rounded(self, counts: dict) -> dict:
         out = {}
@@ -179,14 +211,15 @@ def _layer(sel: _Selection) -> dict:
     return counts(high)
 
 
-def _ranked(sel: _Selection, slack: float, greedy: bool) -> dict:
+def _ranked(sel: _Selection, slack: float, greedy: bool, beta: float = 0.0, macs_only: bool = False) -> dict:
     state = _State(sel.cost)
     removed = {i: 0 for i in sel.prunable}
     total = 0
     if not greedy:
-        queue = sorted((sel.normalised[i][u], i, rank) for i in sel.prunable for rank, u in enumerate(sel.order[i]))
+        keys = sel.weighted(beta)
+        queue = sorted((keys[i][u], i, rank) for i in sel.prunable for rank, u in enumerate(sel.order[i]))
         queue_pos = 0
-    while not sel.met(state, total, slack):
+    while not sel.met(state, total, slack, macs_only):
         if greedy:
             best = None
             for i in sel.prunable:
@@ -194,9 +227,7 @@ def _ranked(sel: _Selection, slack: float, greedy: bool) -> dict:
                     continue
                 unit = sel.order[i][removed[i]]
                 dm, dp = state.delta(sel.groups[i], unit)
-                saved = dm / sel.cost.total_macs if sel.config.target_macs is not None else \
-                    dp / sel.cost.total_params if sel.config.target_params is not None else 1.0 / sel.total_units
-                value = sel.normalised[i][unit] / max(saved, 1e-12)
+                value = sel.normalised[i][unit] / max(sel.saved(state, dm, dp), 1e-12)
                 if best is None or value < best[0]:
                     best = (value, i, unit)
             if best is None:
@@ -217,6 +248,28 @@ def _ranked(sel: _Selection, slack: float, greedy: bool) -> dict:
     return removed
 
 
+def _beta(sel: _Selection, slack: float, high: float = 4.0, steps: int = 12) -> float:
+    """The smallest density exponent whose MAC-target ranking also meets the parameter
+    target (``high`` when none does)."""
+    c = sel.config
+    if c.target_macs is None or c.target_params is None:
+        return 0.0
+
+    def params_met(beta: float) -> bool:
+        counts = _ranked(sel, slack, False, beta, macs_only=True)
+        return sel.evaluate(counts).params <= (c.target_params - slack) * sel.cost.total_params
+
+    if params_met(0.0):
+        return 0.0
+    if not params_met(high):
+        return high
+    low = 0.0
+    for _ in range(steps):
+        mid = (low + high) / 2
+        low, high = (low, mid) if params_met(mid) else (mid, high)
+    return high
+
+
 def select_channels(groups, scores, cost: CostModel, config) -> tuple[set, dict]:
     """The channel units to remove (graph roots) and the number removed per group index."""
     sel = _Selection(groups, scores, cost, config)
@@ -226,18 +279,17 @@ def select_channels(groups, scores, cost: CostModel, config) -> tuple[set, dict]
         greedy = config.scope == "greedy"
         slack = 0.0
         for _ in range(25):
-            counts = sel.rounded(_ranked(sel, slack, greedy))
+            beta = 0.0 if greedy else _beta(sel, slack)
+            counts = sel.rounded(_ranked(sel, slack, greedy, beta))
             state = sel.evaluate(counts)
             if config.round_to <= 1 or sel.met(state, sum(counts.values())):
                 break
             slack += 0.005
     state = sel.evaluate(counts)
     if config.ratio is None and not sel.met(state, sum(counts.values()), slack=-1e-6):
-        what = "MACs" if config.target_macs is not None else "parameters" if config.target_params is not None \
-            else "channels"
-        reached = state.macs / cost.total_macs if config.target_macs is not None else \
-            state.params / cost.total_params if config.target_params is not None else \
-            sum(counts.values()) / max(sel.total_units, 1)
+        macs_missed = config.target_macs is not None and state.macs > config.target_macs * cost.total_macs * (1 + 1e-6)
+        what = "MACs" if macs_missed else "parameters"
+        reached = state.macs / cost.total_macs if macs_missed else state.params / cost.total_params
         raise UserError(f"cannot reach the {what} target: the most this model can be pruned with "
                         f"min_channels={config.min_channels} and round_to={config.round_to} "
                         f"reaches {reached:.3f}")
