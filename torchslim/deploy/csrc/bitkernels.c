@@ -392,77 +392,107 @@ TARGET_FAST static inline void transpose8(__m256 *r) {
     r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
+enum { MODE_SIGN, MODE_BINARY, MODE_PLANES };
+
+/* Values (before scale) of one pixel's 8 channels; mode is a constant at each call site,
+ * so every caller gets a loop specialised to one mode. */
+#define LOAD8(p) _mm256_loadu_si256((const __m256i *)(p))
+TARGET_FAST ALWAYS_INLINE __m256 tile_value(const epi_args *e, const buffers *bf, int64_t npix, int64_t q, int64_t o0,
+                                            const int mode) {
+    const __m256i a = LOAD8(bf->acc + q * TILE);
+    if (mode == MODE_SIGN) {
+        const int16_t *r = bf->rect + 4 * q;
+        const int32_t nvalid = (int32_t)(r[1] - r[0]) * (r[3] - r[2]);
+        __m256i pc = a;
+        int32_t kvalid = (int32_t)(e->c_true * e->taps);
+        if (nvalid != e->taps) { /* padded taps counted popcount(w): take it out */
+            const int64_t stride = e->kw + 1;
+            const int32_t *base = e->wpre + o0;
+            const __m256i inside = _mm256_add_epi32(
+                _mm256_sub_epi32(_mm256_sub_epi32(LOAD8(base + (r[1] * stride + r[3]) * e->ocp),
+                                                  LOAD8(base + (r[0] * stride + r[3]) * e->ocp)),
+                                 LOAD8(base + (r[1] * stride + r[2]) * e->ocp)),
+                LOAD8(base + (r[0] * stride + r[2]) * e->ocp));
+            pc = _mm256_sub_epi32(a, _mm256_sub_epi32(LOAD8(base + (e->kh * stride + e->kw) * e->ocp), inside));
+            kvalid = (int32_t)e->c_true * nvalid;
+        }
+        return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(kvalid), _mm256_add_epi32(pc, pc)));
+    }
+    if (mode == MODE_BINARY) { /* S = sum_p 2^p dot_p (Horner), then D * S */
+        __m256i sum = _mm256_setzero_si256();
+        for (int64_t p = e->planes - 1; p >= 0; p--) {
+            const __m256i ap = LOAD8(bf->acc + (p * npix + q) * TILE);
+            const __m256i t = _mm256_sub_epi32(_mm256_set1_epi32(bf->ones[p * npix + q]), _mm256_add_epi32(ap, ap));
+            sum = _mm256_add_epi32(_mm256_add_epi32(sum, sum), t);
+        }
+        return _mm256_mul_ps(_mm256_set1_ps(e->steps[0]), _mm256_cvtepi32_ps(sum));
+    }
+    __m256i t = _mm256_sub_epi32(_mm256_set1_epi32(bf->ones[q]), _mm256_add_epi32(a, a));
+    __m256 v = _mm256_mul_ps(_mm256_set1_ps(e->steps[0]), _mm256_cvtepi32_ps(t));
+    for (int64_t p = 1; p < e->planes; p++) {
+        const __m256i ap = LOAD8(bf->acc + (p * npix + q) * TILE);
+        t = _mm256_sub_epi32(_mm256_set1_epi32(bf->ones[p * npix + q]), _mm256_add_epi32(ap, ap));
+        v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_set1_ps(e->steps[p]), _mm256_cvtepi32_ps(t)));
+    }
+    return v;
+}
+
+/* Packed output: OR each threshold's hits into the pixel's output words. */
+TARGET_FAST ALWAYS_INLINE void epilogue_bits(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0,
+                                             const int mode) {
+    const __m256 sgn = _mm256_loadu_ps(e->sgn + o0);
+    for (int64_t q = 0; q < npix; q++) {
+        const __m256 v = _mm256_mul_ps(tile_value(e, bf, npix, q, o0, mode), sgn);
+        uint64_t *ob = bf->obits + q * e->q;
+        for (int64_t k = 0; k < e->q; k++) {
+            const __m256 hit = _mm256_cmp_ps(v, _mm256_loadu_ps(e->thr + k * e->ocp + o0), _CMP_GE_OQ);
+            ob[k] |= (uint64_t)(unsigned)_mm256_movemask_ps(hit) << (o0 & 63);
+        }
+    }
+}
+
+/* Float output: blocks of 8 pixels x 8 channels, transposed in registers so each
+ * channel's 8 pixels are stored at once; the last pixels lane by lane. */
+TARGET_FAST ALWAYS_INLINE void epilogue_floats(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0,
+                                               float *dst, int64_t plane, int64_t nt, const int mode) {
+    const __m256 scale = _mm256_loadu_ps(e->scale + o0);
+    const __m256 bias = e->bias ? _mm256_loadu_ps(e->bias + o0) : _mm256_setzero_ps();
+    const int add_bias = e->bias != NULL;
+    int64_t q = 0;
+    for (; q + 8 <= npix; q += 8) {
+        __m256 block[TILE];
+        for (int i = 0; i < TILE; i++) {
+            __m256 v = _mm256_mul_ps(tile_value(e, bf, npix, q + i, o0, mode), scale);
+            block[i] = add_bias ? _mm256_add_ps(v, bias) : v;
+        }
+        transpose8(block);
+        if (nt == TILE) {
+            for (int j = 0; j < TILE; j++) _mm256_storeu_ps(dst + j * plane + q, block[j]);
+        } else {
+            for (int64_t j = 0; j < nt; j++) _mm256_storeu_ps(dst + j * plane + q, block[j]);
+        }
+    }
+    for (; q < npix; q++) {
+        float lanes[TILE];
+        __m256 v = _mm256_mul_ps(tile_value(e, bf, npix, q, o0, mode), scale);
+        _mm256_storeu_ps(lanes, add_bias ? _mm256_add_ps(v, bias) : v);
+        for (int64_t j = 0; j < nt; j++) dst[j * plane + q] = lanes[j];
+    }
+}
+#undef LOAD8
+
 TARGET_FAST static void epilogue_fast(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0, float *dst,
                                       int64_t plane, int64_t nt) {
-    __m256 block[TILE];
-    const int32_t full = (int32_t)(e->c_true * e->taps);
-    const __m256 sgn = e->q > 0 ? _mm256_loadu_ps(e->sgn + o0) : _mm256_setzero_ps();
-    const __m256 scale = e->q > 0 ? sgn : _mm256_loadu_ps(e->scale + o0);
-    const __m256 bias = e->bias && e->q == 0 ? _mm256_loadu_ps(e->bias + o0) : _mm256_setzero_ps();
-    const int add_bias = e->bias != NULL;
-#define LOAD8(p) _mm256_loadu_si256((const __m256i *)(p))
-    for (int64_t q = 0; q < npix; q++) {
-        const __m256i a = LOAD8(bf->acc + q * TILE);
-        __m256 v;
-        if (e->sign) {
-            const int16_t *r = bf->rect + 4 * q;
-            const int32_t nvalid = (int32_t)(r[1] - r[0]) * (r[3] - r[2]);
-            __m256i pc = a;
-            int32_t kvalid = full;
-            if (nvalid != e->taps) { /* padded taps counted popcount(w): take it out */
-                const int64_t stride = e->kw + 1;
-                const int32_t *base = e->wpre + o0;
-                const __m256i inside = _mm256_add_epi32(
-                    _mm256_sub_epi32(_mm256_sub_epi32(LOAD8(base + (r[1] * stride + r[3]) * e->ocp),
-                                                      LOAD8(base + (r[0] * stride + r[3]) * e->ocp)),
-                                     LOAD8(base + (r[1] * stride + r[2]) * e->ocp)),
-                    LOAD8(base + (r[0] * stride + r[2]) * e->ocp));
-                pc = _mm256_sub_epi32(a, _mm256_sub_epi32(LOAD8(base + (e->kh * stride + e->kw) * e->ocp), inside));
-                kvalid = (int32_t)e->c_true * nvalid;
-            }
-            v = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(kvalid), _mm256_add_epi32(pc, pc)));
-        } else if (e->binary) { /* S = sum_p 2^p dot_p (Horner), then D * S */
-            __m256i sum = _mm256_setzero_si256();
-            for (int64_t p = e->planes - 1; p >= 0; p--) {
-                const __m256i ap = LOAD8(bf->acc + (p * npix + q) * TILE);
-                const __m256i t = _mm256_sub_epi32(_mm256_set1_epi32(bf->ones[p * npix + q]), _mm256_add_epi32(ap, ap));
-                sum = _mm256_add_epi32(_mm256_add_epi32(sum, sum), t);
-            }
-            v = _mm256_mul_ps(_mm256_set1_ps(e->steps[0]), _mm256_cvtepi32_ps(sum));
-        } else {
-            __m256i t = _mm256_sub_epi32(_mm256_set1_epi32(bf->ones[q]), _mm256_add_epi32(a, a));
-            v = _mm256_mul_ps(_mm256_set1_ps(e->steps[0]), _mm256_cvtepi32_ps(t));
-            for (int64_t p = 1; p < e->planes; p++) {
-                const __m256i ap = LOAD8(bf->acc + (p * npix + q) * TILE);
-                t = _mm256_sub_epi32(_mm256_set1_epi32(bf->ones[p * npix + q]), _mm256_add_epi32(ap, ap));
-                v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_set1_ps(e->steps[p]), _mm256_cvtepi32_ps(t)));
-            }
-        }
-        v = _mm256_mul_ps(v, scale);
-        if (e->q > 0) {
-            uint64_t *ob = bf->obits + q * e->q;
-            for (int64_t k = 0; k < e->q; k++) {
-                const __m256 hit = _mm256_cmp_ps(v, _mm256_loadu_ps(e->thr + k * e->ocp + o0), _CMP_GE_OQ);
-                ob[k] |= (uint64_t)(unsigned)_mm256_movemask_ps(hit) << (o0 & 63);
-            }
-        } else {
-            if (add_bias) v = _mm256_add_ps(v, bias);
-            block[q & 7] = v;
-            if ((q & 7) == 7) { /* a full block of 8 pixels */
-                transpose8(block);
-                for (int64_t j = 0; j < nt; j++) _mm256_storeu_ps(dst + j * plane + q - 7, block[j]);
-            }
-        }
+    const int mode = e->sign ? MODE_SIGN : e->binary ? MODE_BINARY : MODE_PLANES;
+    if (e->q > 0) {
+        if (mode == MODE_SIGN) epilogue_bits(e, bf, npix, o0, MODE_SIGN);
+        else if (mode == MODE_BINARY) epilogue_bits(e, bf, npix, o0, MODE_BINARY);
+        else epilogue_bits(e, bf, npix, o0, MODE_PLANES);
+    } else {
+        if (mode == MODE_SIGN) epilogue_floats(e, bf, npix, o0, dst, plane, nt, MODE_SIGN);
+        else if (mode == MODE_BINARY) epilogue_floats(e, bf, npix, o0, dst, plane, nt, MODE_BINARY);
+        else epilogue_floats(e, bf, npix, o0, dst, plane, nt, MODE_PLANES);
     }
-    if (e->q == 0 && (npix & 7)) { /* the last pixels, lane by lane */
-        const int64_t q0 = npix & ~(int64_t)7;
-        for (int64_t q = q0; q < npix; q++) {
-            float lanes[TILE];
-            _mm256_storeu_ps(lanes, block[q - q0]);
-            for (int64_t j = 0; j < nt; j++) dst[j * plane + q] = lanes[j];
-        }
-    }
-#undef LOAD8
 }
 #endif
 
