@@ -302,7 +302,8 @@ class ActQuant(nn.Module):
     """Activation quantizer: ``Q(x) = levels[#thresholds below x]`` with a clipped STE.
 
     ``levels`` and ``thresholds`` are buffers (saved with the model); for HWGQ they are
-    the Lloyd-Max levels of the unit half-normal.  A stochastic quantizer samples in
+    the Lloyd-Max levels of the unit half-normal times a per-layer scale (1 until
+    :func:`~torchslim.quant.calibrate.calibrate_act_scales` fits it on data).  A stochastic quantizer samples in
     training mode and is deterministic in eval mode.
     """
 
@@ -314,6 +315,26 @@ class ActQuant(nn.Module):
         self.register_buffer("levels", torch.tensor(levels, dtype=torch.float32))
         self.register_buffer("thresholds", torch.tensor(thresholds, dtype=torch.float32))
         self.lo, self.hi = self.quantizer.grad_range(levels)
+
+    def unit_levels(self) -> tuple[list[float], list[float]]:
+        """The quantizer's own (unscaled) levels and thresholds."""
+        return self.quantizer.levels_fn(self.bits)
+
+    def set_scale(self, scale: float) -> None:
+        """Use ``scale * levels`` and ``scale * thresholds`` of the unit shape (zero-anchored quantizers)."""
+        if not self.quantizer.needs_bn or not scale > 0:
+            raise ValueError(f"{self.method} levels cannot be scaled by {scale!r}")
+        levels, thresholds = self.unit_levels()
+        self.levels.copy_(torch.tensor(levels, dtype=torch.float64) * scale)
+        self.thresholds.copy_(torch.tensor(thresholds, dtype=torch.float64) * scale)
+        self._refresh_range()
+
+    def _refresh_range(self) -> None:
+        self.lo, self.hi = self.quantizer.grad_range([float(v) for v in self.levels])
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._refresh_range()  # calibrated levels come with the state
 
     def forward(self, x):
         if self.training and self.quantizer.stochastic:
