@@ -1,16 +1,19 @@
-"""Accuracy against MACs kept for every pruning criterion, beside Torch-Pruning, plus the
-Spearman table of every criterion against the oracle.
+"""Top-1, MACs, parameters, file bytes and latency of pruned models, beside Torch-Pruning,
+with one fine-tune budget for every row; plus (``--spearman``) the criterion-quality table.
 
-    python benchmarks/prune_accuracy.py --model vgg14 [--targets 0.5,0.33] [--ft-subset 10000]
-        [--ft-epochs 1] [--threads 1]
+    python benchmarks/prune_accuracy.py [--base FILE] [--targets 0.5,0.33] [--ft-epochs 2]
+        [--ft-subset 0] [--rows ours:l1:layer,ours:taylor:global,...] [--spearman]
 
-The base model is the baselines.py model when it exists (benchmarks/out/), else one
-trained here with a stated budget.  Every criterion is scored once on the same
-calibration batches, then for each MAC target the channels are selected (global scope,
-mean-normalised scores; plus the per-layer uniform L1 of Li et al.), removed, and the
-model fine-tuned with the same budget.  Torch-Pruning (benchmark-only dependency) runs
-L1 uniform and Taylor global to the same MAC targets with the same fine-tune.  Writes the
-``prune_accuracy_<model>`` and ``prune_spearman_<model>`` sections of BENCHMARKS.md.
+A row is ``tool:criterion:scope[:pF]``: ``ours`` (``l1-filters``: L1 of the producing filters only) (torchslim.prune, BatchNorm recalibrated on
+the calibration batches) or ``tp`` (Torch-Pruning, a benchmark-only dependency: ``l1:layer``
+is its uniform L1, ``taylor:global`` its global Taylor; the ratio is bisected to the MAC
+target, the classifier ignored).  ``pF`` adds a parameter target of F x the MAC target
+(torchslim's combined target).  Every row is pruned from the same base in one shot, then
+fine-tuned with the same SGD one-cycle budget; each finished row is cached in
+``benchmarks/out/prune-acc-<model>.json`` (with its model file), and an interrupted fine-tune
+resumes at its last epoch, so rerunning the command continues.  At the end every finished
+model is timed interleaved with the base (batch 1) and the ``prune_accuracy_<model>``
+section of BENCHMARKS.md is written.
 """
 
 from __future__ import annotations
@@ -29,26 +32,23 @@ from common import ROOT, command_line, hardware, markdown_table, write_section
 import torchslim
 from torchslim import models
 from torchslim.data import BatchLoader, load_dataset
-from torchslim.profile import count_macs, count_params, serialized_size
-from torchslim.prune import Context, PruneConfig, build_graph, list_criteria
-from torchslim.prune.criteria import score_groups
-from torchslim.prune.quality import _normalised, spearman
-from torchslim.prune.select import CostModel, select_channels
-from torchslim.prune.surgery import apply_removal
+from torchslim.io import atomic_write_text
+from torchslim.profile import compare_latency, count_macs, count_params
+from torchslim.prune import PruneConfig, prune
 from torchslim.train import TrainConfig, evaluate, fit
 
 OUT = os.path.join(ROOT, "benchmarks", "out")
+SHARED_BASE = os.path.join(OUT, "shared", "base-vgg14-w0.25-e10-fashion-mnist-32.safetensors")
 BASE_BUDGET = {"vgg14": (0.25, 4, 0.05, 20000), "resnet56": (0.25, 4, 0.1, 20000)}  # width, epochs, lr, images
+ROWS = "ours:l1:layer,ours:taylor:global,ours:taylor:global:p0.72,tp:l1:layer,tp:taylor:global"
 
 
-def base_model(name: str, train, test, epochs=None, images=None):
-    import baselines
-
-    path = baselines.model_path(name)
-    if os.path.exists(path):
-        return torchslim.load(path), f"`{os.path.relpath(path, ROOT)}` from baselines.py"
-    width, default_epochs, lr, default_images = BASE_BUDGET[name]
-    epochs, images = epochs or default_epochs, images or default_images
+def base_model(name: str, path: str | None, test):
+    """The base to prune: ``path``, else the shared base (vgg14), else one trained here."""
+    path = path or (SHARED_BASE if name == "vgg14" else None)
+    if path and os.path.exists(path):
+        return torchslim.load(path), f"`{os.path.relpath(path, ROOT)}`"
+    width, epochs, lr, images = BASE_BUDGET[name]
     path = os.path.join(OUT, f"prune-base-{name}-w{width}-e{epochs}-n{images}.safetensors")
     note = f"trained here: width {width}, {epochs} epochs of SGD one-cycle lr {lr} on a {images}-image subset"
     if os.path.exists(path):
@@ -62,18 +62,13 @@ def base_model(name: str, train, test, epochs=None, images=None):
     return model, note
 
 
-def finetune(model, train, epochs: int, lr: float):
-    if epochs:
-        fit(model, train, TrainConfig(epochs=epochs, lr=lr, seed=0), progress=False)
-    return model.eval()
-
-
 def tp_prune(model, target: float, method: str, calib):
     """Torch-Pruning to ``target`` of the MACs: bisection on its per-layer (or global) ratio."""
     import torch_pruning as tp
 
     example = torch.randn(1, *model.input_shape)
     base_macs = count_macs(model, model.input_shape)
+
     def build(ratio):
         m = copy.deepcopy(model).eval()
         classifier = [layer for layer in m.modules() if isinstance(layer, torch.nn.Linear)][-1]
@@ -102,90 +97,128 @@ def tp_prune(model, target: float, method: str, calib):
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="vgg14", choices=sorted(BASE_BUDGET))
-    parser.add_argument("--targets", default="0.5,0.33")
-    parser.add_argument("--ft-subset", type=int, default=10000)
-    parser.add_argument("--ft-epochs", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--calib", type=int, default=2, help="calibration batches of 64 (oracle data too)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--criteria", default=",".join(list_criteria()))
-    parser.add_argument("--base-epochs", type=int, default=None, help="when training the base here")
-    parser.add_argument("--base-images", type=int, default=None, help="when training the base here")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def parse_row(spec: str) -> dict:
+    parts = spec.split(":")
+    if len(parts) not in (3, 4) or parts[0] not in ("ours", "tp") or parts[2] not in ("layer", "global", "greedy"):
+        raise SystemExit(f"bad row {spec!r}: want tool:criterion:scope[:pF], tool ours or tp")
+    params = float(parts[3][1:]) if len(parts) == 4 else None
+    return {"tool": parts[0], "criterion": parts[1], "scope": parts[2], "params": params}
+
+
+def label(row: dict) -> str:
+    tool = "torchslim" if row["tool"] == "ours" else "Torch-Pruning"
+    scope = "uniform" if row["scope"] == "layer" else row["scope"]
+    extra = f", params <= {row['params']:g} x MACs" if row["params"] else ""
+    return f"{tool} | {row['criterion']} ({scope}{extra})"
+
+
+def prune_row(model, row: dict, target: float, train, calib):
+    if row["tool"] == "tp":
+        method = {("l1", "layer"): "l1-uniform", ("taylor", "global"): "taylor-global"}.get(
+            (row["criterion"], row["scope"]))
+        if method is None or row["params"]:
+            raise SystemExit(f"Torch-Pruning rows here: tp:l1:layer and tp:taylor:global, not {row}")
+        return tp_prune(model, target, method, calib)
+    params = None if row["params"] is None else min(1.0, row["params"] * target)
+    criterion = row["criterion"].removesuffix("-filters")  # l1-filters: Li et al.'s producer-only L1
+    config = PruneConfig(criterion=criterion, target_macs=target, target_params=params,
+                         scope=row["scope"], calibration_batches=len(calib), batch_size=len(calib[0][1]),
+                         group_importance=not row["criterion"].endswith("-filters"))
+    return prune(model, config=config, calibration=calib).model
+
+
+def run_row(key: str, folder: str, model, row, target, args, train, test, calib) -> dict:
+    """Prune, evaluate, fine-tune (resumable per epoch), evaluate; the model is kept in ``folder``."""
+    os.makedirs(folder, exist_ok=True)
+    stem = os.path.join(folder, key.replace(":", "_").replace("@", "-"))
     began = time.perf_counter()
-    train = load_dataset("fashion-mnist-32", "train")
-    test = load_dataset("fashion-mnist-32", "test")
-    ft_set = load_dataset("fashion-mnist-32", "train", subset=args.ft_subset)
-    model, base_note = base_model(args.model, train, test, args.base_epochs, args.base_images)
-    model.eval()
+    if os.path.exists(stem + ".pruned.safetensors"):
+        pruned = torchslim.load(stem + ".pruned.safetensors")
+    else:
+        pruned = prune_row(model, row, target, train, calib).eval()
+        torchslim.save(pruned, stem + ".pruned.safetensors")
+    top1_pruned = evaluate(pruned, test)["top1"]
+    ft_set = train if not args.ft_subset else load_dataset("fashion-mnist-32", "train", subset=args.ft_subset)
+    if args.ft_epochs:
+        fit(pruned, ft_set, TrainConfig(epochs=args.ft_epochs, lr=args.lr, seed=0), checkpoint_path=stem + ".ckpt",
+            progress=False)
+    pruned.eval()
+    torchslim.save(pruned, stem + ".safetensors")
+    for leftover in (stem + ".ckpt", stem + ".pruned.safetensors"):
+        if os.path.exists(leftover):
+            os.remove(leftover)
     shape = tuple(model.input_shape)
-    base_top1 = evaluate(model, test)["top1"]
-    base_macs, base_params, base_bytes = count_macs(model, shape), count_params(model), serialized_size(model)
-    calib = list(BatchLoader(train, batch_size=64, shuffle=True, seed=0))[:args.calib]
+    return {"row": row, "target": target, "label": label(row), "top1_pruned": top1_pruned,
+            "top1": evaluate(pruned, test)["top1"], "macs": count_macs(pruned, shape), "params": count_params(pruned),
+            "bytes": os.path.getsize(stem + ".safetensors"), "file": os.path.relpath(stem + ".safetensors", ROOT),
+            "seconds": time.perf_counter() - began}
+
+
+def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: float, base_bytes: int,
+           seconds: float) -> None:
+    shape = tuple(base.input_shape)
+    base_macs, base_params = count_macs(base, shape), count_params(base)
+    done = [r for r in cache["rows"].values()]
+    timed = {"base": base, **{f"{r['label']} @ {r['target']}": torchslim.load(os.path.join(ROOT, r["file"]))
+                              for r in done}}
+    latency = compare_latency(timed, shape, batch_size=1, threads=1, repeats=args.repeats)
+    base_ms = latency["base"]["median_ms"]
+    rows = []
+    for r in sorted(done, key=lambda r: (-r["target"], r["row"]["tool"] != "ours", r["label"])):
+        tool, what = r["label"].split(" | ")
+        ms = latency[f"{r['label']} @ {r['target']}"]["median_ms"]
+        rows.append([f"{r['target']:.0%}", tool, what, f"{r['macs'] / base_macs:.3f}", f"{r['params'] / base_params:.3f}",
+                     f"{r['bytes']:,}", f"{base_bytes / r['bytes']:.2f}x", f"{base_ms / ms:.2f}x",
+                     f"{r['top1_pruned']:.4f}", f"{r['top1']:.4f}", f"{(r['top1'] - base_top1) * 100:+.2f}"])
+    budget = (f"{args.ft_epochs} epoch(s) of SGD one-cycle lr {args.lr}, batch 128, crop and flip, on "
+              + (f"a {args.ft_subset}-image class-balanced subset" if args.ft_subset else "the full 60k training set"))
+    body = "\n".join([
+        f"## Pruning: accuracy, size and speed against MACs kept, {args.model} on fashion-mnist-32",
+        "",
+        f"Command: `{command_line()}` (OMP_NUM_THREADS=1; rows cached in "
+        f"`{os.path.relpath(cache_path, ROOT)}`, so the run may span several invocations)  ",
+        f"Hardware: {hardware()}; the machine was shared with other jobs, so latencies are ratios from one "
+        "interleaved run (base, row 1, row 2, ..., base, ...), batch 1, 1 thread, "
+        f"median of {args.repeats}.  ",
+        f"Base: {args.model}, {base_note}; top-1 {base_top1:.4f}, {base_macs:,} MACs, {base_params:,} params, "
+        f"{base_bytes:,} bytes as saved by `torchslim.save`.  ",
+        f"Budget, the same for every row: prune to the MAC target in one shot from the base (calibration: "
+        f"{args.calib} batches of 64 training images, for Taylor scores and torchslim's BatchNorm recalibration), "
+        f"then {budget}; top-1 on the 10k test images. Torch-Pruning "
+        f"{__import__('torch_pruning').__version__}: ratio bisected to the same MAC target, classifier ignored. "
+        "\"top-1 pruned\" is before fine-tuning; \"file smaller\" compares `torchslim.save` files. "
+        f"Compute of this invocation {seconds / 60:.1f} min; per row (prune + fine-tune + eval): "
+        + ", ".join(f"{r['seconds'] / 60:.0f}" for r in done) + " min.",
+        "",
+        markdown_table(["MACs target", "tool", "criterion (selection)", "MACs kept", "params kept", "file bytes",
+                        "file smaller", "speed-up", "top-1 pruned", "top-1", "drop (points)"], rows),
+    ])
+    if args.print_only:
+        print(body)
+    else:
+        write_section(f"prune_accuracy_{args.model}", body)
+
+
+def spearman_table(args, model, calib) -> None:
+    """Spearman of every criterion against the oracle (no fine-tune)."""
+    from torchslim.prune import Context, build_graph, list_criteria
+    from torchslim.prune.criteria import score_groups
+    from torchslim.prune.quality import _normalised, spearman
+
     work = copy.deepcopy(model)
     graph = build_graph(work)
     ctx = Context(work, graph, calib, seed=0)
-    cost = CostModel(work, graph, shape)
-    criteria = args.criteria.split(",")
-    scores, score_seconds = {}, {}
-    for name in ["oracle"] + [c for c in criteria if c != "oracle"]:
+    scores, seconds = {}, {}
+    for name in ["oracle"] + [c for c in list_criteria() if c != "oracle"]:
         start = time.perf_counter()
         scores[name] = score_groups(name, graph.groups, ctx)
-        score_seconds[name] = time.perf_counter() - start
-        print(f"scored {name} in {score_seconds[name]:.1f} s", flush=True)
-    for p in work.parameters():
-        p.grad = None
-    runs = [(c, "global") for c in criteria] + [("l1", "layer")]
-    rows, results = [], []
-    for target in [float(t) for t in args.targets.split(",")]:
-        for criterion, scope in runs:
-            config = PruneConfig(criterion=criterion, target_macs=target, scope=scope)
-            removed, _ = select_channels(graph.groups, scores[criterion], cost, config)
-            pruned = copy.deepcopy(work)
-            apply_removal(pruned, graph, removed)
-            results.append(("torchslim", criterion, scope, target, finetune(pruned, ft_set, args.ft_epochs, args.lr)))
-            print(f"{criterion}/{scope} @ {target}: done", flush=True)
-        for method in ("l1-uniform", "taylor-global"):
-            pruned = tp_prune(model, target, method, calib)
-            results.append(("Torch-Pruning", method, "", target, finetune(pruned, ft_set, args.ft_epochs, args.lr)))
-            print(f"torch-pruning {method} @ {target}: done", flush=True)
-    for tool, criterion, scope, target, pruned in results:
-        top1 = evaluate(pruned, test)["top1"]
-        macs = count_macs(pruned, shape)
-        rows.append([tool, criterion + (f" ({scope})" if scope else ""), f"{target:.0%}", f"{macs / base_macs:.3f}",
-                     f"{count_params(pruned) / base_params:.3f}", f"{base_bytes / serialized_size(pruned):.2f}x",
-                     f"{top1:.4f}", f"{(top1 - base_top1) * 100:+.2f}"])
-    rows.sort(key=lambda r: (r[2], r[0] != "torchslim", r[1]))
-    seconds = time.perf_counter() - began
-    body = "\n".join([
-        f"## Pruning: accuracy against MACs kept, {args.model} on fashion-mnist-32",
-        "",
-        f"Command: `{command_line()}`  ",
-        f"Hardware: {hardware()}  ",
-        f"Base: {args.model}, {base_note}; top-1 {base_top1:.4f}, {base_macs:,} MACs, {base_params:,} params.  ",
-        f"Budget, the same for every row: prune to the MAC target in one shot, then {args.ft_epochs} fine-tune "
-        f"epoch(s) of SGD one-cycle lr {args.lr} on a {args.ft_subset}-image class-balanced subset; top-1 on the 10k "
-        f"test images. Calibration and oracle data: {args.calib} batches of 64 training images. "
-        f"Torch-Pruning {__import__('torch_pruning').__version__}: ratio bisected to the same MAC target, "
-        f"classifier ignored. Whole run {seconds / 60:.1f} min.",
-        "",
-        markdown_table(["tool", "criterion (scope)", "target", "MACs kept", "params kept", "file smaller",
-                        "top-1", "drop (points)"], rows),
-    ])
-    write_section(f"prune_accuracy_{args.model}", body)
-    oracle = scores["oracle"]
+        seconds[name] = time.perf_counter() - start
     big = [i for i, g in enumerate(graph.groups) if len(g) > 2]
-    spearman_rows = []
-    for criterion in criteria:
-        per_group = [spearman(scores[criterion][i], oracle[i]) for i in big]
-        per_group = [v for v in per_group if v == v]
-        overall = spearman(_normalised([scores[criterion][i] for i in big]), _normalised([oracle[i] for i in big]))
-        spearman_rows.append([criterion, f"{sum(per_group) / max(len(per_group), 1):.3f}", f"{overall:.3f}",
-                              f"{score_seconds[criterion]:.1f}"])
+    rows = []
+    for name in list_criteria():
+        per_group = [v for v in (spearman(scores[name][i], scores["oracle"][i]) for i in big) if v == v]
+        overall = spearman(_normalised([scores[name][i] for i in big]), _normalised([scores["oracle"][i] for i in big]))
+        rows.append([name, f"{sum(per_group) / max(len(per_group), 1):.3f}", f"{overall:.3f}", f"{seconds[name]:.1f}"])
     write_section(f"prune_spearman_{args.model}", "\n".join([
         f"## Pruning: criterion quality against the oracle, {args.model}",
         "",
@@ -196,9 +229,57 @@ def main() -> None:
         f"{len(big)} channel groups of more than 2 channels, and over all channels after per-group "
         "L2 normalisation.",
         "",
-        markdown_table(["criterion", "per-layer Spearman", "global Spearman", "scoring s"], spearman_rows),
+        markdown_table(["criterion", "per-layer Spearman", "global Spearman", "scoring s"], rows),
     ]))
-    json.dump({"rows": rows, "spearman": spearman_rows}, open(os.path.join(OUT, f"prune-{args.model}.json"), "w"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="vgg14", choices=sorted(BASE_BUDGET))
+    parser.add_argument("--base", default=None, help="model file to prune (default: the shared vgg14 base)")
+    parser.add_argument("--targets", default="0.5,0.33")
+    parser.add_argument("--rows", default=ROWS)
+    parser.add_argument("--ft-subset", type=int, default=0, help="0: the full training set")
+    parser.add_argument("--ft-epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--calib", type=int, default=8, help="calibration batches of 64")
+    parser.add_argument("--repeats", type=int, default=200, help="interleaved latency repeats")
+    parser.add_argument("--cache", default=None, help="JSON of finished rows, ending .json (default "
+                        "benchmarks/out/prune-acc-<model>.json); the models go in the folder of the same name")
+    parser.add_argument("--spearman", action="store_true", help="also write the criterion-quality table")
+    parser.add_argument("--print-only", action="store_true", help="print the table instead of writing BENCHMARKS.md")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    began = time.perf_counter()
+    train = load_dataset("fashion-mnist-32", "train")
+    test = load_dataset("fashion-mnist-32", "test")
+    model, base_note = base_model(args.model, args.base, test)
+    model.eval()
+    base_top1 = evaluate(model, test)["top1"]
+    calib = list(BatchLoader(train, batch_size=64, shuffle=True, seed=0))[:args.calib]
+    budget = {"base": base_note, "ft_epochs": args.ft_epochs, "ft_subset": args.ft_subset, "lr": args.lr,
+              "calib": args.calib}
+    cache_path = args.cache or os.path.join(OUT, f"prune-acc-{args.model}.json")
+    cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {"budget": budget, "rows": {}}
+    if cache["budget"] != budget:
+        raise SystemExit(f"{cache_path} holds rows of another budget ({cache['budget']}); move it away to start over")
+    for target in [float(t) for t in args.targets.split(",")]:
+        for spec in args.rows.split(","):
+            key = f"{spec}@{target:g}"
+            if key in cache["rows"]:
+                continue
+            cache["rows"][key] = run_row(key, cache_path[:-len(".json")], model, parse_row(spec), target, args, train, test, calib)
+            atomic_write_text(cache_path, json.dumps(cache, indent=1))
+            r = cache["rows"][key]
+            print(f"{key}: top-1 {r['top1_pruned']:.4f} -> {r['top1']:.4f}, MACs {r['macs']:,}, "
+                  f"{r['bytes']:,} bytes, {r['seconds'] / 60:.1f} min", flush=True)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base_bytes = os.path.getsize(torchslim.save(model, os.path.join(tmp, "base.safetensors")))
+    render(args, cache_path, cache, model, base_note, base_top1, base_bytes, time.perf_counter() - began)
+    if args.spearman:
+        spearman_table(args, model, calib[:2])
 
 
 if __name__ == "__main__":
