@@ -58,6 +58,7 @@ def add_parser(subparsers):
                              "parameters left to store, and weight sharing sees the weights that will be stored)")
     parser.add_argument("--finetune-epochs", type=int, default=0)
     parser.add_argument("--lr", type=float, default=None, help="fine-tune learning rate (default per method)")
+    parser.add_argument("--weight-decay", type=float, default=None, help="fine-tune weight decay (default per method)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--distill", action="store_true", help="fine-tune with the input model as teacher")
     parser.add_argument("--no-augment", action="store_true", help="fine-tune without random crop / flip")
@@ -120,7 +121,8 @@ def _finetune_config(args):
 
     _, optimizer, lr, weight_decay = METHODS[args.method]
     return TrainConfig(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.lr or lr,
-                       optimizer=optimizer, schedule="cosine", weight_decay=weight_decay, seed=args.seed,
+                       optimizer=optimizer, schedule="cosine", seed=args.seed,
+                       weight_decay=weight_decay if args.weight_decay is None else args.weight_decay,
                        augment=not args.no_augment, device=args.device)
 
 
@@ -187,6 +189,8 @@ register_method("tucker", "sgd", 0.01, 5e-4)(_lowrank("tucker"))
 
 
 def _check_args(args) -> None:
+    if args.weight_decay is not None and args.weight_decay < 0:
+        raise UserError(f"--weight-decay must be >= 0, got {args.weight_decay}")
     if args.finetune_epochs < 0 or args.calib_samples < 1:
         raise UserError("--finetune-epochs must be >= 0 and --calib-samples >= 1")
     if args.rank_energy is not None and not 0 < args.rank_energy <= 1:
