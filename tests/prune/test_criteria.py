@@ -35,6 +35,9 @@ def _planned(name):
 @pytest.mark.parametrize("name", models.list_models())
 def test_every_model_criterion_and_ratio(name, criterion):
     model, graph, ctx, cost = _planned(name)
+    if criterion == "oracle":  # one forward per channel and image: one image keeps every model quick
+        x, y = calibration(name, 2)[0]
+        ctx = Context(model, graph, [(x[:1], y[:1])])
     scores = score_groups(criterion, graph.groups, ctx)
     assert [len(s) for s in scores] == [len(g) for g in graph.groups]
     assert all(torch.isfinite(s).all() and (s >= 0).all() for s in scores)
