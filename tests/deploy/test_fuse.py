@@ -125,7 +125,7 @@ def test_activation_with_another_user_gets_float_levels_not_packed_bits():
         assert torch.equal(compiled(x), model(x))
 
 
-@pytest.mark.parametrize("method", ["xnor", "hwgq-bwn"])
+@pytest.mark.parametrize("method", ["xnor", "hwgq-bwn", "dorefa"])
 def test_chained_model_round_trips_through_save(method, tmp_path):
     from torchslim import models
     from torchslim.quant import QuantConfig, freeze, quantize
