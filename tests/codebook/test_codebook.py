@@ -162,3 +162,36 @@ def test_huffman_round_trip(distribution):
     assert np.array_equal(huffman.decode(stream.numpy(), lengths.numpy(), symbols.size).numpy(), symbols)
     if distribution == "skewed":
         assert stream.numel() < symbols.size * 6 / 8 * 0.7  # well under the fixed 6 bits
+
+
+def test_layer_bits_override_the_global_bits():
+    from torchslim.errors import UserError
+
+    torch.manual_seed(0)
+    model = models.create("lenet5", num_classes=10)
+    shared = weight_share(model, WeightShareConfig(bits=5, conv_bits=6, layer_bits={"features.0": 2,
+                                                                                   "classifier.3": 3}))
+    sizes = {path: m.table_size for path, m in shared.named_modules() if hasattr(m, "codes")}
+    assert sizes == {"features.0": 4, "features.4": 64, "classifier.0": 32, "classifier.3": 8, "classifier.6": 32}
+    with pytest.raises(UserError, match="unknown layer to share weights in 'classifier.9'"):
+        weight_share(model, WeightShareConfig(layer_bits={"classifier.9": 3}))
+    with pytest.raises(UserError, match="bits of features.0 must be in 1..16"):
+        WeightShareConfig(layer_bits={"features.0": 0})
+
+
+def test_side_data_rounds_to_float16_and_keeps_the_codes():
+    from torchslim.codebook import round_side_data
+    from torchslim.errors import UserError
+
+    shared = weight_share(trained_mlp(), WeightShareConfig(bits=4))
+    before = copy.deepcopy(shared)
+    round_side_data(shared, "float16")
+    for new, old in zip(shared.modules(), before.modules()):
+        if hasattr(new, "codes"):
+            assert torch.equal(new.codes, old.codes)
+            assert torch.equal(new.centroids.half().float(), new.centroids)
+            assert torch.allclose(new.centroids, old.centroids, rtol=2 ** -11, atol=0)
+            assert torch.allclose(new.bias, old.bias, rtol=2 ** -11, atol=1e-7)
+    assert abs(top1(shared) - top1(before)) <= 0.01
+    with pytest.raises(UserError, match="unknown side-data dtype"):
+        round_side_data(shared, "float8")
