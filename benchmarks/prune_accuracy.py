@@ -35,6 +35,7 @@ from torchslim.data import BatchLoader, load_dataset
 from torchslim.io import atomic_write_text
 from torchslim.profile import compare_latency, count_macs, count_params
 from torchslim.prune import PruneConfig, prune
+from torchslim.prune.deploy import fold_batchnorm
 from torchslim.train import TrainConfig, evaluate, fit
 
 OUT = os.path.join(ROOT, "benchmarks", "out")
@@ -159,16 +160,20 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
     shape = tuple(base.input_shape)
     base_macs, base_params = count_macs(base, shape), count_params(base)
     done = [r for r in cache["rows"].values()]
-    timed = {"base": base, **{f"{r['label']} @ {r['target']}": torchslim.load(os.path.join(ROOT, r["file"]))
-                              for r in done}}
+    loaded = {f"{r['label']} @ {r['target']}": torchslim.load(os.path.join(ROOT, r["file"])).eval() for r in done}
+    timed = {"base": base, "base folded": fold_batchnorm(base)}
+    for name, pruned in loaded.items():
+        timed[name], timed[name + " folded"] = pruned, fold_batchnorm(pruned)
     latency = compare_latency(timed, shape, batch_size=1, threads=1, repeats=args.repeats)
-    base_ms = latency["base"]["median_ms"]
+    base_ms, folded_ms = latency["base"]["median_ms"], latency["base folded"]["median_ms"]
     rows = []
     for r in sorted(done, key=lambda r: (-r["target"], r["row"]["tool"] != "ours", r["label"])):
         tool, what = r["label"].split(" | ")
         ms = latency[f"{r['label']} @ {r['target']}"]["median_ms"]
+        ms_folded = latency[f"{r['label']} @ {r['target']} folded"]["median_ms"]
         rows.append([f"{r['target']:.0%}", tool, what, f"{r['macs'] / base_macs:.3f}", f"{r['params'] / base_params:.3f}",
                      f"{r['bytes']:,}", f"{base_bytes / r['bytes']:.2f}x", f"{base_ms / ms:.2f}x",
+                     f"{folded_ms / ms_folded:.2f}x",
                      f"{r['top1_pruned']:.4f}", f"{r['top1']:.4f}", f"{(r['top1'] - base_top1) * 100:+.2f}"])
     budget = (f"{args.ft_epochs} epoch(s) of SGD one-cycle lr {args.lr}, batch 128, crop and flip, on "
               + (f"a {args.ft_subset}-image class-balanced subset" if args.ft_subset else "the full 60k training set"))
@@ -179,7 +184,8 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
         f"`{os.path.relpath(cache_path, ROOT)}`, so the run may span several invocations)  ",
         f"Hardware: {hardware()}; the machine was shared with other jobs, so latencies are ratios from one "
         "interleaved run (base, row 1, row 2, ..., base, ...), batch 1, 1 thread, "
-        f"median of {args.repeats}.  ",
+        f"median of {args.repeats}; base {base_ms:.3f} ms, {folded_ms:.3f} ms with BatchNorm folded into the convs "
+        "(\"BN folded\" compares folded with folded).  ",
         f"Base: {args.model}, {base_note}; top-1 {base_top1:.4f}, {base_macs:,} MACs, {base_params:,} params, "
         f"{base_bytes:,} bytes as saved by `torchslim.save`.  ",
         f"Budget, the same for every row: prune to the MAC target in one shot from the base (calibration: "
@@ -191,7 +197,7 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
         + ", ".join(f"{r['seconds'] / 60:.0f}" for r in done) + " min.",
         "",
         markdown_table(["MACs target", "tool", "criterion (selection)", "MACs kept", "params kept", "file bytes",
-                        "file smaller", "speed-up", "top-1 pruned", "top-1", "drop (points)"], rows),
+                        "file smaller", "speed-up", "speed-up, BN folded", "top-1 pruned", "top-1", "drop (points)"], rows),
     ])
     if args.print_only:
         print(body)
@@ -247,6 +253,8 @@ def main() -> None:
     parser.add_argument("--cache", default=None, help="JSON of finished rows, ending .json (default "
                         "benchmarks/out/prune-acc-<model>.json); the models go in the folder of the same name")
     parser.add_argument("--spearman", action="store_true", help="also write the criterion-quality table")
+    parser.add_argument("--render-only", action="store_true",
+                        help="write the table of the rows already cached, running none")
     parser.add_argument("--print-only", action="store_true", help="print the table instead of writing BENCHMARKS.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -263,7 +271,7 @@ def main() -> None:
     cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {"budget": budget, "rows": {}}
     if cache["budget"] != budget:
         raise SystemExit(f"{cache_path} holds rows of another budget ({cache['budget']}); move it away to start over")
-    for target in [float(t) for t in args.targets.split(",")]:
+    for target in [] if args.render_only else [float(t) for t in args.targets.split(",")]:
         for spec in args.rows.split(","):
             key = f"{spec}@{target:g}"
             if key in cache["rows"]:
