@@ -9,7 +9,8 @@ Pieces: :mod:`~torchslim.prune.graph` (fx channel groups), :mod:`~torchslim.prun
 (per-layer-type rules), :mod:`~torchslim.prune.criteria` (importance registry),
 :mod:`~torchslim.prune.select` (layer / global / greedy), :mod:`~torchslim.prune.schedule`
 (iterative rounds with checkpoints), :mod:`~torchslim.prune.regularize` (OICSR group lasso,
-slimming L1), :mod:`~torchslim.prune.quality` (Spearman against the oracle) and
+slimming L1), :mod:`~torchslim.prune.quality` (Spearman against the oracle),
+:mod:`~torchslim.prune.recalibrate` (BatchNorm statistics re-estimated after pruning) and
 :mod:`~torchslim.prune.deploy` (BN folding).
 """
 
@@ -17,6 +18,7 @@ from .api import PruneConfig, PruneResult, calibration_batches, prune, remove_ch
 from .criteria import CRITERIA, Context, get_criterion, list_criteria, register_criterion
 from .graph import ChannelGraph, ChannelGroup, build_graph, channel_groups
 from .ops import register_function_rule
+from .recalibrate import recalibrate_batchnorm
 from .select import SCOPES
 from .sensitivity import sensitivity_sweep
 from .surgery import PassThroughRule, Rule, find_rule, register_rule
@@ -24,6 +26,6 @@ from .surgery import PassThroughRule, Rule, find_rule, register_rule
 __all__ = [
     "CRITERIA", "ChannelGraph", "ChannelGroup", "Context", "PassThroughRule", "PruneConfig", "PruneResult",
     "Rule", "SCOPES", "build_graph", "calibration_batches", "channel_groups", "find_rule", "get_criterion",
-    "list_criteria", "prune", "register_criterion", "register_function_rule", "register_rule",
-    "remove_channels",
+    "list_criteria", "prune", "recalibrate_batchnorm", "register_criterion", "register_function_rule",
+    "register_rule", "remove_channels",
 ]
