@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 import torchslim
@@ -29,7 +30,10 @@ def test_quantize_end_to_end_json(tmp_path):
     assert payload["size_bytes_packed"] == packed.stat().st_size
     assert payload["compression_ratio"] > 3
     assert all(r["error_after"] <= r["error_before"] for r in payload["alt_update"])
+    assert len(payload["act_scales"]) == 8 and all(s > 0 for s in payload["act_scales"].values())
     frozen = torchslim.load(out)
+    scaled = frozen.get_submodule(next(iter(payload["act_scales"])))
+    assert float(scaled.levels[-1]) == pytest.approx(1.894 * next(iter(payload["act_scales"].values())), rel=1e-3)
     assert any(isinstance(m, FrozenConv2d) for m in frozen.modules())
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(load_packed(packed)(x), frozen(x), atol=1e-4)
@@ -40,7 +44,8 @@ def test_bad_method_and_bits_are_one_line_errors(tmp_path):
     out = tmp_path / "q.safetensors"
     for extra, message in ((["--method", "binary"], "unknown quantization method"),
                            (["--method", "hwgq-bwn", "--act-bits", "7"], "cannot use 7 bits"),
-                           (["--method", "int8"], ".onnx")):
+                           (["--method", "int8"], ".onnx"),
+                           (["--method", "hwgq-bwn", "--act-scale", "max"], "--act-scale")):
         result = run_cli("quantize", source, *extra, "--data", "digits-32", "--subset", "50", "--out", out)
         assert result.returncode == 2
         assert result.stderr.startswith("torchslim: error:") and message in result.stderr

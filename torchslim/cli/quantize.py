@@ -7,6 +7,7 @@ import time
 
 from .common import add_data_args, add_json_arg, check_out_path, emit, load_data
 
+ACT_SCALES = ("fit", "unit")
 CLI_METHODS = ("bnn", "bnn-stochastic", "bwn", "xnor", "twn", "dorefa", "hwgq-bwn", "hwgq-uniform-bwn", "int8")
 
 
@@ -18,6 +19,9 @@ def add_parser(subparsers):
     parser.add_argument("--act-bits", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=3, help="fine-tune epochs; 0 converts and calibrates only")
     parser.add_argument("--alt-update", action="store_true", help="layer-wise alternating update of BWN layers")
+    parser.add_argument("--act-scale", choices=ACT_SCALES, default="fit",
+                        help="HWGQ levels: 'fit' scales each layer's levels to its input on the calibration "
+                             "images (default), 'unit' keeps the unit half-normal levels")
     parser.add_argument("--keep-first-last", dest="keep_first_last", action="store_true", default=True,
                         help="keep the first and last layers float (default)")
     parser.add_argument("--no-keep-first-last", dest="keep_first_last", action="store_false")
@@ -58,6 +62,7 @@ def run(args) -> int:
     from .. import load, save
     from ..quant import QuantConfig, clip_latent_weights, freeze, quantize
     from ..quant.altupdate import alternating_update, calibration_batches, recalibrate_bn
+    from ..quant.calibrate import calibrate_act_scales
     from ..quant.packed import packed_size, save_packed
     from ..train import TrainConfig, evaluate, fit
 
@@ -74,6 +79,7 @@ def run(args) -> int:
     config = QuantConfig(method=args.method, weight_bits=args.weight_bits, act_bits=args.act_bits,
                          keep_first_last=args.keep_first_last)
     qmodel = quantize(model, config)
+    scales = calibrate_act_scales(qmodel, batches) if args.act_scale == "fit" else {}
     recalibrate_bn(qmodel, batches)
     history = {"epochs": []}
     if args.epochs:
@@ -95,7 +101,7 @@ def run(args) -> int:
     result = {"top1_before": before, "top1_after": after, "size_bytes_float": float_bytes,
               "size_bytes_packed": packed, "compression_ratio": float_bytes / packed, "method": args.method,
               "config": config.to_dict(), "epochs": args.epochs, "seconds": round(time.perf_counter() - began, 2),
-              "history": history["epochs"], "alt_update": [
+              "history": history["epochs"], "act_scales": scales, "alt_update": [
                   {k: v for k, v in layer.items() if k != "history"} for layer in layers], "out": args.out}
     lines = [f"{args.method}: top-1 {before:.4f} -> {after:.4f}; {float_bytes} -> {packed} bytes packed "
              f"({float_bytes / packed:.1f}x); saved {args.out}"]
