@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from torchslim.quant.hwgq import half_normal_mse, hwgq_levels, lloyd_max_half_normal, uniform_half_normal
+from torchslim.quant.hwgq import (half_normal_mse, hwgq_levels, lloyd_max_half_normal, uniform_half_normal,
+                                  zero_uniform_levels)
 from torchslim.quant.modules import ActQuant
 
 
@@ -81,3 +82,25 @@ def test_hwgq_backward_is_clipped_relu():
     x = torch.tensor([-1.0, 0.0, 0.5, top, top + 0.01, 5.0], requires_grad=True)
     act(x).sum().backward()
     assert x.grad.tolist() == [0, 1, 1, 1, 0, 0]
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3])
+def test_zero_uniform_step_is_least_squares_and_forward_is_nearest_multiple(bits):
+    levels, thresholds = zero_uniform_levels(bits)
+    step = levels[1]
+    assert levels == pytest.approx([i * step for i in range(2 ** bits)])
+    assert thresholds == pytest.approx([(i - 0.5) * step for i in range(1, 2 ** bits)])
+    best = half_normal_mse(levels)
+    for factor in (0.98, 1.02):
+        assert half_normal_mse([v * factor for v in levels]) > best
+    act = ActQuant("hwgq_zero_uniform", bits)
+    x = torch.randn(10000) * 2
+    expected = (x.clamp_min(0) / step).round().clamp(max=2 ** bits - 1) * step
+    assert torch.allclose(act(x), expected)
+
+
+def test_zero_uniform_2bit_beats_lloyd_max_hwgq_on_the_half_normal():
+    # four levels on x > 0 (one of them 0) against three positive levels
+    assert zero_uniform_levels(2)[0][1] == pytest.approx(0.6508, abs=1e-4)
+    assert half_normal_mse(zero_uniform_levels(2)[0]) == pytest.approx(0.04686, abs=1e-5)
+    assert half_normal_mse(zero_uniform_levels(2)[0]) < half_normal_mse(hwgq_levels(2)[0][1:])

@@ -8,7 +8,8 @@ import time
 from .common import add_data_args, add_json_arg, check_out_path, emit, load_data
 
 ACT_SCALES = ("fit", "unit")
-CLI_METHODS = ("bnn", "bnn-stochastic", "bwn", "xnor", "twn", "dorefa", "hwgq-bwn", "hwgq-uniform-bwn", "int8")
+CLI_METHODS = ("bnn", "bnn-stochastic", "bwn", "xnor", "twn", "dorefa", "hwgq-bwn", "hwgq-uniform-bwn",
+               "hwgq-zero-uniform-bwn", "int8")
 
 
 def add_parser(subparsers):
@@ -19,6 +20,9 @@ def add_parser(subparsers):
     parser.add_argument("--act-bits", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=3, help="fine-tune epochs; 0 converts and calibrates only")
     parser.add_argument("--alt-update", action="store_true", help="layer-wise alternating update of BWN layers")
+    parser.add_argument("--alt-init", action="store_true",
+                        help="also run the alternating update before fine-tuning (binary weights that reproduce "
+                             "the float layers' outputs as the starting point)")
     parser.add_argument("--act-scale", choices=ACT_SCALES, default="fit",
                         help="HWGQ levels: 'fit' scales each layer's levels to its input on the calibration "
                              "images (default), 'unit' keeps the unit half-normal levels")
@@ -81,6 +85,10 @@ def run(args) -> int:
     qmodel = quantize(model, config)
     scales = calibrate_act_scales(qmodel, batches) if args.act_scale == "fit" else {}
     recalibrate_bn(qmodel, batches)
+    init_layers = []
+    if args.alt_init:
+        qmodel, reports = alternating_update(qmodel, batches, reference=model, progress=not args.json)
+        init_layers = [r.to_dict() for r in reports]
     history = {"epochs": []}
     if args.epochs:
         train_config = TrainConfig(epochs=args.epochs, lr=args.lr, optimizer="adam", weight_decay=0.0,
@@ -101,7 +109,8 @@ def run(args) -> int:
     result = {"top1_before": before, "top1_after": after, "size_bytes_float": float_bytes,
               "size_bytes_packed": packed, "compression_ratio": float_bytes / packed, "method": args.method,
               "config": config.to_dict(), "epochs": args.epochs, "seconds": round(time.perf_counter() - began, 2),
-              "history": history["epochs"], "act_scales": scales, "alt_update": [
+              "history": history["epochs"], "act_scales": scales, "alt_init": [
+                  {k: v for k, v in layer.items() if k != "history"} for layer in init_layers], "alt_update": [
                   {k: v for k, v in layer.items() if k != "history"} for layer in layers], "out": args.out}
     lines = [f"{args.method}: top-1 {before:.4f} -> {after:.4f}; {float_bytes} -> {packed} bytes packed "
              f"({float_bytes / packed:.1f}x); saved {args.out}"]

@@ -43,6 +43,7 @@ METHODS: dict[str, tuple] = {
     "dorefa": ("dorefa", 1, "dorefa", 2),
     "hwgq-bwn": ("bwn", 1, "hwgq", 2),
     "hwgq-uniform-bwn": ("bwn", 1, "hwgq_uniform", 2),
+    "hwgq-zero-uniform-bwn": ("bwn", 1, "hwgq_zero_uniform", 2),
     "int8-weights": ("int8", 8, None, None),
 }
 

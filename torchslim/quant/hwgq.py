@@ -18,6 +18,14 @@ The *uniform* variant keeps the levels equally spaced, :math:`q_i = c + iD`
 (for 2 bits: 0, b - D, b, b + D), and solves the centroid step as a 2x2 least
 squares problem in :math:`(c, D)`.  Both use :math:`2^k - 1` positive levels for
 ``k`` bits.
+
+The *zero-anchored uniform* variant uses all :math:`2^k` levels :math:`iD`,
+:math:`i = 0 .. 2^k - 1`, with the thresholds at the midpoints :math:`(i - 1/2) D`, so
+level 0 also takes :math:`0 < x \le D/2`.  Its step minimises the half-normal MSE,
+:math:`D = \sum_i i\,E[x; \mathrm{cell}_i] / \sum_i i^2 P(\mathrm{cell}_i)`, iterated with
+the cells (Lloyd's two steps with the shape fixed).  Integer multiples of one step
+let binary kernels use :math:`k` binary-weighted bit planes instead of
+:math:`2^k - 1` thermometer planes.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from __future__ import annotations
 import functools
 import math
 
-__all__ = ["lloyd_max_half_normal", "uniform_half_normal", "hwgq_levels", "half_normal_mse"]
+__all__ = ["lloyd_max_half_normal", "uniform_half_normal", "zero_uniform_half_normal", "hwgq_levels",
+           "zero_uniform_levels", "half_normal_mse"]
 
 MAX_BITS = 4
 
@@ -108,6 +117,35 @@ def uniform_half_normal(count: int, tol: float = 1e-13, max_iter: int = 100000) 
         if shift < tol:
             break
     return tuple(offset + i * step for i in range(count))
+
+
+@functools.lru_cache(maxsize=None)
+def zero_uniform_half_normal(count: int, tol: float = 1e-13, max_iter: int = 100000) -> float:
+    """The step ``D`` of the levels ``0, D, .., (count - 1) D`` minimising the half-normal MSE."""
+    if count < 2:
+        raise ValueError("need at least two levels")
+    step = 3.0 / count
+    for _ in range(max_iter):
+        edges = _cells([i * step for i in range(count)])
+        num = den = 0.0
+        for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+            mass, first, _ = _moments(lo, hi)
+            num += i * first
+            den += i * i * mass
+        new = num / den
+        if abs(new - step) < tol:
+            return new
+        step = new
+    return step
+
+
+def zero_uniform_levels(bits: int) -> tuple[list[float], list[float]]:
+    """Levels ``[0, D, .., (2**bits - 1) D]`` and thresholds ``[D/2, 3D/2, ..]`` (``bits`` 1 to 4)."""
+    if not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"HWGQ supports 1 to {MAX_BITS} bits, got {bits}")
+    count = 2 ** bits
+    step = zero_uniform_half_normal(count)
+    return [i * step for i in range(count)], [(i - 0.5) * step for i in range(1, count)]
 
 
 def hwgq_levels(bits: int, uniform: bool = False) -> tuple[list[float], list[float]]:

@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import UserError, unknown_choice
 from ..io import register_module_type
 from . import functions as qf
-from .hwgq import hwgq_levels
+from .hwgq import hwgq_levels, zero_uniform_levels
 
 __all__ = [
     "WeightQuantizer", "ActQuantizer", "WEIGHT_QUANTIZERS", "ACT_QUANTIZERS",
@@ -115,6 +115,8 @@ _register(ACT_QUANTIZERS, ActQuantizer("hwgq", (1, 2, 3, 4), hwgq_levels, False,
                                        needs_bn=True))
 _register(ACT_QUANTIZERS, ActQuantizer("hwgq_uniform", (1, 2, 3, 4), lambda b: hwgq_levels(b, uniform=True),
                                        False, lambda lv: (0.0, lv[-1]), needs_bn=True))
+_register(ACT_QUANTIZERS, ActQuantizer("hwgq_zero_uniform", (1, 2, 3, 4), zero_uniform_levels, False,
+                                       lambda lv: (0.0, lv[-1]), needs_bn=True))
 
 
 def _lookup(table, kind, name, bits):
