@@ -21,7 +21,7 @@ def _float_file(tmp_path):
 def test_quantize_end_to_end_json(tmp_path):
     source = _float_file(tmp_path)
     out, packed = tmp_path / "q.safetensors", tmp_path / "q.packed"
-    result = run_cli("quantize", source, "--method", "hwgq-bwn", "--epochs", "1", "--alt-update", "--data",
+    result = run_cli("quantize", source, "--method", "hwgq-bwn", "--epochs", "1", "--alt-update", "--alt-init", "--data",
                      "digits-32", "--subset", "200", "--calib", "32", "--out", out, "--packed", packed, "--json")
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout.strip().splitlines()[-1])
@@ -30,6 +30,8 @@ def test_quantize_end_to_end_json(tmp_path):
     assert payload["size_bytes_packed"] == packed.stat().st_size
     assert payload["compression_ratio"] > 3
     assert all(r["error_after"] <= r["error_before"] for r in payload["alt_update"])
+    assert len(payload["alt_init"]) == len(payload["alt_update"]) == 7
+    assert all(r["error_after"] <= r["error_before"] for r in payload["alt_init"])
     assert len(payload["act_scales"]) == 8 and all(s > 0 for s in payload["act_scales"].values())
     frozen = torchslim.load(out)
     scaled = frozen.get_submodule(next(iter(payload["act_scales"])))
