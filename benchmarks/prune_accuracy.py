@@ -4,11 +4,12 @@ with one fine-tune budget for every row; plus (``--spearman``) the criterion-qua
     python benchmarks/prune_accuracy.py [--base FILE] [--targets 0.5,0.33] [--ft-epochs 2]
         [--ft-subset 0] [--rows ours:l1:layer,ours:taylor:global,...] [--spearman]
 
-A row is ``tool:criterion:scope[:pF]``: ``ours`` (``l1-filters``: L1 of the producing filters only) (torchslim.prune, BatchNorm recalibrated on
-the calibration batches) or ``tp`` (Torch-Pruning, a benchmark-only dependency: ``l1:layer``
-is its uniform L1, ``taylor:global`` its global Taylor; the ratio is bisected to the MAC
-target, the classifier ignored).  ``pF`` adds a parameter target of F x the MAC target
-(torchslim's combined target).  Every row is pruned from the same base in one shot, then
+A row is ``tool:criterion:scope[:pF][:keepbn]``.  ``ours`` is torchslim.prune, BatchNorm
+recalibrated on the calibration batches unless ``keepbn``; criterion ``l1-filters`` is the
+L1 of the producing filters only.  ``tp`` is Torch-Pruning (a benchmark-only dependency):
+``l1:layer`` is its uniform L1, ``taylor:global`` its global Taylor; the ratio is bisected
+to the MAC target, the classifier ignored.  ``pF`` adds a parameter target of F x the MAC
+target (torchslim's combined target).  Every row is pruned from the same base in one shot, then
 fine-tuned with the same SGD one-cycle budget; each finished row is cached in
 ``benchmarks/out/prune-acc-<model>.json`` (with its model file), and an interrupted fine-tune
 resumes at its last epoch, so rerunning the command continues.  At the end every finished
@@ -100,16 +101,19 @@ def tp_prune(model, target: float, method: str, calib):
 
 def parse_row(spec: str) -> dict:
     parts = spec.split(":")
-    if len(parts) not in (3, 4) or parts[0] not in ("ours", "tp") or parts[2] not in ("layer", "global", "greedy"):
-        raise SystemExit(f"bad row {spec!r}: want tool:criterion:scope[:pF], tool ours or tp")
-    params = float(parts[3][1:]) if len(parts) == 4 else None
-    return {"tool": parts[0], "criterion": parts[1], "scope": parts[2], "params": params}
+    if len(parts) < 3 or parts[0] not in ("ours", "tp") or parts[2] not in ("layer", "global", "greedy") or \
+            any(not (o == "keepbn" or o.startswith("p")) for o in parts[3:]):
+        raise SystemExit(f"bad row {spec!r}: want tool:criterion:scope[:pF][:keepbn], tool ours or tp")
+    params = next((float(o[1:]) for o in parts[3:] if o.startswith("p")), None)
+    return {"tool": parts[0], "criterion": parts[1], "scope": parts[2], "params": params,
+            "recalibrate_bn": "keepbn" not in parts[3:]}
 
 
 def label(row: dict) -> str:
     tool = "torchslim" if row["tool"] == "ours" else "Torch-Pruning"
     scope = "uniform" if row["scope"] == "layer" else row["scope"]
     extra = f", params <= {row['params']:g} x MACs" if row["params"] else ""
+    extra += ", BN not recalibrated" if row["tool"] == "ours" and not row.get("recalibrate_bn", True) else ""
     return f"{tool} | {row['criterion']} ({scope}{extra})"
 
 
@@ -124,7 +128,8 @@ def prune_row(model, row: dict, target: float, train, calib):
     criterion = row["criterion"].removesuffix("-filters")  # l1-filters: Li et al.'s producer-only L1
     config = PruneConfig(criterion=criterion, target_macs=target, target_params=params,
                          scope=row["scope"], calibration_batches=len(calib), batch_size=len(calib[0][1]),
-                         group_importance=not row["criterion"].endswith("-filters"))
+                         group_importance=not row["criterion"].endswith("-filters"),
+                         recalibrate_bn=row["recalibrate_bn"])
     return prune(model, config=config, calibration=calib).model
 
 
@@ -138,11 +143,12 @@ def run_row(key: str, folder: str, model, row, target, args, train, test, calib)
     else:
         pruned = prune_row(model, row, target, train, calib).eval()
         torchslim.save(pruned, stem + ".pruned.safetensors")
-    top1_pruned = evaluate(pruned, test)["top1"]
+    top1_pruned = top1 = evaluate(pruned, test)["top1"]
     ft_set = train if not args.ft_subset else load_dataset("fashion-mnist-32", "train", subset=args.ft_subset)
     if args.ft_epochs:
         fit(pruned, ft_set, TrainConfig(epochs=args.ft_epochs, lr=args.lr, seed=0), checkpoint_path=stem + ".ckpt",
             progress=False)
+        top1 = evaluate(pruned.eval(), test)["top1"]
     pruned.eval()
     torchslim.save(pruned, stem + ".safetensors")
     for leftover in (stem + ".ckpt", stem + ".pruned.safetensors"):
@@ -150,7 +156,7 @@ def run_row(key: str, folder: str, model, row, target, args, train, test, calib)
             os.remove(leftover)
     shape = tuple(model.input_shape)
     return {"row": row, "target": target, "label": label(row), "top1_pruned": top1_pruned,
-            "top1": evaluate(pruned, test)["top1"], "macs": count_macs(pruned, shape), "params": count_params(pruned),
+            "top1": top1, "macs": count_macs(pruned, shape), "params": count_params(pruned),
             "bytes": os.path.getsize(stem + ".safetensors"), "file": os.path.relpath(stem + ".safetensors", ROOT),
             "seconds": time.perf_counter() - began}
 
@@ -177,6 +183,7 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
                      f"{r['top1_pruned']:.4f}", f"{r['top1']:.4f}", f"{(r['top1'] - base_top1) * 100:+.2f}"])
     budget = (f"{args.ft_epochs} epoch(s) of SGD one-cycle lr {args.lr}, batch 128, crop and flip, on "
               + (f"a {args.ft_subset}-image class-balanced subset" if args.ft_subset else "the full 60k training set"))
+    budget = budget if args.ft_epochs else "no fine-tune"
     body = "\n".join([
         f"## Pruning: accuracy, size and speed against MACs kept, {args.model} on fashion-mnist-32",
         "",
@@ -202,7 +209,7 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
     if args.print_only:
         print(body)
     else:
-        write_section(f"prune_accuracy_{args.model}", body)
+        write_section(args.section or f"prune_accuracy_{args.model}", body)
 
 
 def spearman_table(args, model, calib) -> None:
@@ -253,6 +260,7 @@ def main() -> None:
     parser.add_argument("--cache", default=None, help="JSON of finished rows, ending .json (default "
                         "benchmarks/out/prune-acc-<model>.json); the models go in the folder of the same name")
     parser.add_argument("--spearman", action="store_true", help="also write the criterion-quality table")
+    parser.add_argument("--section", default=None, help="BENCHMARKS.md section (default prune_accuracy_<model>)")
     parser.add_argument("--render-only", action="store_true",
                         help="write the table of the rows already cached, running none")
     parser.add_argument("--print-only", action="store_true", help="print the table instead of writing BENCHMARKS.md")
