@@ -185,7 +185,8 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
               + (f"a {args.ft_subset}-image class-balanced subset" if args.ft_subset else "the full 60k training set"))
     budget = budget if args.ft_epochs else "no fine-tune"
     body = "\n".join([
-        f"## Pruning: accuracy, size and speed against MACs kept, {args.model} on fashion-mnist-32",
+        f"## Pruning: accuracy, size and speed against MACs kept, {args.model} on fashion-mnist-32, "
+        f"{args.ft_epochs} fine-tune epoch(s) on {args.ft_subset or 60000:,} images",
         "",
         f"Command: `{command_line()}` (OMP_NUM_THREADS=1; rows cached in "
         f"`{os.path.relpath(cache_path, ROOT)}`, so the run may span several invocations)  ",
@@ -200,7 +201,7 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
         f"then {budget}; top-1 on the 10k test images. Torch-Pruning "
         f"{__import__('torch_pruning').__version__}: ratio bisected to the same MAC target, classifier ignored. "
         "\"top-1 pruned\" is before fine-tuning; \"file smaller\" compares `torchslim.save` files. "
-        f"Compute of this invocation {seconds / 60:.1f} min; per row (prune + fine-tune + eval): "
+        f"Wall time of this invocation {seconds / 60:.1f} min; per row when it ran (prune + fine-tune + eval): "
         + ", ".join(f"{r['seconds'] / 60:.0f}" for r in done) + " min.",
         "",
         markdown_table(["MACs target", "tool", "criterion (selection)", "MACs kept", "params kept", "file bytes",
