@@ -42,6 +42,12 @@ KINDS = {"1x1": [-1.0, 1.0],
          "1x3 even": [float(v) for v in ActQuant("dorefa", 3).levels]}  # 3 binary-weighted planes
 
 
+BUSY = ("  **Other jobs shared the machine during this run** (load above half the CPU count): every "
+        "runtime ran slower than on a quiet machine, torch's float convs most (its OpenMP threads wait at a "
+        "barrier for a descheduled thread, which is why its 2-thread rows collapse), so the ratios are not a quiet "
+        "machine's, and 2-thread rows mostly show how each runtime copes with a busy second core.")
+
+
 def layer_rows(threads: int, repeats: int) -> list[list]:
     rows = []
     for c, oc, size in LAYERS:
@@ -79,7 +85,6 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--note", default="", help="appended to the load line (e.g. that other jobs shared the machine)")
     args = parser.parse_args()
     threads = tuple(int(t) for t in args.threads.split(","))
     load_before = os.getloadavg()[0]
@@ -91,19 +96,19 @@ def main() -> None:
         "",
         f"Command: `{command_line()}`  ",
         f"Hardware: {hardware()}; kernel ISA: {isa()}  ",
-        f"Medians of {args.repeats} runs per contender, interleaved in blocks of 5; every ratio compares rows "
-        f"of the same run.  Load average (1 min) {load_before:.1f} before, {load_after:.1f} after, on "
-        f"{os.cpu_count()} CPUs{'; ' + args.note if args.note else ''}.",
+        (f"Medians of {args.repeats} runs per contender, interleaved in blocks of 5; every ratio compares rows "
+         f"of the same run.  Load average (1 min) {load_before:.1f} before, {load_after:.1f} after, on "
+         f"{os.cpu_count()} CPUs.{BUSY if max(load_before, load_after) > os.cpu_count() / 2 else ''}"),
         "",
-        "Per layer, 3x3 conv, stride 1, padding 1, float input and output (targets: 1-bit >= 8x, 1x2-bit >= 4x "
-        "over float32).  Weights 1-bit; activations: 1x1 sign; 1x2 HWGQ Lloyd levels (0, 0.318, 1.0, 1.894), "
-        "3 thermometer planes; 1x2 / 1x3 even: DoReFa levels D * {0..2^k-1}, k binary-weighted planes:",
+        ("Per layer, 3x3 conv, stride 1, padding 1, float input and output (targets: 1-bit >= 8x, 1x2-bit >= 4x "
+         "over float32).  Weights 1-bit; activations: 1x1 sign; 1x2 HWGQ Lloyd levels (0, 0.318, 1.0, 1.894), "
+         "3 thermometer planes; 1x2 / 1x3 even: DoReFa levels D * {0..2^k-1}, k binary-weighted planes:"),
         "",
         markdown_table(["layer", "threads", "torch f32 ms"] + [h for kind in KINDS for h in (f"{kind} ms", "speed-up")],
                        layers),
         "",
-        "End to end, float first and last layers (targets: >= 4x over ORT float32, >= 2x over ORT int8); "
-        "the compiled model runs its float layers on 1 torch thread and its packed kernels on the row's threads:",
+        ("End to end, float first and last layers (targets: >= 4x over ORT float32, >= 2x over ORT int8); "
+         "the compiled model runs its float layers on 1 torch thread and its packed kernels on the row's threads:"),
         "",
         markdown_table(["network", "threads", "torch f32 ms", "ORT f32 ms", "ORT int8 ms", "binary ms",
                         "vs ORT f32", "vs ORT int8", "weights in RAM"], network),
