@@ -7,7 +7,8 @@
    not evenly spaced: 3 thermometer planes); 1-bit weights x 2- and 3-bit evenly
    spaced activations (DoReFa levels: 2 and 3 binary-weighted planes).
 2. End to end: vgg14 quantized with XNOR (1-bit activations), HWGQ + BWN (2-bit
-   HWGQ activations) and DoReFa (1-bit weights, 2-bit activations), first and
+   HWGQ activations: 3 thermometer planes) and HWGQ + BWN with the zero-anchored
+   uniform levels (2 binary-weighted planes), first and
    last layers float, compiled with torchslim.deploy.compile (consecutive binary
    layers chained: activations stay packed between them), against eager torch
    float32, ONNX Runtime float32 and ONNX Runtime static int8 (QDQ, per-channel)
@@ -68,7 +69,7 @@ def layer_rows(threads: int, repeats: int) -> list[list]:
 
 def network_rows(width: float, threads: tuple, repeats: int) -> list[list]:
     rows = []
-    for method in ("xnor", "hwgq-bwn", "dorefa"):
+    for method in ("xnor", "hwgq-bwn", "hwgq-zero-uniform-bwn"):
         torch.manual_seed(0)
         model = freeze(quantize(models.create("vgg14", width_mult=width), QuantConfig(method=method)).eval())
         result = bench_model(model, (3, 32, 32), (1,), threads, repeats, per_layer=False)
@@ -102,7 +103,8 @@ def main() -> None:
         "",
         ("Per layer, 3x3 conv, stride 1, padding 1, float input and output (targets: 1-bit >= 8x, 1x2-bit >= 4x "
          "over float32).  Weights 1-bit; activations: 1x1 sign; 1x2 HWGQ Lloyd levels (0, 0.318, 1.0, 1.894), "
-         "3 thermometer planes; 1x2 / 1x3 even: DoReFa levels D * {0..2^k-1}, k binary-weighted planes:"),
+         "3 thermometer planes; 1x2 / 1x3 even: levels D * {0..2^k-1} (DoReFa's here; the zero-anchored uniform "
+         "HWGQ levels run the same code), k binary-weighted planes:"),
         "",
         markdown_table(["layer", "threads", "torch f32 ms"] + [h for kind in KINDS for h in (f"{kind} ms", "speed-up")],
                        layers),
