@@ -1,0 +1,194 @@
+"""HWGQ + BWN against Brevitas W1A2 on the same work: one float base, same data, same epochs.
+
+    python benchmarks/quant_brevitas.py --base FILE [--epochs 3] [--subset N] [--threads 1]
+
+Both sides start from the same float model (a width-0.25 vgg14 by default) and train for
+``--epochs`` on the same images with the same optimizer budget (Adam, cosine, no weight
+decay, batch 128, crop and flip, seed 0):
+
+* torchslim ``hwgq-bwn``: binary weights with a per-channel scale, 2-bit HWGQ activations with
+  per-layer scales fitted on ``--calib`` training images, first and last layers float; then the
+  alternating update; top-1 of the model reloaded from its packed file;
+* Brevitas ``W1A2``: ``QuantConv2d`` with ``SignedBinaryWeightPerTensorConst`` (binary weights,
+  constant per-tensor scale) and ``QuantReLU(bit_width=2)`` (2-bit unsigned activations with a
+  learned per-tensor scale), first and last layers float.
+
+Brevitas is a benchmark-only dependency (``pip install brevitas==0.13.4``); torchslim never
+imports it.  Brevitas has no packed format, so both sides' bytes are counted alike (:func:`counted_bytes`);
+ours also reports its packed file.
+Each side's result is written to ``benchmarks/out/quant_brevitas.json`` as soon as it exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import time
+
+import torch
+from torch import nn
+
+from common import ROOT, command_line, hardware, markdown_table, write_section
+
+import torchslim
+from torchslim.data import load_dataset
+from torchslim.profile import serialized_size
+from torchslim.quant import QuantConfig, clip_latent_weights, freeze, quantize
+from torchslim.quant.altupdate import alternating_update, calibration_batches, recalibrate_bn
+from torchslim.quant.calibrate import calibrate_act_scales
+from torchslim.quant.packed import load_packed, save_packed
+from torchslim.train import TrainConfig, evaluate, fit
+
+OUT = os.path.join(ROOT, "benchmarks", "out")
+RESULTS = os.path.join(OUT, "quant_brevitas.json")
+
+
+def train_config(args) -> TrainConfig:
+    return TrainConfig(epochs=args.epochs, lr=args.lr, optimizer="adam", weight_decay=0.0, schedule="cosine",
+                       batch_size=128, seed=0)
+
+
+def run_ours(base, train, test, args) -> dict:
+    batches = calibration_batches(train, args.calib)
+    model = quantize(base, QuantConfig(method=args.method, act_bits=2))
+    calibrate_act_scales(model, batches)  # re-estimates BN statistics too
+    if args.alt_init:
+        model, _ = alternating_update(model, batches, reference=base)
+    loss_fn = None
+    if args.teacher:
+        from torchslim.distill import kd_loss_fn
+        loss_fn = kd_loss_fn(copy.deepcopy(base), temperature=args.kd_temperature, alpha=args.kd_alpha)
+    history = fit(model, train, train_config(args), loss_fn=loss_fn, on_step=clip_latent_weights, progress=False)
+    recalibrate_bn(model, batches)
+    top1_qat = evaluate(model, test)["top1"]
+    tuned, _ = alternating_update(model, batches, reference=base)
+    path = os.path.join(OUT, "quant-brevitas-ours.packed.safetensors")
+    frozen = freeze(tuned)
+    packed = save_packed(frozen, path)
+    return {"side": f"torchslim {args.method}", "top1": evaluate(load_packed(path), test)["top1"],
+            "top1_before_alt_update": top1_qat, "bytes": counted_bytes(frozen), "file_bytes": packed,
+            "epoch_s": [e["seconds"] for e in history["epochs"]]}
+
+
+def brevitas_w1a2(base: nn.Module) -> nn.Module:
+    """The float VGG with binary convs (constant per-tensor scale) and 2-bit ReLUs; first/last float."""
+    import brevitas.nn as qnn
+    from brevitas.quant.binary import SignedBinaryWeightPerTensorConst
+
+    model = copy.deepcopy(base)
+    convs = [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
+    for i, module in enumerate(list(model.features)):
+        if isinstance(module, nn.Conv2d) and i != convs[0]:
+            quant = qnn.QuantConv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
+                                    module.padding, bias=module.bias is not None,
+                                    weight_quant=SignedBinaryWeightPerTensorConst)
+            quant.load_state_dict(module.state_dict(), strict=False)
+            model.features[i] = quant
+        elif isinstance(module, nn.ReLU):
+            model.features[i] = qnn.QuantReLU(bit_width=2)
+    return model
+
+
+def counted_bytes(model: nn.Module) -> int:
+    """Deployable bytes of either side, counted alike: 1 bit per binary weight plus a float32 scale
+    and bias per binary output channel (BN folded), float32 first and last layers and the first
+    BatchNorm, 4 bytes per activation quantizer (one per-tensor scale)."""
+    from torchslim.quant import ActQuant, FrozenConv2d
+
+    total = 0
+    for module in model.modules():
+        name = type(module).__name__
+        if isinstance(module, FrozenConv2d) or name == "QuantConv2d":
+            total += (module.weight.numel() + 7) // 8 + 2 * 4 * module.out_channels
+        elif isinstance(module, ActQuant) or name == "QuantReLU":
+            total += 4
+        elif type(module) in (nn.Conv2d, nn.Linear):
+            total += 4 * sum(p.numel() for p in module.parameters())
+    first = next(m for m in model.features if isinstance(m, nn.BatchNorm2d))
+    return total + 2 * 4 * first.num_features
+
+
+def run_brevitas(base, train, test, args) -> dict:
+    model = brevitas_w1a2(base)
+    history = fit(model, train, train_config(args), progress=False)
+    return {"side": "Brevitas 0.13.4 W1A2", "top1": evaluate(model, test)["top1"], "bytes": counted_bytes(model),
+            "epoch_s": [e["seconds"] for e in history["epochs"]]}
+
+
+def save_results(results: dict) -> None:
+    with open(RESULTS, "w") as handle:
+        json.dump(results, handle, indent=1)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--base", default=os.path.join(
+        OUT, "shared", "base-vgg14-w0.25-e10-fashion-mnist-32.safetensors"))
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--method", default="hwgq-bwn", choices=("hwgq-bwn", "hwgq-zero-uniform-bwn"))
+    parser.add_argument("--subset", type=int, default=None, help="training images (default: all)")
+    parser.add_argument("--test-subset", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--calib", type=int, default=1024)
+    parser.add_argument("--teacher", action="store_true", help="distil ours from the float base")
+    parser.add_argument("--kd-temperature", type=float, default=2.0)
+    parser.add_argument("--kd-alpha", type=float, default=0.5, help="the teacher's share of the loss")
+    parser.add_argument("--alt-init", action="store_true", help="alternating update before ours is fine-tuned too")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sides", default="ours,brevitas")
+    parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.makedirs(OUT, exist_ok=True)
+    base = torchslim.load(args.base)
+    train = load_dataset("fashion-mnist-32", "train", subset=args.subset)
+    test = load_dataset("fashion-mnist-32", "test", subset=args.test_subset)
+    began = time.perf_counter()
+    results = {"args": vars(args), "command": command_line(), "float_top1": evaluate(base, test)["top1"],
+               "float_bytes": serialized_size(base), "rows": []}
+    runners = {"ours": run_ours, "brevitas": run_brevitas}
+    for side in args.sides.split(","):
+        torch.manual_seed(0)
+        results["rows"].append(runners[side](base, train, test, args))
+        results["minutes"] = (time.perf_counter() - began) / 60
+        print(json.dumps(results["rows"][-1]), flush=True)
+        save_results(results)
+        if not args.no_write:
+            write_report(results)
+
+
+def write_report(results: dict) -> None:
+    args = results["args"]
+    rows = [["float base", f"{results['float_top1']:.4f}", results["float_bytes"], "-", "1.0x", "-"]]
+    for row in results["rows"]:
+        seconds = f"{sum(row['epoch_s']) / len(row['epoch_s']):.0f}"
+        ratio = f"{results['float_bytes'] / row['bytes']:.1f}x"
+        if "top1_before_alt_update" in row:
+            rows.append([row["side"] + ", fine-tuned", f"{row['top1_before_alt_update']:.4f}", row["bytes"], "-", ratio,
+                         seconds])
+            rows.append([row["side"] + ", + alternating update", f"{row['top1']:.4f}", row["bytes"],
+                         row["file_bytes"], ratio, "-"])
+        else:
+            rows.append([row["side"], f"{row['top1']:.4f}", row["bytes"], "-", ratio, seconds])
+    body = f"""## Quantization: HWGQ + BWN against Brevitas W1A2 (vgg14 width 0.25, fashion-mnist-32)
+
+Command: `{results['command']}`
+Hardware: {hardware()} (a shared machine: other jobs ran alongside, so seconds are indicative)
+Base: `{os.path.relpath(os.path.abspath(args['base']), ROOT)}`. Both sides: {args['epochs']} epochs on
+{args['subset'] or 'all 60000'} training images, Adam lr {args['lr']} cosine, no weight decay, batch 128,
+crop and flip, seed 0; first and last layers float; top-1 on {args['test_subset'] or 'the full 10k'} test images.
+Ours: per-layer HWGQ scales and BN statistics from {args['calib']} training images, {'the alternating update before fine-tuning, ' if args['alt_init'] else ''}{f"distilled from the float base (KD, T {args['kd_temperature']}, teacher share {args['kd_alpha']}), " if args['teacher'] else ''}fine-tuned (top-1 of the eval model), then the alternating update (top-1 of the reloaded packed file).
+"counted bytes": both sides counted alike (1 bit per binary weight; float32 first and last layers, per-channel
+scale and bias with BN folded, one scale per activation quantizer); Brevitas has no packed format, ours also
+writes a packed file (the same plus its JSON header and HWGQ thresholds). Compression: float file / counted bytes.
+Whole run: {results['minutes']:.1f} min.
+
+{markdown_table(["model", "top-1", "counted bytes", "packed file", "compression", "s / epoch"], rows)}
+"""
+    write_section("quant-brevitas", body)
+
+
+if __name__ == "__main__":
+    main()
