@@ -44,9 +44,9 @@ OUT = os.path.join(ROOT, "benchmarks", "out")
 PLAN = {
     "lenet300": (8, {"classifier.0": 0.95, "classifier.3": 0.9, "classifier.6": 0.7}, 8, 0.01,
                  {"classifier.0": 5, "classifier.3": 5, "classifier.6": 5}, 2),
-    "lenet5": (6, {"features.0": 0.3, "features.4": 0.8, "classifier.0": 0.96, "classifier.3": 0.9,
-                   "classifier.6": 0.7}, 10, 0.01,
-               {"features.0": 4, "features.4": 4, "classifier.0": 5, "classifier.3": 3, "classifier.6": 4}, 2),
+    "lenet5": (6, {"features.0": 0.3, "features.4": 0.75, "classifier.0": 0.955, "classifier.3": 0.9,
+                   "classifier.6": 0.8}, 10, 0.01,
+               {"features.0": 4, "features.4": 5, "classifier.0": 5, "classifier.3": 4, "classifier.6": 5}, 4),
 }
 
 

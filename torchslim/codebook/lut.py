@@ -9,8 +9,10 @@ output unit.  Its output is
 so the dot products ``T[n, s, k] = x[n, s] . C[s, k]`` are all a layer needs:
 ``N * in * K`` multiply-adds to build the table (independent of the output
 width), then ``N * S * out`` table look-ups summed by code, instead of the
-``N * in * out`` multiply-adds of the decoded weight.  The sums run through
-``embedding_bag`` (bags = output units, each summing its ``S`` table entries).
+``N * in * out`` multiply-adds of the decoded weight.  The sums by code run
+through ``torch.take`` per input for small batches (``SMALL_BATCH``) and
+through ``embedding_bag`` otherwise (bags = output units, each summing its ``S``
+table entries; its per-bag cost is only paid back over a batch).
 
 :class:`PQLookupLinear` is a runtime layer (it is not saved: save the PQ model,
 swap with :func:`use_lookup_tables` after loading).  Its output equals the
@@ -24,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .modules import PQLinear
+
+SMALL_BATCH = 4  # up to this many inputs, gather each input's sums with torch.take
 
 
 class PQLookupLinear(nn.Module):
@@ -47,7 +51,12 @@ class PQLookupLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
-        out = F.embedding_bag(self.bags, self.tables(flat), mode="sum").t()  # N x out
+        tables = self.tables(flat)  # S*K x N
+        if flat.shape[0] <= SMALL_BATCH:
+            out = torch.stack([torch.take(column, self.bags).sum(-1) for column in tables.t()]) if len(flat) else \
+                tables.new_zeros(0, self.out_features)
+        else:
+            out = F.embedding_bag(self.bags, tables, mode="sum").t()  # N x out
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*lead, self.out_features)
