@@ -53,20 +53,25 @@ def test_bad_input_is_one_line_and_leaves_no_file(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_layer_sparsity_then_folded_per_layer_weight_sharing(tmp_path):
+def _main_json(capsys, *argv) -> dict:
+    from torchslim.cli.main import main
+
+    assert main([str(a) for a in argv]) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_layer_sparsity_then_folded_per_layer_weight_sharing(tmp_path, capsys):
     source = _saved_mlp(tmp_path)
     pruned, shared = tmp_path / "pruned.safetensors", tmp_path / "shared.safetensors"
-    result = run_cli("compress-weights", source, "--method", "magnitude", "--sparsity", "0.2", "--layer-sparsity",
-                     "classifier.0=0.9, classifier.3=0.5", "--data", "digits", "--out", pruned, "--json",
-                     env=ONE_THREAD)
-    assert result.returncode == 0, result.stderr
-    layers = {row["name"]: row["sparsity"] for row in json.loads(result.stdout.strip().splitlines()[-1])["layers"]}
+    report = _main_json(capsys, "compress-weights", source, "--method", "magnitude", "--sparsity", "0.2",
+                        "--layer-sparsity", "classifier.0=0.9, classifier.3=0.5", "--data", "digits", "--out", pruned,
+                        "--json")
+    layers = {row["name"]: row["sparsity"] for row in report["layers"]}
     assert layers == {"classifier.0": pytest.approx(0.9, abs=1e-3), "classifier.3": pytest.approx(0.5, abs=1e-3),
                       "classifier.6": pytest.approx(0.2, abs=1e-3)}
-    result = run_cli("compress-weights", pruned, "--method", "kmeans", "--fold-bn", "--bits", "5", "--layer-bits",
-                     "classifier.0=3", "--side-dtype", "float16", "--data", "digits", "--out", shared, "--json",
-                     env=ONE_THREAD)
-    assert result.returncode == 0, result.stderr
+    report = _main_json(capsys, "compress-weights", pruned, "--method", "kmeans", "--fold-bn", "--bits", "5",
+                        "--layer-bits", "classifier.0=3", "--side-dtype", "float16", "--data", "digits", "--out",
+                        shared, "--json")
     model = torchslim.load(shared)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     assert [m.table_size for m in model.modules() if hasattr(m, "codes")] == [8, 32, 32]
@@ -75,7 +80,6 @@ def test_layer_sparsity_then_folded_per_layer_weight_sharing(tmp_path):
             assert torch.equal(module.centroids.half().float(), module.centroids)
             assert torch.equal(module.bias.half().float(), module.bias)
             assert int((module.codes == 0).sum()) == int((module.weight == 0).sum())  # pruned stays pruned
-    report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["top1"] >= report["top1_before"] - 0.1
 
 
