@@ -36,7 +36,7 @@ import torchslim
 from torchslim.data import load_dataset
 from torchslim.profile import serialized_size
 from torchslim.quant import QuantConfig, clip_latent_weights, freeze, quantize
-from torchslim.quant.altupdate import alternating_update, calibration_batches, recalibrate_bn
+from torchslim.quant.altupdate import alternating_update, calibration_batches
 from torchslim.quant.calibrate import calibrate_act_scales
 from torchslim.quant.packed import load_packed, save_packed
 from torchslim.train import TrainConfig, evaluate, fit
@@ -53,7 +53,7 @@ def train_config(args) -> TrainConfig:
 def run_ours(base, train, test, args) -> dict:
     batches = calibration_batches(train, args.calib)
     model = quantize(base, QuantConfig(method=args.method, act_bits=2))
-    calibrate_act_scales(model, batches)  # re-estimates BN statistics too
+    scales = calibrate_act_scales(model, batches)  # re-estimates BN statistics too
     if args.alt_init:
         model, _ = alternating_update(model, batches, reference=base)
     loss_fn = None
@@ -61,14 +61,13 @@ def run_ours(base, train, test, args) -> dict:
         from torchslim.distill import kd_loss_fn
         loss_fn = kd_loss_fn(copy.deepcopy(base), temperature=args.kd_temperature, alpha=args.kd_alpha)
     history = fit(model, train, train_config(args), loss_fn=loss_fn, on_step=clip_latent_weights, progress=False)
-    recalibrate_bn(model, batches)
     top1_qat = evaluate(model, test)["top1"]
     tuned, _ = alternating_update(model, batches, reference=base)
     path = os.path.join(OUT, "quant-brevitas-ours.packed.safetensors")
     frozen = freeze(tuned)
     packed = save_packed(frozen, path)
     return {"side": f"torchslim {args.method}", "top1": evaluate(load_packed(path), test)["top1"],
-            "top1_before_alt_update": top1_qat, "bytes": counted_bytes(frozen), "file_bytes": packed,
+            "top1_before_alt_update": top1_qat, "bytes": counted_bytes(frozen), "file_bytes": packed, "act_scales": scales,
             "epoch_s": [e["seconds"] for e in history["epochs"]]}
 
 
@@ -179,7 +178,7 @@ Hardware: {hardware()} (a shared machine: other jobs ran alongside, so seconds a
 Base: `{os.path.relpath(os.path.abspath(args['base']), ROOT)}`. Both sides: {args['epochs']} epochs on
 {args['subset'] or 'all 60000'} training images, Adam lr {args['lr']} cosine, no weight decay, batch 128,
 crop and flip, seed 0; first and last layers float; top-1 on {args['test_subset'] or 'the full 10k'} test images.
-Ours: per-layer HWGQ scales and BN statistics from {args['calib']} training images, {'the alternating update before fine-tuning, ' if args['alt_init'] else ''}{f"distilled from the float base (KD, T {args['kd_temperature']}, teacher share {args['kd_alpha']}), " if args['teacher'] else ''}fine-tuned (top-1 of the eval model), then the alternating update (top-1 of the reloaded packed file).
+Ours: per-layer HWGQ scales and BN statistics from {args['calib']} training images, {'the alternating update before fine-tuning, ' if args['alt_init'] else ''}{f"distilled from the float base (KD, T {args['kd_temperature']}, teacher share {args['kd_alpha']}), " if args['teacher'] else ''}fine-tuned (top-1 of the eval model, BN statistics from training), then the alternating update (top-1 of the reloaded packed file).
 "counted bytes": both sides counted alike (1 bit per binary weight; float32 first and last layers, per-channel
 scale and bias with BN folded, one scale per activation quantizer); Brevitas has no packed format, ours also
 writes a packed file (the same plus its JSON header and HWGQ thresholds). Compression: float file / counted bytes.
