@@ -47,7 +47,8 @@ def test_bad_method_and_bits_are_one_line_errors(tmp_path):
     for extra, message in ((["--method", "binary"], "unknown quantization method"),
                            (["--method", "hwgq-bwn", "--act-bits", "7"], "cannot use 7 bits"),
                            (["--method", "int8"], ".onnx"),
-                           (["--method", "hwgq-bwn", "--act-scale", "max"], "--act-scale")):
+                           (["--method", "hwgq-bwn", "--act-scale", "max"], "--act-scale"),
+                           (["--method", "bwn", "--temperature", "2"], "need --teacher")):
         result = run_cli("quantize", source, *extra, "--data", "digits-32", "--subset", "50", "--out", out)
         assert result.returncode == 2
         assert result.stderr.startswith("torchslim: error:") and message in result.stderr

@@ -43,6 +43,23 @@ def add_training_args(parser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
 
 
+def add_kd_args(parser) -> None:
+    """Distillation strength for verbs that take ``--teacher``."""
+    parser.add_argument("--temperature", type=float, default=None, help="distillation temperature T > 0")
+    parser.add_argument("--alpha", type=float, default=None, help="teacher's share of the loss in [0, 1]")
+
+
+def kd_loss_for(args, teacher):
+    """The distillation loss of ``teacher`` with ``--temperature``/``--alpha``; None without a teacher."""
+    if teacher is None:
+        if args.temperature is not None or args.alpha is not None:
+            raise UserError("--temperature and --alpha need --teacher")
+        return None
+    from ..distill import kd_loss_fn
+
+    return kd_loss_fn(teacher, temperature=args.temperature, alpha=args.alpha)
+
+
 def training_config(args):
     """The TrainConfig that :func:`add_training_args` flags describe."""
     from ..train import TrainConfig

@@ -12,16 +12,15 @@ import os
 import time
 
 from ..errors import UserError
-from .common import (add_data_args, add_json_arg, add_training_args, check_input_fits, check_out_path, emit,
-                     load_data, training_config)
+from .common import (add_data_args, add_json_arg, add_kd_args, add_training_args, check_input_fits, check_out_path,
+                     emit, kd_loss_for, load_data, training_config)
 
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("finetune", help="train a saved model further (optionally with a teacher)")
     parser.add_argument("file", help="a model saved by torchslim")
     parser.add_argument("--teacher", default=None, metavar="FILE", help="distil from this saved model")
-    parser.add_argument("--temperature", type=float, default=None, help="distillation temperature T > 0")
-    parser.add_argument("--alpha", type=float, default=None, help="teacher's share of the loss in [0, 1]")
+    add_kd_args(parser)
     add_data_args(parser)
     add_training_args(parser)
     parser.set_defaults(epochs=2, lr=0.01)
@@ -32,15 +31,12 @@ def add_parser(subparsers):
 
 def _teacher_loss(args, train_set):
     if args.teacher is None:
-        if args.temperature is not None or args.alpha is not None:
-            raise UserError("--temperature and --alpha need --teacher")
-        return None
+        return kd_loss_for(args, None)
     from .. import load
-    from ..distill import kd_loss_fn
 
     teacher = load(args.teacher)
     check_input_fits(teacher, train_set.input_shape, args.teacher, args.data)
-    return kd_loss_fn(teacher, temperature=args.temperature, alpha=args.alpha)
+    return kd_loss_for(args, teacher)
 
 
 def run(args) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from .common import add_data_args, add_json_arg, check_out_path, emit, load_data
+from .common import add_data_args, add_json_arg, add_kd_args, check_out_path, emit, kd_loss_for, load_data
 
 ACT_SCALES = ("fit", "unit")
 CLI_METHODS = ("bnn", "bnn-stochastic", "bwn", "xnor", "twn", "dorefa", "hwgq-bwn", "hwgq-uniform-bwn",
@@ -31,6 +31,7 @@ def add_parser(subparsers):
     parser.add_argument("--no-keep-first-last", dest="keep_first_last", action="store_false")
     parser.add_argument("--teacher", nargs="?", const="self", default=None, metavar="FILE",
                         help="distil from a teacher during fine-tuning (no FILE: the input float model)")
+    add_kd_args(parser)
     parser.add_argument("--calib", type=int, default=1024, help="calibration images (BN, alt-update, int8)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -122,12 +123,10 @@ def run(args) -> int:
 
 def _teacher_loss(args, model):
     if args.teacher is None:
-        return None
+        return kd_loss_for(args, None)
     from .. import load
-    from ..distill import kd_loss_fn
 
-    teacher = model if args.teacher == "self" else load(args.teacher)
-    return kd_loss_fn(teacher)
+    return kd_loss_for(args, model if args.teacher == "self" else load(args.teacher))
 
 
 def _run_int8(args, model, batches, train, test, before, float_bytes):
