@@ -79,7 +79,15 @@ def _dry_parse(verb: str, argv: list) -> None:
         raise _DryParser(message)
 
     parser.error = fail  # argparse reports through self.error; raise instead of exiting
-    parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # Combinations argparse cannot express (e.g. a ratio with a MAC target) are checked by the
+    # verb's own ``check_args`` default, so a recipe fails here rather than mid-run.
+    check = getattr(args, "check_args", None)
+    if check is not None:
+        try:
+            check(args)
+        except UserError as exc:
+            raise _DryParser(str(exc)) from None
 
 
 def _starting_stages(recipe: Recipe, model: str | None) -> list[Stage]:
