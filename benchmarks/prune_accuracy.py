@@ -184,6 +184,8 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
     budget = (f"{args.ft_epochs} epoch(s) of SGD one-cycle lr {args.lr}, batch 128, crop and flip, on "
               + (f"a {args.ft_subset}-image class-balanced subset" if args.ft_subset else "the full 60k training set"))
     budget = budget if args.ft_epochs else "no fine-tune"
+    missing = [f"{spec}@{t}" for t in args.targets.split(",") for spec in args.rows.split(",")
+               if f"{spec}@{float(t):g}" not in cache["rows"]]
     body = "\n".join([
         f"## Pruning: accuracy, size and speed against MACs kept, {args.model} on fashion-mnist-32, "
         f"{args.ft_epochs} fine-tune epoch(s) on {args.ft_subset or 60000:,} images",
@@ -202,7 +204,8 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
         f"{__import__('torch_pruning').__version__}: ratio bisected to the same MAC target, classifier ignored. "
         "\"top-1 pruned\" is before fine-tuning; \"file smaller\" compares `torchslim.save` files. "
         f"Wall time of this invocation {seconds / 60:.1f} min; per row when it ran (prune + fine-tune + eval): "
-        + ", ".join(f"{r['seconds'] / 60:.0f}" for r in done) + " min.",
+        + ", ".join(f"{r['seconds'] / 60:.0f}" for r in done) + " min."
+        + (f" Not run yet: {', '.join(missing)}." if missing else ""),
         "",
         markdown_table(["MACs target", "tool", "criterion (selection)", "MACs kept", "params kept", "file bytes",
                         "file smaller", "speed-up", "speed-up, BN folded", "top-1 pruned", "top-1", "drop (points)"], rows),
