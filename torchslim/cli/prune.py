@@ -47,17 +47,27 @@ def add_parser(subparsers):
     parser.add_argument("--out", required=True, help="where to save the pruned model")
     add_data_args(parser, required=False)
     add_json_arg(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, check_args=check_args)
+
+
+def check_args(args) -> None:
+    """Flag combinations argparse cannot express; needs no file or data (recipes call it when planning)."""
+    if args.ratio is None and args.target_macs is None and args.target_params is None:
+        raise UserError("give --target-macs, --target-params (or both) or --ratio")
+    if args.ratio is not None and (args.target_macs is not None or args.target_params is not None):
+        raise UserError("--ratio cannot be combined with --target-macs or --target-params")
+    if args.finetune_epochs < 0 or args.step_channels < 0 or args.regularize_epochs < 0:
+        raise UserError("--finetune-epochs, --step-channels and --regularize-epochs must be >= 0")
+    if args.step_channels and args.ratio is not None:
+        raise UserError("--step-channels needs --target-macs or --target-params (the rounds stop at the target)")
+    if args.regularize and not args.lam > 0:
+        raise UserError(f"--lambda must be > 0, got {args.lam}")
 
 
 def _config(args):
     from ..prune import PruneConfig
 
-    if args.ratio is None and args.target_macs is None and args.target_params is None:
-        raise UserError("give --target-macs, --target-params (or both) or --ratio")
-    if args.ratio is not None and (args.target_macs is not None or args.target_params is not None):
-        raise UserError("--ratio cannot be combined with --target-macs or --target-params")
-
+    check_args(args)
     return PruneConfig(criterion=args.criterion, ratio=args.ratio, target_macs=args.target_macs,
                        target_params=args.target_params, scope=args.scope, min_channels=args.min_channels,
                        round_to=args.round_to, ignored_layers=tuple(args.ignore),
@@ -67,14 +77,8 @@ def _config(args):
 
 
 def _check(args, config, needs_data: bool) -> None:
-    if args.finetune_epochs < 0 or args.step_channels < 0 or args.regularize_epochs < 0:
-        raise UserError("--finetune-epochs, --step-channels and --regularize-epochs must be >= 0")
     if needs_data and not args.data:
         raise UserError(f"--data is needed for criterion {config.criterion!r}, fine-tuning or regularising")
-    if args.step_channels and config.ratio is not None:
-        raise UserError("--step-channels needs --target-macs or --target-params (the rounds stop at the target)")
-    if args.regularize and not args.lam > 0:
-        raise UserError(f"--lambda must be > 0, got {args.lam}")
 
 
 def _train_config(args, epochs: int):
