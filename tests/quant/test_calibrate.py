@@ -1,11 +1,12 @@
 import pytest
 import torch
 
-import torchslim
 from torchslim import models
-from torchslim.quant import ActQuant, QuantConfig, freeze, quantize
+from torchslim.quant import ActQuant, QuantConfig, quantize
 from torchslim.quant.calibrate import calibrate_act_scales, fit_level_scale, level_mse
 from torchslim.quant.hwgq import hwgq_levels
+
+from .conftest import frozen_round_trip
 
 
 @pytest.mark.parametrize("std", [0.25, 1.0, 4.0])
@@ -57,14 +58,9 @@ def test_calibration_matches_the_layer_spread_and_survives_freeze_and_reload(sca
     assert list(scales) == acts and len(acts) == 13
     assert all(2.0 < s < 6.0 for s in scales.values())  # gammas of 3-4 on a unit input
     x = batches[0]
-    qmodel.eval()
-    frozen = freeze(qmodel)
-    assert torch.equal(frozen(x), qmodel(x))
-    torchslim.save(frozen, tmp_path / "f.safetensors")
-    loaded = torchslim.load(tmp_path / "f.safetensors")
-    assert torch.equal(loaded(x), frozen(x))
+    loaded = frozen_round_trip(qmodel, x, tmp_path)
     act = loaded.get_submodule(acts[0])
-    assert torch.equal(act.levels, frozen.get_submodule(acts[0]).levels)
+    assert torch.equal(act.levels, qmodel.get_submodule(acts[0]).levels)
     assert act.hi == pytest.approx(float(act.levels[-1]))
 
 

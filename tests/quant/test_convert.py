@@ -3,11 +3,12 @@ import warnings
 import pytest
 import torch
 
-import torchslim
 from torchslim import models
 from torchslim.errors import UserError
 from torchslim.quant import (METHODS, ActQuant, FrozenConv2d, QuantConfig, QuantConv2d, clip_latent_weights, freeze,
                              plan_quantization, quantize)
+
+from .conftest import frozen_round_trip
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +31,7 @@ def test_frozen_equals_eval_and_save_load_is_bit_identical(method, vgg, tmp_path
     qmodel.train()
     x = torch.randn(4, 3, 32, 32)
     qmodel(x).sum().backward()  # a training step's forward/backward works
-    qmodel.eval()
-    frozen = freeze(qmodel)
-    assert torch.equal(frozen(x), qmodel(x))
-    torchslim.save(frozen, tmp_path / "f.safetensors")
-    loaded = torchslim.load(tmp_path / "f.safetensors")
-    assert torch.equal(loaded(x), frozen(x))
+    loaded = frozen_round_trip(qmodel, x, tmp_path)
     layers = [m for m in loaded.modules() if isinstance(m, FrozenConv2d)]
     assert len(layers) == 12 and all(m.codes.dtype == torch.int8 for m in layers)
     assert loaded.torchslim_meta["quant"]["frozen"] is True
