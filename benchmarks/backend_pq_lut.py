@@ -7,7 +7,7 @@ codebooks and codes is timed two ways on the same inputs: the float
 ``nn.Linear`` holding its decoded weight (one GEMM), and
 :class:`torchslim.codebook.lut.PQLookupLinear` (tables ``x_s . C[s, k]``, then
 sums by code: ``torch.take`` per input at batch 1, ``embedding_bag`` at batch 32).  Calls alternate (float, table, float, table,
-...) and the medians are compared, since the machine is shared and its speed
+...) and the medians are compared, since the machine's speed
 drifts.  "max rel. diff" is the largest output difference over the largest
 output magnitude: the two paths add in different orders, nothing else differs.
 """
@@ -15,8 +15,6 @@ output magnitude: the two paths add in different orders, nothing else differs.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
@@ -24,6 +22,7 @@ from common import command_line, hardware, markdown_table, write_section
 
 from torchslim.codebook.lut import PQLookupLinear
 from torchslim.codebook.modules import PQLinear
+from torchslim.profile.latency import compare_latency
 
 # (in, out, subvector, codewords): lenet300's FC1, a VGG-style classifier, an AlexNet-sized FC
 SHAPES = [(784, 300, 4, 64), (512, 512, 4, 64), (512, 512, 8, 256), (4096, 4096, 4, 64), (4096, 4096, 8, 256)]
@@ -38,19 +37,6 @@ def random_pq(shape) -> PQLinear:
         layer.codes.copy_(torch.randint(codewords, layer.codes.shape, generator=generator))
         layer.bias.copy_(torch.randn(out_features, generator=generator))
     return layer
-
-
-@torch.no_grad()
-def interleaved_ms(first, second, x, repeats):
-    times = ([], [])
-    for _ in range(3):
-        first(x), second(x)
-    for _ in range(repeats):
-        for index, fn in enumerate((first, second)):
-            began = time.perf_counter()
-            fn(x)
-            times[index].append(1000 * (time.perf_counter() - began))
-    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main():
@@ -68,7 +54,10 @@ def main():
             with torch.no_grad():
                 reference = dense(x)
                 diff = float((table(x) - reference).abs().max() / reference.abs().max())
-            dense_ms, table_ms = interleaved_ms(dense, table, x, args.repeats)
+            with torch.no_grad():
+                t = compare_latency({"float": dense, "table": table}, (shape[0],), batch, args.threads,
+                                    repeats=args.repeats)
+            dense_ms, table_ms = t["float"]["median_ms"], t["table"]["median_ms"]
             in_features, out_features, subvector, codewords = shape
             dense_macs = in_features * out_features
             table_ops = in_features * codewords + in_features // subvector * out_features
@@ -80,7 +69,7 @@ def main():
             f"Hardware: {hardware()}", "",
             "Float `nn.Linear` with the decoded weight against `PQLookupLinear` (per-input tables of codeword dot "
             "products, summed by code with `torch.take` at batch 1 and `embedding_bag` at batch 32), calls interleaved, medians of "
-            f"{args.repeats}; the machine was shared with other jobs, so compare the ratios, not the times.  "
+            f"{args.repeats}; compare the ratios, not the times.  "
             "*ops ratio* is the float layer's multiply-adds over the table path's multiply-adds plus look-ups.", "",
             markdown_table(["layer", "d", "K", "batch", "ops ratio", "float ms", "table ms", "float / table",
                             "max rel. diff"], rows)]
