@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from torchslim.prune import PruneConfig, prune
-from torchslim.prune.recalibrate import recalibrate_batchnorm
+from torchslim.train.batchnorm import recalibrate_batchnorm
 
 from .conftest import build, calibration
 

@@ -14,11 +14,11 @@ slimming L1), :mod:`~torchslim.prune.quality` (Spearman against the oracle),
 :mod:`~torchslim.prune.deploy` (BN folding).
 """
 
+from ..train.batchnorm import recalibrate_batchnorm
 from .api import PruneConfig, PruneResult, calibration_batches, prune, remove_channels
 from .criteria import CRITERIA, Context, get_criterion, list_criteria, register_criterion
 from .graph import ChannelGraph, ChannelGroup, build_graph, channel_groups
 from .ops import register_function_rule
-from .recalibrate import recalibrate_batchnorm
 from .select import SCOPES
 from .sensitivity import sensitivity_sweep
 from .surgery import PassThroughRule, Rule, find_rule, register_rule

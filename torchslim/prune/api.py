@@ -17,9 +17,9 @@ from torch import nn
 from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
 from ..profile import count_params
+from ..train.batchnorm import recalibrate_batchnorm
 from .criteria import Context, get_criterion, score_groups
 from .graph import build_graph
-from .recalibrate import recalibrate_batchnorm
 from .select import SCOPES, CostModel, select_channels
 from .surgery import apply_removal
 

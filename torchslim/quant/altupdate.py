@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from ..data import BatchLoader
 from ..errors import UserError
+from ..train.batchnorm import recalibrate_batchnorm
 from .modules import QuantConv2d, QuantLinear
 
 __all__ = ["LayerReport", "alternating_update", "calibration_batches", "recalibrate_bn", "layer_statistics", "solve_layer"]
@@ -173,19 +174,7 @@ def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
     Only the BatchNorm layers run in training mode, so stochastic quantizers are
     deterministic here: the statistics are those of the inference network.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    was_training = model.training
-    model.eval()
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-        norm.train()
-    for x in batches:
-        model(x)
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-    model.train(was_training)
+    recalibrate_batchnorm(model, batches)
     return model
 
 

@@ -1,4 +1,5 @@
-"""BatchNorm recalibration: re-estimate running statistics after channels are removed.
+"""BatchNorm recalibration: re-estimate running statistics after the network changed
+(channels removed by pruning, weights and activations quantized).
 
 Removing channels changes what every later layer sees, so the running mean and variance
 a BatchNorm learnt on the full network no longer describe its input.  In a plain chain
