@@ -34,7 +34,9 @@ stages:
 """
 
 
-def _recipe(tmp_path, finetune_epochs: int = 1) -> str:
+def _recipe(tmp_path, finetune_epochs: int = 2) -> str:
+    # two fine-tune epochs: the first epoch's checkpoint then lives for a whole epoch, long enough
+    # for the kill -9 test to catch it on a fast machine
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY % finetune_epochs)
     return str(path)
@@ -120,7 +122,7 @@ def test_an_edited_stage_reruns_from_there_on(finished, tmp_path):
     copy = tmp_path / "out"
     subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
     lines = []
-    compress(_recipe(tmp, finetune_epochs=2), str(copy), log=lines.append)
+    compress(_recipe(tmp, finetune_epochs=3), str(copy), log=lines.append)
     reused = [line.split(":")[0] for line in lines if line.endswith("reused")]
     assert reused == ["[1/4] train", "[2/4] prune"]
 
@@ -142,7 +144,7 @@ def test_kill_9_in_the_middle_then_resume_equals_an_uninterrupted_run(finished, 
     checkpoint = out / "stages" / "03-finetune" / "model.safetensors.ckpt"
     deadline = time.time() + 300
     while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.01)
     assert checkpoint.exists(), "the run ended before the fine-tune's first checkpoint"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
