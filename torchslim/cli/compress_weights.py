@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from ..errors import UserError
-from .common import add_data_args, add_json_arg, check_input_fits, check_out_path, emit, load_data
+from .common import add_data_args, add_json_arg, add_kd_args, check_input_fits, check_out_path, emit, load_data
 
 # method -> (compress(model, args, train_set), default fine-tune optimizer, lr, weight decay)
 METHODS: dict = {}
@@ -35,6 +35,9 @@ def add_parser(subparsers):
     parser.add_argument("--sparsity", type=float, default=0.9, help="magnitude: fraction of weights removed")
     parser.add_argument("--scope", default="layer", help="magnitude: layer or global threshold")
     parser.add_argument("--schedule", default="oneshot", help="magnitude: oneshot, agp or iterative")
+    parser.add_argument("--agp-fraction", type=float, default=None,
+                        help="magnitude, agp: share of the fine-tune spent ramping up to the final sparsity "
+                             "(default 0.75); the rest trains at the final masks")
     parser.add_argument("--layer-sparsity", default="",
                         help="magnitude: per-layer fractions removed, NAME=S,NAME=S (other layers: --sparsity)")
     parser.add_argument("--bits", type=int, default=None,
@@ -61,6 +64,7 @@ def add_parser(subparsers):
     parser.add_argument("--weight-decay", type=float, default=None, help="fine-tune weight decay (default per method)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--distill", action="store_true", help="fine-tune with the input model as teacher")
+    add_kd_args(parser)
     parser.add_argument("--no-augment", action="store_true", help="fine-tune without random crop / flip")
     add_data_args(parser)
     parser.add_argument("--seed", type=int, default=0)
@@ -143,8 +147,9 @@ def _magnitude(model, args, train_set):
     if layer_sparsity:  # the layers not named keep the global --sparsity
         layer_sparsity = {path: layer_sparsity.get(path, args.sparsity)
                           for path in prunable_layers(model, _exclude(args))}
+    extra = {} if args.agp_fraction is None else {"agp_fraction": args.agp_fraction}
     config = SparsityConfig(sparsity=args.sparsity, scope=args.scope, schedule=args.schedule,
-                            layer_sparsity=layer_sparsity, exclude=_exclude(args))
+                            layer_sparsity=layer_sparsity, exclude=_exclude(args), **extra)
     train_config = _finetune_config(args) if args.finetune_epochs > 0 else None
     return sparsify(model, config, train_set, train_config, loss_fn=args.loss_fn, progress=not args.json).cpu()
 
@@ -209,6 +214,12 @@ def _check_args(args) -> None:
                                 ("--side-dtype", "" if args.side_dtype == "float32" else args.side_dtype, "kmeans")):
         if value and args.method != method:
             raise UserError(f"{flag} applies to {method}, not {args.method}")
+    if args.agp_fraction is not None and (args.method != "magnitude" or args.schedule != "agp"):
+        raise UserError("--agp-fraction applies to --method magnitude with --schedule agp")
+    if args.agp_fraction is not None and not 0 < args.agp_fraction <= 1:
+        raise UserError(f"--agp-fraction must be in (0, 1], got {args.agp_fraction}")
+    if (args.temperature is not None or args.alpha is not None) and not args.distill:
+        raise UserError("--temperature and --alpha need --distill")
     if args.layer_sparsity and args.scope != "layer":
         raise UserError("--layer-sparsity needs --scope layer")
     _layer_sparsity(args), _layer_bits(args)  # syntax and ranges, before anything is loaded
@@ -238,7 +249,7 @@ def run(args) -> int:
 
         from ..distill import kd_loss_fn
 
-        args.loss_fn = kd_loss_fn(copy.deepcopy(model))
+        args.loss_fn = kd_loss_fn(copy.deepcopy(model), temperature=args.temperature, alpha=args.alpha)
     before = evaluate(model, test_set)["top1"]
     began = time.perf_counter()
     source = model

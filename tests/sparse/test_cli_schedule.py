@@ -1,0 +1,51 @@
+"""compress-weights flags for the AGP ramp length and the distillation strength."""
+
+import json
+
+import pytest
+import torch
+
+import torchslim
+
+from .helpers import trained_mlp
+
+
+def _saved_mlp(tmp_path):
+    path = tmp_path / "mlp.safetensors"
+    torchslim.save(trained_mlp(), path, input_shape=(1, 8, 8))
+    return path
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--method", "magnitude", "--schedule", "agp", "--agp-fraction", "0"], "--agp-fraction must be in (0, 1]"),
+    (["--method", "magnitude", "--schedule", "oneshot", "--agp-fraction", "0.5"], "applies to --method magnitude"),
+    (["--method", "kmeans", "--agp-fraction", "0.5"], "applies to --method magnitude"),
+    (["--method", "kmeans", "--alpha", "0.5"], "need --distill"),
+])
+def test_bad_schedule_and_distill_flags_are_one_line_errors(flags, message, tmp_path, capsys):
+    from torchslim.cli.main import main
+
+    source, out = _saved_mlp(tmp_path), tmp_path / "never.safetensors"
+    assert main(["compress-weights", str(source), *flags, "--data", "digits", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("torchslim: error:") and message in error and len(error.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_short_agp_ramp_with_distillation_reaches_the_exact_target(tmp_path, capsys):
+    from torchslim.cli.main import main
+
+    source, out = _saved_mlp(tmp_path), tmp_path / "pruned.safetensors"
+    before = torchslim.load(source)
+    argv = ["compress-weights", str(source), "--method", "magnitude", "--schedule", "agp", "--agp-fraction", "0.25",
+            "--layer-sparsity", "classifier.0=0.9,classifier.3=0.6,classifier.6=0.5", "--finetune-epochs", "2",
+            "--no-augment", "--distill", "--temperature", "2", "--alpha", "0.5", "--data", "digits",
+            "--out", str(out), "--json"]
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    layers = {row["name"]: row["sparsity"] for row in report["layers"]}
+    assert layers == {"classifier.0": pytest.approx(0.9, abs=1e-3), "classifier.3": pytest.approx(0.6, abs=1e-3),
+                      "classifier.6": pytest.approx(0.5, abs=1e-3)}
+    assert report["top1"] >= report["top1_before"] - 0.05
+    pruned = torchslim.load(out)
+    assert not torch.equal(pruned.classifier[3].weight, before.classifier[3].weight)  # it did fine-tune
