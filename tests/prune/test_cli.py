@@ -63,6 +63,21 @@ def test_iterative_with_regulariser_and_bn_folding(base_file, tmp_path, capsys):
     assert not os.path.exists(str(out) + ".rounds")
 
 
+def test_distillation_share_zero_is_the_plain_fine_tune(base_file, tmp_path, capsys):
+    common = ["--criterion", "l1", "--target-macs", "0.5", "--data", "digits-32", "--subset", "128",
+              "--finetune-epochs", "1", "--batch-size", "64", "--threads", "1", "--json"]
+    outs = {}
+    for name, extra in {"plain": [], "share0": ["--teacher", "original", "--alpha", "0", "--temperature", "3"],
+                        "kd": ["--teacher", "original", "--alpha", "0.5", "--temperature", "2"]}.items():
+        outs[name] = tmp_path / f"{name}.safetensors"
+        code, _, stderr = _main(capsys, "prune", base_file, *common, *extra, "--out", outs[name])
+        assert code == 0, stderr
+    plain, share0, kd = (torchslim.load(outs[n]) for n in ("plain", "share0", "kd"))
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), share0.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), kd.state_dict().values()))
+    assert (kd.torchslim_meta["temperature"], kd.torchslim_meta["alpha"]) == (2.0, 0.5)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--ratio", "1.0"], "ratio must be in"),
     (["--ratio", "-0.2"], "ratio must be in"),
@@ -71,6 +86,9 @@ def test_iterative_with_regulariser_and_bn_folding(base_file, tmp_path, capsys):
     (["--ratio", "0.3", "--scope", "local"], "unknown scope"),
     (["--ratio", "0.3", "--target-params", "0.5"], "--ratio cannot be combined"),
     (["--criterion", "l1"], "give --target-macs, --target-params (or both) or --ratio"),
+    (["--ratio", "0.3", "--temperature", "2"], "--temperature and --alpha need --teacher"),
+    (["--ratio", "0.3", "--teacher", "original", "--alpha", "1.5"], "alpha (the teacher's share of the loss)"),
+    (["--ratio", "0.3", "--teacher", "original", "--temperature", "0"], "temperature must be > 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(base_file, tmp_path, args, message, capsys):
     out = tmp_path / "never.safetensors"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import UserError
-from .common import add_data_args, add_json_arg, check_out_path, emit, load_data
+from .common import add_data_args, add_json_arg, add_kd_args, check_out_path, emit, kd_loss_for, load_data
 
 
 def add_parser(subparsers):
@@ -39,6 +39,7 @@ def add_parser(subparsers):
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs of the saved model")
     parser.add_argument("--teacher", choices=["original"], default=None,
                         help="fine-tune with distillation from the unpruned model")
+    add_kd_args(parser)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the latency measurement")
@@ -62,6 +63,14 @@ def check_args(args) -> None:
         raise UserError("--step-channels needs --target-macs or --target-params (the rounds stop at the target)")
     if args.regularize and not args.lam > 0:
         raise UserError(f"--lambda must be > 0, got {args.lam}")
+    if args.teacher is None and (args.temperature is not None or args.alpha is not None):
+        raise UserError("--temperature and --alpha need --teacher original")
+    if args.teacher is not None and (args.temperature is not None or args.alpha is not None):
+        from ..distill import check_kd_args, get_loss
+
+        hinton = get_loss("hinton")
+        check_kd_args(hinton.default_temperature if args.temperature is None else args.temperature,
+                      hinton.default_alpha if args.alpha is None else args.alpha)
 
 
 def _config(args):
@@ -114,11 +123,7 @@ def _loss_and_start(args, original, train_set):
     from ..prune.regularize import Regularizer, regularized_loss
     from ..train import fit
 
-    loss_fn = None
-    if args.teacher == "original":
-        from ..distill import kd_loss_fn
-
-        loss_fn = kd_loss_fn(copy.deepcopy(original))
+    loss_fn = kd_loss_for(args, copy.deepcopy(original) if args.teacher == "original" else None)
     model = original
     if args.regularize:
         model = copy.deepcopy(original)
@@ -193,7 +198,8 @@ def run(args) -> int:
     deployed = fold_batchnorm(pruned) if args.fold_bn else pruned
     meta = dict(getattr(original, "torchslim_meta", {}) or {})
     meta.update(pruned=config.to_dict(), top1=top1_after, finetune_epochs=args.finetune_epochs,
-                teacher=args.teacher, regularize=args.regularize, bn_folded=bool(args.fold_bn))
+                teacher=args.teacher, temperature=args.temperature, alpha=args.alpha, regularize=args.regularize,
+                bn_folded=bool(args.fold_bn))
     deployed.torchslim_meta = meta
     save(deployed, args.out)
     if folder:
