@@ -50,11 +50,13 @@ def _table(result: dict) -> str:
 
 
 def run(args) -> int:
+    batches, threads = _ints(args.batch, "--batch"), _ints(args.threads, "--threads")
+    if args.repeats < 1:
+        raise UserError(f"--repeats must be at least 1 (got {args.repeats})")
     from .. import load
     from ..deploy.bench import bench_model
     from ..deploy.build import isa
 
-    batches, threads = _ints(args.batch, "--batch"), _ints(args.threads, "--threads")
     model = load(args.file)
     if not any(type(m).__name__ in ("FrozenConv2d", "QuantConv2d", "FrozenLinear", "QuantLinear")
                for m in model.modules()):

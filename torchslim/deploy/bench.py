@@ -5,8 +5,11 @@ noisy machine.  Also times every packed layer against a float conv of the same s
 The runtimes are interleaved in blocks, not call by call: each keeps threads of its
 own (ONNX Runtime's spin after a run, the packed kernels' pool spins briefly, torch's
 OpenMP threads spin too), and with single alternations those threads would hold a
-core the next runtime needs.  A block starts after a short pause and an untimed call,
-then times consecutive calls, as a deployed model runs.
+core the next runtime needs.  A block starts after a pause longer than any of those
+spins and an untimed call, then times consecutive calls, as a deployed model runs.
+torch's OpenMP workers were measured here still spinning 10-20 ms after a parallel
+region: with a 5 ms pause, a 2-thread binary layer timed right after a 2-thread torch
+conv ran no faster than on 1 thread (0.33 ms both), with 30-50 ms it took 0.21 ms.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import time
 import torch
 from torch import nn
 
-from ..profile import compare_latency
 from ..profile.latency import num_threads
 from . import ort
 from .compile import compile as compile_binary
@@ -51,7 +53,7 @@ def float_twin(model: nn.Module) -> nn.Module:
 
 
 def compare_blocks(models: dict, input_shape, batch_size: int = 1, threads: int | None = None, repeats: int = 30,
-                   block: int = 5, pause_s: float = 0.005) -> dict:
+                   block: int = 5, pause_s: float = 0.05) -> dict:
     """Block-interleaved medians: ``{name: {"median_ms", "p10_ms", "p90_ms"}}`` (see the module doc).
 
     Rounds of: for each model, sleep ``pause_s`` (other runtimes' spinning threads go
@@ -110,7 +112,7 @@ def _layer_rows(binary: nn.Module, input_shape, threads: int, repeats: int) -> l
                                                chained.padding, chained.levels)
         packed.threads = threads
         conv = nn.Conv2d(packed.in_channels, packed.out_channels, packed.kernel_size, packed.stride, packed.padding)
-        timing = compare_latency({"float": conv, "binary": packed}, shape, 1, threads, repeats=repeats)
+        timing = compare_blocks({"float": conv, "binary": packed}, shape, 1, threads, repeats=repeats)
         mode = "1-bit" if packed.thresholds is None else f"{packed.thresholds.numel().bit_length()}-bit act"
         if packed.thresholds is not None:
             mode += f" ({packed.steps.numel()} {'binary' if packed.binary else 'therm.'} planes)"

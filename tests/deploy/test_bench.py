@@ -1,0 +1,61 @@
+"""`torchslim bench`: the JSON contract, consistent ratios, and one-line errors for bad input."""
+
+import json
+
+import pytest
+import torch
+
+import torchslim
+from tests.conftest import run_cli
+from torchslim import models
+from torchslim.quant import QuantConfig, quantize
+
+
+@pytest.fixture(scope="module")
+def quantized_file(tmp_path_factory):
+    torch.manual_seed(0)
+    model = quantize(models.create("vgg14", width_mult=0.125), QuantConfig(method="xnor")).eval()
+    path = tmp_path_factory.mktemp("bench") / "xnor.safetensors"
+    torchslim.save(model, str(path))
+    return path
+
+
+def test_json_holds_every_runtime_and_consistent_ratios(quantized_file):
+    proc = run_cli("bench", quantized_file, "--threads", "1,2", "--repeats", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    first = result["runs"][0]
+    assert [(r["batch"], r["threads"]) for r in result["runs"]] == [(1, 1), (1, 2)]
+    # the headline numbers are the batch-1 medians at the first thread count
+    assert result["binary_ms"] == first["binary_ms"] > 0
+    assert result["float_ms"] == first["float_ort_ms"] > 0 and result["int8_ms"] == first["int8_ort_ms"] > 0
+    assert result["speedup_binary"] == pytest.approx(result["float_ms"] / result["binary_ms"], rel=1e-12)
+    assert result["speedup_int8"] == pytest.approx(result["float_ms"] / result["int8_ms"], rel=1e-12)
+    binary_convs = sum(1 for m in models.create("vgg14", width_mult=0.125).features
+                       if isinstance(m, torch.nn.Conv2d)) - 1  # the first conv stays float
+    assert len(result["layers"]) == binary_convs
+    assert all(row["speedup"] == pytest.approx(row["float_ms"] / row["binary_ms"], rel=1e-12)
+               for row in result["layers"])
+    memory = result["memory"]
+    assert memory["binary_layers"] == binary_convs and memory["packed_bytes"] * 8 < memory["float32_bytes"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--threads", "0"], "--threads takes positive integers"),
+    (["--batch", "one"], "--batch takes positive integers"),
+    (["--repeats", "0"], "--repeats must be at least 1"),
+], ids=["threads", "batch", "repeats"])
+def test_bad_flags_are_one_line_exit_2(quantized_file, args, message):
+    proc = run_cli("bench", quantized_file, *args)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
+
+
+def test_a_float_model_is_refused(tmp_path, capsys):
+    from torchslim.cli.main import main
+
+    path = tmp_path / "float.safetensors"
+    torchslim.save(models.create("lenet5"), str(path))
+    assert main(["bench", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no quantized layers" in err
