@@ -59,3 +59,49 @@ def test_packing_a_float_model_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="freeze"):
         save_packed(models.create("vgg11", width_mult=0.125), tmp_path / "x.packed")
     assert not (tmp_path / "x.packed").exists()
+
+
+def test_side_data_dtypes_trade_bytes_for_bounded_error(tmp_path):
+    frozen = fold_batchnorm(_frozen("hwgq-bwn"))
+    sizes, loaded = {}, {}
+    for side in ("float32", "float16", "int8"):
+        sizes[side] = save_packed(frozen, tmp_path / side, side_dtype=side)
+        loaded[side] = load_packed(tmp_path / side)
+    assert sizes["int8"] < sizes["float16"] < sizes["float32"]
+    binary = [name for name, m in frozen.named_modules() if isinstance(m, FrozenConv2d)]
+    first = loaded["int8"].features[0].weight
+    assert first.dtype == torch.float32 and torch.equal(first, frozen.features[0].weight)  # float layers untouched
+    for name in binary:
+        original = frozen.get_submodule(name)
+        assert torch.equal(loaded["float32"].get_submodule(name).scale, original.scale)
+        assert torch.equal(loaded["int8"].get_submodule(name).codes, original.codes)
+        for leaf in ("scale", "bias"):
+            value, restored = getattr(original, leaf), getattr(loaded["int8"].get_submodule(name), leaf)
+            step = value.abs().max() / 127
+            assert (restored - value).abs().max() <= step / 2 * 1.001
+            assert torch.allclose(getattr(loaded["float16"].get_submodule(name), leaf), value, rtol=1e-3, atol=1e-6)
+
+
+def test_files_of_the_first_layout_still_load(tmp_path):
+    """One ``codes.packed``/``codes.values`` pair per layer and a plain JSON header."""
+    import json
+
+    from safetensors.torch import save as st_save
+
+    from torchslim.io.serialize import HEADER_KEY, _state_tensors, build_header
+
+    frozen = fold_batchnorm(_frozen("twn"))
+    tensors, records = {}, {}
+    for key, value in _state_tensors(frozen).items():
+        owner, _, leaf = key.rpartition(".")
+        if leaf == "codes":
+            values, indices = torch.unique(value, sorted=True, return_inverse=True)
+            tensors[f"{owner}.codes.values"] = values.to(torch.int8)
+            tensors[f"{owner}.codes.packed"] = pack_indices(indices, 2)
+            records[owner] = {"shape": list(value.shape), "bits": 2}
+        else:
+            tensors[key] = value
+    header = {**build_header(frozen), "packed": {"layers": records, "float_dtype": "float32", "bn_folded": True}}
+    (tmp_path / "v1.packed").write_bytes(st_save(tensors, metadata={HEADER_KEY: json.dumps(header)}))
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(load_packed(tmp_path / "v1.packed")(x), frozen(x))
