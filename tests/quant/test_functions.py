@@ -134,3 +134,22 @@ def test_unknown_and_impossible_bits_are_user_errors():
         get_weight_quantizer("bwn", 3)
     with pytest.raises(UserError, match="cannot use 5 bits"):
         ActQuant("hwgq", 5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("ties_up", [False, True])
+def test_level_quantizer_matches_bucketize_and_clipped_mask_at_every_edge(ties_up, dtype):
+    """The counting forward and fused backward pick exactly what bucketize and a mask pick,
+    including values equal to a threshold or a gradient bound and their float neighbours."""
+    from torchslim.quant.functions import quantize_levels
+
+    levels = torch.tensor([0.0, 0.31, 0.77, 1.4], dtype=dtype)
+    thresholds = torch.tensor([0.155, 0.54, 1.085], dtype=dtype)
+    edges = torch.cat([thresholds, torch.tensor([0.0, 1.4], dtype=dtype)])
+    near = torch.cat([edges, torch.nextafter(edges, edges + 1), torch.nextafter(edges, edges - 1)])
+    x = torch.cat([near, torch.randn(5000, dtype=dtype) * 2]).reshape(-1, 5).t().requires_grad_()
+    y = quantize_levels(x, levels, thresholds, ties_up, 0.0, 1.4)
+    assert torch.equal(y, levels[torch.bucketize(x.detach().contiguous(), thresholds, right=ties_up)])
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    assert torch.equal(x.grad, grad * ((x >= 0) & (x <= 1.4)).to(dtype))
