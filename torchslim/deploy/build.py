@@ -58,6 +58,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bk_select_isa.restype = ctypes.c_int
     lib.bk_isa.restype = ctypes.c_int
     lib.bk_max_threads.restype = ctypes.c_int
+    lib.bk_pool_wake.argtypes = [ctypes.c_int]
+    lib.bk_pool_wake.restype = None
     for name in ("bk_pack_signs", "bk_pack", "bk_pack_weights"):
         getattr(lib, name).restype = None
     force = os.environ.get("TORCHSLIM_ISA", "auto")

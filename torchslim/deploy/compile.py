@@ -34,7 +34,7 @@ from torch import fx, nn
 
 from ..errors import UserError
 from .fuse import fuse_chains, fuse_input_quantizers
-from .modules import PackedBinaryConv2d, PackedBinaryLinear, plane_encoding, set_call_threads
+from .modules import PackedBinaryConv2d, PackedBinaryLinear, plane_encoding, set_call_threads, wake_kernel_threads
 
 # Ops through which quantized values stay quantized (same value set).
 _VALUE_PRESERVING_MODULES = (nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
@@ -93,8 +93,9 @@ class ThreadPolicy:
     is restored afterwards, also when the call raises.
     """
 
-    def __init__(self, float_threads: int):
+    def __init__(self, float_threads: int, kernel_threads: int | None = None):
         self.float_threads = int(float_threads)
+        self.kernel_threads = kernel_threads  # compile(threads=...), which the layers then use
 
     def attach(self, model: nn.Module) -> None:
         model.register_forward_pre_hook(self.enter)
@@ -106,6 +107,9 @@ class ThreadPolicy:
         stack.append((threads, set_call_threads(threads)))
         if threads > self.float_threads:
             torch.set_num_threads(self.float_threads)
+        kernels = self.kernel_threads or threads
+        if kernels > 1:  # the kernels' workers spin through the float first layers instead of sleeping
+            wake_kernel_threads(kernels)
 
     def leave(self, _module, _args, _output) -> None:
         threads, previous = _SAVED.stack.pop()
@@ -152,7 +156,7 @@ def compile(model: nn.Module, threads: int | None = None, chain: bool = True,  #
     chained = fuse_chains(compiled, graph) if chain else []
     folded = fuse_input_quantizers(compiled, graph) if chain else []
     if float_threads is not None and replaced:
-        ThreadPolicy(float_threads).attach(compiled)
+        ThreadPolicy(float_threads, threads).attach(compiled)
     meta = dict(getattr(compiled, "torchslim_meta", {}) or {})
     meta["compiled_layers"] = replaced
     meta["chained_layers"] = chained

@@ -42,6 +42,13 @@ def kernel_threads() -> int:
     return getattr(_CALL, "threads", None) or torch.get_num_threads()
 
 
+def wake_kernel_threads(threads: int) -> None:
+    """Wake the native kernels' workers ahead of a call's first binary layer (nothing without them)."""
+    lib = native_library()
+    if lib is not None:
+        lib.bk_pool_wake(int(threads))
+
+
 def set_call_threads(threads: int | None) -> int | None:
     """Set the kernel threads of the calling thread's model call; returns the previous value."""
     previous = getattr(_CALL, "threads", None)

@@ -39,6 +39,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -178,6 +179,9 @@ int bk_select_isa(int force) {
 }
 
 int bk_isa(void) { return g_isa; }
+
+/* Wake the pool's workers for a call about to run binary layers on `threads` threads. */
+void bk_pool_wake(int threads) { pool_wake(threads); }
 
 int bk_max_threads(void) {
     const long cpus = sysconf(_SC_NPROCESSORS_ONLN);

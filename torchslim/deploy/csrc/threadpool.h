@@ -8,8 +8,14 @@
 /* A small pool instead of OpenMP: the calling thread claims work items too, and a
  * job ends when all items are done, not when every worker has woken up.  On a
  * busy machine a worker that is not scheduled in time costs nothing (with a
- * barrier it costs a scheduler slice, milliseconds).  Idle workers spin briefly,
- * then sleep on a condition variable, so they do not hold cores between calls.
+ * barrier it costs a scheduler slice, milliseconds).  Idle workers spin for
+ * SPIN_NS after their last job, then sleep on a condition variable, so they do not
+ * hold cores between calls.  The spin is timed, not counted (a PAUSE lasts 3 to 140
+ * cycles depending on the CPU): it must outlast the float layers a network runs
+ * between two binary layers (a float first conv: about 0.25 ms), since waking a
+ * sleeping worker was measured at 0.2 ms.  pool_wake() lets a caller wake the
+ * workers ahead of the first binary layer of a call, so they spin while its float
+ * layers run.
  *
  * The ticket packs (job << 32 | next item).  A worker may only run an item it
  * claimed by compare-and-swap on a ticket of its own job, and the caller changes
@@ -19,7 +25,8 @@ typedef void (*task_fn)(void *arg, int64_t item, uint32_t job);
 
 #define MAX_WORKERS 63
 #define CLOSED 0xffffffffu
-#define SPIN_ROUNDS 4000
+#define SPIN_ROUNDS 4000        /* the caller's wait for the last items, before it yields */
+#define SPIN_NS 1000000ll       /* 1 ms: a worker's spin for the next job */
 
 static struct {
     pthread_mutex_t lock;
@@ -30,12 +37,13 @@ static struct {
     _Atomic uint64_t ticket;
     _Atomic int64_t done;
     _Atomic int sleepers;
+    _Atomic uint32_t nudge; /* bumped by pool_wake(): sleeping workers wake and spin again */
     task_fn fn;
     void *arg;
     int64_t total;
     int helpers; /* workers wanted for this job */
-} g_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, NULL,
-            NULL, 0, 0};
+} g_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, 0,
+            NULL, NULL, 0, 0};
 
 /* A forked child has none of the workers: start again from an empty pool. */
 static void pool_after_fork(void) {
@@ -66,22 +74,35 @@ static void pool_drain(uint32_t job) {
     }
 }
 
+static inline int64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000ll + t.tv_nsec;
+}
+
 static void *pool_worker(void *index_ptr) {
     const int index = (int)(intptr_t)index_ptr;
     uint32_t seen = atomic_load_explicit(&g_pool.job, memory_order_acquire);
     for (;;) {
         uint32_t job = atomic_load_explicit(&g_pool.job, memory_order_acquire);
-        for (int spin = 0; job == seen && spin < SPIN_ROUNDS; spin++) {
-            cpu_relax();
-            job = atomic_load_explicit(&g_pool.job, memory_order_acquire);
+        const int64_t until = now_ns() + SPIN_NS;
+        while (job == seen) {
+            for (int spin = 0; job == seen && spin < 64; spin++) {
+                cpu_relax();
+                job = atomic_load_explicit(&g_pool.job, memory_order_acquire);
+            }
+            if (job != seen || now_ns() > until) break;
         }
         if (job == seen) {
+            const uint32_t nudged = atomic_load(&g_pool.nudge);
             pthread_mutex_lock(&g_pool.lock);
             atomic_fetch_add(&g_pool.sleepers, 1);
-            while ((job = atomic_load_explicit(&g_pool.job, memory_order_acquire)) == seen)
+            while ((job = atomic_load_explicit(&g_pool.job, memory_order_acquire)) == seen &&
+                   atomic_load(&g_pool.nudge) == nudged)
                 pthread_cond_wait(&g_pool.wake, &g_pool.lock);
             atomic_fetch_sub(&g_pool.sleepers, 1);
             pthread_mutex_unlock(&g_pool.lock);
+            if (job == seen) continue; /* woken by pool_wake(): spin for the coming job */
         }
         seen = job;
         if (index < g_pool.helpers) pool_drain(job);
@@ -105,6 +126,22 @@ static int pool_start(int workers) {
         pthread_attr_destroy(&attr);
     }
     return g_pool.started;
+}
+
+/* Start the workers a call with `threads` threads needs, and wake sleeping ones so
+ * they spin for the next job (a no-op for one thread). */
+static void pool_wake(int threads) {
+    if (threads < 2) return;
+    if (threads > MAX_WORKERS + 1) threads = MAX_WORKERS + 1;
+    pthread_mutex_lock(&g_pool.run);
+    pool_start(threads - 1);
+    pthread_mutex_unlock(&g_pool.run);
+    atomic_fetch_add(&g_pool.nudge, 1);
+    if (atomic_load(&g_pool.sleepers) > 0) {
+        pthread_mutex_lock(&g_pool.lock);
+        pthread_cond_broadcast(&g_pool.wake);
+        pthread_mutex_unlock(&g_pool.lock);
+    }
 }
 
 static _Atomic uint32_t g_serial_jobs = 1u << 31;
