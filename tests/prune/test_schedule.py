@@ -34,6 +34,19 @@ def test_rounds_remove_step_channels_until_the_target(tmp_path):
     assert json.loads((tmp_path / "run" / "log.json").read_text())["rounds"] == rounds
 
 
+def test_geometric_rounds_reach_the_target_in_exactly_k_steps(tmp_path):
+    model = build("vgg11", width=0.25)
+    config = PruneConfig(criterion="l1", target_macs=0.3, target_params=0.25, scope="global")
+    pruned, rounds = iterative_prune(model, config, tmp_path / "run", finetune=_shrink_bn, rounds=3, log=None)
+    macs0 = count_macs(model, model.input_shape)
+    assert len(rounds) == 3
+    for k, record in enumerate(rounds, start=1):  # each round keeps about 0.3 ** (k / 3) of the MACs
+        assert record["macs_kept"] <= 0.3 ** (k / 3) + 1e-9
+        assert record["macs_kept"] >= 0.3 ** (k / 3) - 0.06
+    assert count_macs(pruned, model.input_shape) <= 0.3 * macs0
+    assert sum(p.numel() for p in pruned.parameters()) <= 0.25 * sum(p.numel() for p in model.parameters())
+
+
 def test_an_interrupted_run_resumes_with_the_same_result(tmp_path):
     model = build("vgg11", width=0.25)
     config = PruneConfig(criterion="l2", target_macs=0.4)

@@ -21,6 +21,9 @@ def add_parser(subparsers):
                         "greedy (cost-aware global); default global")
     parser.add_argument("--step-channels", type=int, default=0, metavar="N",
                         help="iterative: remove N channels per round, fine-tune, repeat until the target")
+    parser.add_argument("--rounds", type=int, default=0, metavar="K",
+                        help="iterative: reach the target in K geometric rounds (round k keeps target^(k/K)), "
+                        "fine-tuning --finetune-epochs after each")
     parser.add_argument("--finetune-epochs", type=int, default=0, metavar="E", help="fine-tune epochs (per round)")
     parser.add_argument("--regularize", choices=["oicsr", "slim"], default=None,
                         help="train with a sparsity regulariser before pruning")
@@ -57,10 +60,13 @@ def check_args(args) -> None:
         raise UserError("give --target-macs, --target-params (or both) or --ratio")
     if args.ratio is not None and (args.target_macs is not None or args.target_params is not None):
         raise UserError("--ratio cannot be combined with --target-macs or --target-params")
-    if args.finetune_epochs < 0 or args.step_channels < 0 or args.regularize_epochs < 0:
-        raise UserError("--finetune-epochs, --step-channels and --regularize-epochs must be >= 0")
-    if args.step_channels and args.ratio is not None:
-        raise UserError("--step-channels needs --target-macs or --target-params (the rounds stop at the target)")
+    if min(args.finetune_epochs, args.step_channels, args.rounds, args.regularize_epochs) < 0:
+        raise UserError("--finetune-epochs, --step-channels, --rounds and --regularize-epochs must be >= 0")
+    if args.step_channels and args.rounds:
+        raise UserError("give --step-channels or --rounds, not both")
+    if (args.step_channels or args.rounds) and args.ratio is not None:
+        raise UserError("--step-channels and --rounds need --target-macs or --target-params "
+                        "(the rounds stop at the target)")
     if args.regularize and not args.lam > 0:
         raise UserError(f"--lambda must be > 0, got {args.lam}")
     if args.teacher is None and (args.temperature is not None or args.alpha is not None):
@@ -146,12 +152,12 @@ def _prune(args, config, model, train_set, test_set, loss_fn):
                 loss_fn=loss_fn, progress=not args.json)
             pruned.cpu()
 
-    if args.step_channels:
+    if args.step_channels or args.rounds:
         folder = args.out + ".rounds"
         pruned, rounds = iterative_prune(model, config, folder, finetune=finetune,
                                          evaluate=lambda m: evaluate(m, test_set)["top1"] if test_set else None,
                                          step_channels=args.step_channels, calibration=train_set,
-                                         log=None if args.json else print)
+                                         log=None if args.json else print, rounds=args.rounds)
         return pruned, rounds, folder
     result = prune(model, config=config, calibration=train_set)
     if not args.json:

@@ -39,14 +39,18 @@ def _read_log(folder) -> dict:
 
 
 def _round_config(config: PruneConfig, macs_now: int, params_now: int, macs0: int,
-                  params0: int, step_channels: int, prunable: int) -> tuple[PruneConfig, bool]:
-    """This round's config: ``step_channels`` more channels, or exactly the final target."""
+                  params0: int, step_channels: int, prunable: int, share: float = 1.0) -> tuple[PruneConfig, bool]:
+    """This round's config: ``step_channels`` more channels, or exactly the final target raised to
+    ``share`` (``k / rounds`` for round k of a geometric schedule; 1 is the final target)."""
     if config.target_macs is None and config.target_params is None:
         raise UserError("iterative pruning needs a MAC or parameter target")
     final = dataclasses.replace(
         config,
-        target_macs=None if config.target_macs is None else min(1.0, config.target_macs * macs0 / macs_now),
-        target_params=None if config.target_params is None else min(1.0, config.target_params * params0 / params_now))
+        target_macs=None if config.target_macs is None else min(1.0, config.target_macs ** share * macs0 / macs_now),
+        target_params=None if config.target_params is None
+        else min(1.0, config.target_params ** share * params0 / params_now))
+    if share < 1.0:
+        return final, False
     if not step_channels or prunable <= 0:
         return final, True
     return dataclasses.replace(config, target_macs=None, target_params=None,
@@ -65,11 +69,14 @@ def _prunable(result_channels) -> int:
 
 def iterative_prune(model: nn.Module, config: PruneConfig, folder, finetune=None, evaluate=None,
                     step_channels: int = 0, calibration=None, example_inputs=None, max_rounds: int = 100,
-                    log=print) -> tuple[nn.Module, list]:
+                    log=print, rounds: int = 0) -> tuple[nn.Module, list]:
     """Prune ``model`` in rounds until ``config.target_macs`` (or ``target_params``) is met.
 
-    ``finetune(model, round_index, checkpoint_path)`` trains in place (``fit`` with its
-    checkpoint); ``evaluate(model) -> top1``.  Returns the final model and the round log.
+    Each round removes ``step_channels`` channels; or, with ``rounds`` = K, round k keeps
+    target ** (k / K) of the original MACs (and parameters), so the target is reached in
+    exactly K geometric steps.  ``finetune(model, round_index, checkpoint_path)`` trains in
+    place (``fit`` with its checkpoint); ``evaluate(model) -> top1``.  Returns the final
+    model and the round log.
     """
     from .. import load, save
     from ..profile import count_macs, count_params
@@ -91,11 +98,11 @@ def iterative_prune(model: nn.Module, config: PruneConfig, folder, finetune=None
             pruned = load(pruned_path)
             removed = json.loads(pruned.torchslim_meta.pop("round_channels", "[]"))
         else:
-            if prunable is None:
+            if prunable is None and not rounds:
                 prunable = _prunable(prune(current, example_inputs, dataclasses.replace(
                     config, ratio=0.0, target_macs=None, target_params=None, criterion="l1")).channels)
-            round_config, last = _round_config(config, macs_now, params_now, macs0, params0,
-                                               step_channels, prunable)
+            round_config, last = _round_config(config, macs_now, params_now, macs0, params0, step_channels,
+                                               prunable, share=min(1.0, index / rounds) if rounds else 1.0)
             result: PruneResult = prune(current, example_inputs, round_config, calibration)
             if not last and (config.target_macs is not None and result.macs_after < config.target_macs * macs0
                              or config.target_params is not None
