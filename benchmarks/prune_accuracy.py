@@ -33,10 +33,13 @@ from common import ROOT, command_line, hardware, markdown_table, write_section
 import torchslim
 from torchslim import models
 from torchslim.data import BatchLoader, load_dataset
+from torchslim.deploy import ort
+from torchslim.distill import kd_loss_fn
 from torchslim.io import atomic_write_text
 from torchslim.profile import compare_latency, count_macs, count_params
 from torchslim.prune import PruneConfig, prune
 from torchslim.prune.deploy import fold_batchnorm
+from torchslim.prune.schedule import clear_rounds, iterative_prune
 from torchslim.train import TrainConfig, evaluate, fit
 
 OUT = os.path.join(ROOT, "benchmarks", "out")
@@ -99,14 +102,37 @@ def tp_prune(model, target: float, method: str, calib):
     return best
 
 
+ROW_OPTIONS = "pF (params <= F x MACs), keepbn, kd or kdT-A (distil from the base, T, alpha), lrX, stepsK"
+
+
+def _row_option(row: dict, option: str) -> bool:
+    """Fold one ``:option`` of a row spec into ``row``; False if it is not one."""
+    if option == "keepbn":
+        row["recalibrate_bn"] = False
+    elif option == "kd" or option.startswith("kd") and option[2:].count("-") == 1:
+        temperature, alpha = option[2:].split("-") if option != "kd" else (4.0, 0.9)
+        row["kd"] = [float(temperature), float(alpha)]
+    elif option.startswith("steps") and option[5:].isdigit() and int(option[5:]) >= 1:
+        row["steps"] = int(option[5:])
+    elif option[:2] == "lr" or option[:1] == "p":
+        row["lr" if option[:2] == "lr" else "params"] = float(option[2 if option[:2] == "lr" else 1:])
+    else:
+        return False
+    return True
+
+
 def parse_row(spec: str) -> dict:
     parts = spec.split(":")
-    if len(parts) < 3 or parts[0] not in ("ours", "tp") or parts[2] not in ("layer", "global", "greedy") or \
-            any(not (o == "keepbn" or o.startswith("p")) for o in parts[3:]):
-        raise SystemExit(f"bad row {spec!r}: want tool:criterion:scope[:pF][:keepbn], tool ours or tp")
-    params = next((float(o[1:]) for o in parts[3:] if o.startswith("p")), None)
-    return {"tool": parts[0], "criterion": parts[1], "scope": parts[2], "params": params,
-            "recalibrate_bn": "keepbn" not in parts[3:]}
+    row = {"tool": parts[0], "criterion": parts[1] if len(parts) > 1 else "", "scope": parts[2] if len(parts) > 2 else "",
+           "params": None, "recalibrate_bn": True}
+    try:
+        ok = all(_row_option(row, o) for o in parts[3:])
+    except ValueError:
+        ok = False
+    if not ok or len(parts) < 3 or parts[0] not in ("ours", "tp") or parts[2] not in ("layer", "global", "greedy"):
+        raise SystemExit(f"bad row {spec!r}: want tool:criterion:scope[:option...], tool ours or tp, "
+                         f"options {ROW_OPTIONS}")
+    return row
 
 
 def label(row: dict) -> str:
@@ -114,6 +140,9 @@ def label(row: dict) -> str:
     scope = "uniform" if row["scope"] == "layer" else row["scope"]
     extra = f", params <= {row['params']:g} x MACs" if row["params"] else ""
     extra += ", BN not recalibrated" if row["tool"] == "ours" and not row.get("recalibrate_bn", True) else ""
+    extra += f", {row['steps']} prune steps" if row.get("steps", 1) > 1 else ""
+    extra += f", fine-tune lr {row['lr']:g}" if row.get("lr") else ""
+    extra += ", distilled from the base (T {:g}, alpha {:g})".format(*row["kd"]) if row.get("kd") else ""
     return f"{tool} | {row['criterion']} ({scope}{extra})"
 
 
@@ -124,13 +153,34 @@ def prune_row(model, row: dict, target: float, train, calib):
         if method is None or row["params"]:
             raise SystemExit(f"Torch-Pruning rows here: tp:l1:layer and tp:taylor:global, not {row}")
         return tp_prune(model, target, method, calib)
+    return prune(model, config=ours_config(row, target, calib), calibration=calib).model
+
+
+def ours_config(row: dict, target: float, calib) -> PruneConfig:
     params = None if row["params"] is None else min(1.0, row["params"] * target)
     criterion = row["criterion"].removesuffix("-filters")  # l1-filters: Li et al.'s producer-only L1
-    config = PruneConfig(criterion=criterion, target_macs=target, target_params=params,
-                         scope=row["scope"], calibration_batches=len(calib), batch_size=len(calib[0][1]),
-                         group_importance=not row["criterion"].endswith("-filters"),
-                         recalibrate_bn=row["recalibrate_bn"])
-    return prune(model, config=config, calibration=calib).model
+    return PruneConfig(criterion=criterion, target_macs=target, target_params=params,
+                       scope=row["scope"], calibration_batches=len(calib), batch_size=len(calib[0][1]),
+                       group_importance=not row["criterion"].endswith("-filters"),
+                       recalibrate_bn=row["recalibrate_bn"])
+
+
+def prune_in_steps(model, row: dict, target: float, args, ft_set, calib, folder: str):
+    """torchslim's geometric rounds: ``steps`` prunes, each followed by its share of the fine-tune epochs."""
+    steps = row["steps"]
+    if row["tool"] != "ours" or args.ft_epochs % steps:
+        raise SystemExit(f"stepsK rows: torchslim only, and K must divide --ft-epochs ({args.ft_epochs}); got {row}")
+
+    def finetune(pruned, index, checkpoint):
+        loss_fn = kd_loss_fn(copy.deepcopy(model), *row["kd"]) if row.get("kd") else None
+        fit(pruned, ft_set, TrainConfig(epochs=args.ft_epochs // steps, lr=row.get("lr") or args.lr, seed=index),
+            checkpoint_path=checkpoint, loss_fn=loss_fn, progress=False)
+        pruned.cpu()
+
+    pruned, _ = iterative_prune(model, ours_config(row, target, calib), folder, finetune=finetune,
+                                calibration=calib, rounds=steps, log=None)
+    clear_rounds(folder)
+    return pruned
 
 
 def run_row(key: str, folder: str, model, row, target, args, train, test, calib) -> dict:
@@ -138,18 +188,26 @@ def run_row(key: str, folder: str, model, row, target, args, train, test, calib)
     os.makedirs(folder, exist_ok=True)
     stem = os.path.join(folder, key.replace(":", "_").replace("@", "-"))
     began = time.perf_counter()
+    ft_set = train if not args.ft_subset else load_dataset("fashion-mnist-32", "train", subset=args.ft_subset)
+    if row.get("steps", 1) > 1:
+        pruned = prune_in_steps(model, row, target, args, ft_set, calib, stem + ".rounds").eval()
+        return row_record(model, row, target, pruned, None, evaluate(pruned, test)["top1"], stem, began)
     if os.path.exists(stem + ".pruned.safetensors"):
         pruned = torchslim.load(stem + ".pruned.safetensors")
     else:
         pruned = prune_row(model, row, target, train, calib).eval()
         torchslim.save(pruned, stem + ".pruned.safetensors")
     top1_pruned = top1 = evaluate(pruned, test)["top1"]
-    ft_set = train if not args.ft_subset else load_dataset("fashion-mnist-32", "train", subset=args.ft_subset)
     if args.ft_epochs:
-        fit(pruned, ft_set, TrainConfig(epochs=args.ft_epochs, lr=args.lr, seed=0), checkpoint_path=stem + ".ckpt",
-            progress=False)
+        loss_fn = kd_loss_fn(copy.deepcopy(model), *row["kd"]) if row.get("kd") else None
+        fit(pruned, ft_set, TrainConfig(epochs=args.ft_epochs, lr=row.get("lr") or args.lr, seed=0),
+            checkpoint_path=stem + ".ckpt", loss_fn=loss_fn, progress=False)
         top1 = evaluate(pruned.eval(), test)["top1"]
-    pruned.eval()
+    return row_record(model, row, target, pruned.eval(), top1_pruned, top1, stem, began)
+
+
+def row_record(model, row, target, pruned, top1_pruned, top1, stem, began) -> dict:
+    """Save the finished model, drop the row's leftovers, and describe the row for the cache."""
     torchslim.save(pruned, stem + ".safetensors")
     for leftover in (stem + ".ckpt", stem + ".pruned.safetensors"):
         if os.path.exists(leftover):
@@ -161,26 +219,53 @@ def run_row(key: str, folder: str, model, row, target, args, train, test, calib)
             "seconds": time.perf_counter() - began}
 
 
+def round_to_models(base, targets) -> dict:
+    """Latency-only check of the deployment options: the base pruned (L1 global, params <= 0.72 x MACs,
+    no fine-tune: weights do not change the time) with round-to 1 and 8, for each MAC target."""
+    models = {}
+    for target in targets:
+        for multiple in (1, 8):
+            config = PruneConfig(criterion="l1", target_macs=target, target_params=min(1.0, 0.72 * target),
+                                 round_to=multiple)
+            models[f"round-to {multiple} @ {target}"] = prune(base, config=config).model.eval()
+    return models
+
+
+def round_to_table(rounded: dict, latency: dict, base_macs: int, shape) -> str:
+    rows = []
+    for name, model in rounded.items():
+        multiple, target = name.removeprefix("round-to ").split(" @ ")
+        rows.append([f"{float(target):.0%}", multiple, f"{count_macs(model, shape) / base_macs:.3f}"]
+                    + [f"{latency['base' + s]['median_ms'] / latency[name + s]['median_ms']:.2f}x"
+                       for s in ("", " folded", " ort")])
+    return markdown_table(["MACs target", "round-to", "MACs kept", "speed-up", "speed-up, BN folded",
+                           "speed-up, ORT"], rows)
+
+
 def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: float, base_bytes: int,
            seconds: float) -> None:
     shape = tuple(base.input_shape)
     base_macs, base_params = count_macs(base, shape), count_params(base)
     done = [r for r in cache["rows"].values()]
     loaded = {f"{r['label']} @ {r['target']}": torchslim.load(os.path.join(ROOT, r["file"])).eval() for r in done}
-    timed = {"base": base, "base folded": fold_batchnorm(base)}
-    for name, pruned in loaded.items():
-        timed[name], timed[name + " folded"] = pruned, fold_batchnorm(pruned)
+    rounded = round_to_models(base, sorted({r["target"] for r in done}, reverse=True))
+    timed = {}
+    for name, model in {"base": base, **loaded, **rounded}.items():  # eager, BN folded, ONNX Runtime float32
+        timed[name], timed[name + " folded"] = model, fold_batchnorm(model)
+        timed[name + " ort"] = ort.OrtModule(ort.export_onnx_bytes(model, shape), threads=1)
     latency = compare_latency(timed, shape, batch_size=1, threads=1, repeats=args.repeats)
-    base_ms, folded_ms = latency["base"]["median_ms"], latency["base folded"]["median_ms"]
+    base_ms, folded_ms, ort_ms = (latency[f"base{s}"]["median_ms"] for s in ("", " folded", " ort"))
     rows = []
     for r in sorted(done, key=lambda r: (-r["target"], r["row"]["tool"] != "ours", r["label"])):
         tool, what = r["label"].split(" | ")
         ms = latency[f"{r['label']} @ {r['target']}"]["median_ms"]
         ms_folded = latency[f"{r['label']} @ {r['target']} folded"]["median_ms"]
+        ms_ort = latency[f"{r['label']} @ {r['target']} ort"]["median_ms"]
         rows.append([f"{r['target']:.0%}", tool, what, f"{r['macs'] / base_macs:.3f}", f"{r['params'] / base_params:.3f}",
                      f"{r['bytes']:,}", f"{base_bytes / r['bytes']:.2f}x", f"{base_ms / ms:.2f}x",
-                     f"{folded_ms / ms_folded:.2f}x",
-                     f"{r['top1_pruned']:.4f}", f"{r['top1']:.4f}", f"{(r['top1'] - base_top1) * 100:+.2f}"])
+                     f"{folded_ms / ms_folded:.2f}x", f"{ort_ms / ms_ort:.2f}x",
+                     "-" if r["top1_pruned"] is None else f"{r['top1_pruned']:.4f}", f"{r['top1']:.4f}",
+                     f"{(r['top1'] - base_top1) * 100:+.2f}"])
     budget = (f"{args.ft_epochs} epoch(s) of SGD one-cycle lr {args.lr}, batch 128, crop and flip, on "
               + (f"a {args.ft_subset}-image class-balanced subset" if args.ft_subset else "the full 60k training set"))
     budget = budget if args.ft_epochs else "no fine-tune"
@@ -194,8 +279,10 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
         f"`{os.path.relpath(cache_path, ROOT)}`, so the run may span several invocations)  ",
         f"Hardware: {hardware()}; the machine was shared with other jobs, so latencies are ratios from one "
         "interleaved run (base, row 1, row 2, ..., base, ...), batch 1, 1 thread, "
-        f"median of {args.repeats}; base {base_ms:.3f} ms, {folded_ms:.3f} ms with BatchNorm folded into the convs "
-        "(\"BN folded\" compares folded with folded).  ",
+        f"median of {args.repeats}; base {base_ms:.3f} ms in eager torch, {folded_ms:.3f} ms with BatchNorm folded "
+        f"into the convs (\"BN folded\" compares folded with folded), {ort_ms:.3f} ms in ONNX Runtime "
+        f"{__import__('onnxruntime').__version__} float32 (\"ORT\": each model exported to ONNX, opset 17, "
+        "all graph optimisations, 1 intra-op thread; it folds BatchNorm itself).  ",
         f"Base: {args.model}, {base_note}; top-1 {base_top1:.4f}, {base_macs:,} MACs, {base_params:,} params, "
         f"{base_bytes:,} bytes as saved by `torchslim.save`.  ",
         f"Budget, the same for every row: prune to the MAC target in one shot from the base (calibration: "
@@ -208,7 +295,14 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
         + (f" Not run yet: {', '.join(missing)}." if missing else ""),
         "",
         markdown_table(["MACs target", "tool", "criterion (selection)", "MACs kept", "params kept", "file bytes",
-                        "file smaller", "speed-up", "speed-up, BN folded", "top-1 pruned", "top-1", "drop (points)"], rows),
+                        "file smaller", "speed-up", "speed-up, BN folded", "speed-up, ORT", "top-1 pruned", "top-1",
+                        "drop (points)"], rows),
+        "",
+        "Deployment options, latency only (the base pruned with torchslim L1 global, params <= 0.72 x MACs, "
+        "not fine-tuned; timed in the same interleaved run): channel counts rounded to multiples of 8 or not; "
+        "each speed-up is against the base in the same runtime.",
+        "",
+        round_to_table(rounded, latency, base_macs, shape),
     ])
     if args.print_only:
         print(body)
@@ -291,7 +385,7 @@ def main() -> None:
             cache["rows"][key] = run_row(key, cache_path[:-len(".json")], model, parse_row(spec), target, args, train, test, calib)
             atomic_write_text(cache_path, json.dumps(cache, indent=1))
             r = cache["rows"][key]
-            print(f"{key}: top-1 {r['top1_pruned']:.4f} -> {r['top1']:.4f}, MACs {r['macs']:,}, "
+            print(f"{key}: top-1 {r['top1_pruned']} -> {r['top1']:.4f}, MACs {r['macs']:,}, "
                   f"{r['bytes']:,} bytes, {r['seconds'] / 60:.1f} min", flush=True)
     import tempfile
 
