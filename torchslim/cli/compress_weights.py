@@ -13,7 +13,15 @@ from __future__ import annotations
 import time
 
 from ..errors import UserError
-from .common import add_data_args, add_json_arg, add_kd_args, check_input_fits, check_out_path, emit, load_data
+from .common import (
+    add_data_args,
+    add_json_arg,
+    add_kd_args,
+    check_input_fits,
+    check_out_path,
+    emit,
+    load_data,
+)
 
 # method -> (compress(model, args, train_set), default fine-tune optimizer, lr, weight decay)
 METHODS: dict = {}
