@@ -104,7 +104,7 @@ static int64_t popsum_portable(const uint64_t *a, int64_t kwords) {
  * either alone); activation words are broadcast straight from memory, which keeps
  * the move off the vector ports.  Byte counters are folded into 64-bit
  * lanes (vpsadbw) every 31 words, before they can overflow (31 * 8 < 256). */
-#define DEFINE_MK_FAST(NAME, EXPR, VEXPR)                                                                \
+#define DEFINE_MK_FAST(NAME, EXPR, VEXPR, PAIRED)                                                        \
     TARGET_FAST static void NAME(const uint64_t *a, int64_t rows, const uint64_t *w, int64_t kwords,      \
                                  int32_t *acc) {                                                         \
         const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, \
@@ -129,14 +129,25 @@ static int64_t popsum_portable(const uint64_t *a, int64_t kwords) {
                     b1 = _mm256_add_epi8(b1, _mm256_add_epi8(                                            \
                         _mm256_shuffle_epi8(lut, _mm256_and_si256(t, low)),                              \
                         _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(t, 4), low))));      \
-                    s00 += (uint64_t)__builtin_popcountll(EXPR(u, x[0]));                                \
-                    s10 += (uint64_t)__builtin_popcountll(EXPR(v, x[0]));                                \
-                    s01 += (uint64_t)__builtin_popcountll(EXPR(u, x[1]));                                \
-                    s11 += (uint64_t)__builtin_popcountll(EXPR(v, x[1]));                                \
-                    s02 += (uint64_t)__builtin_popcountll(EXPR(u, x[2]));                                \
-                    s12 += (uint64_t)__builtin_popcountll(EXPR(v, x[2]));                                \
-                    s03 += (uint64_t)__builtin_popcountll(EXPR(u, x[3]));                                \
-                    s13 += (uint64_t)__builtin_popcountll(EXPR(v, x[3]));                                \
+                    if (PAIRED) { /* both rows in one register: row 1 in the high 32 bits */             \
+                        s00 += (uint64_t)__builtin_popcountll(EXPR(u, x[0])) +                           \
+                               ((uint64_t)__builtin_popcountll(EXPR(v, x[0])) << 32);                    \
+                        s01 += (uint64_t)__builtin_popcountll(EXPR(u, x[1])) +                           \
+                               ((uint64_t)__builtin_popcountll(EXPR(v, x[1])) << 32);                    \
+                        s02 += (uint64_t)__builtin_popcountll(EXPR(u, x[2])) +                           \
+                               ((uint64_t)__builtin_popcountll(EXPR(v, x[2])) << 32);                    \
+                        s03 += (uint64_t)__builtin_popcountll(EXPR(u, x[3])) +                           \
+                               ((uint64_t)__builtin_popcountll(EXPR(v, x[3])) << 32);                    \
+                    } else {                                                                             \
+                        s00 += (uint64_t)__builtin_popcountll(EXPR(u, x[0]));                            \
+                        s10 += (uint64_t)__builtin_popcountll(EXPR(v, x[0]));                            \
+                        s01 += (uint64_t)__builtin_popcountll(EXPR(u, x[1]));                            \
+                        s11 += (uint64_t)__builtin_popcountll(EXPR(v, x[1]));                            \
+                        s02 += (uint64_t)__builtin_popcountll(EXPR(u, x[2]));                            \
+                        s12 += (uint64_t)__builtin_popcountll(EXPR(v, x[2]));                            \
+                        s03 += (uint64_t)__builtin_popcountll(EXPR(u, x[3]));                            \
+                        s13 += (uint64_t)__builtin_popcountll(EXPR(v, x[3]));                            \
+                    }                                                                                    \
                 }                                                                                        \
                 v0 = _mm256_add_epi64(v0, _mm256_sad_epu8(b0, zero));                                    \
                 v1 = _mm256_add_epi64(v1, _mm256_sad_epu8(b1, zero));                                    \
@@ -146,14 +157,20 @@ static int64_t popsum_portable(const uint64_t *a, int64_t kwords) {
             const __m128i h0 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v0, pick));            \
             const __m128i h1 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v1, pick));            \
             int32_t *c0 = acc + r * TILE, *c1 = acc + r1 * TILE;                                         \
+            if (PAIRED) {                                                                                \
+                s10 = s00 >> 32; s11 = s01 >> 32; s12 = s02 >> 32; s13 = s03 >> 32;                     \
+                s00 &= 0xffffffffu; s01 &= 0xffffffffu; s02 &= 0xffffffffu; s03 &= 0xffffffffu;         \
+            }                                                                                            \
             c1[0] = (int32_t)s10; c1[1] = (int32_t)s11; c1[2] = (int32_t)s12; c1[3] = (int32_t)s13;      \
             _mm_storeu_si128((__m128i *)(c1 + 4), h1);                                                   \
             c0[0] = (int32_t)s00; c0[1] = (int32_t)s01; c0[2] = (int32_t)s02; c0[3] = (int32_t)s03;      \
             _mm_storeu_si128((__m128i *)(c0 + 4), h0);                                                   \
         }                                                                                                \
     }
-DEFINE_MK_FAST(mk_xor_fast, XOR_OP, _mm256_xor_si256)
-DEFINE_MK_FAST(mk_and_fast, AND_OP, _mm256_and_si256)
+/* Pairing the rows' scalar counts frees registers the AND kernel otherwise spills
+ * (measured 5-8% faster); the XOR kernel measured 8% slower with it. */
+DEFINE_MK_FAST(mk_xor_fast, XOR_OP, _mm256_xor_si256, 0)
+DEFINE_MK_FAST(mk_and_fast, AND_OP, _mm256_and_si256, 1)
 
 TARGET_FAST static int64_t popsum_fast(const uint64_t *a, int64_t kwords) {
     int64_t s = 0;
