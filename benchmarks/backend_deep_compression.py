@@ -19,18 +19,20 @@ The same method as a recipe: torchslim/recipes/deep-compression-lenet.yaml.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import time
+from dataclasses import asdict, dataclass
 
 import torch
-
 from common import ROOT, command_line, hardware, markdown_table, write_section
 
 import torchslim
 from torchslim import models
 from torchslim.codebook import WeightShareConfig, round_side_data, weight_share
 from torchslim.data import load_dataset
+from torchslim.distill import kd_loss_fn
 from torchslim.export import PackOptions, find_packer, pack_model
 from torchslim.export.compact import narrowest
 from torchslim.export.fold import fold_batchnorm
@@ -40,13 +42,26 @@ from torchslim.train import TrainConfig, evaluate, fit
 
 OUT = os.path.join(ROOT, "benchmarks", "out")
 
-# base epochs, per-layer sparsity, AGP fine-tune epochs and lr, per-layer k-means bits, centroid fine-tune epochs
-PLAN = {
-    "lenet300": (8, {"classifier.0": 0.95, "classifier.3": 0.9, "classifier.6": 0.7}, 8, 0.01,
-                 {"classifier.0": 5, "classifier.3": 5, "classifier.6": 5}, 2),
-    "lenet5": (6, {"features.0": 0.3, "features.4": 0.75, "classifier.0": 0.955, "classifier.3": 0.9,
-                   "classifier.6": 0.8}, 10, 0.01,
-               {"features.0": 4, "features.4": 5, "classifier.0": 5, "classifier.3": 4, "classifier.6": 5}, 4),
+@dataclass(frozen=True)
+class Plan:
+    base_epochs: int
+    layer_sparsity: dict
+    prune_epochs: int  # AGP fine-tune
+    layer_bits: dict  # k-means bits per layer
+    centroid_epochs: int
+    prune_lr: float = 0.01
+    agp_fraction: float = 0.75  # share of the prune epochs spent ramping; the rest trains at the final masks
+    kd_alpha: float = 0.0  # teacher's share of the loss in both fine-tunes (0: labels only)
+    kd_temperature: float = 4.0
+
+
+PLANS = {
+    "lenet300": Plan(8, {"classifier.0": 0.95, "classifier.3": 0.9, "classifier.6": 0.7}, 8,
+                     {"classifier.0": 5, "classifier.3": 5, "classifier.6": 5}, 2),
+    "lenet5": Plan(6, {"features.0": 0.3, "features.4": 0.75, "classifier.0": 0.955, "classifier.3": 0.9,
+                       "classifier.6": 0.85}, 16,
+                   {"features.0": 4, "features.4": 5, "classifier.0": 5, "classifier.3": 4, "classifier.6": 5}, 4,
+                   agp_fraction=0.5, kd_alpha=0.9),
 }
 
 
@@ -119,27 +134,45 @@ def _row(stage, model, test, baseline, huffman=False):
             f"{payload_bytes(data):,}", f"{baseline / payload_bytes(data):.1f}x"], top1, len(data)
 
 
+def _kd(plan, teacher):
+    """Distillation from ``teacher`` (a frozen copy) when the plan asks for it, else the label loss."""
+    if not plan.kd_alpha:
+        return None
+    return kd_loss_fn(copy.deepcopy(teacher), temperature=plan.kd_temperature, alpha=plan.kd_alpha)
+
+
+def describe(plan) -> str:
+    teacher = (f"distillation (T {plan.kd_temperature:g}, teacher share {plan.kd_alpha:g}) from the float base "
+               "while pruning and from the pruned model while fine-tuning the centroids"
+               if plan.kd_alpha else "labels only (no teacher)")
+    return (f"Pruning: the AGP ramp reaches the final masks after {plan.agp_fraction:.0%} of "
+            f"{plan.prune_epochs} epochs (SGD {plan.prune_lr:g}, cosine) and holds them for the rest; {teacher}.")
+
+
 def run_model(name, train, test):
-    epochs, layer_sparsity, prune_epochs, prune_lr, layer_bits, centroid_epochs = PLAN[name]
-    base, train_seconds = base_model(name, train, epochs)
+    plan = PLANS[name]
+    base, train_seconds = base_model(name, train, plan.base_epochs)
     baseline = serialized_size(base)
     rows = []
     r, base_top1, _ = row("float base (BatchNorm)", base, test, baseline)
     rows.append(r)
     began = time.perf_counter()
-    pruned = sparsify(base, SparsityConfig(layer_sparsity=layer_sparsity, schedule="agp"),
-                      train, TrainConfig(epochs=prune_epochs, lr=prune_lr, schedule="cosine", weight_decay=5e-5,
-                                         augment=False), progress=False)
-    rows.append(row(f"pruned (AGP, {prune_epochs} epochs)", pruned, test, baseline)[0])
+    pruned = sparsify(base, SparsityConfig(layer_sparsity=plan.layer_sparsity, schedule="agp",
+                                           agp_fraction=plan.agp_fraction),
+                      train, TrainConfig(epochs=plan.prune_epochs, lr=plan.prune_lr, schedule="cosine",
+                                         weight_decay=5e-5, augment=False),
+                      loss_fn=_kd(plan, base), progress=False)
+    rows.append(row(f"pruned (AGP, {plan.prune_epochs} epochs)", pruned, test, baseline)[0])
+    teacher = pruned  # the k-means fine-tune learns from the pruned model, as `distill: true` does in the recipe
     pruned = fold_batchnorm(pruned)  # row scaling: the zeros stay zeros
     rows.append(row("BatchNorm folded", pruned, test, baseline)[0])
-    shared = weight_share(pruned, WeightShareConfig(bits=5, layer_bits=layer_bits, init="linear"))
-    bits = "/".join(str(b) for b in layer_bits.values())
+    shared = weight_share(pruned, WeightShareConfig(bits=5, layer_bits=plan.layer_bits, init="linear"))
+    bits = "/".join(str(b) for b in plan.layer_bits.values())
     rows.append(row(f"k-means ({bits} bits)", shared, test, baseline)[0])
-    fit(shared, train, TrainConfig(epochs=centroid_epochs, lr=1e-4, optimizer="adam", schedule="cosine",
-                                   weight_decay=0.0, augment=False), progress=False)
+    fit(shared, train, TrainConfig(epochs=plan.centroid_epochs, lr=1e-4, optimizer="adam", schedule="cosine",
+                                   weight_decay=0.0, augment=False), loss_fn=_kd(plan, teacher), progress=False)
     shared.eval()
-    rows.append(row(f"+ centroid fine-tune ({centroid_epochs} epochs)", shared, test, baseline)[0])
+    rows.append(row(f"+ centroid fine-tune ({plan.centroid_epochs} epochs)", shared, test, baseline)[0])
     round_side_data(shared, "float16")
     rows.append(row("+ centroids and biases in float16", shared, test, baseline)[0])
     final, final_top1, final_size = row("+ Huffman coding", shared, test, baseline, huffman=True)
@@ -149,8 +182,26 @@ def run_model(name, train, test):
     torchslim.save(shared, os.path.join(OUT, f"backend-deep-compression-{name}.safetensors"), input_shape=(1, 28, 28))
     summary = (f"**{name}**: {baseline:,} B float32 file -> {final_size:,} B packed, "
                f"**{baseline / final_size:.1f}x**, top-1 {base_top1:.4f} -> {final_top1:.4f} "
-               f"({100 * (final_top1 - base_top1):+.2f} points). Base training {epochs} epochs"
+               f"({100 * (final_top1 - base_top1):+.2f} points). Base training {plan.base_epochs} epochs"
                f"{f' ({train_seconds:.0f} s)' if train_seconds else ' (reused)'}; compression {seconds:.0f} s.")
+    return summary, rows, breakdown
+
+
+def cached_run(name, train, test, reuse):
+    """``run_model``'s result, stored with the plan that made it; reused only for the same plan."""
+    path = os.path.join(OUT, f"backend-deep-compression-{name}.json")
+    plan = json.loads(json.dumps(asdict(PLANS[name])))
+    if reuse and os.path.exists(path):
+        with open(path) as handle:
+            stored = json.load(handle)
+        if stored["plan"] == plan:
+            print(f"{name}: rows reused from {path}", flush=True)
+            summary = stored["summary"] + " (Rows from this script's last run of the same plan.)"
+            return summary, stored["rows"], tuple(stored["breakdown"])
+    summary, rows, breakdown = run_model(name, train, test)
+    with open(path + ".tmp", "w") as handle:
+        json.dump({"plan": plan, "summary": summary, "rows": rows, "breakdown": breakdown}, handle)
+    os.replace(path + ".tmp", path)
     return summary, rows, breakdown
 
 
@@ -158,23 +209,26 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", default="lenet300,lenet5")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reuse", action="store_true",
+                        help="take a model's rows from its last run (benchmarks/out) when its plan is unchanged")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(OUT, exist_ok=True)
     train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
     body = ["## Back-end: the Deep Compression pipeline on LeNets (Fashion-MNIST)", "",
             f"Command: `{command_line()}`", "", f"Hardware: {hardware()}", "",
-            "No augmentation. Per-layer sparsity with the AGP schedule, k-means weight sharing with per-layer "
-            "bits (linear init), centroid fine-tune (Adam 1e-4), centroids and biases rounded to float16, Huffman "
-            "coding of codes and relative indices, packed container format 2.  BatchNorm is folded into the "
+            "No augmentation. Per-layer sparsity with the AGP schedule (per model below), k-means weight "
+            "sharing with per-layer bits (linear init), centroid fine-tune (Adam 1e-4), centroids and biases "
+            "rounded to float16, Huffman coding of codes and relative indices, packed container format 2.  BatchNorm is folded into the "
             "pruned layers before weight sharing (the deployed form).  Ratios are against the float32 "
             "`torchslim.save` file of the base model; *payload* counts the weight tensors only (no "
             "safetensors JSON, no torchslim header), as the paper's ratios do.  Target: >= 40x at "
             "<= 0.5 points lost.  The machine was shared with other jobs (times are wall clock).", ""]
     for name in args.models.split(","):
-        summary, rows, (container, layers) = run_model(name, train, test)
-        body += [summary, "", markdown_table(["stage", "top-1", "sparsity", "file bytes", "ratio", "payload bytes",
-                                              "payload ratio"], rows), "",
+        summary, rows, (container, layers) = cached_run(name, train, test, args.reuse)
+        body += [f"{summary} {describe(PLANS[name])}", "",
+                 markdown_table(["stage", "top-1", "sparsity", "file bytes", "ratio", "payload bytes",
+                                 "payload ratio"], rows), "",
                  f"Where the {name} file's bytes go (container, then each layer's stored fields):", "",
                  markdown_table(["part", "bytes"], container), "",
                  markdown_table(["layer", "non-zero", "table", "indices", "codes", "Huffman tables", "centroids",
