@@ -6,10 +6,12 @@
  * for one input word sit side by side.
  *
  *  - sign mode (BNN / XNOR-Net, P = 1): values are +-1, bit 1 means -1.  For one
- *    tap dot(x, w) = C - 2 * popcount(x ^ w).  Zero padding is not representable
- *    in +-1, so padded taps are filled with zero words and corrected exactly: the
- *    XOR of a zero word with w counts popcount(w), which is subtracted again
- *    (from 2D prefix sums of the per-tap weight popcounts).
+ *    tap dot(x, w) = C - 2 * popcount(x ^ w), and popcount(x ^ w) = popcount(x) +
+ *    popcount(w) - 2 * popcount(x & w): the same AND kernel as plane mode, plus the
+ *    row's set bits and the weights' set bits.  Zero padding is not representable
+ *    in +-1, so padded taps are zero words (they add nothing to the AND and row
+ *    counts) and the sums run over the valid taps only: the weights' set bits over
+ *    the valid taps come from 2D prefix sums of the per-tap weight popcounts.
  *  - plane mode (HWGQ k-bit activations x 1-bit weights): the activation level
  *    is a sum of 0/1 planes times a step per plane (thermometer code), so
  *    dot(p, w) = popcount(p) - 2 * popcount(p & w) per plane, and zero padding
@@ -86,9 +88,7 @@ typedef int64_t (*popsum_fn)(const uint64_t *a, int64_t kwords);
             }                                                                                            \
         }                                                                                                \
     }
-#define XOR_OP(a, b) ((a) ^ (b))
 #define AND_OP(a, b) ((a) & (b))
-DEFINE_MK_PORTABLE(mk_xor_portable, XOR_OP)
 DEFINE_MK_PORTABLE(mk_and_portable, AND_OP)
 
 static int64_t popsum_portable(const uint64_t *a, int64_t kwords) {
@@ -167,9 +167,8 @@ static int64_t popsum_portable(const uint64_t *a, int64_t kwords) {
             _mm_storeu_si128((__m128i *)(c0 + 4), h0);                                                   \
         }                                                                                                \
     }
-/* Pairing the rows' scalar counts frees registers the AND kernel otherwise spills
- * (measured 5-8% faster); the XOR kernel measured 8% slower with it. */
-DEFINE_MK_FAST(mk_xor_fast, XOR_OP, _mm256_xor_si256, 0)
+/* Pairing the rows' scalar counts frees registers the kernel otherwise spills
+ * (measured 5-8% faster). */
 DEFINE_MK_FAST(mk_and_fast, AND_OP, _mm256_and_si256, 1)
 
 TARGET_FAST static int64_t popsum_fast(const uint64_t *a, int64_t kwords) {
@@ -252,7 +251,7 @@ typedef struct {
     uint64_t *col;   /* [P][npix][K] im2col rows on bits */
     uint64_t *obits; /* [npix][Q] packed output bits of this chunk */
     int32_t *acc;    /* [P][npix][8] popcounts of one channel tile */
-    int32_t *ones;   /* [P][npix] plane mode: set bits per row */
+    int32_t *ones;   /* [P][npix] set bits per row */
     int16_t *rect;   /* [npix][4] valid taps i0, i1, j0, j1 */
 } buffers;
 
@@ -313,7 +312,7 @@ static void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int
                     }
                 }
             }
-            if (d->steps != NULL) bf->ones[p * npix + q] = (int32_t)popsum(dst, K);
+            bf->ones[p * npix + q] = (int32_t)popsum(dst, K);
         }
     }
 }
@@ -345,10 +344,9 @@ ALWAYS_INLINE void pixel_values(const epi_args *e, const buffers *bf, int64_t np
         const int32_t *p11 = base + (r[1] * stride + r[3]) * e->ocp, *p01 = base + (r[0] * stride + r[3]) * e->ocp;
         const int32_t *p10 = base + (r[1] * stride + r[2]) * e->ocp, *p00 = base + (r[0] * stride + r[2]) * e->ocp;
         const int32_t *pall = base + (e->kh * stride + e->kw) * e->ocp;
-        for (int j = 0; j < TILE; j++) {
-            /* padded taps were zero words, so they counted popcount(w): take it out */
-            const int32_t outside = nvalid == e->taps ? 0 : pall[j] - (p11[j] - p01[j] - p10[j] + p00[j]);
-            val[j] = (float)(kvalid - 2 * (a[j] - outside));
+        for (int j = 0; j < TILE; j++) { /* popcount(x ^ w) over the valid taps, then the dot product */
+            const int32_t inside = nvalid == e->taps ? pall[j] : p11[j] - p01[j] - p10[j] + p00[j];
+            val[j] = (float)(kvalid - 2 * (bf->ones[q] + inside - 2 * a[j]));
         }
         return;
     }
@@ -424,19 +422,20 @@ TARGET_FAST ALWAYS_INLINE __m256 tile_value(const epi_args *e, const buffers *bf
     if (mode == MODE_SIGN) {
         const int16_t *r = bf->rect + 4 * q;
         const int32_t nvalid = (int32_t)(r[1] - r[0]) * (r[3] - r[2]);
-        __m256i pc = a;
-        int32_t kvalid = (int32_t)(e->c_true * e->taps);
-        if (nvalid != e->taps) { /* padded taps counted popcount(w): take it out */
-            const int64_t stride = e->kw + 1;
-            const int32_t *base = e->wpre + o0;
-            const __m256i inside = _mm256_add_epi32(
+        const int64_t stride = e->kw + 1;
+        const int32_t *base = e->wpre + o0;
+        __m256i inside = LOAD8(base + (e->kh * stride + e->kw) * e->ocp); /* the weights' set bits, all taps */
+        if (nvalid != e->taps) { /* only the valid taps' */
+            inside = _mm256_add_epi32(
                 _mm256_sub_epi32(_mm256_sub_epi32(LOAD8(base + (r[1] * stride + r[3]) * e->ocp),
                                                   LOAD8(base + (r[0] * stride + r[3]) * e->ocp)),
                                  LOAD8(base + (r[1] * stride + r[2]) * e->ocp)),
                 LOAD8(base + (r[0] * stride + r[2]) * e->ocp));
-            pc = _mm256_sub_epi32(a, _mm256_sub_epi32(LOAD8(base + (e->kh * stride + e->kw) * e->ocp), inside));
-            kvalid = (int32_t)e->c_true * nvalid;
         }
+        const int32_t kvalid = (int32_t)e->c_true * nvalid;
+        /* popcount(x ^ w) = popcount(x) + popcount(w) - 2 popcount(x & w) */
+        const __m256i pc = _mm256_sub_epi32(_mm256_add_epi32(_mm256_set1_epi32(bf->ones[q]), inside),
+                                            _mm256_add_epi32(a, a));
         return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(kvalid), _mm256_add_epi32(pc, pc)));
     }
     if (mode == MODE_BINARY) { /* S = sum_p 2^p dot_p (Horner), then D * S */
@@ -572,12 +571,12 @@ ALWAYS_INLINE int conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64_
 
 typedef int (*item_fn)(const bk_conv_desc *, scratch *, int64_t, int64_t, int64_t);
 static int item_portable(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
-    return conv_item(d, s, b, unit, chunk, d->steps == NULL ? mk_xor_portable : mk_and_portable, popsum_portable,
+    return conv_item(d, s, b, unit, chunk, mk_and_portable, popsum_portable,
               epilogue_portable);
 }
 #if BK_X86
 TARGET_FAST static int item_fast(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
-    return conv_item(d, s, b, unit, chunk, d->steps == NULL ? mk_xor_fast : mk_and_fast, popsum_fast, epilogue_fast);
+    return conv_item(d, s, b, unit, chunk, mk_and_fast, popsum_fast, epilogue_fast);
 }
 #endif
 
