@@ -45,3 +45,24 @@ def test_layerwise_update_reduces_every_layer_error_and_keeps_binary_codes():
     assert set(codes.unique().tolist()) == {-1, 1} and (scale > 0).all()
     # the caller's quantized model is untouched
     assert torch.equal(qmodel.features[4].weight, quantize(float_model, QuantConfig()).features[4].weight)
+
+
+def test_guarded_update_never_moves_away_from_the_float_model():
+    from torchslim.quant.altupdate import teacher_gap
+
+    torch.manual_seed(0)
+    float_model = models.create("vgg11", width_mult=0.0625).eval()
+    batches = calibration_batches(load_dataset("digits-32", "train"), images=32, batch_size=32)
+    recalibrate_bn(float_model, batches)
+    float_model.eval()
+    qmodel = quantize(float_model, QuantConfig(method="hwgq-bwn"))
+    teacher = [torch.log_softmax(float_model(x), 1) for x in batches]
+    start = teacher_gap(recalibrate_bn(qmodel, batches).eval(), batches, teacher)
+    tuned, reports = alternating_update(qmodel, batches, reference=float_model, iterations=3, guard=True)
+    assert teacher_gap(tuned, batches, teacher) <= start
+    assert any(r.accepted for r in reports)
+    for report in reports:  # a rejected layer keeps its weights exactly
+        if not report.accepted:
+            assert torch.equal(tuned.get_submodule(report.name).weight, qmodel.get_submodule(report.name).weight)
+    with pytest.raises(Exception, match="reference"):
+        alternating_update(qmodel, batches, guard=True)

@@ -43,7 +43,8 @@ from ..errors import UserError
 from ..train.batchnorm import recalibrate_batchnorm
 from .modules import QuantConv2d, QuantLinear
 
-__all__ = ["LayerReport", "alternating_update", "calibration_batches", "recalibrate_bn", "layer_statistics", "solve_layer"]
+__all__ = ["LayerReport", "alternating_update", "calibration_batches", "recalibrate_bn", "layer_statistics", "solve_layer",
+           "teacher_gap"]
 
 ALT_UPDATE_QUANTIZERS = ("bwn",)
 
@@ -57,6 +58,7 @@ class LayerReport:
     error_after: float
     iterations: int
     history: list = field(default_factory=list)
+    accepted: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -190,20 +192,60 @@ def calibration_batches(dataset, images: int = 1024, batch_size: int = 256, devi
     return batches
 
 
+@torch.no_grad()
+def teacher_gap(model: nn.Module, batches, teacher_logits: list) -> float:
+    """Mean KL divergence of ``model``'s class distribution from the teacher's, per image."""
+    total, count = 0.0, 0
+    for x, target in zip(batches, teacher_logits):
+        total += float(F.kl_div(F.log_softmax(model(x), 1), target, log_target=True, reduction="sum"))
+        count += len(x)
+    return total / max(count, 1)
+
+
+class _Guard:
+    """Keeps a layer's update only if, BN re-estimated, the network moves closer to the teacher."""
+
+    def __init__(self, model, batches, reference):
+        self.batches = batches
+        with torch.no_grad():
+            self.teacher = [F.log_softmax(reference(x), 1) for x in batches]
+        recalibrate_bn(model, batches)
+        self.best = teacher_gap(model, batches, self.teacher)
+
+    def try_update(self, model, layer, weight) -> bool:
+        saved = copy.deepcopy(model.state_dict())
+        layer.weight.data.copy_(weight)
+        recalibrate_bn(model, self.batches)
+        gap = teacher_gap(model, self.batches, self.teacher)
+        if gap <= self.best:
+            self.best = gap
+            return True
+        model.load_state_dict(saved)
+        return False
+
+
 def alternating_update(model: nn.Module, batches, reference: nn.Module | None = None, iterations: int = 10,
-                       recalibrate: bool = True, progress: bool = False):
+                       recalibrate: bool = True, progress: bool = False, guard: bool = False):
     """Fine-tune every BWN layer of a quantized ``model`` in order; returns ``(new model, reports)``.
 
     ``batches``: a list of input tensors (see :func:`calibration_batches`).  ``reference``:
-    the float model the quantized one came from (same module names).  The caller's
-    model is left unchanged.
+    the float model the quantized one came from (same module names).  ``guard`` (needs
+    ``reference``): keep each layer's new weights only if, with the BatchNorm statistics
+    re-estimated, the network's outputs on ``batches`` move closer to the reference's (KL of
+    the class distributions); otherwise the layer keeps its weights (``accepted`` False).
+    The update pulls every layer towards the float model's function; after a long fine-tune
+    the quantized network has adapted away from it, and the guard stops the layers where
+    that costs more than it gains.  The caller's model is left unchanged.
     """
     layers = _binary_layers(model)
     if not layers:
         raise UserError("the alternating update needs binary-weight (bwn) layers; quantize with "
                         "method hwgq-bwn, bwn or xnor first")
+    if guard and reference is None:
+        raise UserError("the guarded alternating update compares with the float model: give a reference")
     tuned = copy.deepcopy(model).eval()
     reference = reference.eval() if reference is not None else None
+    keeper = _Guard(tuned, batches, reference) if guard else None
     reports = []
     for name in tqdm(layers, desc="alt-update", leave=False, disable=not progress):
         layer = tuned.get_submodule(name)
@@ -212,9 +254,14 @@ def alternating_update(model: nn.Module, batches, reference: nn.Module | None = 
         B = codes.reshape(codes.shape[0], -1).T.double()
         B, A, history = solve_layer(H, G, yy, B, scale.double(), iterations)
         total = float(yy.sum()) or 1.0
+        weight = (B * A).T.reshape(layer.weight.shape).to(layer.weight.dtype)
+        if keeper is not None:
+            accepted = keeper.try_update(tuned, layer, weight)
+        else:
+            layer.weight.data.copy_(weight)
+            accepted = True
         reports.append(LayerReport(name, history[0] / total, history[-1] / total, (len(history) - 1) // 2,
-                                   [h / total for h in history]))
-        layer.weight.data.copy_((B * A).T.reshape(layer.weight.shape).to(layer.weight.dtype))
+                                   [h / total for h in history], accepted))
     if recalibrate:
         recalibrate_bn(tuned, batches)
     return tuned.eval(), reports
