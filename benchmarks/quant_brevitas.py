@@ -84,6 +84,9 @@ def run_ours(base, train, test, args) -> dict:
     # Optional: the alternating update after the fine-tune, reported beside it.
     tuned, _ = alternating_update(model, batches, reference=base)
     row["top1_alt_after"], _, _ = _packed_top1(tuned, test, os.path.join(OUT, "quant-brevitas-ours-alt.packed.safetensors"))
+    guarded, reports = alternating_update(model, batches, reference=base, guard=True)
+    row["top1_alt_guarded"], _, _ = _packed_top1(guarded, test, os.path.join(OUT, "quant-brevitas-ours-alt.packed.safetensors"))
+    row["alt_guard_accepted"] = [r.name for r in reports if r.accepted]
     return row
 
 
@@ -158,6 +161,7 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sides", default="ours,brevitas")
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    parser.add_argument("--section", default="quant-brevitas", help="BENCHMARKS.md section to write")
     parser.add_argument("--ours-from", default=None, metavar="STATE",
                         help="ours: reload the fine-tuned state a previous run saved instead of fine-tuning")
     parser.add_argument("--keep-rows", action="store_true",
@@ -184,10 +188,10 @@ def main():
         print(json.dumps(results["rows"][-1]), flush=True)
         save_results(results)
         if not args.no_write:
-            write_report(results)
+            write_report(results, args.section)
 
 
-def write_report(results: dict) -> None:
+def write_report(results: dict, section: str = "quant-brevitas") -> None:
     args = results["args"]
     rows = [["float base", f"{results['float_top1']:.4f}", results["float_bytes"], "-", "1.0x", "-"]]
     for row in results["rows"]:
@@ -198,6 +202,9 @@ def write_report(results: dict) -> None:
                          row["file_bytes"], ratio, seconds])
             rows.append([row["side"] + ", + alternating update after", f"{row['top1_alt_after']:.4f}", row["bytes"],
                          row["file_bytes"], ratio, "-"])
+            if "top1_alt_guarded" in row:
+                rows.append([row["side"] + f", + guarded update after ({len(row['alt_guard_accepted'])} layers kept)",
+                             f"{row['top1_alt_guarded']:.4f}", row["bytes"], row["file_bytes"], ratio, "-"])
         else:
             rows.append([row["side"], f"{row['top1']:.4f}", row["bytes"], "-", ratio, seconds])
     minutes = results["minutes"] + results.get("minutes_previous", 0.0)
@@ -208,7 +215,7 @@ Hardware: {hardware()} (a shared machine: other jobs ran alongside, so seconds a
 Base: `{os.path.relpath(os.path.abspath(args['base']), ROOT)}`. Both sides: {args['epochs']} epochs on
 {args['subset'] or 'all 60000'} training images, Adam lr {args['lr']} cosine, no weight decay, batch 128,
 crop and flip, seed 0; first and last layers float; top-1 on {args['test_subset'] or 'the full 10k'} test images.
-Ours: per-layer HWGQ scales and BN statistics from {args['calib']} training images, {'the alternating update before fine-tuning, ' if args['alt_init'] else ''}{f"distilled from the float base (KD, T {args['kd_temperature']}, teacher share {args['kd_alpha']}), " if args['teacher'] else ''}fine-tuned, frozen and packed (top-1 of the reloaded packed file: the shipped recipe's product); the last row adds the alternating update after the fine-tune.
+Ours: per-layer HWGQ scales and BN statistics from {args['calib']} training images, {'the alternating update before fine-tuning, ' if args['alt_init'] else ''}{f"distilled from the float base (KD, T {args['kd_temperature']}, teacher share {args['kd_alpha']}), " if args['teacher'] else ''}fine-tuned, frozen and packed (top-1 of the reloaded packed file: the shipped recipe's product); the last rows add the alternating update after the fine-tune, plain and guarded (a layer's update kept only if the outputs on the calibration images move closer to the float model's).
 "counted bytes": both sides counted alike (1 bit per binary weight; float32 first and last layers, per-channel
 scale and bias with BN folded, one scale per activation quantizer); Brevitas has no packed format, ours also
 writes a packed file (the same plus its JSON header and HWGQ thresholds). Compression: float file / counted bytes.
@@ -216,7 +223,7 @@ Whole run: {minutes:.1f} min.
 
 {markdown_table(["model", "top-1", "counted bytes", "packed file", "compression", "s / epoch"], rows)}
 """
-    write_section("quant-brevitas", body)
+    write_section(section, body)
 
 
 if __name__ == "__main__":

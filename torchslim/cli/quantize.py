@@ -23,6 +23,9 @@ def add_parser(subparsers):
     parser.add_argument("--alt-init", action="store_true",
                         help="also run the alternating update before fine-tuning (binary weights that reproduce "
                              "the float layers' outputs as the starting point)")
+    parser.add_argument("--alt-guard", action="store_true",
+                        help="--alt-update keeps a layer's new weights only if the network's outputs on the "
+                             "calibration images move closer to the float model's (for long fine-tunes)")
     parser.add_argument("--act-scale", choices=ACT_SCALES, default="fit",
                         help="HWGQ levels: 'fit' scales each layer's levels to its input on the calibration "
                              "images (default), 'unit' keeps the unit half-normal levels")
@@ -38,6 +41,9 @@ def add_parser(subparsers):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--packed", default=None, metavar="FILE", help="also write the bit-packed file here")
+    parser.add_argument("--packed-side", choices=("float32", "float16", "int8"), default="float32",
+                        help="packed file: dtype of the binary layers' per-channel scale and bias (float32 is "
+                             "exact; int8 keeps one float32 step per layer; the float layers stay float32)")
     add_data_args(parser)
     parser.add_argument("--out", required=True, help="output: frozen .safetensors, or .onnx for int8")
     add_json_arg(parser)
@@ -100,15 +106,18 @@ def run(args) -> int:
         recalibrate_bn(qmodel, batches)
     layers = []
     if args.alt_update:
-        qmodel, reports = alternating_update(qmodel, batches, reference=model, progress=not args.json)
+        qmodel, reports = alternating_update(qmodel, batches, reference=model, progress=not args.json,
+                                             guard=args.alt_guard)
         layers = [r.to_dict() for r in reports]
     frozen = freeze(qmodel)
     after = evaluate(frozen, test)["top1"]
     save(frozen, args.out, data=args.data, top1=after, top1_float=before, input_shape=train.input_shape,
          num_classes=train.num_classes)
-    packed = save_packed(frozen, args.packed) if args.packed else packed_size(frozen)
+    packed = save_packed(frozen, args.packed, side_dtype=args.packed_side) if args.packed \
+        else packed_size(frozen, side_dtype=args.packed_side)
     result = {"top1_before": before, "top1_after": after, "size_bytes_float": float_bytes,
-              "size_bytes_packed": packed, "compression_ratio": float_bytes / packed, "method": args.method,
+              "size_bytes_packed": packed, "packed_side": args.packed_side,
+              "compression_ratio": float_bytes / packed, "method": args.method,
               "config": config.to_dict(), "epochs": args.epochs, "seconds": round(time.perf_counter() - began, 2),
               "history": history["epochs"], "act_scales": scales, "alt_init": [
                   {k: v for k, v in layer.items() if k != "history"} for layer in init_layers], "alt_update": [
