@@ -27,13 +27,19 @@ def test_solver_never_increases_error_and_scales_are_least_squares():
         assert abs(best) == pytest.approx(A[n].item(), rel=1e-6)
 
 
-def test_layerwise_update_reduces_every_layer_error_and_keeps_binary_codes():
+def _float_and_quantized():
+    """A tiny float vgg11 (BN statistics from 32 digits), those batches, and its hwgq-bwn copy."""
     torch.manual_seed(0)
     float_model = models.create("vgg11", width_mult=0.0625).eval()
     batches = calibration_batches(load_dataset("digits-32", "train"), images=32, batch_size=32)
     recalibrate_bn(float_model, batches)
     float_model.eval()
     qmodel = quantize(float_model, QuantConfig(method="hwgq-bwn"))
+    return float_model, batches, qmodel
+
+
+def test_layerwise_update_reduces_every_layer_error_and_keeps_binary_codes():
+    float_model, batches, qmodel = _float_and_quantized()
     tuned, reports = alternating_update(qmodel, batches, reference=float_model, iterations=3)
     assert [r.name for r in reports] == [n for n, m in qmodel.named_modules() if hasattr(m, "encode")][:len(reports)]
     assert len(reports) == 7  # every conv but the first (kept float)
@@ -50,12 +56,7 @@ def test_layerwise_update_reduces_every_layer_error_and_keeps_binary_codes():
 def test_guarded_update_never_moves_away_from_the_float_model():
     from torchslim.quant.altupdate import teacher_gap
 
-    torch.manual_seed(0)
-    float_model = models.create("vgg11", width_mult=0.0625).eval()
-    batches = calibration_batches(load_dataset("digits-32", "train"), images=32, batch_size=32)
-    recalibrate_bn(float_model, batches)
-    float_model.eval()
-    qmodel = quantize(float_model, QuantConfig(method="hwgq-bwn"))
+    float_model, batches, qmodel = _float_and_quantized()
     teacher = [torch.log_softmax(float_model(x), 1) for x in batches]
     start = teacher_gap(recalibrate_bn(qmodel, batches).eval(), batches, teacher)
     tuned, reports = alternating_update(qmodel, batches, reference=float_model, iterations=3, guard=True)
