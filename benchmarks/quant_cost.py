@@ -11,6 +11,7 @@ Reports the median step time and its ratio to float from the same run.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -47,6 +48,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    load = os.getloadavg()
     base = models.create("vgg14", width_mult=args.width)
     steps = {"float": step_fn(base)}
     steps.update({m: step_fn(quantize(base, QuantConfig(method=m))) for m in METHODS})
@@ -66,6 +68,8 @@ def main():
 Command: `{command_line()}`
 Hardware: {hardware()}
 Median of {args.steps} interleaved steps, batch 128, Adam, latent weights clipped after each step.
+A shared machine: other jobs ran alongside (1-minute load average {load[0]:.1f} at the start,
+{os.getloadavg()[0]:.1f} at the end), so the milliseconds are indicative; the ratios come from one interleaved run.
 
 {markdown_table(["model", "ms / step", "vs float"], rows)}
 """
