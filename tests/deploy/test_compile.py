@@ -82,8 +82,8 @@ def test_float_layers_run_on_one_thread_while_kernels_use_torchs_count(monkeypat
     frozen = _frozen("vgg11", "xnor")
     kernel_threads, float_threads = [], []
     call = ConvKernel.__call__
-    monkeypatch.setattr(ConvKernel, "__call__", lambda self, x, threads=1: kernel_threads.append(threads) or
-                        call(self, x, threads))
+    monkeypatch.setattr(ConvKernel, "__call__", lambda self, x, threads=1, out=None: kernel_threads.append(threads)
+                        or call(self, x, threads, out))
     x = torch.randn(2, 3, 32, 32)
     outputs = {}
     previous = torch.get_num_threads()
@@ -109,3 +109,37 @@ def test_float_layers_run_on_one_thread_while_kernels_use_torchs_count(monkeypat
         torch.set_num_threads(previous)
     want = outputs[1, 1]
     assert all(torch.equal(out, want) for out in outputs.values())  # thread counts never change results
+
+
+def test_reused_activation_buffers_never_leak_between_calls_or_threads():
+    """Packed activations between chained layers live in per-thread buffers reused by the
+    next call: earlier outputs stay intact, and concurrent callers get their own results."""
+    import threading
+
+    frozen = _frozen("vgg14", "hwgq-zero-uniform-bwn")
+    compiled = compile(frozen, threads=1)
+    inputs = [torch.randn(2, 3, 32, 32) for _ in range(4)]
+    with torch.no_grad():
+        expected = [frozen(x) for x in inputs]
+        first = compiled(inputs[0])
+        kept = first.clone()
+        for x, want in zip(inputs, expected):
+            assert torch.equal(compiled(x), want)
+        assert torch.equal(first, kept)
+    results, errors = {}, []
+
+    def worker(index):
+        try:
+            with torch.no_grad():
+                results[index] = [compiled(inputs[(index + k) % 4]) for k in range(6)]
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for index, outputs in results.items():
+        assert all(torch.equal(out, expected[(index + k) % 4]) for k, out in enumerate(outputs))

@@ -12,6 +12,7 @@ Layouts (64 channels per word; words are stored in int64 tensors):
 from __future__ import annotations
 
 import ctypes
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -220,34 +221,41 @@ class ConvKernel:
         self.lib = native_library()
         if self.lib.bk_conv_desc_size() != ctypes.sizeof(ConvDesc):
             raise RuntimeError("torchslim: the native conv descriptor does not match its Python mirror")
-        self._desc_addr = ctypes.addressof(d)
-        self._run, self._last, self.in_thr = self.lib.bk_conv, None, None
+        self._run, self.in_thr = self.lib.bk_conv, None
+        # each calling thread fills a copy of the descriptor: the call's pointers and shapes
+        # must not be overwritten by another thread while the native code runs without the GIL
+        self._calls, self._version = threading.local(), 0
 
     def set_input_packing(self, thresholds: torch.Tensor, compare: str) -> None:
         """Let :meth:`__call__` take float NCHW input, packed natively as by :func:`pack_quantized`."""
         self.in_thr = thresholds.to(torch.float32).contiguous()
         self.desc.in_thr, self.desc.in_cmp = _ptr(self.in_thr), COMPARE[compare]
+        self._version += 1  # threads take a fresh copy of the descriptor
 
-    def __call__(self, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, threads: int = 1, out: torch.Tensor | None = None) -> torch.Tensor:
         """Packed input ([N, H, W, words] or [N, P, H, W, words]), or float NCHW input after
-        :meth:`set_input_packing` -> float NCHW or packed output."""
+        :meth:`set_input_packing` -> float NCHW or packed output (into ``out`` when it has the
+        output's shape and dtype, else a new tensor)."""
         shape = x.shape
         if x.dtype == torch.float32:
             n, _, h, w = shape
         else:
             n, h, w = shape[0], shape[-3], shape[-2]
-        d = self.desc
-        if (n, h, w) != self._last:  # per-call Python work is kept to pointer updates
+        call = getattr(self._calls, "state", None)
+        if call is None or call.version != self._version:
+            call = self._calls.state = _CallState(ConvDesc.from_buffer_copy(self.desc), self._version)
+        d = call.desc
+        if (n, h, w) != call.last:  # per-call Python work is kept to pointer updates
             oh = conv_output_size(h, self.kh, self.stride[0], self.padding[0])
             ow = conv_output_size(w, self.kw, self.stride[1], self.padding[1])
             d.n, d.h, d.w, d.oh, d.ow = n, h, w, oh, ow
             if self.out_values is not None:
-                self._out_shape = (n, self.oc, oh // self.pool, ow // self.pool)
+                call.out_shape = (n, self.oc, oh // self.pool, ow // self.pool)
             elif self.out_planes:
-                self._out_shape = (n, self.packed_planes, oh // self.pool, ow // self.pool, words_for(self.oc))
+                call.out_shape = (n, self.packed_planes, oh // self.pool, ow // self.pool, words_for(self.oc))
             else:
-                self._out_shape = (n, self.oc, oh, ow)
-            self._last = (n, h, w)
+                call.out_shape = (n, self.oc, oh, ow)
+            call.last = (n, h, w)
         d.threads = threads
         if x.dtype == torch.float32:
             if self.in_thr is None or shape[1] != d.c_true:
@@ -256,15 +264,27 @@ class ConvKernel:
             d.xf, d.x = x.data_ptr(), None
         else:
             d.xf, d.x = None, x.data_ptr()
-        if self.out_planes and self.out_values is None:
-            out = torch.empty(self._out_shape, dtype=torch.int64)
+        packed_out = bool(self.out_planes) and self.out_values is None
+        dtype = torch.int64 if packed_out else torch.float32
+        if out is None or out.dtype != dtype or out.shape != call.out_shape or not out.is_contiguous():
+            out = torch.empty(call.out_shape, dtype=dtype)
+        if packed_out:
             d.out_bits = out.data_ptr()
         else:
-            out = torch.empty(self._out_shape, dtype=torch.float32)
             d.out = out.data_ptr()
-        if self._run(self._desc_addr) != 0:
+        if self._run(call.addr) != 0:
             raise MemoryError("torchslim: the binary conv kernel could not allocate its scratch memory")
         return out
+
+
+class _CallState:
+    """One calling thread's descriptor copy and the shapes it was last filled for."""
+
+    __slots__ = ("addr", "desc", "last", "out_shape", "version")
+
+    def __init__(self, desc: ConvDesc, version: int):
+        self.desc, self.addr, self.version = desc, ctypes.addressof(desc), version
+        self.last = self.out_shape = None
 
 
 def binary_conv2d(x: torch.Tensor, weight_bits: torch.Tensor, weight_pops: torch.Tensor, in_channels: int,
