@@ -84,7 +84,8 @@ def run_ours(base, train, test, args) -> dict:
     # Optional: the alternating update after the fine-tune, reported beside it.
     tuned, _ = alternating_update(model, batches, reference=base)
     row["top1_alt_after"], _, _ = _packed_top1(tuned, test, os.path.join(OUT, "quant-brevitas-ours-alt.packed.safetensors"))
-    guarded, reports = alternating_update(model, batches, reference=base, guard=True)
+    guarded, reports = alternating_update(model, batches, reference=base, guard=True,
+                                          guard_batches=calibration_batches(train, args.calib, skip=args.calib))
     row["top1_alt_guarded"], _, _ = _packed_top1(guarded, test, os.path.join(OUT, "quant-brevitas-ours-alt.packed.safetensors"))
     row["alt_guard_accepted"] = [r.name for r in reports if r.accepted]
     return row
@@ -215,7 +216,7 @@ Hardware: {hardware()} (a shared machine: other jobs ran alongside, so seconds a
 Base: `{os.path.relpath(os.path.abspath(args['base']), ROOT)}`. Both sides: {args['epochs']} epochs on
 {args['subset'] or 'all 60000'} training images, Adam lr {args['lr']} cosine, no weight decay, batch 128,
 crop and flip, seed 0; first and last layers float; top-1 on {args['test_subset'] or 'the full 10k'} test images.
-Ours: per-layer HWGQ scales and BN statistics from {args['calib']} training images, {'the alternating update before fine-tuning, ' if args['alt_init'] else ''}{f"distilled from the float base (KD, T {args['kd_temperature']}, teacher share {args['kd_alpha']}), " if args['teacher'] else ''}fine-tuned, frozen and packed (top-1 of the reloaded packed file: the shipped recipe's product); the last rows add the alternating update after the fine-tune, plain and guarded (a layer's update kept only if the outputs on the calibration images move closer to the float model's).
+Ours: per-layer HWGQ scales and BN statistics from {args['calib']} training images, {'the alternating update before fine-tuning, ' if args['alt_init'] else ''}{f"distilled from the float base (KD, T {args['kd_temperature']}, teacher share {args['kd_alpha']}), " if args['teacher'] else ''}fine-tuned, frozen and packed (top-1 of the reloaded packed file: the shipped recipe's product); the last rows add the alternating update after the fine-tune, plain and guarded (a layer's update kept only if the outputs on the next {args['calib']} training images, held out from the fit, move closer to the float model's).
 "counted bytes": both sides counted alike (1 bit per binary weight; float32 first and last layers, per-channel
 scale and bias with BN folded, one scale per activation quantizer); Brevitas has no packed format, ours also
 writes a packed file (the same plus its JSON header and HWGQ thresholds). Compression: float file / counted bytes.

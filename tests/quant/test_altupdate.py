@@ -67,3 +67,10 @@ def test_guarded_update_never_moves_away_from_the_float_model():
             assert torch.equal(tuned.get_submodule(report.name).weight, qmodel.get_submodule(report.name).weight)
     with pytest.raises(Exception, match="reference"):
         alternating_update(qmodel, batches, guard=True)
+
+
+def test_calibration_batches_skip_takes_the_following_images():
+    data = load_dataset("digits-32", "train")
+    first = torch.cat(calibration_batches(data, 700, batch_size=256))
+    assert torch.equal(torch.cat(calibration_batches(data, 300, batch_size=256, skip=300)), first[300:600])
+    assert torch.equal(torch.cat(calibration_batches(data, 100, batch_size=64, skip=256)), first[256:356])

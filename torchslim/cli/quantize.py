@@ -25,7 +25,7 @@ def add_parser(subparsers):
                              "the float layers' outputs as the starting point)")
     parser.add_argument("--alt-guard", action="store_true",
                         help="--alt-update keeps a layer's new weights only if the network's outputs on the "
-                             "calibration images move closer to the float model's (for long fine-tunes)")
+                             "next --calib training images (held out from the fit) move closer to the float model's")
     parser.add_argument("--act-scale", choices=ACT_SCALES, default="fit",
                         help="HWGQ levels: 'fit' scales each layer's levels to its input on the calibration "
                              "images (default), 'unit' keeps the unit half-normal levels")
@@ -106,8 +106,9 @@ def run(args) -> int:
         recalibrate_bn(qmodel, batches)
     layers = []
     if args.alt_update:
+        judge = calibration_batches(train, args.calib, skip=args.calib) if args.alt_guard else None
         qmodel, reports = alternating_update(qmodel, batches, reference=model, progress=not args.json,
-                                             guard=args.alt_guard)
+                                             guard=args.alt_guard, guard_batches=judge)
         layers = [r.to_dict() for r in reports]
     frozen = freeze(qmodel)
     after = evaluate(frozen, test)["top1"]

@@ -180,11 +180,16 @@ def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
     return model
 
 
-def calibration_batches(dataset, images: int = 1024, batch_size: int = 256, device="cpu") -> list:
-    """The first ``images`` images of ``dataset`` (normalised, no augmentation) as batches."""
+def calibration_batches(dataset, images: int = 1024, batch_size: int = 256, device="cpu", skip: int = 0) -> list:
+    """``images`` images of ``dataset`` after the first ``skip`` (normalised, no augmentation) as batches."""
     loader = BatchLoader(dataset, batch_size=batch_size)
-    batches, seen = [], 0
+    batches, seen = [], -skip
     for x, _ in loader:
+        if seen + len(x) <= 0:
+            seen += len(x)
+            continue
+        x = x[max(0, -seen):]
+        seen = max(seen, 0)
         batches.append(x[: images - seen].to(device))
         seen += len(batches[-1])
         if seen >= images:
@@ -205,18 +210,18 @@ def teacher_gap(model: nn.Module, batches, teacher_logits: list) -> float:
 class _Guard:
     """Keeps a layer's update only if, BN re-estimated, the network moves closer to the teacher."""
 
-    def __init__(self, model, batches, reference):
-        self.batches = batches
+    def __init__(self, model, batches, reference, judge_batches):
+        self.batches, self.judge = batches, judge_batches
         with torch.no_grad():
-            self.teacher = [F.log_softmax(reference(x), 1) for x in batches]
+            self.teacher = [F.log_softmax(reference(x), 1) for x in judge_batches]
         recalibrate_bn(model, batches)
-        self.best = teacher_gap(model, batches, self.teacher)
+        self.best = teacher_gap(model, judge_batches, self.teacher)
 
     def try_update(self, model, layer, weight) -> bool:
         saved = copy.deepcopy(model.state_dict())
         layer.weight.data.copy_(weight)
         recalibrate_bn(model, self.batches)
-        gap = teacher_gap(model, self.batches, self.teacher)
+        gap = teacher_gap(model, self.judge, self.teacher)
         if gap <= self.best:
             self.best = gap
             return True
@@ -225,7 +230,7 @@ class _Guard:
 
 
 def alternating_update(model: nn.Module, batches, reference: nn.Module | None = None, iterations: int = 10,
-                       recalibrate: bool = True, progress: bool = False, guard: bool = False):
+                       recalibrate: bool = True, progress: bool = False, guard: bool = False, guard_batches=None):
     """Fine-tune every BWN layer of a quantized ``model`` in order; returns ``(new model, reports)``.
 
     ``batches``: a list of input tensors (see :func:`calibration_batches`).  ``reference``:
@@ -233,6 +238,7 @@ def alternating_update(model: nn.Module, batches, reference: nn.Module | None = 
     ``reference``): keep each layer's new weights only if, with the BatchNorm statistics
     re-estimated, the network's outputs on ``batches`` move closer to the reference's (KL of
     the class distributions); otherwise the layer keeps its weights (``accepted`` False).
+    ``guard_batches``: judge on these images instead (held out from the ones the layers are fitted on).
     The update pulls every layer towards the float model's function; after a long fine-tune
     the quantized network has adapted away from it, and the guard stops the layers where
     that costs more than it gains.  The caller's model is left unchanged.
@@ -245,7 +251,7 @@ def alternating_update(model: nn.Module, batches, reference: nn.Module | None = 
         raise UserError("the guarded alternating update compares with the float model: give a reference")
     tuned = copy.deepcopy(model).eval()
     reference = reference.eval() if reference is not None else None
-    keeper = _Guard(tuned, batches, reference) if guard else None
+    keeper = _Guard(tuned, batches, reference, guard_batches or batches) if guard else None
     reports = []
     for name in tqdm(layers, desc="alt-update", leave=False, disable=not progress):
         layer = tuned.get_submodule(name)
