@@ -99,7 +99,7 @@ def main() -> None:
         f"Hardware: {hardware()}; kernel ISA: {isa()}  ",
         (f"Medians of {args.repeats} runs per contender, interleaved in blocks of 5, each block after a 50 ms "
          f"pause (torch's OpenMP workers spin 10-20 ms after a region and would hold the core the next runtime "
-         f"needs); every ratio compares rows of the same run.  Load average (1 min) {load_before:.1f} before, {load_after:.1f} after, on "
+         f"needs) and 30 ms of untimed calls (an idle core starts slow); every ratio compares rows of the same run.  Load average (1 min) {load_before:.1f} before, {load_after:.1f} after, on "
          f"{os.cpu_count()} CPUs.{BUSY if max(load_before, load_after) > os.cpu_count() / 2 else ''}"),
         "",
         ("Per layer, 3x3 conv, stride 1, padding 1, float input and output (targets: 1-bit >= 8x, 1x2-bit >= 4x "

@@ -6,7 +6,9 @@ The runtimes are interleaved in blocks, not call by call: each keeps threads of 
 own (ONNX Runtime's spin after a run, the packed kernels' pool spins briefly, torch's
 OpenMP threads spin too), and with single alternations those threads would hold a
 core the next runtime needs.  A block starts after a pause longer than any of those
-spins and an untimed call, then times consecutive calls, as a deployed model runs.
+spins and 30 ms of untimed calls (after the pause an idle core runs slower at first:
+a 0.23 ms binary layer took 0.46 ms right after it), then times consecutive calls, as
+a deployed model runs.
 torch's OpenMP workers were measured here still spinning 10-20 ms after a parallel
 region: with a 5 ms pause, a 2-thread binary layer timed right after a 2-thread torch
 conv ran no faster than on 1 thread (0.33 ms both), with 30-50 ms it took 0.21 ms.
@@ -53,11 +55,12 @@ def float_twin(model: nn.Module) -> nn.Module:
 
 
 def compare_blocks(models: dict, input_shape, batch_size: int = 1, threads: int | None = None, repeats: int = 30,
-                   block: int = 5, pause_s: float = 0.05) -> dict:
+                   block: int = 5, pause_s: float = 0.05, warm_s: float = 0.03) -> dict:
     """Block-interleaved medians: ``{name: {"median_ms", "p10_ms", "p90_ms"}}`` (see the module doc).
 
     Rounds of: for each model, sleep ``pause_s`` (other runtimes' spinning threads go
-    idle), one untimed call, then ``block`` timed calls; until ``repeats`` samples each.
+    idle), untimed calls for ``warm_s`` (at least one: cores idle for the pause run
+    slower at first), then ``block`` timed calls; until ``repeats`` samples each.
     """
     samples = {name: [] for name in models}
     with num_threads(threads), torch.no_grad():
@@ -69,7 +72,10 @@ def compare_blocks(models: dict, input_shape, batch_size: int = 1, threads: int 
         while min(len(v) for v in samples.values()) < repeats:
             for name, model in models.items():
                 time.sleep(pause_s)
+                warm_until = time.perf_counter() + warm_s
                 model(inputs[name])
+                while time.perf_counter() < warm_until:
+                    model(inputs[name])
                 for _ in range(min(block, repeats - len(samples[name]))):
                     start = time.perf_counter()
                     model(inputs[name])
