@@ -277,8 +277,9 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
         "",
         f"Command: `{command_line()}` (OMP_NUM_THREADS=1; rows cached in "
         f"`{os.path.relpath(cache_path, ROOT)}`, so the run may span several invocations)  ",
-        f"Hardware: {hardware()}; the machine was shared with other jobs, so latencies are ratios from one "
-        "interleaved run (base, row 1, row 2, ..., base, ...), batch 1, 1 thread, "
+        f"Hardware: {hardware()}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs after the "
+        f"timing ({'the machine was shared with other jobs' if os.getloadavg()[0] > os.cpu_count() / 2 else 'quiet'})"
+        "; latencies are ratios from one interleaved run (base, row 1, row 2, ..., base, ...), batch 1, 1 thread, "
         f"median of {args.repeats}; base {base_ms:.3f} ms in eager torch, {folded_ms:.3f} ms with BatchNorm folded "
         f"into the convs (\"BN folded\" compares folded with folded), {ort_ms:.3f} ms in ONNX Runtime "
         f"{__import__('onnxruntime').__version__} float32 (\"ORT\": each model exported to ONNX, opset 17, "
