@@ -63,13 +63,14 @@ def main():
             times[name].append(time.perf_counter() - began)
     medians = {name: statistics.median(t) * 1000 for name, t in times.items()}
     rows = [[name, f"{ms:.0f}", f"{ms / medians['float']:.2f}x"] for name, ms in medians.items()]
+    busy = (" (other jobs shared the machine, so the milliseconds are indicative)"
+            if max(load[0], os.getloadavg()[0]) > os.cpu_count() / 2 else " (quiet)")
     body = f"""## Quantization: training-step cost against float (vgg14 width {args.width})
 
 Command: `{command_line()}`
 Hardware: {hardware()}
 Median of {args.steps} interleaved steps, batch 128, Adam, latent weights clipped after each step.
-A shared machine: other jobs ran alongside (1-minute load average {load[0]:.1f} at the start,
-{os.getloadavg()[0]:.1f} at the end), so the milliseconds are indicative; the ratios come from one interleaved run.
+1-minute load average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs{busy}; the ratios come from one interleaved run.
 
 {markdown_table(["model", "ms / step", "vs float"], rows)}
 """
