@@ -13,7 +13,7 @@ demo: setup data
 	$(VENV)/bin/torchslim demo $(DEMO_ARGS)
 
 test: setup data browser
-	$(PY) -m pytest -q $(TEST_ARGS)
+	$(PY) -m pytest -q -n auto $(TEST_ARGS)
 
 setup: $(VENV)/.installed
 
