@@ -86,7 +86,7 @@ def test_distillation_share_zero_is_the_plain_fine_tune(base_file, tmp_path, cap
     (["--ratio", "0.3", "--scope", "local"], "unknown scope"),
     (["--ratio", "0.3", "--target-params", "0.5"], "--ratio cannot be combined"),
     (["--criterion", "l1"], "give --target-macs, --target-params (or both) or --ratio"),
-    (["--ratio", "0.3", "--rounds", "2"], "--step-channels and --rounds need --target-macs"),
+    (["--ratio", "0.3", "--rounds", "2"], "--rounds needs --target-macs"),
     (["--target-macs", "0.5", "--rounds", "2", "--step-channels", "8"], "give --step-channels or --rounds, not both"),
     (["--target-macs", "0.5", "--rounds", "-1"], "must be >= 0"),
     (["--ratio", "0.3", "--temperature", "2"], "--temperature and --alpha need --teacher"),

@@ -65,8 +65,8 @@ def check_args(args) -> None:
     if args.step_channels and args.rounds:
         raise UserError("give --step-channels or --rounds, not both")
     if (args.step_channels or args.rounds) and args.ratio is not None:
-        raise UserError("--step-channels and --rounds need --target-macs or --target-params "
-                        "(the rounds stop at the target)")
+        flag = "--step-channels" if args.step_channels else "--rounds"
+        raise UserError(f"{flag} needs --target-macs or --target-params (the rounds stop at the target)")
     if args.regularize and not args.lam > 0:
         raise UserError(f"--lambda must be > 0, got {args.lam}")
     if args.teacher is None and (args.temperature is not None or args.alpha is not None):
