@@ -18,6 +18,7 @@ into per-channel thresholds, then an optional max pool), and the next layer, wit
 from __future__ import annotations
 
 import threading
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -361,7 +362,10 @@ class SkipIdentitySequential(nn.Sequential):
 
     def forward(self, x):
         threads = None
-        scratch = _SCRATCH.__dict__.setdefault(id(self), {})
+        models = getattr(_SCRATCH, "models", None)
+        if models is None:
+            models = _SCRATCH.models = weakref.WeakKeyDictionary()  # freed with the model
+        scratch = models.setdefault(self, {})
         for index, module in enumerate(self._modules.values()):
             kind = type(module)
             if kind is nn.Identity:
@@ -382,4 +386,4 @@ class SkipIdentitySequential(nn.Sequential):
         return {}  # the children are described on their own
 
 
-_SCRATCH = threading.local()  # per calling thread: {id(sequential): {child index: packed output buffer}}
+_SCRATCH = threading.local()  # per calling thread: {sequential: {child index: packed output buffer}}
