@@ -208,6 +208,7 @@ class ConvKernel:
         self.packed_planes = binary_planes(self.out_planes) if self.out_binary else self.out_planes
         # with out_values (the levels), the packed epilogue emits levels[planes reached] as floats
         self.out_values = None if out_values is None else out_values.to(torch.float32).contiguous()
+        self.packed_output = bool(self.out_planes) and self.out_values is None  # bits for the next layer
         self.pool = int(pool)
         self.stride, self.padding = tuple(stride), tuple(padding)
         d = self.desc = ConvDesc()
@@ -264,11 +265,10 @@ class ConvKernel:
             d.xf, d.x = x.data_ptr(), None
         else:
             d.xf, d.x = None, x.data_ptr()
-        packed_out = bool(self.out_planes) and self.out_values is None
-        dtype = torch.int64 if packed_out else torch.float32
+        dtype = torch.int64 if self.packed_output else torch.float32
         if out is None or out.dtype != dtype or out.shape != call.out_shape or not out.is_contiguous():
             out = torch.empty(call.out_shape, dtype=dtype)
-        if packed_out:
+        if self.packed_output:
             d.out_bits = out.data_ptr()
         else:
             d.out = out.data_ptr()

@@ -376,7 +376,7 @@ class SkipIdentitySequential(nn.Sequential):
             if threads is None:
                 threads = kernel_threads()
             kernel = module.kernel()
-            reuse = kernel.out_planes and kernel.out_values is None  # packed output: the next layer's input
+            reuse = kernel.packed_output  # the next layer's input, seen by nothing else
             x = kernel(x, module.threads or threads, scratch.get(index) if reuse else None)
             if reuse:
                 scratch[index] = x
