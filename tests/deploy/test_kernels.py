@@ -12,7 +12,8 @@ needs_native = pytest.mark.skipif(build.native_library() is None, reason="no C c
 # (in, out, size, kernel, stride, padding): odd channel counts, word boundaries, borders
 SHAPES = [(1, 1, 5, 3, 1, 1), (3, 7, 9, 3, 1, 1), (63, 5, 6, 3, 2, 1), (64, 64, 8, 3, 1, 1), (65, 13, 7, 3, 1, 2),
           (130, 9, 9, 5, 2, 2), (200, 31, 4, 1, 1, 0), (17, 6, 11, 3, 3, 0), (128, 8, 5, 2, 1, 1),
-          (7, 5, 4, 1, 1, 2), (9, 6, 3, 3, 2, 3)]  # padding >= kernel: whole windows in the padding
+          (7, 5, 4, 1, 1, 2), (9, 6, 3, 3, 2, 3),  # padding >= kernel: whole windows in the padding
+          (150, 9, 5, 3, 1, 1), (250, 6, 4, 3, 2, 1)]  # 3x3 over 3 and 4 words: the unrolled micro-kernels
 
 
 def _case(cin, cout, size, k, batch=2, seed=0):
