@@ -67,7 +67,6 @@
  * Rows go two at a time so every weight word loaded serves two rows; an odd
  * last row is paired with itself. */
 typedef void (*mk_fn)(const uint64_t *a, int64_t rows, const uint64_t *w, int64_t kwords, int32_t *acc);
-typedef int64_t (*popsum_fn)(const uint64_t *a, int64_t kwords);
 
 #define DEFINE_MK_PORTABLE(NAME, EXPR)                                                                   \
     static void NAME(const uint64_t *a, int64_t rows, const uint64_t *w, int64_t kwords, int32_t *acc) {  \
@@ -90,12 +89,6 @@ typedef int64_t (*popsum_fn)(const uint64_t *a, int64_t kwords);
     }
 #define AND_OP(a, b) ((a) & (b))
 DEFINE_MK_PORTABLE(mk_and_portable, AND_OP)
-
-static int64_t popsum_portable(const uint64_t *a, int64_t kwords) {
-    int64_t s = 0;
-    for (int64_t k = 0; k < kwords; k++) s += __builtin_popcountll(a[k]);
-    return s;
-}
 
 #if BK_X86
 /* Half the tile (4 channels) runs on scalar POPCNT in the integer units, the
@@ -162,11 +155,6 @@ TARGET_FAST static void mk_and_fast(const uint64_t *a, int64_t rows, const uint6
     }
 }
 
-TARGET_FAST static int64_t popsum_fast(const uint64_t *a, int64_t kwords) {
-    int64_t s = 0;
-    for (int64_t k = 0; k < kwords; k++) s += __builtin_popcountll(a[k]);
-    return s;
-}
 #endif
 
 static int g_isa = 0; /* 0 portable, 1 popcnt+avx2 */
@@ -269,10 +257,43 @@ static int carve(scratch *s, const bk_conv_desc *d, int64_t npix, buffers *bf) {
 
 static inline int64_t clamp(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
 
-/* im2col of one unit (pool rows of output pixels) on bits, zero words where taps fall outside. */
-static void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int64_t unit, int64_t owe,
-                        int64_t npix, popsum_fn popsum) {
-    const int64_t words = d->words, run = d->kw * words, K = d->kh * run;
+/* A window wholly inside the image: kh rows of run words, rows `stride` words apart;
+ * returns the set bits copied.  Constant kh and run (the 3x3 cases) unroll it. */
+ALWAYS_INLINE int64_t copy_window(const uint64_t *src, int64_t stride, uint64_t *dst, const int64_t kh,
+                                  const int64_t run) {
+    int64_t ones = 0;
+    for (int64_t i = 0; i < kh; i++)
+        for (int64_t k = 0; k < run; k++) {
+            const uint64_t v = src[i * stride + k];
+            dst[i * run + k] = v;
+            ones += __builtin_popcountll(v);
+        }
+    return ones;
+}
+
+/* A window that overlaps the border: zero words where taps fall outside. */
+static void copy_border_window(const bk_conv_desc *d, const uint64_t *img, int64_t iy0, int64_t ix0, uint64_t *dst) {
+    const int64_t words = d->words, run = d->kw * words;
+    for (int64_t i = 0; i < d->kh; i++) {
+        const int64_t iy = iy0 + i;
+        uint64_t *drow = dst + i * run;
+        if (iy < 0 || iy >= d->h) {
+            for (int64_t k = 0; k < run; k++) drow[k] = 0;
+            continue;
+        }
+        const uint64_t *srow = img + iy * d->w * words;
+        for (int64_t j = 0; j < d->kw; j++) {
+            const int64_t ix = ix0 + j;
+            const int ok = ix >= 0 && ix < d->w;
+            for (int64_t k = 0; k < words; k++) drow[j * words + k] = ok ? srow[ix * words + k] : 0;
+        }
+    }
+}
+
+/* im2col of one unit (pool rows of output pixels) on bits, with each row's set bits. */
+ALWAYS_INLINE void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int64_t unit, int64_t owe,
+                               int64_t npix) {
+    const int64_t words = d->words, run = d->kw * words, K = d->kh * run, stride = d->w * words;
     for (int64_t q = 0; q < npix; q++) {
         const int64_t y = unit * d->pool + q / owe, xo = q % owe;
         const int64_t iy0 = y * d->sh - d->ph, ix0 = xo * d->sw - d->pw;
@@ -281,29 +302,21 @@ static void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int
         r[1] = (int16_t)clamp(d->h - iy0, r[0], d->kh);
         r[2] = (int16_t)clamp(-ix0, 0, d->kw);
         r[3] = (int16_t)clamp(d->w - ix0, r[2], d->kw);
+        const int inside = iy0 >= 0 && iy0 + d->kh <= d->h && ix0 >= 0 && ix0 + d->kw <= d->w;
         for (int64_t p = 0; p < d->planes; p++) {
-            const uint64_t *img = d->x + (b * d->planes + p) * d->h * d->w * words;
+            const uint64_t *img = d->x + (b * d->planes + p) * d->h * stride;
             uint64_t *dst = bf->col + (p * npix + q) * K;
-            for (int64_t i = 0; i < d->kh; i++) {
-                const int64_t iy = iy0 + i;
-                uint64_t *drow = dst + i * run;
-                if (iy < 0 || iy >= d->h) {
-                    for (int64_t k = 0; k < run; k++) drow[k] = 0;
-                    continue;
-                }
-                const uint64_t *srow = img + iy * d->w * words;
-                if (ix0 >= 0 && ix0 + d->kw <= d->w) {
-                    const uint64_t *src = srow + ix0 * words;
-                    for (int64_t k = 0; k < run; k++) drow[k] = src[k];
-                } else {
-                    for (int64_t j = 0; j < d->kw; j++) {
-                        const int64_t ix = ix0 + j;
-                        const int ok = ix >= 0 && ix < d->w;
-                        for (int64_t k = 0; k < words; k++) drow[j * words + k] = ok ? srow[ix * words + k] : 0;
-                    }
-                }
+            int64_t ones = 0;
+            if (inside) {
+                const uint64_t *src = img + iy0 * stride + ix0 * words;
+                if (d->kh == 3 && run == 3) ones = copy_window(src, stride, dst, 3, 3);
+                else if (d->kh == 3 && run == 6) ones = copy_window(src, stride, dst, 3, 6);
+                else ones = copy_window(src, stride, dst, d->kh, run);
+            } else {
+                copy_border_window(d, img, iy0, ix0, dst);
+                for (int64_t k = 0; k < K; k++) ones += __builtin_popcountll(dst[k]);
             }
-            bf->ones[p * npix + q] = (int32_t)popsum(dst, K);
+            bf->ones[p * npix + q] = (int32_t)ones;
         }
     }
 }
@@ -510,14 +523,14 @@ TARGET_FAST static void epilogue_fast(const epi_args *e, const buffers *bf, int6
 /* One work item: output channels [64 * chunk, +64) of one unit (pool output rows) of image b. */
 /* Returns 0 when its scratch memory could not grow (nothing written), else 1. */
 ALWAYS_INLINE int conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk, mk_fn mk,
-                             popsum_fn popsum, epi_fn epilogue) {
+                             epi_fn epilogue) {
     const int64_t pool = d->pool, owe = pool > 1 ? (d->ow / pool) * pool : d->ow, npix = pool * owe;
     const int64_t K = d->kh * d->kw * d->words, Q = d->out_planes, ocp = (d->oc + TILE - 1) / TILE * TILE;
     buffers bf;
     if (!carve(s, d, npix, &bf)) return 0;
     const int64_t key = b * (d->oh + 1) + unit;
     if (s->key != key) {
-        gather_unit(d, &bf, b, unit, owe, npix, popsum);
+        gather_unit(d, &bf, b, unit, owe, npix);
         s->key = key;
     }
     if (Q > 0) memset(bf.obits, 0, (size_t)(npix * Q) * 8);
@@ -562,12 +575,11 @@ ALWAYS_INLINE int conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64_
 
 typedef int (*item_fn)(const bk_conv_desc *, scratch *, int64_t, int64_t, int64_t);
 static int item_portable(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
-    return conv_item(d, s, b, unit, chunk, mk_and_portable, popsum_portable,
-              epilogue_portable);
+    return conv_item(d, s, b, unit, chunk, mk_and_portable, epilogue_portable);
 }
 #if BK_X86
 TARGET_FAST static int item_fast(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
-    return conv_item(d, s, b, unit, chunk, mk_and_fast, popsum_fast, epilogue_fast);
+    return conv_item(d, s, b, unit, chunk, mk_and_fast, epilogue_fast);
 }
 #endif
 
