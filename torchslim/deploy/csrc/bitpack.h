@@ -96,45 +96,89 @@ TARGET_FAST static inline __m256 compare8(__m256 v, __m256 t, int cmp) {
     }
 }
 
-/* Eight pixels at a time: one compare + movemask per channel gives a byte (bit j =
- * pixel j); the 64 bytes of a channel word are then transposed with byte-MSB
- * movemasks, shifting every byte left by one between them.  Channels are read
- * one plane row at a time (planes 4 KiB apart would evict each other from L1). */
+/* Eight pixels at a time: each 8-float load is compared with every threshold, and
+ * the compares of one output plane (one threshold; or for binary-weighted planes the
+ * XOR of its thermometer bits, as in therm_to_binary) give a byte by movemask (bit
+ * j = pixel j).  The 64 bytes of a plane's channel word are then transposed with
+ * byte-MSB movemasks, shifting every byte left by one between them.  Channels are
+ * read one plane row at a time (planes 4 KiB apart would evict each other from L1).
+ * cmp is a constant at each call site, so the compare is chosen outside the loops. */
+TARGET_FAST ALWAYS_INLINE void pack_masks(const float *x, int64_t hw, int64_t cn, int64_t octets, const __m256 *t,
+                                          const int64_t q, const int binary, uint8_t (*mask)[PACK_PIXELS / 8][64],
+                                          const int cmp) {
+    const int64_t planes = packed_planes(q, binary);
+    for (int64_t ch = 0; ch < cn; ch++) {
+        const float *src = x + ch * hw;
+        for (int64_t o = 0; o < octets; o++) {
+            const __m256 v = _mm256_loadu_ps(src + 8 * o);
+            if (!binary) {
+                for (int64_t k = 0; k < q; k++) mask[k][o][ch] = (uint8_t)_mm256_movemask_ps(compare8(v, t[k], cmp));
+                continue;
+            }
+            for (int64_t j = 0; j < planes; j++) {
+                __m256 m = _mm256_setzero_ps();
+                for (int64_t i = ((int64_t)1 << j) - 1; i < q; i += (int64_t)1 << j)
+                    m = _mm256_xor_ps(m, compare8(v, t[i], cmp));
+                mask[j][o][ch] = (uint8_t)_mm256_movemask_ps(m);
+            }
+        }
+    }
+}
+
 TARGET_FAST static void pack_block_fast(const float *x, int64_t c, int64_t hw, int64_t words,
                                         const float *thresholds, int64_t q, int cmp, int binary, uint64_t *out,
                                         int64_t b, int64_t wd, int64_t p0) {
     const int64_t c0 = wd * 64, cn = c - c0 < 64 ? c - c0 : 64, np = hw - p0 < PACK_PIXELS ? hw - p0 : PACK_PIXELS;
-    const int64_t octets = np / 8, full = octets * 8;
-    uint64_t therm[MAX_PACK_PLANES * PACK_PIXELS];
-    for (int64_t k = 0; k < q; k++) {
-        const __m256 t = _mm256_set1_ps(thresholds[k]);
-        uint64_t *dst = therm + k * PACK_PIXELS;
-        uint8_t mask[PACK_PIXELS / 8][64] __attribute__((aligned(32)));
-        memset(mask, 0, sizeof(mask));
-        for (int64_t ch = 0; ch < cn; ch++) {
-            const float *src = x + (b * c + c0 + ch) * hw + p0;
-            for (int64_t o = 0; o < octets; o++)
-                mask[o][ch] = (uint8_t)_mm256_movemask_ps(compare8(_mm256_loadu_ps(src + 8 * o), t, cmp));
-        }
+    const int64_t octets = np / 8, full = octets * 8, planes = packed_planes(q, binary);
+    uint8_t mask[MAX_PACK_PLANES][PACK_PIXELS / 8][64] __attribute__((aligned(32)));
+    __m256 t[MAX_PACK_PLANES];
+    for (int64_t k = 0; k < q; k++) t[k] = _mm256_set1_ps(thresholds[k]);
+    if (cn < 64) memset(mask, 0, (size_t)planes * sizeof(mask[0]));
+    const float *xb = x + (b * c + c0) * hw + p0;
+#define PACK_MASKS(Q, BINARY)                                                                        \
+    switch (cmp) {                                                                                   \
+    case CMP_LT: pack_masks(xb, hw, cn, octets, t, Q, BINARY, mask, CMP_LT); break;                  \
+    case CMP_GE: pack_masks(xb, hw, cn, octets, t, Q, BINARY, mask, CMP_GE); break;                  \
+    case CMP_GT: pack_masks(xb, hw, cn, octets, t, Q, BINARY, mask, CMP_GT); break;                  \
+    case CMP_NGE: pack_masks(xb, hw, cn, octets, t, Q, BINARY, mask, CMP_NGE); break;                \
+    default: pack_masks(xb, hw, cn, octets, t, Q, BINARY, mask, CMP_NGT);                            \
+    }
+    /* the common counts as constants: sign bits, 2-bit thermometer and binary-weighted codes */
+    if (q == 1 && !binary) {
+        PACK_MASKS(1, 0)
+    } else if (q == 3 && binary) {
+        PACK_MASKS(3, 1)
+    } else if (q == 3) {
+        PACK_MASKS(3, 0)
+    } else {
+        PACK_MASKS(q, binary)
+    }
+#undef PACK_MASKS
+    uint64_t *dst = out + ((b * planes) * hw + p0) * words + wd;
+    for (int64_t k = 0; k < planes; k++) {
+        uint64_t *row = dst + k * hw * words;
         for (int64_t o = 0; o < octets; o++) {
-            __m256i lo = _mm256_load_si256((const __m256i *)mask[o]);
-            __m256i hi = _mm256_load_si256((const __m256i *)(mask[o] + 32));
+            __m256i lo = _mm256_load_si256((const __m256i *)mask[k][o]);
+            __m256i hi = _mm256_load_si256((const __m256i *)(mask[k][o] + 32));
             for (int j = 7; j >= 0; j--) {
                 const uint64_t word = (uint64_t)(uint32_t)_mm256_movemask_epi8(lo) |
                                       (uint64_t)(uint32_t)_mm256_movemask_epi8(hi) << 32;
-                dst[8 * o + j] = word;
+                row[(8 * o + j) * words] = word;
                 lo = _mm256_add_epi8(lo, lo);
                 hi = _mm256_add_epi8(hi, hi);
             }
         }
+    }
+    if (full == np) return;
+    uint64_t therm[MAX_PACK_PLANES * PACK_PIXELS]; /* the last pixels one by one */
+    for (int64_t k = 0; k < q; k++)
         for (int64_t p = full; p < np; p++) {
             uint64_t word = 0;
             for (int64_t ch = 0; ch < cn; ch++)
                 word |= (uint64_t)compare(x[(b * c + c0 + ch) * hw + p0 + p], thresholds[k], cmp) << ch;
-            dst[p] = word;
+            therm[k * PACK_PIXELS + p] = word;
         }
-    }
-    emit_block(therm, q, binary, np, hw, words, out + ((b * packed_planes(q, binary)) * hw + p0) * words + wd);
+    emit_block(therm + full, q, binary, np - full, hw, words, dst + full * words);
 }
 #endif
 static pack_fn g_pack = pack_block_portable;
