@@ -49,3 +49,41 @@ def test_short_agp_ramp_with_distillation_reaches_the_exact_target(tmp_path, cap
     assert report["top1"] >= report["top1_before"] - 0.05
     pruned = torchslim.load(out)
     assert not torch.equal(pruned.classifier[3].weight, before.classifier[3].weight)  # it did fine-tune
+
+
+def _kmeans_argv(source, out, *teacher_flags):
+    return ["compress-weights", str(source), "--method", "kmeans", "--bits", "3", "--finetune-epochs", "1",
+            "--lr", "0.01", "--no-augment", *teacher_flags, "--alpha", "1", "--data", "digits", "--out", str(out)]
+
+
+def test_teacher_file_replaces_the_input_model_as_teacher(tmp_path, capsys):
+    from torchslim import models
+    from torchslim.cli.main import main
+
+    source, other = _saved_mlp(tmp_path), tmp_path / "other.safetensors"
+    torch.manual_seed(1)
+    torchslim.save(models.create("lenet300", num_classes=10, in_channels=1, width_mult=0.5, input_size=(8, 8)),
+                   other, input_shape=(1, 8, 8))
+    runs = {"distill": ["--distill"], "self": ["--teacher", str(source)], "other": ["--teacher", str(other)]}
+    trained = {}
+    for name, flags in runs.items():
+        out = tmp_path / f"{name}.safetensors"
+        assert main(_kmeans_argv(source, out, *flags)) == 0, capsys.readouterr().err
+        trained[name] = torchslim.load(out)
+    state = {name: model.state_dict() for name, model in trained.items()}
+    assert all(torch.equal(state["distill"][k], state["self"][k]) for k in state["distill"])  # same teacher
+    assert not all(torch.equal(state["distill"][k], state["other"][k]) for k in state["distill"])
+    assert trained["other"].torchslim_meta["compress_weights"]["teacher"] == str(other)
+
+
+def test_recipe_stage_teacher_original_reaches_compress_weights(tmp_path):
+    from torchslim.pipeline import load_recipe, plan
+    from torchslim.pipeline.runner import stage_argv
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: digits\nstages:\n  - train: {model: lenet300, epochs: 1}\n"
+                      "  - compress_weights: {method: magnitude, finetune_epochs: 1, teacher: original}\n"
+                      "  - compress_weights: {method: kmeans, finetune_epochs: 1, teacher: previous, alpha: 0.5}\n")
+    prune, share = plan(load_recipe(str(recipe)))[1:]
+    assert stage_argv(prune, "in.st", "out.st", "orig.st")[-5:] == ["--teacher", "orig.st", "--out", "out.st", "--json"]
+    assert stage_argv(share, "in.st", "out.st", "orig.st")[-5:] == ["--teacher", "in.st", "--out", "out.st", "--json"]

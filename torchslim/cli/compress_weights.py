@@ -72,6 +72,9 @@ def add_parser(subparsers):
     parser.add_argument("--weight-decay", type=float, default=None, help="fine-tune weight decay (default per method)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--distill", action="store_true", help="fine-tune with the input model as teacher")
+    parser.add_argument("--teacher", default=None, metavar="FILE",
+                        help="fine-tune with this saved model as teacher instead of the input model (implies "
+                             "--distill; e.g. the float model when the input is already pruned)")
     add_kd_args(parser)
     parser.add_argument("--no-augment", action="store_true", help="fine-tune without random crop / flip")
     add_data_args(parser)
@@ -226,11 +229,27 @@ def _check_args(args) -> None:
         raise UserError("--agp-fraction applies to --method magnitude with --schedule agp")
     if args.agp_fraction is not None and not 0 < args.agp_fraction <= 1:
         raise UserError(f"--agp-fraction must be in (0, 1], got {args.agp_fraction}")
-    if (args.temperature is not None or args.alpha is not None) and not args.distill:
-        raise UserError("--temperature and --alpha need --distill")
+    if (args.temperature is not None or args.alpha is not None) and not (args.distill or args.teacher):
+        raise UserError("--temperature and --alpha need --distill or --teacher")
     if args.layer_sparsity and args.scope != "layer":
         raise UserError("--layer-sparsity needs --scope layer")
     _layer_sparsity(args), _layer_bits(args)  # syntax and ranges, before anything is loaded
+
+
+def _teacher_loss(args, model, input_shape):
+    """Distillation from ``--teacher`` (a saved model) or, with ``--distill``, from the input model."""
+    if not (args.distill or args.teacher):
+        return None
+    import copy
+
+    from .. import load
+    from ..distill import kd_loss_fn
+
+    teacher = copy.deepcopy(model)
+    if args.teacher:
+        teacher = load(args.teacher)
+        check_input_fits(teacher, input_shape, args.teacher, args.data)
+    return kd_loss_fn(teacher, temperature=args.temperature, alpha=args.alpha)
 
 
 def run(args) -> int:
@@ -251,13 +270,7 @@ def run(args) -> int:
     train_set, test_set = load_data(args, "train"), load_data(args, "test")
     input_shape = train_set.input_shape
     check_input_fits(model, input_shape, args.file, args.data)
-    args.loss_fn = None
-    if args.distill:
-        import copy
-
-        from ..distill import kd_loss_fn
-
-        args.loss_fn = kd_loss_fn(copy.deepcopy(model), temperature=args.temperature, alpha=args.alpha)
+    args.loss_fn = _teacher_loss(args, model, input_shape)
     before = evaluate(model, test_set)["top1"]
     began = time.perf_counter()
     source = model
@@ -269,7 +282,8 @@ def run(args) -> int:
     seconds = time.perf_counter() - began
     after = evaluate(compressed, test_set)["top1"]
     meta = dict(getattr(compressed, "torchslim_meta", {}) or {})
-    meta.update(compress_weights={"method": args.method, "source": args.file}, top1=after, data=args.data)
+    meta.update(compress_weights={"method": args.method, "source": args.file, "teacher": args.teacher},
+                top1=after, data=args.data)
     compressed.torchslim_meta = meta
     save(compressed, args.out, input_shape=input_shape)
     packed, baseline = packed_size(compressed), float32_size(model)  # against the input model in float32

@@ -87,7 +87,7 @@ def stage_argv(stage: PlannedStage, input_file: str | None, out: str, original: 
     teacher = {"original": original, "previous": input_file}.get(stage.teacher, stage.teacher)
     if stage.name == "distill":
         argv += ["--teacher", teacher or input_file]
-    elif stage.name in ("quantize", "finetune") and teacher:
+    elif stage.name in ("quantize", "finetune", "compress_weights", "lowrank") and teacher:
         argv += ["--teacher", teacher]
     return argv + ["--out", out, "--json"]
 
