@@ -195,3 +195,17 @@ def test_side_data_rounds_to_float16_and_keeps_the_codes():
     assert abs(top1(shared) - top1(before)) <= 0.01
     with pytest.raises(UserError, match="unknown side-data dtype"):
         round_side_data(shared, "float8")
+
+
+def test_packed_header_keeps_plain_notes_and_leaves_stage_records_in_the_model_file(tmp_path):
+    from torchslim.export import PackOptions, pack_model, read_packed_header, save_packed
+
+    shared = weight_share(trained_mlp(), WeightShareConfig(bits=4))
+    bare = len(pack_model(shared, PackOptions(huffman=True)))
+    records = {"train": {"epochs": 6, "lr": 0.05, "schedule": "onecycle"}, "layers": ["classifier.0"],
+               "compress_weights": {"method": "kmeans", "source": str(tmp_path / "stages" / "model.safetensors")}}
+    shared.torchslim_meta = {"top1": 0.9047, "data": "digits", **records}
+    assert save_packed(shared, tmp_path / "m.packed", PackOptions(huffman=True)) - bare < 40  # two plain notes
+    assert read_packed_header(tmp_path / "m.packed")["model"]["meta"] == {"top1": 0.9047, "data": "digits"}
+    torchslim.save(shared, tmp_path / "m.safetensors")
+    assert torchslim.load(tmp_path / "m.safetensors").torchslim_meta == {"top1": 0.9047, "data": "digits", **records}

@@ -12,7 +12,9 @@ Layout (packed format 2):
 * tensor ``header`` (uint8): the SHA-256 of the header JSON (32 bytes), then the
   JSON, zlib-compressed.  The JSON holds the model header of
   :func:`torchslim.save` with the architecture stored as its difference from the
-  zoo model, the packer names once, one ``[path, packer index, meta, fields]``
+  zoo model and only its plain notes (``top1``, ``data``: the stage records of
+  how it was made, such as training configs, stay in its ``torchslim.save`` file),
+  the packer names once, one ``[path, packer index, meta, fields]``
   record per module (a field is ``[name, stored dtype, shape, original dtype]``,
   in storage order), the element count of every dtype tensor, and one SHA-256
   over those tensors (names, dtypes, shapes, bytes);
@@ -68,6 +70,7 @@ def _fresh_description(arch: dict) -> list:
 def _compact_model_header(model: nn.Module, meta: dict) -> dict:
     header = build_header(model, **meta)
     header["modules"] = modules_delta(header["modules"], _fresh_description(header["arch"]))
+    header["meta"] = {key: value for key, value in header["meta"].items() if not isinstance(value, (dict, list))}
     return header
 
 
