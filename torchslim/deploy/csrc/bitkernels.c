@@ -231,7 +231,7 @@ typedef struct {
     uint64_t *obits; /* [npix][Q] packed output bits of this chunk */
     int32_t *acc;    /* [P][npix][8] popcounts of one channel tile */
     int32_t *ones;   /* [P][npix] set bits per row */
-    int16_t *rect;   /* [npix][4] valid taps i0, i1, j0, j1 */
+    int16_t *rect;   /* [npix][4] valid taps i0, i1, j0, j1 (sign mode) */
 } buffers;
 
 static int carve(scratch *s, const bk_conv_desc *d, int64_t npix, buffers *bf) {
@@ -290,33 +290,46 @@ static void copy_border_window(const bk_conv_desc *d, const uint64_t *img, int64
     }
 }
 
-/* im2col of one unit (pool rows of output pixels) on bits, with each row's set bits. */
+/* im2col of one unit (pool rows of output pixels) on bits, with each row's set bits.
+ * The descriptor's fields are read into locals first: the stores into the buffers
+ * would otherwise make the compiler reload them for every pixel. */
 ALWAYS_INLINE void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int64_t unit, int64_t owe,
                                int64_t npix) {
-    const int64_t words = d->words, run = d->kw * words, K = d->kh * run, stride = d->w * words;
-    for (int64_t q = 0; q < npix; q++) {
-        const int64_t y = unit * d->pool + q / owe, xo = q % owe;
-        const int64_t iy0 = y * d->sh - d->ph, ix0 = xo * d->sw - d->pw;
-        int16_t *r = bf->rect + 4 * q; /* clamped: with padding >= kernel a window can miss the image */
-        r[0] = (int16_t)clamp(-iy0, 0, d->kh);
-        r[1] = (int16_t)clamp(d->h - iy0, r[0], d->kh);
-        r[2] = (int16_t)clamp(-ix0, 0, d->kw);
-        r[3] = (int16_t)clamp(d->w - ix0, r[2], d->kw);
-        const int inside = iy0 >= 0 && iy0 + d->kh <= d->h && ix0 >= 0 && ix0 + d->kw <= d->w;
-        for (int64_t p = 0; p < d->planes; p++) {
-            const uint64_t *img = d->x + (b * d->planes + p) * d->h * stride;
-            uint64_t *dst = bf->col + (p * npix + q) * K;
+    const int64_t words = d->words, kh = d->kh, kw = d->kw, h = d->h, w = d->w, planes = d->planes;
+    const int64_t sh = d->sh, sw = d->sw, ph = d->ph, pw = d->pw, sign = d->steps == NULL;
+    const int64_t run = kw * words, K = kh * run, stride = w * words;
+    const uint64_t *const x = d->x + b * planes * h * stride;
+    uint64_t *const col = bf->col;
+    int32_t *const ones_out = bf->ones;
+    int16_t *const rect = bf->rect;
+    for (int64_t q = 0, y = unit * d->pool, xo = 0; q < npix; q++, xo++) { /* no division per pixel */
+        if (xo == owe) {
+            xo = 0;
+            y++;
+        }
+        const int64_t iy0 = y * sh - ph, ix0 = xo * sw - pw;
+        if (sign) { /* the valid taps, for the border correction; clamped: with padding >= kernel a window can miss the image */
+            int16_t *r = rect + 4 * q;
+            r[0] = (int16_t)clamp(-iy0, 0, kh);
+            r[1] = (int16_t)clamp(h - iy0, clamp(-iy0, 0, kh), kh);
+            r[2] = (int16_t)clamp(-ix0, 0, kw);
+            r[3] = (int16_t)clamp(w - ix0, clamp(-ix0, 0, kw), kw);
+        }
+        const int inside = iy0 >= 0 && iy0 + kh <= h && ix0 >= 0 && ix0 + kw <= w;
+        for (int64_t p = 0; p < planes; p++) {
+            const uint64_t *img = x + p * h * stride;
+            uint64_t *dst = col + (p * npix + q) * K;
             int64_t ones = 0;
             if (inside) {
                 const uint64_t *src = img + iy0 * stride + ix0 * words;
-                if (d->kh == 3 && run == 3) ones = copy_window(src, stride, dst, 3, 3);
-                else if (d->kh == 3 && run == 6) ones = copy_window(src, stride, dst, 3, 6);
-                else ones = copy_window(src, stride, dst, d->kh, run);
+                if (kh == 3 && run == 3) ones = copy_window(src, stride, dst, 3, 3);
+                else if (kh == 3 && run == 6) ones = copy_window(src, stride, dst, 3, 6);
+                else ones = copy_window(src, stride, dst, kh, run);
             } else {
                 copy_border_window(d, img, iy0, ix0, dst);
                 for (int64_t k = 0; k < K; k++) ones += __builtin_popcountll(dst[k]);
             }
-            bf->ones[p * npix + q] = (int32_t)ones;
+            ones_out[p * npix + q] = (int32_t)ones;
         }
     }
 }
@@ -442,13 +455,14 @@ TARGET_FAST ALWAYS_INLINE __m256 tile_value(const epi_args *e, const buffers *bf
                                             _mm256_add_epi32(a, a));
         return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(kvalid), _mm256_add_epi32(pc, pc)));
     }
-    if (mode == MODE_BINARY) { /* S = sum_p 2^p dot_p (Horner), then D * S */
-        __m256i sum = _mm256_setzero_si256();
-        for (int64_t p = e->planes - 1; p >= 0; p--) {
-            const __m256i ap = LOAD8(bf->acc + (p * npix + q) * TILE);
-            const __m256i t = _mm256_sub_epi32(_mm256_set1_epi32(bf->ones[p * npix + q]), _mm256_add_epi32(ap, ap));
-            sum = _mm256_add_epi32(_mm256_add_epi32(sum, sum), t);
+    if (mode == MODE_BINARY) { /* S = sum_p 2^p dot_p = sum_p 2^p ones_p - 2 sum_p 2^p and_p (Horner), then D * S */
+        __m256i ands = a;
+        int32_t ones = bf->ones[q];
+        for (int64_t p = 1; p < e->planes; p++) {
+            ands = _mm256_add_epi32(ands, _mm256_slli_epi32(LOAD8(bf->acc + (p * npix + q) * TILE), (int)p));
+            ones += bf->ones[p * npix + q] << p;
         }
+        const __m256i sum = _mm256_sub_epi32(_mm256_set1_epi32(ones), _mm256_add_epi32(ands, ands));
         return _mm256_mul_ps(_mm256_set1_ps(e->steps[0]), _mm256_cvtepi32_ps(sum));
     }
     __m256i t = _mm256_sub_epi32(_mm256_set1_epi32(bf->ones[q]), _mm256_add_epi32(a, a));
