@@ -209,7 +209,7 @@ def write_report(results: dict, section: str = "quant-brevitas") -> None:
         else:
             rows.append([row["side"], f"{row['top1']:.4f}", row["bytes"], "-", ratio, seconds])
     minutes = results["minutes"] + results.get("minutes_previous", 0.0)
-    body = f"""## Quantization: HWGQ + BWN against Brevitas W1A2 (vgg14 width 0.25, fashion-mnist-32)
+    body = f"""## Quantization: HWGQ + BWN against Brevitas W1A2 (vgg14 width 0.25, fashion-mnist-32, {args['subset'] or 'all 60000'} training images)
 
 Command: `{results['command']}`
 Hardware: {hardware()} (a shared machine: other jobs ran alongside, so seconds are indicative)
