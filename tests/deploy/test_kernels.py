@@ -86,6 +86,19 @@ def test_thread_count_does_not_change_results():
 
 
 @needs_native
+def test_one_kernel_follows_changes_of_input_kind_shape_and_threads():
+    """The descriptor is refilled only when the input's shape or kind changes: every call still matches."""
+    x, codes, scale, bias = _case(70, 12, 7, 3, batch=2)
+    layer = PackedBinaryConv2d.from_codes(codes, scale, bias, 1, 1, [-1.0, 1.0])
+    kernel = layer.kernel()
+    small = x[:1, :, :5, :4]
+    want = {id(t): reference_binary_conv2d(t, codes, scale, bias, (1, 1), (1, 1)) for t in (x, small)}
+    for t, packed, threads in [(x, False, 1), (x, True, 2), (small, True, 1), (small, False, 3), (x, False, 2)]:
+        got = kernel(pack_signs(t) if packed else t, threads)
+        assert torch.equal(got, want[id(t)])
+
+
+@needs_native
 def test_concurrent_callers_share_the_thread_pool_safely():
     from concurrent.futures import ThreadPoolExecutor
 

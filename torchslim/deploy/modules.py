@@ -246,13 +246,14 @@ class PackedBinaryConv2d(nn.Module):
 
     def _native_ok(self, x: torch.Tensor) -> bool:
         wanted = torch.int64 if self.packed_input else torch.float32
-        return self._planes_fit and native_library() is not None and x.device.type == "cpu" and x.dtype == wanted
+        return self._planes_fit and x.is_cpu and x.dtype == wanted and native_library() is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._native_ok(x):
             return self._reference_forward(x)
         # float input is packed by the same native call
-        return self.kernel()(x, self.threads or kernel_threads())
+        kernel = self._kernel if self._kernel is not None else self.kernel()
+        return kernel(x, self.threads or kernel_threads())
 
     def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The same function in PyTorch (no compiler, other devices): unpack, convolve, threshold, pool, pack."""
