@@ -62,33 +62,35 @@
 
 /* ---------------------------------------------------------- micro-kernels */
 
-/* For rows r = 0..rows-1 of a (row-major, kwords long) and the 8 channels of one
- * weight tile w [kwords][8]: acc[r][o] = sum_k popcount(a[r][k] OP w[k][o]).
- * Rows go two at a time so every weight word loaded serves two rows; an odd
- * last row is paired with itself. */
-typedef void (*mk_fn)(const uint64_t *a, int64_t rows, const uint64_t *w, int64_t kwords, int32_t *acc);
+/* For rows r = 0..rows-1 of a [rows][planes][kwords] and the 8 channels of one
+ * weight tile w [kwords][8]: acc[r][o] = sum_p 2^p sum_k popcount(a[r][p][k] & w[k][o])
+ * (planes = 1: a plain popcount sum; more: binary-weighted planes, whose weighted sum
+ * is then one row).  Rows go two at a time so every weight word loaded serves two
+ * rows; an odd last row is paired with itself. */
+typedef void (*mk_fn)(const uint64_t *a, int64_t rows, const uint64_t *w, int64_t kwords, int64_t planes,
+                      int32_t *acc);
 
-#define DEFINE_MK_PORTABLE(NAME, EXPR)                                                                   \
-    static void NAME(const uint64_t *a, int64_t rows, const uint64_t *w, int64_t kwords, int32_t *acc) {  \
-        for (int64_t r = 0; r < rows; r += 2) {                                                          \
-            const int64_t r1 = r + 1 < rows ? r + 1 : r;                                                 \
-            const uint64_t *a0 = a + r * kwords, *a1 = a + r1 * kwords;                                  \
-            uint32_t s0[TILE] = {0}, s1[TILE] = {0};                                                     \
-            for (int64_t k = 0; k < kwords; k++) {                                                       \
-                const uint64_t u = a0[k], v = a1[k], *x = w + TILE * k;                                  \
-                for (int o = 0; o < TILE; o++) {                                                         \
-                    s0[o] += (uint32_t)__builtin_popcountll(EXPR(u, x[o]));                              \
-                    s1[o] += (uint32_t)__builtin_popcountll(EXPR(v, x[o]));                              \
-                }                                                                                        \
-            }                                                                                            \
-            for (int o = 0; o < TILE; o++) {                                                             \
-                acc[r * TILE + o] = (int32_t)s0[o];                                                      \
-                acc[r1 * TILE + o] = (int32_t)s1[o];                                                     \
-            }                                                                                            \
-        }                                                                                                \
+static void mk_and_portable(const uint64_t *a, int64_t rows, const uint64_t *w, int64_t kwords, int64_t planes,
+                            int32_t *acc) {
+    for (int64_t r = 0; r < rows; r += 2) {
+        const int64_t r1 = r + 1 < rows ? r + 1 : r;
+        uint32_t s0[TILE] = {0}, s1[TILE] = {0};
+        for (int64_t p = 0; p < planes; p++) {
+            const uint64_t *a0 = a + (r * planes + p) * kwords, *a1 = a + (r1 * planes + p) * kwords;
+            for (int64_t k = 0; k < kwords; k++) {
+                const uint64_t u = a0[k], v = a1[k], *x = w + TILE * k;
+                for (int o = 0; o < TILE; o++) {
+                    s0[o] += (uint32_t)__builtin_popcountll(u & x[o]) << p;
+                    s1[o] += (uint32_t)__builtin_popcountll(v & x[o]) << p;
+                }
+            }
+        }
+        for (int o = 0; o < TILE; o++) {
+            acc[r * TILE + o] = (int32_t)s0[o];
+            acc[r1 * TILE + o] = (int32_t)s1[o];
+        }
     }
-#define AND_OP(a, b) ((a) & (b))
-DEFINE_MK_PORTABLE(mk_and_portable, AND_OP)
+}
 
 #if BK_X86
 /* Half the tile (4 channels) runs on scalar POPCNT in the integer units, the
@@ -111,28 +113,31 @@ TARGET_FAST ALWAYS_INLINE __m256i add_byte_counts(__m256i b, __m256i t) {
  * constant where the caller specialises it (the common 3x3 sizes), so the loop over
  * it unrolls completely. */
 TARGET_FAST ALWAYS_INLINE void mk_and_body(const uint64_t *a, int64_t rows, const uint64_t *w, const int64_t kwords,
-                                           int32_t *acc) {
+                                           const int64_t planes, int32_t *acc) {
     const __m256i zero = _mm256_setzero_si256();
     for (int64_t r = 0; r < rows; r += 2) {
         const int64_t r1 = r + 1 < rows ? r + 1 : r;
-        const uint64_t *a0 = a + r * kwords, *a1 = a + r1 * kwords;
         uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
         __m256i v0 = zero, v1 = zero;
-        for (int64_t k = 0; k < kwords;) {
-            const int64_t end = kwords - k > 31 ? k + 31 : kwords;
-            __m256i b0 = zero, b1 = zero;
-            for (; k < end; k++) {
-                const uint64_t u = a0[k], v = a1[k], *x = w + TILE * k;
-                const __m256i wv = _mm256_loadu_si256((const __m256i *)(x + 4));
-                b0 = add_byte_counts(b0, _mm256_and_si256(_mm256_castpd_si256(_mm256_broadcast_sd((const double *)(a0 + k))), wv));
-                b1 = add_byte_counts(b1, _mm256_and_si256(_mm256_castpd_si256(_mm256_broadcast_sd((const double *)(a1 + k))), wv));
-                s0 += (uint64_t)__builtin_popcountll(u & x[0]) + ((uint64_t)__builtin_popcountll(v & x[0]) << 32);
-                s1 += (uint64_t)__builtin_popcountll(u & x[1]) + ((uint64_t)__builtin_popcountll(v & x[1]) << 32);
-                s2 += (uint64_t)__builtin_popcountll(u & x[2]) + ((uint64_t)__builtin_popcountll(v & x[2]) << 32);
-                s3 += (uint64_t)__builtin_popcountll(u & x[3]) + ((uint64_t)__builtin_popcountll(v & x[3]) << 32);
+#pragma GCC unroll 4
+        for (int64_t p = 0; p < planes; p++) { /* plane p counts 2^p times */
+            const uint64_t *a0 = a + (r * planes + p) * kwords, *a1 = a + (r1 * planes + p) * kwords;
+            for (int64_t k = 0; k < kwords;) {
+                const int64_t end = kwords - k > 31 ? k + 31 : kwords;
+                __m256i b0 = zero, b1 = zero;
+                for (; k < end; k++) {
+                    const uint64_t u = a0[k], v = a1[k], *x = w + TILE * k;
+                    const __m256i wv = _mm256_loadu_si256((const __m256i *)(x + 4));
+                    b0 = add_byte_counts(b0, _mm256_and_si256(_mm256_castpd_si256(_mm256_broadcast_sd((const double *)(a0 + k))), wv));
+                    b1 = add_byte_counts(b1, _mm256_and_si256(_mm256_castpd_si256(_mm256_broadcast_sd((const double *)(a1 + k))), wv));
+                    s0 += ((uint64_t)__builtin_popcountll(u & x[0]) + ((uint64_t)__builtin_popcountll(v & x[0]) << 32)) << p;
+                    s1 += ((uint64_t)__builtin_popcountll(u & x[1]) + ((uint64_t)__builtin_popcountll(v & x[1]) << 32)) << p;
+                    s2 += ((uint64_t)__builtin_popcountll(u & x[2]) + ((uint64_t)__builtin_popcountll(v & x[2]) << 32)) << p;
+                    s3 += ((uint64_t)__builtin_popcountll(u & x[3]) + ((uint64_t)__builtin_popcountll(v & x[3]) << 32)) << p;
+                }
+                v0 = _mm256_add_epi64(v0, _mm256_slli_epi64(_mm256_sad_epu8(b0, zero), (int)p));
+                v1 = _mm256_add_epi64(v1, _mm256_slli_epi64(_mm256_sad_epu8(b1, zero), (int)p));
             }
-            v0 = _mm256_add_epi64(v0, _mm256_sad_epu8(b0, zero));
-            v1 = _mm256_add_epi64(v1, _mm256_sad_epu8(b1, zero));
         }
         /* lanes hold counts < 2^31: keep the low 32 bits of each 64-bit lane */
         const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
@@ -145,13 +150,23 @@ TARGET_FAST ALWAYS_INLINE void mk_and_body(const uint64_t *a, int64_t rows, cons
 }
 
 TARGET_FAST static void mk_and_fast(const uint64_t *a, int64_t rows, const uint64_t *w, int64_t kwords,
-                                    int32_t *acc) {
+                                    int64_t planes, int32_t *acc) {
+    if (planes == 2) { /* 2-bit binary-weighted activations */
+        if (kwords == 9) mk_and_body(a, rows, w, 9, 2, acc);
+        else if (kwords == 18) mk_and_body(a, rows, w, 18, 2, acc);
+        else mk_and_body(a, rows, w, kwords, 2, acc);
+        return;
+    }
+    if (planes != 1) {
+        mk_and_body(a, rows, w, kwords, planes, acc);
+        return;
+    }
     switch (kwords) { /* 3x3 taps of 64, 128, 192 and 256 channels */
-    case 9: mk_and_body(a, rows, w, 9, acc); break;
-    case 18: mk_and_body(a, rows, w, 18, acc); break;
-    case 27: mk_and_body(a, rows, w, 27, acc); break;
-    case 36: mk_and_body(a, rows, w, 36, acc); break;
-    default: mk_and_body(a, rows, w, kwords, acc);
+    case 9: mk_and_body(a, rows, w, 9, 1, acc); break;
+    case 18: mk_and_body(a, rows, w, 18, 1, acc); break;
+    case 27: mk_and_body(a, rows, w, 27, 1, acc); break;
+    case 36: mk_and_body(a, rows, w, 36, 1, acc); break;
+    default: mk_and_body(a, rows, w, kwords, 1, acc);
     }
 }
 
@@ -227,9 +242,9 @@ typedef struct {
 static __thread scratch tls_scratch;
 
 typedef struct {
-    uint64_t *col;   /* [P][npix][K] im2col rows on bits */
+    uint64_t *col;   /* [P][npix][K] im2col rows on bits ([npix][P][K] for binary-weighted planes) */
     uint64_t *obits; /* [npix][Q] packed output bits of this chunk */
-    int32_t *acc;    /* [P][npix][8] popcounts of one channel tile */
+    int32_t *acc;    /* [P][npix][8] popcounts of one channel tile ([npix][8] weighted sums for binary-weighted planes) */
     int32_t *ones;   /* [P][npix] set bits per row */
     int16_t *rect;   /* [npix][4] valid taps i0, i1, j0, j1 (sign mode) */
 } buffers;
@@ -296,7 +311,7 @@ static void copy_border_window(const bk_conv_desc *d, const uint64_t *img, int64
 ALWAYS_INLINE void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int64_t unit, int64_t owe,
                                int64_t npix) {
     const int64_t words = d->words, kh = d->kh, kw = d->kw, h = d->h, w = d->w, planes = d->planes;
-    const int64_t sh = d->sh, sw = d->sw, ph = d->ph, pw = d->pw, sign = d->steps == NULL;
+    const int64_t sh = d->sh, sw = d->sw, ph = d->ph, pw = d->pw, sign = d->steps == NULL, in_binary = d->in_binary;
     const int64_t run = kw * words, K = kh * run, stride = w * words;
     const uint64_t *const x = d->x + b * planes * h * stride;
     uint64_t *const col = bf->col;
@@ -318,7 +333,8 @@ ALWAYS_INLINE void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t
         const int inside = iy0 >= 0 && iy0 + kh <= h && ix0 >= 0 && ix0 + kw <= w;
         for (int64_t p = 0; p < planes; p++) {
             const uint64_t *img = x + p * h * stride;
-            uint64_t *dst = col + (p * npix + q) * K;
+            /* binary-weighted planes: [npix][P][K], one weighted row per pixel; else [P][npix][K] */
+            uint64_t *dst = col + (in_binary ? q * planes + p : p * npix + q) * K;
             int64_t ones = 0;
             if (inside) {
                 const uint64_t *src = img + iy0 * stride + ix0 * words;
@@ -367,13 +383,10 @@ ALWAYS_INLINE void pixel_values(const epi_args *e, const buffers *bf, int64_t np
         }
         return;
     }
-    if (e->binary) { /* S = sum_p 2^p dot_p, exact in int32; then one rounding */
-        int32_t sum[TILE] = {0};
-        for (int64_t p = e->planes - 1; p >= 0; p--) {
-            const int32_t *ap = bf->acc + (p * npix + q) * TILE, ones = bf->ones[p * npix + q];
-            for (int j = 0; j < TILE; j++) sum[j] = 2 * sum[j] + (ones - 2 * ap[j]);
-        }
-        for (int j = 0; j < TILE; j++) val[j] = e->steps[0] * (float)sum[j];
+    if (e->binary) { /* S = sum_p 2^p dot_p = sum_p 2^p ones_p - 2 acc (acc: the weighted AND counts), exact; one rounding */
+        int32_t ones = 0;
+        for (int64_t p = e->planes - 1; p >= 0; p--) ones = 2 * ones + bf->ones[p * npix + q];
+        for (int j = 0; j < TILE; j++) val[j] = e->steps[0] * (float)(ones - 2 * a[j]);
         return;
     }
     for (int j = 0; j < TILE; j++) val[j] = e->steps[0] * (float)(bf->ones[q] - 2 * a[j]);
@@ -459,14 +472,10 @@ TARGET_FAST ALWAYS_INLINE __m256 tile_value(const epi_args *e, const buffers *bf
                                             _mm256_add_epi32(a, a));
         return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(kvalid), _mm256_add_epi32(pc, pc)));
     }
-    if (mode == MODE_BINARY) { /* S = sum_p 2^p dot_p = sum_p 2^p ones_p - 2 sum_p 2^p and_p (Horner), then D * S */
-        __m256i ands = a;
-        int32_t ones = bf->ones[q];
-        for (int64_t p = 1; p < e->planes; p++) {
-            ands = _mm256_add_epi32(ands, _mm256_slli_epi32(LOAD8(bf->acc + (p * npix + q) * TILE), (int)p));
-            ones += bf->ones[p * npix + q] << p;
-        }
-        const __m256i sum = _mm256_sub_epi32(_mm256_set1_epi32(ones), _mm256_add_epi32(ands, ands));
+    if (mode == MODE_BINARY) { /* S = sum_p 2^p dot_p = sum_p 2^p ones_p - 2 acc (the weighted AND counts), then D * S */
+        int32_t ones = 0;
+        for (int64_t p = e->planes - 1; p >= 0; p--) ones = 2 * ones + bf->ones[p * npix + q];
+        const __m256i sum = _mm256_sub_epi32(_mm256_set1_epi32(ones), _mm256_add_epi32(a, a));
         return _mm256_mul_ps(_mm256_set1_ps(e->steps[0]), _mm256_cvtepi32_ps(sum));
     }
     __m256i t = _mm256_sub_epi32(_mm256_set1_epi32(bf->ones[q]), _mm256_add_epi32(a, a));
@@ -589,10 +598,8 @@ TARGET_FAST ALWAYS_INLINE void epilogue_rows(const epi_args *e, const buffers *b
             __m256i w = zero;
             for (int64_t p = planes - 1; p >= 0; p--) w = _mm256_add_epi32(_mm256_add_epi32(w, w), LOAD8(bf->ones + p * npix + q));
             _mm256_store_si256((__m256i *)pix, w);
-            for (int i = 0; i < 8; i++) {
-                __m256i x = zero;
-                for (int64_t p = planes - 1; p >= 0; p--)
-                    x = _mm256_add_epi32(_mm256_add_epi32(x, x), LOAD8(bf->acc + (p * npix + q + i) * TILE));
+            for (int i = 0; i < 8; i++) { /* acc holds the weighted AND counts */
+                const __m256i x = LOAD8(bf->acc + (q + i) * TILE);
                 y[i] = _mm256_sub_epi32(zero, _mm256_add_epi32(x, x));
             }
         }
@@ -662,7 +669,10 @@ ALWAYS_INLINE int conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64_
     const int64_t plane = d->oh * d->ow;
     for (int64_t o0 = o_begin; o0 < o_end; o0 += TILE) {
         const int64_t nt = o_end - o0 < TILE ? o_end - o0 : TILE;
-        mk(bf.col, d->planes * npix, d->wt + (o0 / TILE) * K * TILE, K, bf.acc);
+        if (d->in_binary) /* one weighted row per pixel */
+            mk(bf.col, npix, d->wt + (o0 / TILE) * K * TILE, K, d->planes, bf.acc);
+        else
+            mk(bf.col, d->planes * npix, d->wt + (o0 / TILE) * K * TILE, K, 1, bf.acc);
         epilogue(&e, &bf, npix, o0, Q == 0 ? d->out + (b * d->oc + o0) * plane + unit * d->ow : NULL, plane, nt);
     }
     if (Q == 0) return 1;
