@@ -247,13 +247,15 @@ typedef struct {
     int32_t *acc;    /* [P][npix][8] popcounts of one channel tile ([npix][8] weighted sums for binary-weighted planes) */
     int32_t *ones;   /* [P][npix] set bits per row */
     int16_t *rect;   /* [npix][4] valid taps i0, i1, j0, j1 (sign mode) */
+    int32_t *pix;    /* [2][npix] per pixel: the exact sum's per-pixel part (see epilogue_rows), the valid taps */
 } buffers;
 
 static int carve(scratch *s, const bk_conv_desc *d, int64_t npix, buffers *bf) {
     const int64_t K = d->kh * d->kw * d->words, q = d->out_planes > 0 ? d->out_planes : 1, rows = d->planes * npix;
     const size_t col = (size_t)(rows * K) * 8, obits = (size_t)(npix * q) * 8;
-    const size_t acc = (size_t)(rows * TILE) * 4, ones = (size_t)rows * 4, rect = (size_t)npix * 8;
-    const size_t need = col + obits + acc + ones + rect + 64;
+    const size_t acc = (size_t)(rows * TILE) * 4, ones = (size_t)rows * 4, pix = (size_t)npix * 8;
+    const size_t rect = (size_t)npix * 8;
+    const size_t need = col + obits + acc + ones + pix + rect + 64;
     if (need > s->cap) {
         void *mem = realloc(s->mem, need);
         if (mem == NULL) return 0;
@@ -266,7 +268,8 @@ static int carve(scratch *s, const bk_conv_desc *d, int64_t npix, buffers *bf) {
     bf->obits = (uint64_t *)(p + col);
     bf->acc = (int32_t *)(p + col + obits);
     bf->ones = (int32_t *)(p + col + obits + acc);
-    bf->rect = (int16_t *)(p + col + obits + acc + ones);
+    bf->pix = (int32_t *)(p + col + obits + acc + ones);
+    bf->rect = (int16_t *)(p + col + obits + acc + ones + pix);
     return 1;
 }
 
@@ -317,19 +320,24 @@ ALWAYS_INLINE void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t
     uint64_t *const col = bf->col;
     int32_t *const ones_out = bf->ones;
     int16_t *const rect = bf->rect;
+    int32_t *const pix = bf->pix;
+    const int64_t c_true = d->c_true;
     for (int64_t q = 0, y = unit * d->pool, xo = 0; q < npix; q++, xo++) { /* no division per pixel */
         if (xo == owe) {
             xo = 0;
             y++;
         }
         const int64_t iy0 = y * sh - ph, ix0 = xo * sw - pw;
+        int64_t nvalid = 0;
         if (sign) { /* the valid taps, for the border correction; clamped: with padding >= kernel a window can miss the image */
             int16_t *r = rect + 4 * q;
             r[0] = (int16_t)clamp(-iy0, 0, kh);
             r[1] = (int16_t)clamp(h - iy0, clamp(-iy0, 0, kh), kh);
             r[2] = (int16_t)clamp(-ix0, 0, kw);
             r[3] = (int16_t)clamp(w - ix0, clamp(-ix0, 0, kw), kw);
+            nvalid = (int64_t)(r[1] - r[0]) * (r[3] - r[2]);
         }
+        int64_t weighted = 0; /* sum_p 2^p set bits of plane p */
         const int inside = iy0 >= 0 && iy0 + kh <= h && ix0 >= 0 && ix0 + kw <= w;
         for (int64_t p = 0; p < planes; p++) {
             const uint64_t *img = x + p * h * stride;
@@ -346,7 +354,10 @@ ALWAYS_INLINE void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t
                 for (int64_t k = 0; k < K; k++) ones += __builtin_popcountll(dst[k]);
             }
             ones_out[p * npix + q] = (int32_t)ones;
+            weighted += ones << p;
         }
+        pix[q] = (int32_t)(sign ? c_true * nvalid - 2 * weighted : weighted);
+        pix[npix + q] = (int32_t)nvalid;
     }
 }
 
@@ -473,9 +484,7 @@ TARGET_FAST ALWAYS_INLINE __m256 tile_value(const epi_args *e, const buffers *bf
         return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(kvalid), _mm256_add_epi32(pc, pc)));
     }
     if (mode == MODE_BINARY) { /* S = sum_p 2^p dot_p = sum_p 2^p ones_p - 2 acc (the weighted AND counts), then D * S */
-        int32_t ones = 0;
-        for (int64_t p = e->planes - 1; p >= 0; p--) ones = 2 * ones + bf->ones[p * npix + q];
-        const __m256i sum = _mm256_sub_epi32(_mm256_set1_epi32(ones), _mm256_add_epi32(a, a));
+        const __m256i sum = _mm256_sub_epi32(_mm256_set1_epi32(bf->pix[q]), _mm256_add_epi32(a, a));
         return _mm256_mul_ps(_mm256_set1_ps(e->steps[0]), _mm256_cvtepi32_ps(sum));
     }
     __m256i t = _mm256_sub_epi32(_mm256_set1_epi32(bf->ones[q]), _mm256_add_epi32(a, a));
@@ -548,20 +557,20 @@ TARGET_FAST static inline void transpose8_in_lanes(const __m256i *y, __m256i *u)
 
 /* Float output in sign and binary-weighted modes, transposed before the float maths:
  * the exact sum is S[j][px] = P[px] + C[j] + Y[j][px], with a per-pixel part P (sign:
- * valid taps * C - 2 * the row's set bits; binary: sum_p 2^p set bits of plane p), a
+ * valid taps * C - 2 * the row's set bits; binary: sum_p 2^p set bits of plane p; the
+ * im2col leaves it in bf->pix, once for all channel tiles), a
  * per-channel part C (sign: -2 * the weights' set bits over all taps) and Y from the
  * AND counts (sign: 4 * and, less 2 * the taps outside the image's weight bits at the
  * border; binary: -2 * sum_p 2^p and_p).  Only the 8 Y rows of a block are transposed;
  * P and C are then added per channel row, and the float steps (D * S, * scale, + bias)
  * run on whole rows in the same order as elsewhere, with no per-pixel broadcasts. */
 TARGET_FAST ALWAYS_INLINE void epilogue_rows(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0,
-                                             float *dst, int64_t plane, int64_t nt, const int mode,
-                                             const int64_t planes) {
+                                             float *dst, int64_t plane, int64_t nt, const int mode) {
     const __m256 scale = _mm256_loadu_ps(e->scale + o0);
     const __m256 bias = e->bias ? _mm256_loadu_ps(e->bias + o0) : _mm256_setzero_ps();
     const int add_bias = e->bias != NULL;
     const __m256 step = _mm256_set1_ps(mode == MODE_BINARY ? e->steps[0] : 1.0f);
-    const int64_t stride = e->kw + 1, taps = e->taps, c_true = e->c_true;
+    const int64_t stride = e->kw + 1, taps = e->taps;
     const int32_t *base = e->wpre + o0;
     const __m256i zero = _mm256_setzero_si256();
     const __m256i all = mode == MODE_SIGN ? LOAD8(base + (e->kh * stride + e->kw) * e->ocp) : zero;
@@ -576,13 +585,11 @@ TARGET_FAST ALWAYS_INLINE void epilogue_rows(const epi_args *e, const buffers *b
     int64_t q = 0;
     for (; q + 8 <= npix; q += 8) {
         __m256i y[8], u[8];
-        int32_t pix[8] __attribute__((aligned(32)));
         if (mode == MODE_SIGN) {
             for (int i = 0; i < 8; i++) {
-                const int16_t *r = bf->rect + 4 * (q + i);
-                const int32_t nvalid = (int32_t)(r[1] - r[0]) * (r[3] - r[2]);
                 __m256i v = _mm256_slli_epi32(LOAD8(bf->acc + (q + i) * TILE), 2);
-                if (nvalid != taps) { /* the weights' set bits outside the image do not count */
+                if (bf->pix[npix + q + i] != taps) { /* the weights' set bits outside the image do not count */
+                    const int16_t *r = bf->rect + 4 * (q + i);
                     const __m256i inside = _mm256_add_epi32(
                         _mm256_sub_epi32(_mm256_sub_epi32(LOAD8(base + (r[1] * stride + r[3]) * e->ocp),
                                                           LOAD8(base + (r[0] * stride + r[3]) * e->ocp)),
@@ -592,20 +599,16 @@ TARGET_FAST ALWAYS_INLINE void epilogue_rows(const epi_args *e, const buffers *b
                     v = _mm256_add_epi32(v, _mm256_add_epi32(outside, outside));
                 }
                 y[i] = v;
-                pix[i] = (int32_t)c_true * nvalid - 2 * bf->ones[q + i];
             }
         } else {
-            __m256i w = zero;
-            for (int64_t p = planes - 1; p >= 0; p--) w = _mm256_add_epi32(_mm256_add_epi32(w, w), LOAD8(bf->ones + p * npix + q));
-            _mm256_store_si256((__m256i *)pix, w);
             for (int i = 0; i < 8; i++) { /* acc holds the weighted AND counts */
                 const __m256i x = LOAD8(bf->acc + (q + i) * TILE);
                 y[i] = _mm256_sub_epi32(zero, _mm256_add_epi32(x, x));
             }
         }
         transpose8_in_lanes(y, u);
-        const __m256i plo = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)pix));
-        const __m256i phi = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(pix + 4)));
+        const __m256i plo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(bf->pix + q)));
+        const __m256i phi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(bf->pix + q + 4)));
         for (int64_t j = 0; j < 4 && j < nt; j++) {
             __m256 lo = _mm256_mul_ps(step, _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_add_epi32(u[j], plo), cc[j])));
             __m256 hi = _mm256_mul_ps(step, _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_add_epi32(u[j + 4], phi), cc[j])));
@@ -641,9 +644,8 @@ TARGET_FAST static void epilogue_fast(const epi_args *e, const buffers *bf, int6
         else if (mode == MODE_BINARY) epilogue_bits(e, bf, npix, o0, MODE_BINARY);
         else epilogue_bits(e, bf, npix, o0, MODE_PLANES);
     } else {
-        if (mode == MODE_SIGN) epilogue_rows(e, bf, npix, o0, dst, plane, nt, MODE_SIGN, 1);
-        else if (mode == MODE_BINARY && e->planes == 2) epilogue_rows(e, bf, npix, o0, dst, plane, nt, MODE_BINARY, 2);
-        else if (mode == MODE_BINARY) epilogue_rows(e, bf, npix, o0, dst, plane, nt, MODE_BINARY, e->planes);
+        if (mode == MODE_SIGN) epilogue_rows(e, bf, npix, o0, dst, plane, nt, MODE_SIGN);
+        else if (mode == MODE_BINARY) epilogue_rows(e, bf, npix, o0, dst, plane, nt, MODE_BINARY);
         else epilogue_floats(e, bf, npix, o0, dst, plane, nt, MODE_PLANES);
     }
 }
