@@ -432,20 +432,30 @@ static void epilogue_portable(const epi_args *e, const buffers *bf, int64_t npix
 }
 
 #if BK_X86
-/* 8 pixels x 8 channels (r[i]: pixel i) -> channel rows, stored to dst[j * plane + 0..7]
- * for the nt real channels.  Only in-lane shuffles: afterwards u[j] holds channel j's
- * pixels 0-3 in its low half and channel j + 4's in its high half, u[j + 4] their
- * pixels 4-7, and each half is stored on its own (a lane-crossing vperm2f128 is 8
- * micro-ops on this AMD core; the epilogue spent about a third of its time in them). */
-TARGET_FAST static inline void store_transposed8(const __m256 *r, float *dst, int64_t plane, int64_t nt) {
+/* In-lane half of an 8 x 8 transpose of rows r[i] (pixel i, 8 channels): afterwards
+ * u[j] holds channel j's pixels 0-3 in its low half and channel j + 4's in its high
+ * half, and u[j + 4] their pixels 4-7.  The halves are then stored on their own: a
+ * lane-crossing vperm2f128 is 8 micro-ops on this AMD core. */
+TARGET_FAST static inline void transpose8_in_lanes(const __m256 *r, __m256 *u) {
     const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
     const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
     const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
     const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    const __m256 u[8] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
-                         _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE),
-                         _mm256_shuffle_ps(t4, t6, 0x44), _mm256_shuffle_ps(t4, t6, 0xEE),
-                         _mm256_shuffle_ps(t5, t7, 0x44), _mm256_shuffle_ps(t5, t7, 0xEE)};
+    u[0] = _mm256_shuffle_ps(t0, t2, 0x44);
+    u[1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+    u[2] = _mm256_shuffle_ps(t1, t3, 0x44);
+    u[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+    u[4] = _mm256_shuffle_ps(t4, t6, 0x44);
+    u[5] = _mm256_shuffle_ps(t4, t6, 0xEE);
+    u[6] = _mm256_shuffle_ps(t5, t7, 0x44);
+    u[7] = _mm256_shuffle_ps(t5, t7, 0xEE);
+}
+
+/* 8 pixels x 8 channels (r[i]: pixel i) -> channel rows, stored to dst[j * plane + 0..7]
+ * for the nt real channels. */
+TARGET_FAST static inline void store_transposed8(const __m256 *r, float *dst, int64_t plane, int64_t nt) {
+    __m256 u[8];
+    transpose8_in_lanes(r, u);
     for (int64_t j = 0; j < 4 && j < nt; j++) {
         _mm_storeu_ps(dst + j * plane, _mm256_castps256_ps128(u[j]));
         _mm_storeu_ps(dst + j * plane + 4, _mm256_castps256_ps128(u[j + 4]));
@@ -535,26 +545,6 @@ TARGET_FAST ALWAYS_INLINE void epilogue_floats(const epi_args *e, const buffers 
         for (int64_t j = 0; j < nt; j++) dst[j * plane + q] = lanes[j];
     }
 }
-/* In-lane half of an 8 x 8 transpose of int32 rows y[i] (pixel i): afterwards u[j]
- * holds channel j's pixels 0-3 in its low half and channel j + 4's in its high half,
- * and u[j + 4] their pixels 4-7. */
-TARGET_FAST static inline void transpose8_in_lanes(const __m256i *y, __m256i *u) {
-    __m256 r[8];
-    for (int i = 0; i < 8; i++) r[i] = _mm256_castsi256_ps(y[i]);
-    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    u[0] = _mm256_castps_si256(_mm256_shuffle_ps(t0, t2, 0x44));
-    u[1] = _mm256_castps_si256(_mm256_shuffle_ps(t0, t2, 0xEE));
-    u[2] = _mm256_castps_si256(_mm256_shuffle_ps(t1, t3, 0x44));
-    u[3] = _mm256_castps_si256(_mm256_shuffle_ps(t1, t3, 0xEE));
-    u[4] = _mm256_castps_si256(_mm256_shuffle_ps(t4, t6, 0x44));
-    u[5] = _mm256_castps_si256(_mm256_shuffle_ps(t4, t6, 0xEE));
-    u[6] = _mm256_castps_si256(_mm256_shuffle_ps(t5, t7, 0x44));
-    u[7] = _mm256_castps_si256(_mm256_shuffle_ps(t5, t7, 0xEE));
-}
-
 /* Float output in sign and binary-weighted modes, transposed before the float maths:
  * the exact sum is S[j][px] = P[px] + C[j] + Y[j][px], with a per-pixel part P (sign:
  * valid taps * C - 2 * the row's set bits; binary: sum_p 2^p set bits of plane p; the
@@ -584,7 +574,7 @@ TARGET_FAST ALWAYS_INLINE void epilogue_rows(const epi_args *e, const buffers *b
                            _mm256_shuffle_epi32(cst, 0xAA), _mm256_shuffle_epi32(cst, 0xFF)};
     int64_t q = 0;
     for (; q + 8 <= npix; q += 8) {
-        __m256i y[8], u[8];
+        __m256 y[8], u[8]; /* int32 lanes; the float shuffles only move them */
         if (mode == MODE_SIGN) {
             for (int i = 0; i < 8; i++) {
                 __m256i v = _mm256_slli_epi32(LOAD8(bf->acc + (q + i) * TILE), 2);
@@ -598,20 +588,21 @@ TARGET_FAST ALWAYS_INLINE void epilogue_rows(const epi_args *e, const buffers *b
                     const __m256i outside = _mm256_sub_epi32(all, inside);
                     v = _mm256_add_epi32(v, _mm256_add_epi32(outside, outside));
                 }
-                y[i] = v;
+                y[i] = _mm256_castsi256_ps(v);
             }
         } else {
             for (int i = 0; i < 8; i++) { /* acc holds the weighted AND counts */
                 const __m256i x = LOAD8(bf->acc + (q + i) * TILE);
-                y[i] = _mm256_sub_epi32(zero, _mm256_add_epi32(x, x));
+                y[i] = _mm256_castsi256_ps(_mm256_sub_epi32(zero, _mm256_add_epi32(x, x)));
             }
         }
         transpose8_in_lanes(y, u);
         const __m256i plo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(bf->pix + q)));
         const __m256i phi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(bf->pix + q + 4)));
         for (int64_t j = 0; j < 4 && j < nt; j++) {
-            __m256 lo = _mm256_mul_ps(step, _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_add_epi32(u[j], plo), cc[j])));
-            __m256 hi = _mm256_mul_ps(step, _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_add_epi32(u[j + 4], phi), cc[j])));
+            const __m256i slo = _mm256_add_epi32(_mm256_add_epi32(_mm256_castps_si256(u[j]), plo), cc[j]);
+            const __m256i shi = _mm256_add_epi32(_mm256_add_epi32(_mm256_castps_si256(u[j + 4]), phi), cc[j]);
+            __m256 lo = _mm256_mul_ps(step, _mm256_cvtepi32_ps(slo)), hi = _mm256_mul_ps(step, _mm256_cvtepi32_ps(shi));
             lo = _mm256_mul_ps(lo, sc[j]);
             hi = _mm256_mul_ps(hi, sc[j]);
             if (add_bias) {
