@@ -308,47 +308,48 @@ static void copy_border_window(const bk_conv_desc *d, const uint64_t *img, int64
     }
 }
 
-/* im2col of one unit (pool rows of output pixels) on bits, with each row's set bits.
- * The descriptor's fields are read into locals first: the stores into the buffers
- * would otherwise make the compiler reload them for every pixel. */
-ALWAYS_INLINE void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int64_t unit, int64_t owe,
-                               int64_t npix) {
-    const int64_t words = d->words, kh = d->kh, kw = d->kw, h = d->h, w = d->w, planes = d->planes;
+/* im2col of one unit (pool rows of output pixels) on bits, with each row's set bits,
+ * each pixel's part of the exact sum and its valid taps (bf->pix), and in sign mode the
+ * valid taps' rectangle.  kh and run (kw * words) are constants where the caller
+ * specialises them.  The descriptor's fields are read into locals first: the stores
+ * into the buffers would otherwise make the compiler reload them for every pixel. */
+ALWAYS_INLINE void gather_windows(const bk_conv_desc *d, const buffers *bf, int64_t b, int64_t unit, int64_t owe,
+                                  int64_t npix, const int64_t kh, const int64_t run) {
+    const int64_t words = d->words, kw = d->kw, h = d->h, w = d->w, planes = d->planes, c_true = d->c_true;
     const int64_t sh = d->sh, sw = d->sw, ph = d->ph, pw = d->pw, sign = d->steps == NULL, in_binary = d->in_binary;
-    const int64_t run = kw * words, K = kh * run, stride = w * words;
+    const int64_t K = kh * run, stride = w * words;
     const uint64_t *const x = d->x + b * planes * h * stride;
     uint64_t *const col = bf->col;
-    int32_t *const ones_out = bf->ones;
+    int32_t *const ones_out = bf->ones, *const pix = bf->pix;
     int16_t *const rect = bf->rect;
-    int32_t *const pix = bf->pix;
-    const int64_t c_true = d->c_true;
     for (int64_t q = 0, y = unit * d->pool, xo = 0; q < npix; q++, xo++) { /* no division per pixel */
         if (xo == owe) {
             xo = 0;
             y++;
         }
         const int64_t iy0 = y * sh - ph, ix0 = xo * sw - pw;
-        int64_t nvalid = 0;
+        const int inside = iy0 >= 0 && iy0 + kh <= h && ix0 >= 0 && ix0 + kw <= w;
+        int64_t nvalid = kh * kw;
         if (sign) { /* the valid taps, for the border correction; clamped: with padding >= kernel a window can miss the image */
             int16_t *r = rect + 4 * q;
-            r[0] = (int16_t)clamp(-iy0, 0, kh);
-            r[1] = (int16_t)clamp(h - iy0, clamp(-iy0, 0, kh), kh);
-            r[2] = (int16_t)clamp(-ix0, 0, kw);
-            r[3] = (int16_t)clamp(w - ix0, clamp(-ix0, 0, kw), kw);
-            nvalid = (int64_t)(r[1] - r[0]) * (r[3] - r[2]);
+            if (inside) {
+                r[0] = 0, r[1] = (int16_t)kh, r[2] = 0, r[3] = (int16_t)kw;
+            } else {
+                r[0] = (int16_t)clamp(-iy0, 0, kh);
+                r[1] = (int16_t)clamp(h - iy0, r[0], kh);
+                r[2] = (int16_t)clamp(-ix0, 0, kw);
+                r[3] = (int16_t)clamp(w - ix0, r[2], kw);
+                nvalid = (int64_t)(r[1] - r[0]) * (r[3] - r[2]);
+            }
         }
         int64_t weighted = 0; /* sum_p 2^p set bits of plane p */
-        const int inside = iy0 >= 0 && iy0 + kh <= h && ix0 >= 0 && ix0 + kw <= w;
         for (int64_t p = 0; p < planes; p++) {
             const uint64_t *img = x + p * h * stride;
             /* binary-weighted planes: [npix][P][K], one weighted row per pixel; else [P][npix][K] */
             uint64_t *dst = col + (in_binary ? q * planes + p : p * npix + q) * K;
             int64_t ones = 0;
             if (inside) {
-                const uint64_t *src = img + iy0 * stride + ix0 * words;
-                if (kh == 3 && run == 3) ones = copy_window(src, stride, dst, 3, 3);
-                else if (kh == 3 && run == 6) ones = copy_window(src, stride, dst, 3, 6);
-                else ones = copy_window(src, stride, dst, kh, run);
+                ones = copy_window(img + iy0 * stride + ix0 * words, stride, dst, kh, run);
             } else {
                 copy_border_window(d, img, iy0, ix0, dst);
                 for (int64_t k = 0; k < K; k++) ones += __builtin_popcountll(dst[k]);
@@ -359,6 +360,14 @@ ALWAYS_INLINE void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t
         pix[q] = (int32_t)(sign ? c_true * nvalid - 2 * weighted : weighted);
         pix[npix + q] = (int32_t)nvalid;
     }
+}
+
+ALWAYS_INLINE void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int64_t unit, int64_t owe,
+                               int64_t npix) {
+    const int64_t run = d->kw * d->words;
+    if (d->kh == 3 && run == 3) gather_windows(d, bf, b, unit, owe, npix, 3, 3); /* 3x3 over 1 and 2 words */
+    else if (d->kh == 3 && run == 6) gather_windows(d, bf, b, unit, owe, npix, 3, 6);
+    else gather_windows(d, bf, b, unit, owe, npix, d->kh, run);
 }
 
 /* Per-tile epilogue: values of every pixel of the unit for the 8 channels from o0,
