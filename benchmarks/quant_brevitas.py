@@ -224,6 +224,9 @@ Whole run: {minutes:.1f} min.
 
 {markdown_table(["model", "top-1", "counted bytes", "packed file", "compression", "s / epoch"], rows)}
 """
+    missing = [side for side in ("ours", "brevitas") if not any(_side(row) == side for row in results["rows"])]
+    if missing:
+        body += f"\nNot run with these settings (`--sides`): {', '.join(missing)}.\n"
     write_section(section, body)
 
 
