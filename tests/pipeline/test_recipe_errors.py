@@ -73,6 +73,8 @@ BAD_RECIPES = [
      '1: name must be a non-empty string, got 123'),
     ('teacher_missing', 'data: digits-32\nstages:\n  - train: {model: lenet5}\n  - finetune: {teacher: nowhere.safetensors}\n',
      "4: stage 2 (finetune): teacher must be 'original', 'previous' or an existing file, got 'nowhere.safetensors'"),
+    ('prune_teacher_previous', 'data: digits-32\nstages:\n  - train: {model: lenet5}\n  - prune: {ratio: 0.5, teacher: previous}\n',
+     "4: stage 2 (prune): unknown teacher value 'previous'; choose from: original"),
     ('no_data', 'stages:\n  - train: {model: lenet5}\n',
      "2: stage 1 (train): no data set: give --data or 'data:' in the recipe"),
     ('lowrank_method', 'data: digits-32\nstages:\n  - train: {model: lenet5}\n  - lowrank: {method: kmeans}\n',

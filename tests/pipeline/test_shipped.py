@@ -7,10 +7,12 @@ import os
 
 import pytest
 
+import torchslim
 from torchslim.pipeline import compress, load_recipe, plan, shipped_recipes
 
 from ..conftest import needs_fashion_mnist, run_cli
 
+RECIPES = os.path.join(os.path.dirname(torchslim.__file__), "recipes")
 SOURCES = {"taylor-vgg16", "hwgq-bwn-vgg14", "oicsr-resnet56", "kd-mobilenetv2", "deep-compression-lenet"}
 
 
@@ -21,6 +23,15 @@ def test_every_source_has_a_shipped_recipe_that_plans_in_both_variants():
         full, quick = plan(recipe), plan(recipe, quick=True)
         assert [s.name for s in full] == [s.name for s in quick]
         assert full != quick  # the quick variant really is a different, shorter run
+
+
+def test_a_prune_stage_passes_its_teacher_to_the_verb(tmp_path):
+    # prune takes --teacher original itself; the pipeline must not swallow it as it resolves managed teachers
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"")
+    stages = {s.name: s for s in plan(load_recipe(os.path.join(RECIPES, "demo", "taylor.yaml")), model=str(model))}
+    argv = stages["prune"].argv
+    assert argv[argv.index("--teacher") + 1] == "original"
 
 
 @needs_fashion_mnist

@@ -118,10 +118,11 @@ def plan(recipe: Recipe, quick: bool = False, data: str | None = None, model: st
         options = stage.resolved(quick, recipe.quick)
         where = f"{recipe.path}:{stage.line}: stage {stage.index} ({stage.name})"
         stage_data = options.pop("data", None) or data or recipe.data
-        teacher = options.pop("teacher", None)
+        spec = STAGES[stage.name]
+        # The pipeline resolves the teacher only where it manages it; elsewhere (prune) it is the verb's own flag.
+        teacher = options.pop("teacher", None) if "teacher" in spec.managed else None
         nproc = options.pop("nproc_per_node", 1)
         file = options.pop("file", None)
-        spec = STAGES[stage.name]
         if stage.name == "load":
             if file is None:
                 raise UserError(f"{where}: needs 'file:' (or give --model FILE)")
