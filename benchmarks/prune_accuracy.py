@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.metadata
 import json
 import os
 import time
@@ -289,7 +290,7 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
         f"Budget, the same for every row: prune to the MAC target in one shot from the base (calibration: "
         f"{args.calib} batches of 64 training images, for Taylor scores and torchslim's BatchNorm recalibration), "
         f"then {budget}; top-1 on the 10k test images. Torch-Pruning "
-        f"{__import__('torch_pruning').__version__}: ratio bisected to the same MAC target, classifier ignored. "
+        f"{importlib.metadata.version('torch-pruning')}: ratio bisected to the same MAC target, classifier ignored. "
         "\"top-1 pruned\" is before fine-tuning; \"file smaller\" compares `torchslim.save` files. "
         f"Wall time of this invocation {seconds / 60:.1f} min; per row when it ran (prune + fine-tune + eval): "
         + ", ".join(f"{r['seconds'] / 60:.0f}" for r in done) + " min."
