@@ -30,6 +30,7 @@ import time
 from ..errors import UserError
 from ..io import atomic_path, atomic_write_text
 from .plan import MODEL_FILE, PlannedStage
+from .schema import STAGES
 
 RESULT = "result.json"
 STAGE = "stage.json"
@@ -87,7 +88,7 @@ def stage_argv(stage: PlannedStage, input_file: str | None, out: str, original: 
     teacher = {"original": original, "previous": input_file}.get(stage.teacher, stage.teacher)
     if stage.name == "distill":
         argv += ["--teacher", teacher or input_file]
-    elif stage.name in ("quantize", "finetune", "compress_weights", "lowrank") and teacher:
+    elif teacher and "teacher" in STAGES[stage.name].managed:  # the stages whose teacher the planner resolved
         argv += ["--teacher", teacher]
     return argv + ["--out", out, "--json"]
 
