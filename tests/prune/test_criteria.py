@@ -113,6 +113,30 @@ def test_l1_of_a_flattened_channel_counts_its_linear_features():
     assert torch.allclose(score_groups("l1", [group], Context(model, graph))[0], expected, rtol=1e-6)
 
 
+def test_taylor_group_sums_weight_times_gradient_over_the_group():
+    """|w x dL/dw| over the producing filter, the BN scale and shift, and the
+    flattened Linear's 16 columns per channel, on the same calibration loss."""
+    import torch.nn.functional as F
+
+    model = build("lenet5")
+    graph = build_graph(model)
+    group = graph.groups[1]  # features.4 -> features.5 -> classifier.0
+    batches = calibration("lenet5", 16)
+    score = score_groups("taylor-group", [group], Context(model, graph, batches))[0]
+    reference = copy.deepcopy(model)
+    F.cross_entropy(reference(batches[0][0]), batches[0][1]).backward()
+    conv, norm, linear = reference.features[4], reference.features[5], reference.classifier[0]
+
+    def saliency(param):
+        return (param.detach() * param.grad).abs()
+
+    assert conv.bias is None
+    expected = (saliency(conv.weight).sum((1, 2, 3)) + saliency(norm.weight)
+                + saliency(norm.bias) + saliency(linear.weight).reshape(linear.out_features, len(group), -1).sum((0, 2)))
+    assert torch.allclose(score, expected, rtol=1e-5, atol=1e-9)
+    assert (expected > 0).all()
+
+
 def test_oracle_is_the_exact_loss_change():
     import torch.nn.functional as F
 

@@ -12,7 +12,7 @@ def add_parser(subparsers):
     parser = subparsers.add_parser("prune", help="structured channel pruning (really removes channels)")
     parser.add_argument("file", help="a model saved by torchslim")
     parser.add_argument("--criterion", default="l1",
-                        help="l1, l2, mean-act, apoz, taylor, taylor-weight, bn-scale, oicsr, random, oracle")
+                        help="l1, l2, mean-act, apoz, taylor, taylor-weight, taylor-group, bn-scale, oicsr, random, oracle")
     parser.add_argument("--target-macs", type=float, metavar="F", help="share of MACs to keep, e.g. 0.33")
     parser.add_argument("--target-params", type=float, metavar="F",
                         help="share of parameters to keep (with --target-macs: both are met)")

@@ -17,6 +17,9 @@ taylor         |mean over batch and space of activation x gradient| per channel,
                over batches, L2-normalised per layer (Molchanov et al. 2016,
                arXiv:1611.06440)
 taylor-weight  |sum of weight x gradient| over the channel's parameters
+taylor-group   sum of |weight x gradient| over every parameter of the coupled group: the
+               producing filters and biases, BatchNorm scales and shifts and the
+               consumers' input slices (the group-level Taylor of DepGraph)
 bn-scale       |gamma| of the group's BatchNorm layers (Network Slimming, Liu et al. 2017)
 oicsr          summed squared weights of the out-channel in layer l and the matching
                in-channel in layer l+1, over the whole coupled group (OICSR, CVPR 2019)
@@ -117,12 +120,13 @@ def unit_sum(values: torch.Tensor, positions: list[list[int]]) -> torch.Tensor:
     return torch.stack([values[p].sum() if p else values.new_zeros(()) for p in positions])
 
 
-def position_weights(module: nn.Module, role: str, detach: bool = True) -> torch.Tensor | None:
-    """The weights of a conv/linear as one row per channel position of ``role``."""
+def position_weights(module: nn.Module, role: str, detach: bool = True, tensor=None) -> torch.Tensor | None:
+    """The weights of a conv/linear (or ``tensor``, shaped like them) as one row per channel
+    position of ``role``."""
     weight = getattr(module, "weight", None)
     if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) or weight is None:
         return None
-    weight = weight.detach() if detach else weight
+    weight = tensor if tensor is not None else weight.detach() if detach else weight
     if role == "out":
         return weight.reshape(weight.shape[0], -1)
     if isinstance(module, nn.Linear):
@@ -248,6 +252,36 @@ def taylor_weight(group, ctx):
             product = (param.detach() * param.grad).reshape(param.shape[0], -1).sum(1)
             total += unit_sum(product.float().cpu(), positions)
     return total.abs()
+
+
+def _saliency(param) -> torch.Tensor | None:
+    """|w x dL/dw| elementwise, or None without a gradient."""
+    if param is None or param.grad is None:
+        return None
+    return (param.detach() * param.grad).abs().float()
+
+
+@register_criterion("taylor-group", needs_data=True)
+def taylor_group(group, ctx):
+    """Sum of |weight x gradient| over every parameter of the coupled group."""
+    ctx.probe  # gradients come from the calibration pass
+    total = torch.zeros(len(group))
+    for member, positions in zip(group.members, group.positions):
+        module = ctx.module(member.module)
+        weight = _saliency(getattr(module, "weight", None))
+        if weight is None:
+            continue
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            per_position = [weight, _saliency(module.bias)]
+        else:
+            rows = position_weights(module, member.role, tensor=weight)
+            if rows is None:
+                continue
+            per_position = [rows.sum(1), _saliency(module.bias) if member.role == "out" else None]
+        for values in per_position:
+            if values is not None:
+                total += unit_sum(values.cpu(), positions)
+    return total
 
 
 @register_criterion("oracle", needs_data=True)
