@@ -2,7 +2,7 @@
 with one fine-tune budget for every row; plus (``--spearman``) the criterion-quality table.
 
     python benchmarks/prune_accuracy.py [--base FILE] [--targets 0.5,0.33] [--ft-epochs 2]
-        [--ft-subset 0] [--rows ours:l1:layer,ours:taylor:global,...] [--spearman]
+        [--ft-subset 0] [--rows ours:l1:layer,ours:taylor:global,...] [--spearman | --spearman-only]
 
 A row is ``tool:criterion:scope[:pF][:keepbn]``.  ``ours`` is torchslim.prune, BatchNorm
 recalibrated on the calibration batches unless ``keepbn``; criterion ``l1-filters`` is the
@@ -68,7 +68,7 @@ def base_model(name: str, path: str | None, test):
     return model, note
 
 
-def tp_prune(model, target: float, method: str, calib):
+def tp_prune(model, target: float, method: str, calib, round_to: int = 1):
     """Torch-Pruning to ``target`` of the MACs: bisection on its per-layer (or global) ratio."""
     import torch_pruning as tp
 
@@ -83,7 +83,8 @@ def tp_prune(model, target: float, method: str, calib):
         else:
             imp, global_pruning = tp.importance.TaylorImportance(), True
         pruner = tp.pruner.MetaPruner(m, example, importance=imp, pruning_ratio=ratio,
-                                      global_pruning=global_pruning, ignored_layers=[classifier])
+                                      global_pruning=global_pruning, ignored_layers=[classifier],
+                                      round_to=round_to if round_to > 1 else None)
         if method != "l1-uniform":
             m.zero_grad()
             for x, y in calib:
@@ -103,7 +104,8 @@ def tp_prune(model, target: float, method: str, calib):
     return best
 
 
-ROW_OPTIONS = "pF (params <= F x MACs), keepbn, kd or kdT-A (distil from the base, T, alpha), lrX, stepsK"
+ROW_OPTIONS = ("pF (params <= F x MACs), keepbn, kd or kdT-A (distil from the base, T, alpha), lrX, stepsK, "
+               "rN (channels kept rounded to multiples of N)")
 
 
 def _row_option(row: dict, option: str) -> bool:
@@ -115,6 +117,8 @@ def _row_option(row: dict, option: str) -> bool:
         row["kd"] = [float(temperature), float(alpha)]
     elif option.startswith("steps") and option[5:].isdigit() and int(option[5:]) >= 1:
         row["steps"] = int(option[5:])
+    elif option[:1] == "r" and option[1:].isdigit() and int(option[1:]) >= 1:
+        row["round_to"] = int(option[1:])
     elif option[:2] == "lr" or option[:1] == "p":
         row["lr" if option[:2] == "lr" else "params"] = float(option[2 if option[:2] == "lr" else 1:])
     else:
@@ -142,6 +146,7 @@ def label(row: dict) -> str:
     extra = f", params <= {row['params']:g} x MACs" if row["params"] else ""
     extra += ", BN not recalibrated" if row["tool"] == "ours" and not row.get("recalibrate_bn", True) else ""
     extra += f", {row['steps']} prune steps" if row.get("steps", 1) > 1 else ""
+    extra += f", channels rounded to {row['round_to']}" if row.get("round_to", 1) > 1 else ""
     extra += f", fine-tune lr {row['lr']:g}" if row.get("lr") else ""
     extra += ", distilled from the base (T {:g}, alpha {:g})".format(*row["kd"]) if row.get("kd") else ""
     return f"{tool} | {row['criterion']} ({scope}{extra})"
@@ -153,7 +158,7 @@ def prune_row(model, row: dict, target: float, train, calib):
             (row["criterion"], row["scope"]))
         if method is None or row["params"]:
             raise SystemExit(f"Torch-Pruning rows here: tp:l1:layer and tp:taylor:global, not {row}")
-        return tp_prune(model, target, method, calib)
+        return tp_prune(model, target, method, calib, row.get("round_to", 1))
     return prune(model, config=ours_config(row, target, calib), calibration=calib).model
 
 
@@ -162,7 +167,7 @@ def ours_config(row: dict, target: float, calib) -> PruneConfig:
     criterion = row["criterion"].removesuffix("-filters")  # l1-filters: Li et al.'s producer-only L1
     return PruneConfig(criterion=criterion, target_macs=target, target_params=params,
                        scope=row["scope"], calibration_batches=len(calib), batch_size=len(calib[0][1]),
-                       group_importance=not row["criterion"].endswith("-filters"),
+                       group_importance=not row["criterion"].endswith("-filters"), round_to=row.get("round_to", 1),
                        recalibrate_bn=row["recalibrate_bn"])
 
 
@@ -312,7 +317,7 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
         write_section(args.section or f"prune_accuracy_{args.model}", body)
 
 
-def spearman_table(args, model, calib) -> None:
+def spearman_table(args, model, calib, base_note: str) -> None:
     """Spearman of every criterion against the oracle (no fine-tune)."""
     from torchslim.prune import Context, build_graph, list_criteria
     from torchslim.prune.criteria import score_groups
@@ -337,6 +342,7 @@ def spearman_table(args, model, calib) -> None:
         "",
         f"Command: `{command_line()}`  ",
         f"Hardware: {hardware()}  ",
+        f"Base: {args.model}, {base_note}.  ",
         f"Spearman rank correlation with the oracle (exact loss change when a channel is zeroed) on "
         f"{args.calib * 64} training images, the evaluation of Molchanov et al. 2016: the mean over the "
         f"{len(big)} channel groups of more than 2 channels, and over all channels after per-group "
@@ -360,6 +366,8 @@ def main() -> None:
     parser.add_argument("--cache", default=None, help="JSON of finished rows, ending .json (default "
                         "benchmarks/out/prune-acc-<model>.json); the models go in the folder of the same name")
     parser.add_argument("--spearman", action="store_true", help="also write the criterion-quality table")
+    parser.add_argument("--spearman-only", action="store_true",
+                        help="write only the criterion-quality table: no rows, no latency")
     parser.add_argument("--section", default=None, help="BENCHMARKS.md section (default prune_accuracy_<model>)")
     parser.add_argument("--render-only", action="store_true",
                         help="write the table of the rows already cached, running none")
@@ -373,6 +381,9 @@ def main() -> None:
     model.eval()
     base_top1 = evaluate(model, test)["top1"]
     calib = list(BatchLoader(train, batch_size=64, shuffle=True, seed=0))[:args.calib]
+    if args.spearman_only:
+        spearman_table(args, model, calib[:2], base_note)
+        return
     budget = {"base": base_note, "ft_epochs": args.ft_epochs, "ft_subset": args.ft_subset, "lr": args.lr,
               "calib": args.calib}
     cache_path = args.cache or os.path.join(OUT, f"prune-acc-{args.model}.json")
@@ -395,7 +406,7 @@ def main() -> None:
         base_bytes = os.path.getsize(torchslim.save(model, os.path.join(tmp, "base.safetensors")))
     render(args, cache_path, cache, model, base_note, base_top1, base_bytes, time.perf_counter() - began)
     if args.spearman:
-        spearman_table(args, model, calib[:2])
+        spearman_table(args, model, calib[:2], base_note)
 
 
 if __name__ == "__main__":

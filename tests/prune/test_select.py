@@ -42,6 +42,40 @@ def test_round_to_keeps_multiples():
         assert result.macs_after <= 0.4 * result.macs_before
 
 
+@pytest.mark.parametrize("scope", ["global", "greedy"])
+def test_round_to_gives_back_what_the_targets_allow(scope):
+    """Rounding overshoots the targets; the selection then restores blocks of ``round_to``
+    channels until one more block in any group would miss a target."""
+    from torchslim.prune import build_graph
+    from torchslim.prune.criteria import Context, score_groups
+    from torchslim.prune.select import CostModel, _State, select_channels
+
+    model = build("vgg14", width=0.5)
+    graph = build_graph(model)
+    cost = CostModel(model, graph, model.input_shape)
+    scores = score_groups("l1", graph.groups, Context(model, graph))
+    config = PruneConfig(criterion="l1", target_macs=0.4, target_params=0.3, scope=scope, round_to=8)
+    removed, counts = select_channels(graph.groups, scores, cost, config)
+
+    def state_of(removed_units):
+        state = _State(cost)
+        for group in graph.groups:
+            for unit in group.units:
+                if unit in removed_units:
+                    state.remove(group, group.units.index(unit))
+        return state
+
+    def met(state):
+        return state.macs <= 0.4 * cost.total_macs and state.params <= 0.3 * cost.total_params
+
+    assert met(state_of(removed))
+    for group in graph.groups:
+        gone = [u for u in group.units if u in removed]
+        assert (len(group) - len(gone)) % 8 == 0 or not gone
+        if gone:  # give back up to 8 of them: some target must break
+            assert not met(state_of(removed - set(gone[:8]))), group.name
+
+
 def test_min_channels_and_ignored_layers():
     model = build("vgg11", width=0.5)
     config = PruneConfig(criterion="l1", ratio=0.9, scope="global", min_channels=6,

@@ -270,6 +270,32 @@ def _beta(sel: _Selection, slack: float, high: float = 4.0, steps: int = 12) -> 
     return high
 
 
+def _refill(sel: _Selection, counts: dict, keys: dict) -> dict:
+    """Give back whole multiples of ``round_to`` channels while every target stays met.
+
+    Rounding the kept channels (and the slack it needs) overshoots the target; each step
+    restores the block of channels next in line for removal with the highest mean score."""
+    multiple = sel.config.round_to
+    counts = dict(counts)
+    while True:
+        best = None
+        for i, count in counts.items():
+            if count == 0:
+                continue
+            size = len(sel.groups[i])
+            keep = min(size, _round_keep(size - count, size, multiple, sel.floor(i)) + multiple)
+            trial = {**counts, i: size - keep}
+            if not sel.met(sel.evaluate(trial), sum(trial.values())):
+                continue
+            restored = sel.order[i][size - keep:count]
+            value = sum(keys[i][u] for u in restored) / len(restored)
+            if best is None or value > best[0]:
+                best = (value, trial)
+        if best is None:
+            return counts
+        counts = best[1]
+
+
 def select_channels(groups, scores, cost: CostModel, config) -> tuple[set, dict]:
     """The channel units to remove (graph roots) and the number removed per group index."""
     sel = _Selection(groups, scores, cost, config)
@@ -285,6 +311,8 @@ def select_channels(groups, scores, cost: CostModel, config) -> tuple[set, dict]
             if config.round_to <= 1 or sel.met(state, sum(counts.values())):
                 break
             slack += 0.005
+        if config.round_to > 1:
+            counts = _refill(sel, counts, sel.weighted(beta) if not greedy else sel.normalised)
     state = sel.evaluate(counts)
     if config.ratio is None and not sel.met(state, sum(counts.values()), slack=-1e-6):
         macs_missed = config.target_macs is not None and state.macs > config.target_macs * cost.total_macs * (1 + 1e-6)
