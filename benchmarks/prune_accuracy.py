@@ -105,7 +105,7 @@ def tp_prune(model, target: float, method: str, calib, round_to: int = 1):
 
 
 ROW_OPTIONS = ("pF (params <= F x MACs), keepbn, kd or kdT-A (distil from the base, T, alpha), lrX, stepsK, "
-               "rN (channels kept rounded to multiples of N)")
+               "rN (channels kept rounded to multiples of N), sN (fine-tune seed N, default 0)")
 
 
 def _row_option(row: dict, option: str) -> bool:
@@ -117,8 +117,8 @@ def _row_option(row: dict, option: str) -> bool:
         row["kd"] = [float(temperature), float(alpha)]
     elif option.startswith("steps") and option[5:].isdigit() and int(option[5:]) >= 1:
         row["steps"] = int(option[5:])
-    elif option[:1] == "r" and option[1:].isdigit() and int(option[1:]) >= 1:
-        row["round_to"] = int(option[1:])
+    elif option[:1] in "rs" and option[1:].isdigit():
+        row["round_to" if option[0] == "r" else "seed"] = max(int(option[1:]), 1 if option[0] == "r" else 0)
     elif option[:2] == "lr" or option[:1] == "p":
         row["lr" if option[:2] == "lr" else "params"] = float(option[2 if option[:2] == "lr" else 1:])
     else:
@@ -147,6 +147,7 @@ def label(row: dict) -> str:
     extra += ", BN not recalibrated" if row["tool"] == "ours" and not row.get("recalibrate_bn", True) else ""
     extra += f", {row['steps']} prune steps" if row.get("steps", 1) > 1 else ""
     extra += f", channels rounded to {row['round_to']}" if row.get("round_to", 1) > 1 else ""
+    extra += f", fine-tune seed {row['seed']}" if row.get("seed") else ""
     extra += f", fine-tune lr {row['lr']:g}" if row.get("lr") else ""
     extra += ", distilled from the base (T {:g}, alpha {:g})".format(*row["kd"]) if row.get("kd") else ""
     return f"{tool} | {row['criterion']} ({scope}{extra})"
@@ -206,7 +207,7 @@ def run_row(key: str, folder: str, model, row, target, args, train, test, calib)
     top1_pruned = top1 = evaluate(pruned, test)["top1"]
     if args.ft_epochs:
         loss_fn = kd_loss_fn(copy.deepcopy(model), *row["kd"]) if row.get("kd") else None
-        fit(pruned, ft_set, TrainConfig(epochs=args.ft_epochs, lr=row.get("lr") or args.lr, seed=0),
+        fit(pruned, ft_set, TrainConfig(epochs=args.ft_epochs, lr=row.get("lr") or args.lr, seed=row.get("seed", 0)),
             checkpoint_path=stem + ".ckpt", loss_fn=loss_fn, progress=False)
         top1 = evaluate(pruned.eval(), test)["top1"]
     return row_record(model, row, target, pruned.eval(), top1_pruned, top1, stem, began)
@@ -344,7 +345,7 @@ def spearman_table(args, model, calib, base_note: str) -> None:
         f"Hardware: {hardware()}  ",
         f"Base: {args.model}, {base_note}.  ",
         f"Spearman rank correlation with the oracle (exact loss change when a channel is zeroed) on "
-        f"{args.calib * 64} training images, the evaluation of Molchanov et al. 2016: the mean over the "
+        f"{sum(len(y) for _, y in calib)} training images, the evaluation of Molchanov et al. 2016: the mean over the "
         f"{len(big)} channel groups of more than 2 channels, and over all channels after per-group "
         "L2 normalisation.",
         "",
