@@ -19,7 +19,7 @@ taylor         |mean over batch and space of activation x gradient| per channel,
 taylor-weight  |sum of weight x gradient| over the channel's parameters
 taylor-group   sum of |weight x gradient| over every parameter of the coupled group: the
                producing filters and biases, BatchNorm scales and shifts and the
-               consumers' input slices (the group-level Taylor of DepGraph)
+               consumers' input slices (group-level Taylor, as in DepGraph, Fang et al. 2023)
 bn-scale       |gamma| of the group's BatchNorm layers (Network Slimming, Liu et al. 2017)
 oicsr          summed squared weights of the out-channel in layer l and the matching
                in-channel in layer l+1, over the whole coupled group (OICSR, CVPR 2019)
