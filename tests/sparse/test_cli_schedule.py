@@ -21,6 +21,7 @@ def _saved_mlp(tmp_path):
     (["--method", "magnitude", "--schedule", "oneshot", "--agp-fraction", "0.5"], "applies to --method magnitude"),
     (["--method", "kmeans", "--agp-fraction", "0.5"], "applies to --method magnitude"),
     (["--method", "kmeans", "--alpha", "0.5"], "need --distill"),
+    (["--method", "kmeans", "--criterion", "folded"], "--criterion applies to magnitude"),
 ])
 def test_bad_schedule_and_distill_flags_are_one_line_errors(flags, message, tmp_path, capsys):
     from torchslim.cli.main import main
@@ -87,3 +88,19 @@ def test_recipe_stage_teacher_original_reaches_compress_weights(tmp_path):
     prune, share = plan(load_recipe(str(recipe)))[1:]
     assert stage_argv(prune, "in.st", "out.st", "orig.st")[-5:] == ["--teacher", "orig.st", "--out", "out.st", "--json"]
     assert stage_argv(share, "in.st", "out.st", "orig.st")[-5:] == ["--teacher", "in.st", "--out", "out.st", "--json"]
+
+
+def test_recipe_criterion_reaches_compress_weights_and_is_checked(tmp_path):
+    from torchslim.errors import UserError
+    from torchslim.pipeline import load_recipe, plan
+    from torchslim.pipeline.runner import stage_argv
+
+    recipe = tmp_path / "r.yaml"
+    stage = "  - compress_weights: {method: magnitude, schedule: agp, finetune_epochs: 1, criterion: %s}\n"
+    recipe.write_text("data: digits\nstages:\n  - train: {model: lenet300, epochs: 1}\n" + stage % "folded")
+    prune = plan(load_recipe(str(recipe)))[1]
+    argv = stage_argv(prune, "in.st", "out.st", "orig.st")
+    assert argv[argv.index("--criterion") + 1] == "folded"
+    recipe.write_text("data: digits\nstages:\n  - train: {model: lenet300, epochs: 1}\n" + stage % "folder")
+    with pytest.raises(UserError, match="did you mean 'folded'"):
+        plan(load_recipe(str(recipe)))

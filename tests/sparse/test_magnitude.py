@@ -70,3 +70,43 @@ def test_schedules_fine_tune_with_masks_held(schedule):
     for row in sparsity_report(pruned)["layers"]:
         assert row["nonzero"] == round(0.2 * row["params"])  # exact: momentum never revived a weight
     assert top1(pruned) >= 0.85
+
+
+def _bn_net():
+    """Linear(4, 2) -> BatchNorm: row 0 large but scaled down by its BatchNorm, row 1 small but scaled up."""
+    net = nn.Sequential(nn.Linear(4, 2, bias=False), nn.BatchNorm1d(2)).eval()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[4.0, 5.0, 6.0, 7.0], [0.1, 0.2, 0.3, 0.4]]))
+        net[1].running_var.copy_(torch.tensor([1e4 - 1e-5, 1e-4 - 1e-5]))  # scale 1/100 and 100
+    return net
+
+
+def test_folded_criterion_ranks_the_weights_as_deployed():
+    from torchslim.sparse import CRITERIA
+
+    net = _bn_net()
+    layers = prunable_layers(net)
+    folded = CRITERIA["folded"](net, layers)["0"]
+    expected = torch.tensor([[0.04, 0.05, 0.06, 0.07], [10.0, 20.0, 30.0, 40.0]])
+    assert torch.allclose(folded, expected, rtol=1e-4)
+    by_weight = magnitude_masks(layers, 0.5)["0"]
+    by_folded = magnitude_masks(layers, 0.5, scores=CRITERIA["folded"](net, layers))["0"]
+    assert by_weight.tolist() == [[True] * 4, [False] * 4]
+    assert by_folded.tolist() == [[False] * 4, [True] * 4]
+    pruned = sparsify(net, SparsityConfig(sparsity=0.5, criterion="folded"))
+    assert torch.equal(pruned[0].weight, net[0].weight * by_folded)  # the BatchNorm itself left as it was
+    assert torch.equal(pruned[1].running_var, net[1].running_var)
+    with pytest.raises(UserError, match="sparsity criterion"):
+        SparsityConfig(criterion="gradient")
+
+
+def test_cli_criterion_choices_are_the_registry():
+    import argparse
+
+    from torchslim.cli import compress_weights
+    from torchslim.sparse import CRITERIA
+
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    compress_weights.add_parser(subparsers)
+    action = next(a for a in subparsers.choices["compress-weights"]._actions if a.dest == "criterion")
+    assert set(action.choices) == set(CRITERIA) and action.default == "magnitude"

@@ -46,6 +46,9 @@ def add_parser(subparsers):
     parser.add_argument("--agp-fraction", type=float, default=None,
                         help="magnitude, agp: share of the fine-tune spent ramping up to the final sparsity "
                              "(default 0.75); the rest trains at the final masks")
+    parser.add_argument("--criterion", default="magnitude", choices=("magnitude", "folded"),
+                        help="magnitude: rank weights by |w| or by |w| with the following BatchNorm folded in "
+                             "(the weights the deployed layer computes with)")
     parser.add_argument("--layer-sparsity", default="",
                         help="magnitude: per-layer fractions removed, NAME=S,NAME=S (other layers: --sparsity)")
     parser.add_argument("--bits", type=int, default=None,
@@ -160,7 +163,8 @@ def _magnitude(model, args, train_set):
                           for path in prunable_layers(model, _exclude(args))}
     extra = {} if args.agp_fraction is None else {"agp_fraction": args.agp_fraction}
     config = SparsityConfig(sparsity=args.sparsity, scope=args.scope, schedule=args.schedule,
-                            layer_sparsity=layer_sparsity, exclude=_exclude(args), **extra)
+                            layer_sparsity=layer_sparsity, exclude=_exclude(args), criterion=args.criterion,
+                            **extra)
     train_config = _finetune_config(args) if args.finetune_epochs > 0 else None
     return sparsify(model, config, train_set, train_config, loss_fn=args.loss_fn, progress=not args.json).cpu()
 
@@ -221,6 +225,7 @@ def _check_args(args) -> None:
     if args.method not in ("svd", "tucker") and (args.rank_energy is not None or args.target_macs is not None):
         raise UserError(f"--rank-energy / --target-macs apply to svd and tucker, not {args.method}")
     for flag, value, method in (("--layer-sparsity", args.layer_sparsity, "magnitude"),
+                                ("--criterion", "" if args.criterion == "magnitude" else args.criterion, "magnitude"),
                                 ("--layer-bits", args.layer_bits, "kmeans"),
                                 ("--side-dtype", "" if args.side_dtype == "float32" else args.side_dtype, "kmeans")):
         if value and args.method != method:

@@ -5,12 +5,13 @@ schedules, a per-layer report, and relative-index sparse storage.
     pruned = sparsify(model, SparsityConfig(sparsity=0.9, schedule="agp"), train_set, TrainConfig(epochs=4))
 """
 
-from .magnitude import MaskSet, magnitude_masks, prunable_layers
+from .magnitude import CRITERIA, MaskSet, magnitude_masks, prunable_layers
 from .report import format_sparsity_report, sparsity_report
 from .schedule import SCHEDULES, SparsityConfig, cubic_ramp, register_schedule, sparsify
 from .storage import RelativeSparse, decode_positions, encode_relative, encode_sparse, from_csr, to_csr
 
 __all__ = [
+    "CRITERIA",
     "MaskSet",
     "RelativeSparse",
     "SCHEDULES",

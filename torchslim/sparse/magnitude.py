@@ -49,22 +49,48 @@ def _keep_top(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     return mask.reshape(weight.shape)
 
 
-def magnitude_masks(layers: dict[str, nn.Module], sparsity, scope: str = "layer") -> dict[str, torch.Tensor]:
-    """Masks keeping the largest-magnitude weights.
+def weight_magnitudes(model: nn.Module, layers: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """``|w|`` of each layer's weight as it is."""
+    return {path: layer.weight.detach().abs() for path, layer in layers.items()}
+
+
+def folded_magnitudes(model: nn.Module, layers: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """``|w|`` as deployed: the BatchNorm after a layer folded in, ``|w| * |gamma| / sqrt(var + eps)`` per output.
+
+    A BatchNorm makes its layer's function blind to the scale of each output's
+    weights, so the raw ``|w|`` of two outputs are not comparable; the folded
+    weights are the ones the deployed (and weight-shared) layer computes with.
+    Layers without a BatchNorm after them score as ``|w|``.
+    """
+    from ..export.fold import fold_batchnorm
+
+    folded = dict(fold_batchnorm(model).named_modules())
+    return {path: folded[path].weight.detach().abs() for path in layers}
+
+
+# criterion name -> (model, {path: layer}) -> {path: non-negative score per weight}
+CRITERIA = {"magnitude": weight_magnitudes, "folded": folded_magnitudes}
+
+
+def magnitude_masks(layers: dict[str, nn.Module], sparsity, scope: str = "layer",
+                    scores: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Masks keeping the largest-magnitude weights (or the largest ``scores``, one per weight).
 
     ``sparsity`` is a fraction or ``{path: fraction}`` (per-layer targets, scope
     ``layer`` only).  ``global`` ranks all weights of all layers together.
     """
+    if scores is None:
+        scores = weight_magnitudes(None, layers)
     if scope not in SCOPES:
         raise unknown_choice("sparsity scope", scope, SCOPES)
     if isinstance(sparsity, dict):
         if scope == "global":
             raise UserError("per-layer sparsity targets need scope 'layer'")
-        return {p: _keep_top(m.weight, _check_sparsity(sparsity.get(p, 0.0))) for p, m in layers.items()}
+        return {p: _keep_top(scores[p], _check_sparsity(sparsity.get(p, 0.0))) for p in layers}
     sparsity = _check_sparsity(sparsity)
     if scope == "layer":
-        return {path: _keep_top(m.weight, sparsity) for path, m in layers.items()}
-    flat = torch.cat([m.weight.detach().abs().reshape(-1) for m in layers.values()])
+        return {path: _keep_top(scores[path], sparsity) for path in layers}
+    flat = torch.cat([scores[path].reshape(-1) for path in layers])
     keep = int(round((1.0 - sparsity) * flat.numel()))
     selected = torch.zeros(flat.numel(), dtype=torch.bool)
     if keep > 0:

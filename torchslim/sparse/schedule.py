@@ -25,7 +25,7 @@ from torch import nn
 
 from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
-from .magnitude import SCOPES, MaskSet, _check_sparsity, magnitude_masks, prunable_layers
+from .magnitude import CRITERIA, SCOPES, MaskSet, _check_sparsity, magnitude_masks, prunable_layers
 
 SCHEDULES: dict = {}
 
@@ -50,6 +50,7 @@ class SparsityConfig(ConfigMixin):
     rounds: int = 3  # iterative
     agp_fraction: float = 0.75  # agp: share of the fine-tune steps spent ramping up
     agp_every: int = 50  # agp: steps between mask updates
+    criterion: str = "magnitude"  # magnitude | folded (|w| with the following BatchNorm folded in)
 
     def __post_init__(self):
         _check_sparsity(self.sparsity)
@@ -59,6 +60,8 @@ class SparsityConfig(ConfigMixin):
             raise unknown_choice("sparsity scope", self.scope, SCOPES)
         if self.schedule not in SCHEDULES:
             raise unknown_choice("sparsity schedule", self.schedule, SCHEDULES)
+        if self.criterion not in CRITERIA:
+            raise unknown_choice("sparsity criterion", self.criterion, CRITERIA)
         if self.rounds < 1 or self.agp_every < 1 or not 0 < self.agp_fraction <= 1:
             raise UserError("need rounds >= 1, agp_every >= 1 and agp_fraction in (0, 1]")
         self.exclude = tuple(self.exclude)
@@ -78,7 +81,8 @@ def cubic_ramp(progress: float) -> float:
 
 
 def _prune(model, layers, config, fraction) -> MaskSet:
-    masks = MaskSet(magnitude_masks(layers, config.target(fraction), config.scope))
+    scores = CRITERIA[config.criterion](model, layers)
+    masks = MaskSet(magnitude_masks(layers, config.target(fraction), config.scope, scores))
     masks.apply(model)
     return masks
 
