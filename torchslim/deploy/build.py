@@ -97,8 +97,8 @@ def native_library() -> ctypes.CDLL | None:
 
 
 def isa() -> str:
-    """Which inner loops run: 'popcnt+avx2', 'portable', or 'reference' (no native library)."""
+    """Which inner loops run: 'popcnt+avx2+bmi', 'portable', or 'reference' (no native library)."""
     lib = native_library()
     if lib is None:
         return "reference"
-    return "popcnt+avx2" if lib.bk_isa() == 1 else "portable"
+    return "popcnt+avx2+bmi" if lib.bk_isa() == 1 else "portable"

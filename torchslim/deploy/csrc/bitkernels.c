@@ -31,7 +31,7 @@
  * non-overlapping windows (the maximum of thermometer bits is their OR), and
  * for a binary-weighted next layer turned into the bits of the level index.
  *
- * Two builds of the hot loops are selected at run time: one for POPCNT + AVX2,
+ * Two builds of the hot loops are selected at run time: one for POPCNT + AVX2 + BMI,
  * and a portable one.  Work is spread over a small thread pool (threadpool.h);
  * packing of float tensors lives in bitpack.h.
  */
@@ -47,7 +47,7 @@
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
 #define BK_X86 1
-#define TARGET_FAST __attribute__((target("popcnt,avx2")))
+#define TARGET_FAST __attribute__((target("popcnt,avx2,bmi")))
 #else
 #define BK_X86 0
 #define TARGET_FAST
@@ -65,8 +65,8 @@
 /* For rows r = 0..rows-1 of a [rows][planes][kwords] and the 8 channels of one
  * weight tile w [kwords][8]: acc[r][o] = sum_p 2^p sum_k popcount(a[r][p][k] & w[k][o])
  * (planes = 1: a plain popcount sum; more: binary-weighted planes, whose weighted sum
- * is then one row).  Rows go two at a time so every weight word loaded serves two
- * rows; an odd last row is paired with itself. */
+ * is then one row).  The portable kernel takes rows two at a time so every weight
+ * word loaded serves two rows (an odd last row is paired with itself). */
 typedef void (*mk_fn)(const uint64_t *a, int64_t rows, const uint64_t *w, int64_t kwords, int64_t planes,
                       int32_t *acc);
 
@@ -93,86 +93,84 @@ static void mk_and_portable(const uint64_t *a, int64_t rows, const uint64_t *w, 
 }
 
 #if BK_X86
-/* Half the tile (4 channels) runs on scalar POPCNT in the integer units, the
- * other half on the AVX2 nibble-table popcount in the vector units, so both
- * kinds of execution port work at once (on this AMD core about 15% faster than
- * either alone); activation words are broadcast straight from memory, which keeps
- * the move off the vector ports.  Byte counters are folded into 64-bit
- * lanes (vpsadbw) every 31 words, before they can overflow (31 * 8 < 256). */
-/* Nibble-table popcount of the bytes of t, added to the byte counters b. */
-TARGET_FAST ALWAYS_INLINE __m256i add_byte_counts(__m256i b, __m256i t) {
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1,
-                                         2, 2, 3, 2, 3, 3, 4);
-    const __m256i low = _mm256_set1_epi8(15);
-    return _mm256_add_epi8(b, _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(t, low)),
-                                              _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(t, 4), low))));
+/* The same sums from inverted activation rows (~a: the im2col of the fast path writes
+ * them so), 6 channels on scalar POPCNT and 2 in one SSE register (nibble-table
+ * popcount, byte counters folded by vpsadbw), so the integer and the vector units
+ * work at once.  BMI's andn takes ~a and a weight word from memory in one
+ * instruction, so a scalar count is three instructions (andn, popcnt, add) with no
+ * register copy; the compiler turns an andn intrinsic back into not + and, hence
+ * the one-line asm.  One row at a time keeps the 6 scalar and the vector
+ * accumulators in registers.  The kernel it replaced (2 rows, 4 scalar channels
+ * with both rows' counts in one register, 4 AVX2 channels, plain and) took 0.37-0.42
+ * ns per 64-bit count on this AMD core at 2.5 GHz, this one 0.35-0.38 (3x3 over 64
+ * to 256 channels, 1 to 3 planes).  Binary-weighted planes are summed by Horner's
+ * rule, from the top plane down (acc = 2 * acc + plane). */
+ALWAYS_INLINE uint64_t andn_load(uint64_t inverted, const uint64_t *word) {
+    uint64_t r;
+    __asm__("andnq %2, %1, %0" : "=r"(r) : "r"(inverted), "m"(*word));
+    return r;
 }
+#define COUNT(o) (uint64_t)__builtin_popcountll(andn_load(u, x + (o)))
 
-/* The two rows' scalar counts share one register (row 1 in the high 32 bits): that
- * frees registers the kernel otherwise spills (measured 5-8% faster).  kwords is a
- * constant where the caller specialises it (the common 3x3 sizes), so the loop over
- * it unrolls completely. */
-TARGET_FAST ALWAYS_INLINE void mk_and_body(const uint64_t *a, int64_t rows, const uint64_t *w, const int64_t kwords,
-                                           const int64_t planes, int32_t *acc) {
-    const __m256i zero = _mm256_setzero_si256();
-    for (int64_t r = 0; r < rows; r += 2) {
-        const int64_t r1 = r + 1 < rows ? r + 1 : r;
-        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        __m256i v0 = zero, v1 = zero;
-#pragma GCC unroll 4
-        for (int64_t p = 0; p < planes; p++) { /* plane p counts 2^p times */
-            const uint64_t *a0 = a + (r * planes + p) * kwords, *a1 = a + (r1 * planes + p) * kwords;
-            for (int64_t k = 0; k < kwords;) {
+TARGET_FAST ALWAYS_INLINE void mk_andn_body(const uint64_t *na, int64_t rows, const uint64_t *w, const int64_t kwords,
+                                            const int64_t planes, int32_t *acc) {
+    const __m128i lut = _mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m128i low = _mm_set1_epi8(15), zero = _mm_setzero_si128();
+    for (int64_t r = 0; r < rows; r++) {
+        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0;
+        __m128i v = zero;
+        for (int64_t p = planes - 1; p >= 0; p--) {
+            if (planes > 1) {
+                s0 += s0, s1 += s1, s2 += s2, s3 += s3, s4 += s4, s5 += s5;
+                v = _mm_add_epi64(v, v);
+            }
+            const uint64_t *a0 = na + (r * planes + p) * kwords;
+            for (int64_t k = 0; k < kwords;) { /* byte counters fold every 31 words (31 * 8 < 256) */
                 const int64_t end = kwords - k > 31 ? k + 31 : kwords;
-                __m256i b0 = zero, b1 = zero;
+                __m128i b = zero;
+#pragma GCC unroll 4
                 for (; k < end; k++) {
-                    const uint64_t u = a0[k], v = a1[k], *x = w + TILE * k;
-                    const __m256i wv = _mm256_loadu_si256((const __m256i *)(x + 4));
-                    b0 = add_byte_counts(b0, _mm256_and_si256(_mm256_castpd_si256(_mm256_broadcast_sd((const double *)(a0 + k))), wv));
-                    b1 = add_byte_counts(b1, _mm256_and_si256(_mm256_castpd_si256(_mm256_broadcast_sd((const double *)(a1 + k))), wv));
-                    s0 += ((uint64_t)__builtin_popcountll(u & x[0]) + ((uint64_t)__builtin_popcountll(v & x[0]) << 32)) << p;
-                    s1 += ((uint64_t)__builtin_popcountll(u & x[1]) + ((uint64_t)__builtin_popcountll(v & x[1]) << 32)) << p;
-                    s2 += ((uint64_t)__builtin_popcountll(u & x[2]) + ((uint64_t)__builtin_popcountll(v & x[2]) << 32)) << p;
-                    s3 += ((uint64_t)__builtin_popcountll(u & x[3]) + ((uint64_t)__builtin_popcountll(v & x[3]) << 32)) << p;
+                    const uint64_t u = a0[k], *x = w + TILE * k;
+                    const __m128i t = _mm_andnot_si128(_mm_castpd_si128(_mm_loaddup_pd((const double *)(a0 + k))),
+                                                       _mm_loadu_si128((const __m128i *)(x + 6)));
+                    b = _mm_add_epi8(b, _mm_add_epi8(_mm_shuffle_epi8(lut, _mm_and_si128(t, low)),
+                                                     _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(t, 4), low))));
+                    s0 += COUNT(0), s1 += COUNT(1), s2 += COUNT(2), s3 += COUNT(3), s4 += COUNT(4), s5 += COUNT(5);
                 }
-                v0 = _mm256_add_epi64(v0, _mm256_slli_epi64(_mm256_sad_epu8(b0, zero), (int)p));
-                v1 = _mm256_add_epi64(v1, _mm256_slli_epi64(_mm256_sad_epu8(b1, zero), (int)p));
+                v = _mm_add_epi64(v, _mm_sad_epu8(b, zero));
             }
         }
-        /* lanes hold counts < 2^31: keep the low 32 bits of each 64-bit lane */
-        const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-        int32_t *c0 = acc + r * TILE, *c1 = acc + r1 * TILE;
-        c1[0] = (int32_t)(s0 >> 32); c1[1] = (int32_t)(s1 >> 32); c1[2] = (int32_t)(s2 >> 32); c1[3] = (int32_t)(s3 >> 32);
-        _mm_storeu_si128((__m128i *)(c1 + 4), _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v1, pick)));
-        c0[0] = (int32_t)s0; c0[1] = (int32_t)s1; c0[2] = (int32_t)s2; c0[3] = (int32_t)s3;
-        _mm_storeu_si128((__m128i *)(c0 + 4), _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v0, pick)));
+        int32_t *c = acc + r * TILE;
+        c[0] = (int32_t)s0, c[1] = (int32_t)s1, c[2] = (int32_t)s2, c[3] = (int32_t)s3, c[4] = (int32_t)s4;
+        c[5] = (int32_t)s5, c[6] = _mm_cvtsi128_si32(v), c[7] = _mm_extract_epi32(v, 2);
     }
 }
+#undef COUNT
 
-TARGET_FAST static void mk_and_fast(const uint64_t *a, int64_t rows, const uint64_t *w, int64_t kwords,
-                                    int64_t planes, int32_t *acc) {
+TARGET_FAST static void mk_andn_fast(const uint64_t *na, int64_t rows, const uint64_t *w, int64_t kwords,
+                                     int64_t planes, int32_t *acc) {
     if (planes == 2) { /* 2-bit binary-weighted activations */
-        if (kwords == 9) mk_and_body(a, rows, w, 9, 2, acc);
-        else if (kwords == 18) mk_and_body(a, rows, w, 18, 2, acc);
-        else mk_and_body(a, rows, w, kwords, 2, acc);
+        if (kwords == 9) mk_andn_body(na, rows, w, 9, 2, acc);
+        else if (kwords == 18) mk_andn_body(na, rows, w, 18, 2, acc);
+        else mk_andn_body(na, rows, w, kwords, 2, acc);
         return;
     }
     if (planes != 1) {
-        mk_and_body(a, rows, w, kwords, planes, acc);
+        mk_andn_body(na, rows, w, kwords, planes, acc);
         return;
     }
     switch (kwords) { /* 3x3 taps of 64, 128, 192 and 256 channels */
-    case 9: mk_and_body(a, rows, w, 9, 1, acc); break;
-    case 18: mk_and_body(a, rows, w, 18, 1, acc); break;
-    case 27: mk_and_body(a, rows, w, 27, 1, acc); break;
-    case 36: mk_and_body(a, rows, w, 36, 1, acc); break;
-    default: mk_and_body(a, rows, w, kwords, 1, acc);
+    case 9: mk_andn_body(na, rows, w, 9, 1, acc); break;
+    case 18: mk_andn_body(na, rows, w, 18, 1, acc); break;
+    case 27: mk_andn_body(na, rows, w, 27, 1, acc); break;
+    case 36: mk_andn_body(na, rows, w, 36, 1, acc); break;
+    default: mk_andn_body(na, rows, w, kwords, 1, acc);
     }
 }
 
 #endif
 
-static int g_isa = 0; /* 0 portable, 1 popcnt+avx2 */
+static int g_isa = 0; /* 0 portable, 1 popcnt+avx2+bmi */
 
 /* Choose the inner loops: force < 0 picks the best the CPU supports, 0 the portable ones. */
 int bk_select_isa(int force) {
@@ -180,7 +178,8 @@ int bk_select_isa(int force) {
     g_isa = 0;
 #if BK_X86
     __builtin_cpu_init();
-    if (force != 0 && __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("avx2")) {
+    if (force != 0 && __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("bmi")) {
         g_pack = pack_block_fast;
         g_isa = 1;
     }
@@ -275,15 +274,16 @@ static int carve(scratch *s, const bk_conv_desc *d, int64_t npix, buffers *bf) {
 
 static inline int64_t clamp(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
 
-/* A window wholly inside the image: kh rows of run words, rows `stride` words apart;
- * returns the set bits copied.  Constant kh and run (the 3x3 cases) unroll it. */
+/* A window wholly inside the image: kh rows of run words, rows `stride` words apart,
+ * each XOR flip (~0: inverted, as the fast micro-kernel reads them); returns the set
+ * bits of the words read.  Constant kh and run (the 3x3 cases) unroll it. */
 ALWAYS_INLINE int64_t copy_window(const uint64_t *src, int64_t stride, uint64_t *dst, const int64_t kh,
-                                  const int64_t run) {
+                                  const int64_t run, uint64_t flip) {
     int64_t ones = 0;
     for (int64_t i = 0; i < kh; i++)
         for (int64_t k = 0; k < run; k++) {
             const uint64_t v = src[i * stride + k];
-            dst[i * run + k] = v;
+            dst[i * run + k] = v ^ flip;
             ones += __builtin_popcountll(v);
         }
     return ones;
@@ -308,13 +308,13 @@ static void copy_border_window(const bk_conv_desc *d, const uint64_t *img, int64
     }
 }
 
-/* im2col of one unit (pool rows of output pixels) on bits, with each row's set bits,
+/* im2col of one unit (pool rows of output pixels) on bits (inverted with invert), with each row's set bits,
  * each pixel's part of the exact sum and its valid taps (bf->pix), and in sign mode the
  * valid taps' rectangle.  kh and run (kw * words) are constants where the caller
  * specialises them.  The descriptor's fields are read into locals first: the stores
  * into the buffers would otherwise make the compiler reload them for every pixel. */
 ALWAYS_INLINE void gather_windows(const bk_conv_desc *d, const buffers *bf, int64_t b, int64_t unit, int64_t owe,
-                                  int64_t npix, const int64_t kh, const int64_t run) {
+                                  int64_t npix, const int64_t kh, const int64_t run, const int invert) {
     const int64_t words = d->words, kw = d->kw, h = d->h, w = d->w, planes = d->planes, c_true = d->c_true;
     const int64_t sh = d->sh, sw = d->sw, ph = d->ph, pw = d->pw, sign = d->steps == NULL, in_binary = d->in_binary;
     const int64_t K = kh * run, stride = w * words;
@@ -349,10 +349,12 @@ ALWAYS_INLINE void gather_windows(const bk_conv_desc *d, const buffers *bf, int6
             uint64_t *dst = col + (in_binary ? q * planes + p : p * npix + q) * K;
             int64_t ones = 0;
             if (inside) {
-                ones = copy_window(img + iy0 * stride + ix0 * words, stride, dst, kh, run);
+                ones = copy_window(img + iy0 * stride + ix0 * words, stride, dst, kh, run, invert ? ~(uint64_t)0 : 0);
             } else {
                 copy_border_window(d, img, iy0, ix0, dst);
                 for (int64_t k = 0; k < K; k++) ones += __builtin_popcountll(dst[k]);
+                if (invert)
+                    for (int64_t k = 0; k < K; k++) dst[k] = ~dst[k];
             }
             ones_out[p * npix + q] = (int32_t)ones;
             weighted += ones << p;
@@ -363,11 +365,11 @@ ALWAYS_INLINE void gather_windows(const bk_conv_desc *d, const buffers *bf, int6
 }
 
 ALWAYS_INLINE void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int64_t unit, int64_t owe,
-                               int64_t npix) {
+                               int64_t npix, const int invert) {
     const int64_t run = d->kw * d->words;
-    if (d->kh == 3 && run == 3) gather_windows(d, bf, b, unit, owe, npix, 3, 3); /* 3x3 over 1 and 2 words */
-    else if (d->kh == 3 && run == 6) gather_windows(d, bf, b, unit, owe, npix, 3, 6);
-    else gather_windows(d, bf, b, unit, owe, npix, d->kh, run);
+    if (d->kh == 3 && run == 3) gather_windows(d, bf, b, unit, owe, npix, 3, 3, invert); /* 3x3 over 1 and 2 words */
+    else if (d->kh == 3 && run == 6) gather_windows(d, bf, b, unit, owe, npix, 3, 6, invert);
+    else gather_windows(d, bf, b, unit, owe, npix, d->kh, run, invert);
 }
 
 /* Per-tile epilogue: values of every pixel of the unit for the 8 channels from o0,
@@ -654,14 +656,14 @@ TARGET_FAST static void epilogue_fast(const epi_args *e, const buffers *bf, int6
 /* One work item: output channels [64 * chunk, +64) of one unit (pool output rows) of image b. */
 /* Returns 0 when its scratch memory could not grow (nothing written), else 1. */
 ALWAYS_INLINE int conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk, mk_fn mk,
-                             epi_fn epilogue) {
+                             epi_fn epilogue, const int invert) {
     const int64_t pool = d->pool, owe = pool > 1 ? (d->ow / pool) * pool : d->ow, npix = pool * owe;
     const int64_t K = d->kh * d->kw * d->words, Q = d->out_planes, ocp = (d->oc + TILE - 1) / TILE * TILE;
     buffers bf;
     if (!carve(s, d, npix, &bf)) return 0;
     const int64_t key = b * (d->oh + 1) + unit;
     if (s->key != key) {
-        gather_unit(d, &bf, b, unit, owe, npix);
+        gather_unit(d, &bf, b, unit, owe, npix, invert);
         s->key = key;
     }
     if (Q > 0) memset(bf.obits, 0, (size_t)(npix * Q) * 8);
@@ -709,11 +711,11 @@ ALWAYS_INLINE int conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64_
 
 typedef int (*item_fn)(const bk_conv_desc *, scratch *, int64_t, int64_t, int64_t);
 static int item_portable(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
-    return conv_item(d, s, b, unit, chunk, mk_and_portable, epilogue_portable);
+    return conv_item(d, s, b, unit, chunk, mk_and_portable, epilogue_portable, 0);
 }
 #if BK_X86
 TARGET_FAST static int item_fast(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
-    return conv_item(d, s, b, unit, chunk, mk_and_fast, epilogue_fast);
+    return conv_item(d, s, b, unit, chunk, mk_andn_fast, epilogue_fast, 1);
 }
 #endif
 
