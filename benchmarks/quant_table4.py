@@ -1,10 +1,15 @@
 """The HWGQ + BWN paper's Table 4 on vgg14 / fashion-mnist-32: every method, one budget.
 
     python benchmarks/quant_table4.py [--train-subset 10000] [--epochs 2] [--threads 1]
+    python benchmarks/quant_table4.py --width 1.0 --device cuda --train-subset 60000 --json F --no-write
+    python benchmarks/quant_table4.py --render F --section quant-table4-w1.0
 
-Starts from the float vgg14 of benchmarks/baselines.py when it exists (width 0.25,
-10 epochs); otherwise trains its own float base (width 0.25, ``--base-epochs`` on the
-same training subset) and says so.  Each quantized row is ``quantize`` + ``fit`` for
+At width 0.25 it starts from the float vgg14 of benchmarks/baselines.py when it exists
+(10 epochs); otherwise it trains its own float base (``--width``, ``--base-epochs`` on
+the same training subset) and says so.  ``--device cuda`` trains there (the packed
+files are still written and reloaded through the CPU code); the JSON, rewritten
+after every row, carries the hardware line, so ``--render`` writes the section on
+another machine.  Each quantized row is ``quantize`` + ``fit`` for
 the same ``--epochs`` on the same images (Adam, cosine, no weight decay, latent
 weights clipped where the method needs it), then frozen, packed and evaluated on the
 full 10k test set.  The alternating-update row starts from the HWGQ + BWN row.
@@ -26,6 +31,7 @@ from common import ROOT, command_line, hardware, markdown_table, write_section
 import torchslim
 from torchslim import models
 from torchslim.data import load_dataset
+from torchslim.io import atomic_write_text
 from torchslim.profile import serialized_size
 from torchslim.quant import QuantConfig, clip_latent_weights, freeze, quantize
 from torchslim.quant.altupdate import alternating_update, calibration_batches, recalibrate_bn
@@ -45,20 +51,25 @@ ROWS = [  # (label, method, weight bits, act bits)
 
 
 def base_model(args, train):
-    try:
-        from baselines import model_path
-        path = model_path("vgg14")
-    except (ImportError, KeyError):
-        path = ""
+    path = ""
+    if args.width == 0.25:
+        try:
+            from baselines import model_path
+            path = model_path("vgg14")
+        except (ImportError, KeyError):
+            pass
     if path and os.path.exists(path):
         return torchslim.load(path), f"benchmarks/baselines.py vgg14 ({os.path.basename(path)})"
-    own = os.path.join(OUT, f"quant-base-vgg14-w0.25-e{args.base_epochs}-n{args.train_subset}.safetensors")
+    own = os.path.join(OUT, f"quant-base-vgg14-w{args.width}-e{args.base_epochs}-n{args.train_subset}.safetensors")
     if not os.path.exists(own):
         torch.manual_seed(0)
-        model = models.create("vgg14", num_classes=10, width_mult=0.25)
-        fit(model, train, TrainConfig(epochs=args.base_epochs, lr=0.05, seed=0), progress=False)
-        torchslim.save(model, own)
-    return torchslim.load(own), f"own float base: width 0.25, {args.base_epochs} epochs SGD one-cycle on the subset"
+        model = models.create("vgg14", num_classes=10, width_mult=args.width)
+        began = time.perf_counter()
+        fit(model, train, TrainConfig(epochs=args.base_epochs, lr=0.05, seed=0, device=args.device), progress=False)
+        print(f"float base trained in {time.perf_counter() - began:.0f} s", flush=True)
+        torchslim.save(model.cpu(), own)
+    return torchslim.load(own), (f"own float base: width {args.width}, {args.base_epochs} epochs SGD one-cycle "
+                                 f"lr 0.05 on the {args.train_subset}-image subset")
 
 
 def qat(base, method, wbits, abits, train, args, batches):
@@ -66,16 +77,17 @@ def qat(base, method, wbits, abits, train, args, batches):
     model = quantize(base, config)
     recalibrate_bn(model, batches)
     history = fit(model, train, TrainConfig(epochs=args.epochs, lr=args.lr, optimizer="adam", weight_decay=0.0,
-                                            schedule="cosine", seed=0), on_step=clip_latent_weights, progress=False)
+                                            schedule="cosine", seed=0, device=args.device),
+                  on_step=clip_latent_weights, progress=False)
     recalibrate_bn(model, batches)
     return model, [e["seconds"] for e in history["epochs"]]
 
 
-def measure(label, model, test, float_bytes, epoch_seconds, folder):
-    frozen = freeze(model)
+def measure(label, model, test, float_bytes, epoch_seconds, folder, device="cpu"):
+    frozen = freeze(copy.deepcopy(model).cpu())
     path = os.path.join(folder, label.split(" ")[0].lower() + ".packed.safetensors")
     packed = save_packed(frozen, path)
-    top1_packed = evaluate(load_packed(path), test)["top1"]
+    top1_packed = evaluate(load_packed(path).to(device), test, device=device)["top1"]
     return {"label": label, "top1": top1_packed, "packed_bytes": packed,
             "ratio": float_bytes / packed, "epoch_s": sum(epoch_seconds) / max(len(epoch_seconds), 1)}
 
@@ -90,41 +102,65 @@ def main():
     parser.add_argument("--calib", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", default="", help="comma-separated methods to run (default all)")
+    parser.add_argument("--width", type=float, default=0.25, help="vgg14 width multiplier")
+    parser.add_argument("--device", default="cpu", help="where to train: cpu or cuda")
+    parser.add_argument("--json", default=os.path.join(OUT, "quant_table4.json"), help="rows, rewritten after each")
+    parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    parser.add_argument("--render", metavar="JSON", help="only write the section from a saved run")
+    parser.add_argument("--section", default="quant-table4", help="BENCHMARKS.md section to write")
     args = parser.parse_args()
+    if args.render:
+        with open(args.render) as handle:
+            saved = json.load(handle)
+        write_report(saved["rows"], argparse.Namespace(**saved["args"]), saved["base"], saved["seconds"],
+                     saved["hardware"], args.section)
+        return
     torch.set_num_threads(args.threads)
     os.makedirs(OUT, exist_ok=True)
     train = load_dataset("fashion-mnist-32", "train", subset=args.train_subset)
     test = load_dataset("fashion-mnist-32", "test")
     base, base_note = base_model(args, train)
+    float_bytes = serialized_size(base)
+    base.to(args.device)
+    machine = hardware()
+    if args.device.startswith("cuda"):
+        machine += f"; training and evaluation on {torch.cuda.get_device_name()} (torch {torch.__version__})"
     if args.qat_subset:
         train = load_dataset("fashion-mnist-32", "train", subset=args.qat_subset)
-    float_bytes = serialized_size(base)
     began = time.perf_counter()
     rows = []
     tuned = copy.deepcopy(base)  # the float row fine-tunes a copy with the same budget (epoch time)
     hist = fit(tuned, train, TrainConfig(epochs=args.epochs, lr=args.lr, optimizer="adam", weight_decay=0.0,
-                                         schedule="cosine", seed=0), progress=False)
+                                         schedule="cosine", seed=0, device=args.device), progress=False)
     float_epoch = sum(e["seconds"] for e in hist["epochs"]) / args.epochs
-    base_top1 = evaluate(base, test)["top1"]
+    base_top1 = evaluate(base, test, device=args.device)["top1"]
     rows.append({"label": "float (base)", "top1": base_top1, "packed_bytes": float_bytes,
                  "ratio": 1.0, "epoch_s": float_epoch})
     selected = [r for r in ROWS if not args.rows or r[1] in args.rows.split(",")]
-    batches = calibration_batches(train, args.calib)
+    batches = calibration_batches(train, args.calib, device=args.device)
+
+    def save():  # after every row, so a run cut short keeps what it finished
+        atomic_write_text(args.json, json.dumps({"rows": rows, "args": vars(args), "base": base_note,
+                                                 "hardware": machine, "seconds": time.perf_counter() - began},
+                                                indent=1))
+
     for label, method, wbits, abits in selected:
         model, seconds = qat(base, method, wbits, abits, train, args, batches)
-        rows.append(measure(label, model, test, float_bytes, seconds, OUT))
+        rows.append(measure(label, model, test, float_bytes, seconds, OUT, args.device))
         print(json.dumps(rows[-1]), flush=True)
+        save()
         if method == "hwgq-bwn":
             tuned, reports = alternating_update(model, batches, reference=base)
-            rows.append(measure("HWGQ + BWN + alternating update", tuned, test, float_bytes, [], OUT))
+            rows.append(measure("HWGQ + BWN + alternating update", tuned, test, float_bytes, [], OUT, args.device))
             rows[-1]["layers"] = [r.to_dict() for r in reports]
             print(json.dumps(rows[-1]), flush=True)
-    with open(os.path.join(OUT, "quant_table4.json"), "w") as handle:
-        json.dump({"rows": rows, "args": vars(args), "base": base_note}, handle, indent=1)
-    write_report(rows, args, base_note, time.perf_counter() - began)
+            save()
+    save()
+    if not args.no_write:
+        write_report(rows, args, base_note, time.perf_counter() - began, machine, args.section)
 
 
-def write_report(rows, args, base_note, seconds):
+def write_report(rows, args, base_note, seconds, machine, section):
     float_epoch = rows[0]["epoch_s"]
     table = markdown_table(
         ["method", "top-1 (packed file)", "file bytes", "compression", "s / epoch", "epoch cost"],
@@ -138,10 +174,10 @@ def write_report(rows, args, base_note, seconds):
             markdown_table(["layer", "before", "after", "iterations"],
                            [[x["name"], f"{x['error_before']:.4f}", f"{x['error_after']:.4f}", x["iterations"]]
                             for x in alt["layers"]])
-    body = f"""## Quantization: the HWGQ + BWN paper's Table 4 on vgg14 / fashion-mnist-32
+    body = f"""## Quantization: the HWGQ + BWN paper's Table 4 on vgg14 (width {getattr(args, "width", 0.25)}) / fashion-mnist-32
 
 Command: `{command_line()}`
-Hardware: {hardware()}
+Hardware: {machine}
 Base: {base_note}. Float file {rows[0]['packed_bytes']} bytes.
 Budget per quantized row: {args.epochs} epochs on a {args.qat_subset or args.train_subset}-image class-balanced subset of the
 training set (Adam lr {args.lr}, cosine, no weight decay, crop+flip; BN statistics re-estimated on
@@ -153,7 +189,7 @@ minutes apart on a shared machine, so use the interleaved quant-cost section for
 
 {table}{layer_lines}
 """
-    write_section("quant-table4", body)
+    write_section(section, body)
 
 
 if __name__ == "__main__":

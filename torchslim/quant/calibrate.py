@@ -50,8 +50,8 @@ def fit_level_scale(x: torch.Tensor, levels, thresholds, ties_up: bool = False, 
     """
     x = x.detach().flatten().double()
     x = x[x > 0]
-    levels = torch.as_tensor(levels, dtype=torch.float64)
-    thresholds = torch.as_tensor(thresholds, dtype=torch.float64)
+    levels = torch.as_tensor(levels, dtype=torch.float64, device=x.device)
+    thresholds = torch.as_tensor(thresholds, dtype=torch.float64, device=x.device)
     if x.numel() == 0:
         return 1.0
     scale = 1.0
