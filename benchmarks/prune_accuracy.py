@@ -68,29 +68,38 @@ def base_model(name: str, path: str | None, test):
     return model, note
 
 
-def tp_prune(model, target: float, method: str, calib, round_to: int = 1):
-    """Torch-Pruning to ``target`` of the MACs: bisection on its per-layer (or global) ratio."""
+def _tp_pruner(model, ratio: float, method: str, round_to: int = 1, steps: int = 1):
+    """A Torch-Pruning MetaPruner over ``model`` (in place) and its importance's calibration pass."""
     import torch_pruning as tp
 
-    example = torch.randn(1, *model.input_shape)
+    classifier = [layer for layer in model.modules() if isinstance(layer, torch.nn.Linear)][-1]
+    if method == "l1-uniform":
+        imp, global_pruning = tp.importance.MagnitudeImportance(p=1), False
+    else:
+        imp, global_pruning = tp.importance.TaylorImportance(), True
+    return tp.pruner.MetaPruner(model, torch.randn(1, *model.input_shape), importance=imp, pruning_ratio=ratio,
+                                global_pruning=global_pruning, ignored_layers=[classifier],
+                                round_to=round_to if round_to > 1 else None, iterative_steps=steps)
+
+
+def _tp_step(pruner, model, method: str, calib) -> None:
+    model.eval()
+    if method != "l1-uniform":
+        model.zero_grad()
+        for x, y in calib:
+            F.cross_entropy(model(x), y).backward()
+    pruner.step()
+    model.zero_grad(set_to_none=True)
+
+
+def tp_prune(model, target: float, method: str, calib, round_to: int = 1):
+    """Torch-Pruning to ``target`` of the MACs: bisection on its per-layer (or global) ratio.
+    Returns the pruned model and the ratio."""
     base_macs = count_macs(model, model.input_shape)
 
     def build(ratio):
         m = copy.deepcopy(model).eval()
-        classifier = [layer for layer in m.modules() if isinstance(layer, torch.nn.Linear)][-1]
-        if method == "l1-uniform":
-            imp, global_pruning = tp.importance.MagnitudeImportance(p=1), False
-        else:
-            imp, global_pruning = tp.importance.TaylorImportance(), True
-        pruner = tp.pruner.MetaPruner(m, example, importance=imp, pruning_ratio=ratio,
-                                      global_pruning=global_pruning, ignored_layers=[classifier],
-                                      round_to=round_to if round_to > 1 else None)
-        if method != "l1-uniform":
-            m.zero_grad()
-            for x, y in calib:
-                F.cross_entropy(m(x), y).backward()
-        pruner.step()
-        m.zero_grad(set_to_none=True)
+        _tp_step(_tp_pruner(m, ratio, method, round_to), m, method, calib)
         return m
 
     low, high, best = 0.0, 0.95, None
@@ -98,10 +107,26 @@ def tp_prune(model, target: float, method: str, calib, round_to: int = 1):
         mid = (low + high) / 2
         candidate = build(mid)
         if count_macs(candidate, model.input_shape) <= target * base_macs:
-            high, best = mid, candidate
+            high, best = mid, (candidate, mid)
         else:
             low = mid
     return best
+
+
+def tp_prune_in_steps(model, row: dict, target: float, args, ft_set, calib):
+    """Torch-Pruning's own iterative schedule: the one-shot ratio for the MAC target (bisected on the
+    base), reached in ``steps`` equal channel steps, each scored afresh and followed by its share of
+    the fine-tune epochs.  The scores move between steps, so the MACs kept can differ a little from
+    the one-shot target: the table reports what was kept."""
+    method = "taylor-global"
+    _, ratio = tp_prune(model, target, method, calib, row.get("round_to", 1))
+    pruned = copy.deepcopy(model).eval()
+    pruner = _tp_pruner(pruned, ratio, method, row.get("round_to", 1), steps=row["steps"])
+    for index in range(row["steps"]):
+        _tp_step(pruner, pruned, method, calib)
+        fit(pruned, ft_set, TrainConfig(epochs=args.ft_epochs // row["steps"], lr=row.get("lr") or args.lr,
+                                        seed=index + 1), progress=False)
+    return pruned
 
 
 ROW_OPTIONS = ("pF (params <= F x MACs), keepbn, kd or kdT-A (distil from the base, T, alpha), lrX, stepsK, "
@@ -159,7 +184,7 @@ def prune_row(model, row: dict, target: float, train, calib):
             (row["criterion"], row["scope"]))
         if method is None or row["params"]:
             raise SystemExit(f"Torch-Pruning rows here: tp:l1:layer and tp:taylor:global, not {row}")
-        return tp_prune(model, target, method, calib, row.get("round_to", 1))
+        return tp_prune(model, target, method, calib, row.get("round_to", 1))[0]
     return prune(model, config=ours_config(row, target, calib), calibration=calib).model
 
 
@@ -175,8 +200,11 @@ def ours_config(row: dict, target: float, calib) -> PruneConfig:
 def prune_in_steps(model, row: dict, target: float, args, ft_set, calib, folder: str):
     """torchslim's geometric rounds: ``steps`` prunes, each followed by its share of the fine-tune epochs."""
     steps = row["steps"]
-    if row["tool"] != "ours" or args.ft_epochs % steps:
-        raise SystemExit(f"stepsK rows: torchslim only, and K must divide --ft-epochs ({args.ft_epochs}); got {row}")
+    if args.ft_epochs % steps or row["tool"] == "tp" and (row["criterion"], row["scope"]) != ("taylor", "global"):
+        raise SystemExit(f"stepsK rows: K must divide --ft-epochs ({args.ft_epochs}), and Torch-Pruning's "
+                         f"only as tp:taylor:global; got {row}")
+    if row["tool"] == "tp":
+        return tp_prune_in_steps(model, row, target, args, ft_set, calib)
 
     def finetune(pruned, index, checkpoint):
         loss_fn = kd_loss_fn(copy.deepcopy(model), *row["kd"]) if row.get("kd") else None
@@ -372,6 +400,8 @@ def main() -> None:
     parser.add_argument("--section", default=None, help="BENCHMARKS.md section (default prune_accuracy_<model>)")
     parser.add_argument("--render-only", action="store_true",
                         help="write the table of the rows already cached, running none")
+    parser.add_argument("--no-render", action="store_true",
+                        help="run the missing rows into the cache and stop: no latency timing, no table")
     parser.add_argument("--print-only", action="store_true", help="print the table instead of writing BENCHMARKS.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -401,6 +431,8 @@ def main() -> None:
             r = cache["rows"][key]
             print(f"{key}: top-1 {r['top1_pruned']} -> {r['top1']:.4f}, MACs {r['macs']:,}, "
                   f"{r['bytes']:,} bytes, {r['seconds'] / 60:.1f} min", flush=True)
+    if args.no_render:
+        return
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
