@@ -289,23 +289,31 @@ ALWAYS_INLINE int64_t copy_window(const uint64_t *src, int64_t stride, uint64_t 
     return ones;
 }
 
-/* A window that overlaps the border: zero words where taps fall outside. */
-static void copy_border_window(const bk_conv_desc *d, const uint64_t *img, int64_t iy0, int64_t ix0, uint64_t *dst) {
+/* A window that overlaps the border: zero words where taps fall outside, every word
+ * XOR flip as in copy_window; returns the set bits of the words read. */
+ALWAYS_INLINE int64_t copy_border_window(const bk_conv_desc *d, const uint64_t *img, int64_t iy0, int64_t ix0,
+                                         uint64_t *dst, uint64_t flip) {
     const int64_t words = d->words, run = d->kw * words;
+    int64_t ones = 0;
     for (int64_t i = 0; i < d->kh; i++) {
         const int64_t iy = iy0 + i;
         uint64_t *drow = dst + i * run;
         if (iy < 0 || iy >= d->h) {
-            for (int64_t k = 0; k < run; k++) drow[k] = 0;
+            for (int64_t k = 0; k < run; k++) drow[k] = flip;
             continue;
         }
         const uint64_t *srow = img + iy * d->w * words;
         for (int64_t j = 0; j < d->kw; j++) {
             const int64_t ix = ix0 + j;
             const int ok = ix >= 0 && ix < d->w;
-            for (int64_t k = 0; k < words; k++) drow[j * words + k] = ok ? srow[ix * words + k] : 0;
+            for (int64_t k = 0; k < words; k++) {
+                const uint64_t v = ok ? srow[ix * words + k] : 0;
+                drow[j * words + k] = v ^ flip;
+                ones += __builtin_popcountll(v);
+            }
         }
     }
+    return ones;
 }
 
 /* im2col of one unit (pool rows of output pixels) on bits (inverted with invert), with each row's set bits,
@@ -348,14 +356,9 @@ ALWAYS_INLINE void gather_windows(const bk_conv_desc *d, const buffers *bf, int6
             /* binary-weighted planes: [npix][P][K], one weighted row per pixel; else [P][npix][K] */
             uint64_t *dst = col + (in_binary ? q * planes + p : p * npix + q) * K;
             int64_t ones = 0;
-            if (inside) {
-                ones = copy_window(img + iy0 * stride + ix0 * words, stride, dst, kh, run, invert ? ~(uint64_t)0 : 0);
-            } else {
-                copy_border_window(d, img, iy0, ix0, dst);
-                for (int64_t k = 0; k < K; k++) ones += __builtin_popcountll(dst[k]);
-                if (invert)
-                    for (int64_t k = 0; k < K; k++) dst[k] = ~dst[k];
-            }
+            const uint64_t flip = invert ? ~(uint64_t)0 : 0;
+            if (inside) ones = copy_window(img + iy0 * stride + ix0 * words, stride, dst, kh, run, flip);
+            else ones = copy_border_window(d, img, iy0, ix0, dst, flip);
             ones_out[p * npix + q] = (int32_t)ones;
             weighted += ones << p;
         }
@@ -570,7 +573,7 @@ TARGET_FAST ALWAYS_INLINE void epilogue_rows(const epi_args *e, const buffers *b
     const __m256 scale = _mm256_loadu_ps(e->scale + o0);
     const __m256 bias = e->bias ? _mm256_loadu_ps(e->bias + o0) : _mm256_setzero_ps();
     const int add_bias = e->bias != NULL;
-    const __m256 step = _mm256_set1_ps(mode == MODE_BINARY ? e->steps[0] : 1.0f);
+    const __m256 step = _mm256_set1_ps(mode == MODE_BINARY ? e->steps[0] : 1.0f); /* sign: exact integers, no step */
     const int64_t stride = e->kw + 1, taps = e->taps;
     const int32_t *base = e->wpre + o0;
     const __m256i zero = _mm256_setzero_si256();
@@ -613,7 +616,11 @@ TARGET_FAST ALWAYS_INLINE void epilogue_rows(const epi_args *e, const buffers *b
         for (int64_t j = 0; j < 4 && j < nt; j++) {
             const __m256i slo = _mm256_add_epi32(_mm256_add_epi32(_mm256_castps_si256(u[j]), plo), cc[j]);
             const __m256i shi = _mm256_add_epi32(_mm256_add_epi32(_mm256_castps_si256(u[j + 4]), phi), cc[j]);
-            __m256 lo = _mm256_mul_ps(step, _mm256_cvtepi32_ps(slo)), hi = _mm256_mul_ps(step, _mm256_cvtepi32_ps(shi));
+            __m256 lo = _mm256_cvtepi32_ps(slo), hi = _mm256_cvtepi32_ps(shi);
+            if (mode == MODE_BINARY) {
+                lo = _mm256_mul_ps(step, lo);
+                hi = _mm256_mul_ps(step, hi);
+            }
             lo = _mm256_mul_ps(lo, sc[j]);
             hi = _mm256_mul_ps(hi, sc[j]);
             if (add_bias) {
