@@ -63,6 +63,40 @@ def test_native_conv_is_bit_identical_to_the_reference(shape, levels, encoding, 
     assert torch.equal(got, want)
 
 
+# the fast kernel folds its byte counters every 31 words and sums binary-weighted planes
+# by Horner's rule: rows of 27 and of 36 words (3x3 over 131 and 200 channels), with
+# some all-ones rows against all -1 weights (8 counts per byte and word: 36 words would
+# overflow a byte counter that was not folded)
+@needs_native
+@pytest.mark.parametrize("shape", [(131, 7, 6, 3, 2, 0), (200, 9, 5, 3, 1, 1)])
+@pytest.mark.parametrize("levels, encoding", [ENCODINGS[0], ENCODINGS[3], ENCODINGS[5], ENCODINGS[6]],
+                         ids=["sign", "thermometer", "binary2", "binary3"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fast_and_portable_kernels_match_the_reference_on_1_and_2_threads(shape, levels, encoding, threads):
+    cin, cout, size, k, stride, pad = shape
+    x, codes, scale, bias = _case(cin, cout, size, k, seed=3)
+    binary = encoding == "binary"
+    if binary:
+        thresholds, steps, _ = level_encoding(levels)
+    else:
+        thresholds, steps = plane_encoding(levels) if levels else (None, None)
+    if levels:
+        x = torch.tensor(levels)[torch.randint(len(levels), x.shape)]
+    x[:, :, :3] = -1.0 if levels is None else levels[-1]  # every bit set in every plane: whole windows
+    codes[:8] = -1
+    bits, pops = pack_weight_codes(codes)
+    want = reference_binary_conv2d(x, codes, scale, bias, (stride, stride), (pad, pad), thresholds, steps, binary)
+    lib = build.native_library()
+    try:
+        for force in (-1, 0):  # fast, then portable
+            lib.bk_select_isa(force)
+            got = binary_conv2d(x, bits, pops, cin, scale, bias, (stride, stride), (pad, pad), thresholds, steps,
+                                threads=threads, binary=binary)
+            assert torch.equal(got, want)
+    finally:
+        lib.bk_select_isa(-1)
+
+
 @needs_native
 @pytest.mark.parametrize("levels", [DOREFA2, DOREFA3])
 def test_binary_weighted_planes_hold_the_level_index(levels, isa):
