@@ -246,6 +246,9 @@ typedef struct {
     int32_t *acc;    /* [P][npix][8] popcounts of one channel tile ([npix][8] weighted sums for binary-weighted planes) */
     int32_t *ones;   /* [P][npix] set bits per row */
     int16_t *rect;   /* [npix][4] valid taps i0, i1, j0, j1 (sign mode) */
+    int32_t *cls;    /* [2 npix + 1] sign mode: per pixel its kind of window (0: whole; k > 0: the unit's k-th
+                      * distinct clipped rectangle), then the number of kinds, then each kind's first pixel */
+    int32_t *corr;   /* [npix + 1][8] sign mode: per kind, + 2 * the tile's weight bits outside the image */
     int32_t *pix;    /* [2][npix] per pixel: the exact sum's per-pixel part (see epilogue_rows), the valid taps */
 } buffers;
 
@@ -253,8 +256,8 @@ static int carve(scratch *s, const bk_conv_desc *d, int64_t npix, buffers *bf) {
     const int64_t K = d->kh * d->kw * d->words, q = d->out_planes > 0 ? d->out_planes : 1, rows = d->planes * npix;
     const size_t col = (size_t)(rows * K) * 8, obits = (size_t)(npix * q) * 8;
     const size_t acc = (size_t)(rows * TILE) * 4, ones = (size_t)rows * 4, pix = (size_t)npix * 8;
-    const size_t rect = (size_t)npix * 8;
-    const size_t need = col + obits + acc + ones + pix + rect + 64;
+    const size_t rect = (size_t)npix * 8, cls = (size_t)(2 * npix + 1) * 4, corr = (size_t)(npix + 1) * TILE * 4;
+    const size_t need = col + obits + acc + ones + pix + rect + cls + corr + 64;
     if (need > s->cap) {
         void *mem = realloc(s->mem, need);
         if (mem == NULL) return 0;
@@ -269,6 +272,8 @@ static int carve(scratch *s, const bk_conv_desc *d, int64_t npix, buffers *bf) {
     bf->ones = (int32_t *)(p + col + obits + acc);
     bf->pix = (int32_t *)(p + col + obits + acc + ones);
     bf->rect = (int16_t *)(p + col + obits + acc + ones + pix);
+    bf->cls = (int32_t *)(p + col + obits + acc + ones + pix + rect);
+    bf->corr = (int32_t *)(p + col + obits + acc + ones + pix + rect + cls);
     return 1;
 }
 
@@ -330,6 +335,8 @@ ALWAYS_INLINE void gather_windows(const bk_conv_desc *d, const buffers *bf, int6
     uint64_t *const col = bf->col;
     int32_t *const ones_out = bf->ones, *const pix = bf->pix;
     int16_t *const rect = bf->rect;
+    int32_t *const cls = bf->cls;
+    int32_t kinds = 1;
     for (int64_t q = 0, y = unit * d->pool, xo = 0; q < npix; q++, xo++) { /* no division per pixel */
         if (xo == owe) {
             xo = 0;
@@ -342,12 +349,17 @@ ALWAYS_INLINE void gather_windows(const bk_conv_desc *d, const buffers *bf, int6
             int16_t *r = rect + 4 * q;
             if (inside) {
                 r[0] = 0, r[1] = (int16_t)kh, r[2] = 0, r[3] = (int16_t)kw;
+                cls[q] = 0;
             } else {
                 r[0] = (int16_t)clamp(-iy0, 0, kh);
                 r[1] = (int16_t)clamp(h - iy0, r[0], kh);
                 r[2] = (int16_t)clamp(-ix0, 0, kw);
                 r[3] = (int16_t)clamp(w - ix0, r[2], kw);
                 nvalid = (int64_t)(r[1] - r[0]) * (r[3] - r[2]);
+                int32_t kind = 1; /* a unit has few kinds of clipped windows (3x3, padding 1: at most 3 per row) */
+                while (kind < kinds && memcmp(rect + 4 * cls[npix + kind], r, 4 * sizeof(int16_t)) != 0) kind++;
+                if (kind == kinds) cls[npix + kinds++] = (int32_t)q; /* a new kind: its first pixel */
+                cls[q] = kind;
             }
         }
         int64_t weighted = 0; /* sum_p 2^p set bits of plane p */
@@ -365,6 +377,7 @@ ALWAYS_INLINE void gather_windows(const bk_conv_desc *d, const buffers *bf, int6
         pix[q] = (int32_t)(sign ? c_true * nvalid - 2 * weighted : weighted);
         pix[npix + q] = (int32_t)nvalid;
     }
+    if (sign) cls[npix] = kinds;
 }
 
 ALWAYS_INLINE void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int64_t unit, int64_t owe,
@@ -574,7 +587,7 @@ TARGET_FAST ALWAYS_INLINE void epilogue_rows(const epi_args *e, const buffers *b
     const __m256 bias = e->bias ? _mm256_loadu_ps(e->bias + o0) : _mm256_setzero_ps();
     const int add_bias = e->bias != NULL;
     const __m256 step = _mm256_set1_ps(mode == MODE_BINARY ? e->steps[0] : 1.0f); /* sign: exact integers, no step */
-    const int64_t stride = e->kw + 1, taps = e->taps;
+    const int64_t stride = e->kw + 1;
     const int32_t *base = e->wpre + o0;
     const __m256i zero = _mm256_setzero_si256();
     const __m256i all = mode == MODE_SIGN ? LOAD8(base + (e->kh * stride + e->kw) * e->ocp) : zero;
@@ -586,23 +599,26 @@ TARGET_FAST ALWAYS_INLINE void epilogue_rows(const epi_args *e, const buffers *b
                           _mm256_shuffle_ps(bias, bias, 0xAA), _mm256_shuffle_ps(bias, bias, 0xFF)};
     const __m256i cc[4] = {_mm256_shuffle_epi32(cst, 0x00), _mm256_shuffle_epi32(cst, 0x55),
                            _mm256_shuffle_epi32(cst, 0xAA), _mm256_shuffle_epi32(cst, 0xFF)};
+    if (mode == MODE_SIGN && npix >= 8) { /* per kind of window: + 2 * the weights' set bits outside the image (kind 0: none) */
+        _mm256_storeu_si256((__m256i *)bf->corr, zero);
+        for (int32_t k = 1; k < bf->cls[npix]; k++) {
+            const int16_t *r = bf->rect + 4 * bf->cls[npix + k];
+            const __m256i inside = _mm256_add_epi32(
+                _mm256_sub_epi32(_mm256_sub_epi32(LOAD8(base + (r[1] * stride + r[3]) * e->ocp),
+                                                  LOAD8(base + (r[0] * stride + r[3]) * e->ocp)),
+                                 LOAD8(base + (r[1] * stride + r[2]) * e->ocp)),
+                LOAD8(base + (r[0] * stride + r[2]) * e->ocp));
+            const __m256i outside = _mm256_sub_epi32(all, inside);
+            _mm256_storeu_si256((__m256i *)(bf->corr + k * TILE), _mm256_add_epi32(outside, outside));
+        }
+    }
     int64_t q = 0;
     for (; q + 8 <= npix; q += 8) {
         __m256 y[8], u[8]; /* int32 lanes; the float shuffles only move them */
-        if (mode == MODE_SIGN) {
+        if (mode == MODE_SIGN) { /* no branch per pixel: every pixel adds its kind's correction */
             for (int i = 0; i < 8; i++) {
-                __m256i v = _mm256_slli_epi32(LOAD8(bf->acc + (q + i) * TILE), 2);
-                if (bf->pix[npix + q + i] != taps) { /* the weights' set bits outside the image do not count */
-                    const int16_t *r = bf->rect + 4 * (q + i);
-                    const __m256i inside = _mm256_add_epi32(
-                        _mm256_sub_epi32(_mm256_sub_epi32(LOAD8(base + (r[1] * stride + r[3]) * e->ocp),
-                                                          LOAD8(base + (r[0] * stride + r[3]) * e->ocp)),
-                                         LOAD8(base + (r[1] * stride + r[2]) * e->ocp)),
-                        LOAD8(base + (r[0] * stride + r[2]) * e->ocp));
-                    const __m256i outside = _mm256_sub_epi32(all, inside);
-                    v = _mm256_add_epi32(v, _mm256_add_epi32(outside, outside));
-                }
-                y[i] = _mm256_castsi256_ps(v);
+                const __m256i v = _mm256_slli_epi32(LOAD8(bf->acc + (q + i) * TILE), 2);
+                y[i] = _mm256_castsi256_ps(_mm256_add_epi32(v, LOAD8(bf->corr + bf->cls[q + i] * TILE)));
             }
         } else {
             for (int i = 0; i < 8; i++) { /* acc holds the weighted AND counts */
