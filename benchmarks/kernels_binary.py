@@ -1,6 +1,6 @@
 """Binary kernels against float32 and int8 on this CPU, all interleaved in one run.
 
-    python benchmarks/kernels_binary.py [--width 1.0] [--threads 1,2] [--repeats 30]
+    python benchmarks/kernels_binary.py [--width 1.0] [--threads 1,2] [--repeats 30] [--runs 3]
 
 1. Per-layer: a binary 3x3 conv against torch's float32 conv of the same shape,
    batch 1: 1-bit x 1-bit; 1-bit weights x 2-bit HWGQ activations (Lloyd levels,
@@ -15,19 +15,19 @@
    of the same network, batch 1.
 Runtimes alternate in blocks of consecutive calls (torchslim.deploy.bench.compare_blocks),
 so one runtime's spinning threads do not slow the next.  Weights are random: speed
-does not depend on their values.  The machine's load average is recorded before and
-after: 2-thread rows on a 2-core machine mean little when other jobs hold the cores.
+does not depend on their values.  The CPU time other processes took during the run is
+recorded: 2-thread rows on a 2-core machine mean little when other jobs hold the cores.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import statistics
 
 import torch
 from torch import nn
 
-from common import command_line, hardware, markdown_table, write_section
+from common import OtherLoad, command_line, hardware, markdown_table, write_section
 
 from torchslim import models
 from torchslim.deploy import PackedBinaryConv2d, isa
@@ -43,15 +43,17 @@ KINDS = {"1x1": [-1.0, 1.0],
          "1x3 even": [float(v) for v in ActQuant("dorefa", 3).levels]}  # 3 binary-weighted planes
 
 
-BUSY = ("  **Other jobs shared the machine during this run** (load above half the CPU count): every "
+BUSY = ("  **Other jobs shared the machine during this run** (more than a quarter of a core on average): every "
         "runtime ran slower than on a quiet machine, torch's float convs most (its OpenMP threads wait at a "
         "barrier for a descheduled thread, which is why its 2-thread rows collapse), so the ratios are not a quiet "
         "machine's, and 2-thread rows mostly show how each runtime copes with a busy second core.")
 
 
-def layer_rows(threads: int, repeats: int) -> list[list]:
-    rows = []
+def layer_times(threads: int, repeats: int) -> dict:
+    """{(layer, threads): {contender: median ms}} from one interleaved run."""
+    times = {}
     for c, oc, size in LAYERS:
+        torch.manual_seed(c)
         codes = torch.where(torch.rand(oc, c, 3, 3) < 0.5, -1, 1).to(torch.int8)
         scale, bias = torch.rand(oc), torch.randn(oc)
         contenders = {"float": nn.Conv2d(c, oc, 3, padding=1)}
@@ -59,26 +61,34 @@ def layer_rows(threads: int, repeats: int) -> list[list]:
             contenders[kind] = PackedBinaryConv2d.from_codes(codes, scale, bias, 1, 1, levels)
             contenders[kind].threads = threads
         t = compare_blocks(contenders, (c, size, size), 1, threads, repeats=repeats)
-        f = t["float"]["median_ms"]
-        row = [f"{c}->{oc} @ {size}x{size}", threads, f"{f:.3f}"]
-        for kind in KINDS:
-            row += [f"{t[kind]['median_ms']:.3f}", f"**{f / t[kind]['median_ms']:.1f}x**"]
-        rows.append(row)
-    return rows
+        times[(f"{c}->{oc} @ {size}x{size}", threads)] = {name: t[name]["median_ms"] for name in contenders}
+    return times
 
 
-def network_rows(width: float, threads: tuple, repeats: int) -> list[list]:
-    rows = []
+def network_times(width: float, threads: tuple, repeats: int) -> tuple[dict, dict]:
+    """{(network, threads): {runtime: median ms}} and {network: weight-memory ratio} from one run."""
+    times, memory = {}, {}
     for method in ("xnor", "hwgq-bwn", "hwgq-zero-uniform-bwn"):
         torch.manual_seed(0)
         model = freeze(quantize(models.create("vgg14", width_mult=width), QuantConfig(method=method)).eval())
         result = bench_model(model, (3, 32, 32), (1,), threads, repeats, per_layer=False)
+        name = f"vgg14 w{width} {method}"
+        memory[name] = result["memory"]["ratio"]
         for run in result["runs"]:
-            ort_f, ort_q, binary = run["float_ort_ms"], run["int8_ort_ms"], run["binary_ms"]
-            rows.append([f"vgg14 w{width} {method}", run["threads"], f"{run['float_eager_ms']:.2f}", f"{ort_f:.2f}",
-                         f"{ort_q:.2f}", f"{binary:.2f}", f"**{ort_f / binary:.2f}x**", f"**{ort_q / binary:.2f}x**",
-                         f"{result['memory']['ratio']:.1f}x"])
-    return rows
+            times[(name, run["threads"])] = {k: run[f"{k}_ms"] for k in ("float_eager", "float_ort", "int8_ort", "binary")}
+    return times, memory
+
+
+
+def _ratio(runs: list[dict], key, base: str, contender: str, digits: int) -> str:
+    """The median over runs of base / contender, with the range when there are several runs."""
+    ratios = sorted(run[key][base] / run[key][contender] for run in runs)
+    text = f"**{statistics.median(ratios):.{digits}f}x**"
+    return text + (f" ({ratios[0]:.{digits}f}-{ratios[-1]:.{digits}f})" if len(ratios) > 1 else "")
+
+
+def _ms(runs: list[dict], key, contender: str, digits: int) -> str:
+    return f"{statistics.median([run[key][contender] for run in runs]):.{digits}f}"
 
 
 def main() -> None:
@@ -86,12 +96,22 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=3,
+                        help="whole interleaved runs; tables give median ms and the median (min-max) ratio over runs")
     args = parser.parse_args()
     threads = tuple(int(t) for t in args.threads.split(","))
-    load_before = os.getloadavg()[0]
-    layers = [row for t in threads for row in layer_rows(t, args.repeats)]
-    network = network_rows(args.width, threads, args.repeats)
-    load_after = os.getloadavg()[0]
+    layer_runs, network_runs = [], []
+    with OtherLoad() as load:
+        for _ in range(args.runs):
+            layer_runs.append({k: v for t in threads for k, v in layer_times(t, args.repeats).items()})
+            times, memory = network_times(args.width, threads, args.repeats)
+            network_runs.append(times)
+    layers = [[*key, _ms(layer_runs, key, "float", 3)]
+              + [c for kind in KINDS for c in (_ms(layer_runs, key, kind, 3), _ratio(layer_runs, key, "float", kind, 1))]
+              for key in layer_runs[0]]
+    network = [[*key, *(_ms(network_runs, key, k, 2) for k in ("float_eager", "float_ort", "int8_ort", "binary")),
+                _ratio(network_runs, key, "float_ort", "binary", 2), _ratio(network_runs, key, "int8_ort", "binary", 2),
+                f"{memory[key[0]]:.1f}x"] for key in network_runs[0]]
     body = "\n".join([
         "## Binary kernels: bit-packed conv against float32 and int8 (batch 1)",
         "",
@@ -99,8 +119,10 @@ def main() -> None:
         f"Hardware: {hardware()}; kernel ISA: {isa()}  ",
         (f"Medians of {args.repeats} runs per contender, interleaved in blocks of 5, each block after a 50 ms "
          f"pause (torch's OpenMP workers spin 10-20 ms after a region and would hold the core the next runtime "
-         f"needs) and 30 ms of untimed calls (an idle core starts slow); every ratio compares rows of the same run.  Load average (1 min) {load_before:.1f} before, {load_after:.1f} after, on "
-         f"{os.cpu_count()} CPUs.{BUSY if max(load_before, load_after) > os.cpu_count() / 2 else ''}"),
+         f"needs) and 30 ms of untimed calls (an idle core starts slow); every ratio compares rows of the same run.  The whole run was repeated {args.runs} "
+         "time(s): each cell gives the median over runs (ms), and each speed-up the median of the runs' ratios with "
+         "their range.  During the runs, "
+         f"{load.describe()}.{BUSY if load.busy else ''}"),
         "",
         ("Per layer, 3x3 conv, stride 1, padding 1, float input and output (targets: 1-bit >= 8x, 1x2-bit >= 4x "
          "over float32).  Weights 1-bit; activations: 1x1 sign; 1x2 HWGQ Lloyd levels (0, 0.318, 1.0, 1.894), "

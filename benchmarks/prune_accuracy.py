@@ -29,7 +29,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import ROOT, command_line, hardware, markdown_table, write_section
+from common import ROOT, OtherLoad, command_line, hardware, markdown_table, write_section
 
 import torchslim
 from torchslim import models
@@ -288,7 +288,8 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
     for name, model in {"base": base, **loaded, **rounded}.items():  # eager, BN folded, ONNX Runtime float32
         timed[name], timed[name + " folded"] = model, fold_batchnorm(model)
         timed[name + " ort"] = ort.OrtModule(ort.export_onnx_bytes(model, shape), threads=1)
-    latency = compare_latency(timed, shape, batch_size=1, threads=1, repeats=args.repeats)
+    with OtherLoad() as load:
+        latency = compare_latency(timed, shape, batch_size=1, threads=1, repeats=args.repeats)
     base_ms, folded_ms, ort_ms = (latency[f"base{s}"]["median_ms"] for s in ("", " folded", " ort"))
     rows = []
     for r in sorted(done, key=lambda r: (-r["target"], r["row"]["tool"] != "ours", r["label"])):
@@ -312,8 +313,7 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
         "",
         f"Command: `{command_line()}` (OMP_NUM_THREADS=1; rows cached in "
         f"`{os.path.relpath(cache_path, ROOT)}`, so the run may span several invocations)  ",
-        f"Hardware: {hardware()}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs after the "
-        f"timing ({'the machine was shared with other jobs' if os.getloadavg()[0] > os.cpu_count() / 2 else 'quiet'})"
+        f"Hardware: {hardware()}; while timing, {load.describe()}"
         "; latencies are ratios from one interleaved run (base, row 1, row 2, ..., base, ...), batch 1, 1 thread, "
         f"median of {args.repeats}; base {base_ms:.3f} ms in eager torch, {folded_ms:.3f} ms with BatchNorm folded "
         f"into the convs (\"BN folded\" compares folded with folded), {ort_ms:.3f} ms in ONNX Runtime "

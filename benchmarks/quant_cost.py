@@ -11,14 +11,13 @@ Reports the median step time and its ratio to float from the same run.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-from common import command_line, hardware, markdown_table, write_section
+from common import OtherLoad, command_line, hardware, markdown_table, write_section
 
 from torchslim import models
 from torchslim.quant import QuantConfig, clip_latent_weights, quantize
@@ -48,7 +47,6 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    load = os.getloadavg()
     base = models.create("vgg14", width_mult=args.width)
     steps = {"float": step_fn(base)}
     steps.update({m: step_fn(quantize(base, QuantConfig(method=m))) for m in METHODS})
@@ -56,21 +54,21 @@ def main():
     times = {name: [] for name in steps}
     for name, step in steps.items():
         step(x, y)  # warm-up
-    for _ in range(args.steps):
-        for name, step in steps.items():
-            began = time.perf_counter()
-            step(x, y)
-            times[name].append(time.perf_counter() - began)
+    with OtherLoad() as load:
+        for _ in range(args.steps):
+            for name, step in steps.items():
+                began = time.perf_counter()
+                step(x, y)
+                times[name].append(time.perf_counter() - began)
     medians = {name: statistics.median(t) * 1000 for name, t in times.items()}
     rows = [[name, f"{ms:.0f}", f"{ms / medians['float']:.2f}x"] for name, ms in medians.items()]
-    busy = (" (other jobs shared the machine, so the milliseconds are indicative)"
-            if max(load[0], os.getloadavg()[0]) > os.cpu_count() / 2 else " (quiet)")
+    busy = "; the milliseconds are indicative only" if load.busy else ""
     body = f"""## Quantization: training-step cost against float (vgg14 width {args.width})
 
 Command: `{command_line()}`
 Hardware: {hardware()}
 Median of {args.steps} interleaved steps, batch 128, Adam, latent weights clipped after each step.
-1-minute load average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs{busy}; the ratios come from one interleaved run.
+During the steps, {load.describe()}{busy}; the ratios come from one interleaved run.
 
 {markdown_table(["model", "ms / step", "vs float"], rows)}
 """
