@@ -13,7 +13,7 @@ from torchslim.errors import UserError
 from torchslim.models import create, list_models, model_input_shape, register_model
 from torchslim.models import registry
 
-EXPECTED = {"alexnet", "lenet300", "lenet5", "mobilenetv2", "resnet18", "resnet20", "resnet56",
+EXPECTED = {"alexnet", "lenet300", "lenet5", "lenet5-caffe", "mobilenetv2", "resnet18", "resnet20", "resnet56",
             "shufflenetv2", "vgg11", "vgg14", "vgg16"}
 
 
@@ -26,7 +26,8 @@ def test_list_models_is_sorted_and_complete():
 def test_default_input_shapes():
     assert model_input_shape("lenet5") == (1, 28, 28)
     assert model_input_shape("lenet300") == (1, 28, 28)
-    for name in EXPECTED - {"lenet5", "lenet300"}:
+    assert model_input_shape("lenet5-caffe") == (1, 28, 28)
+    for name in EXPECTED - {"lenet5", "lenet5-caffe", "lenet300"}:
         assert model_input_shape(name) == (3, 32, 32)
         assert create(name, width_mult=0.25).input_shape == (3, 32, 32)
 
@@ -88,6 +89,19 @@ def test_input_size_shapes_lenet5_classifier():
     assert create("lenet5", input_size=20).input_shape == (1, 20, 20)
     with pytest.raises(UserError, match="12x12"):
         create("lenet5", input_size=(10, 28))
+
+
+def test_lenet5_caffe_is_the_20_50_500_net():
+    model = create("lenet5-caffe")
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [c.out_channels for c in convs] == [20, 50] and convs[0].padding == (0, 0)
+    assert [(fc.in_features, fc.out_features) for fc in linears] == [(50 * 4 * 4, 500), (500, 10)]
+    # Caffe's 431,080 parameters less its 580 biases
+    assert sum(p.numel() for p in model.parameters() if p.dim() > 1) == 430_500
+    assert model.eval()(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(UserError, match="16x16"):
+        create("lenet5-caffe", input_size=(14, 28))
 
 
 def test_lenet300_flattens_any_input_shape():

@@ -1,4 +1,6 @@
-"""LeNet family for 28x28 digits: ``lenet5`` (convolutional) and ``lenet300`` (MLP).
+"""LeNet family for 28x28 digits: ``lenet5`` (convolutional), ``lenet5-caffe`` (the wider
+20-50-500 variant of Caffe's example, the LeNet-5 of the Deep Compression paper) and
+``lenet300`` (MLP).
 
 Both depend on the spatial input size, so their builders take ``input_size=(H, W)``.
 """
@@ -12,28 +14,33 @@ from ..errors import UserError
 from .layers import init_weights, scale_channels
 from .registry import register_model
 
-__all__ = ["LeNet5", "LeNet300", "lenet5", "lenet300"]
+__all__ = ["LeNet5", "LeNet300", "lenet5", "lenet5_caffe", "lenet300"]
 
 
-def _lenet5_feature_size(input_size: tuple[int, int]) -> tuple[int, int]:
-    """Spatial size after conv5(pad 2)-pool2-conv5(no pad)-pool2."""
-    sizes = tuple((side // 2 - 4) // 2 for side in input_size)
+def _lenet5_feature_size(input_size: tuple[int, int], padding: int) -> tuple[int, int]:
+    """Spatial size after conv5(pad)-pool2-conv5(no pad)-pool2."""
+    sizes = tuple(((side + 2 * padding - 4) // 2 - 4) // 2 for side in input_size)
     if min(sizes) < 1:
-        raise UserError(f"lenet5 needs an input of at least 12x12, got {tuple(input_size)}")
+        raise UserError(f"lenet5 needs an input of at least {16 - 2 * padding}x{16 - 2 * padding}, "
+                        f"got {tuple(input_size)}")
     return sizes
 
 
 class LeNet5(nn.Module):
-    """conv(6,5x5)-BN-ReLU-pool, conv(16,5x5)-BN-ReLU-pool, FC 120-BN-ReLU, FC 84-BN-ReLU, FC."""
+    """conv(6,5x5)-BN-ReLU-pool, conv(16,5x5)-BN-ReLU-pool, FC 120-BN-ReLU, FC 84-BN-ReLU, FC.
+
+    ``convs``, ``hidden`` and ``padding`` (of the first conv) give the other members
+    of the family: Caffe's 20-50-500 is ``convs=(20, 50), hidden=(500,), padding=0``.
+    """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width_mult: float = 1.0,
-                 input_size: tuple[int, int] = (28, 28)):
+                 input_size: tuple[int, int] = (28, 28), convs: tuple[int, int] = (6, 16),
+                 hidden: tuple[int, ...] = (120, 84), padding: int = 2):
         super().__init__()
-        conv1, conv2 = scale_channels(6, width_mult), scale_channels(16, width_mult)
-        fc1, fc2 = scale_channels(120, width_mult), scale_channels(84, width_mult)
-        height, width = _lenet5_feature_size(input_size)
+        conv1, conv2 = (scale_channels(c, width_mult) for c in convs)
+        height, width = _lenet5_feature_size(input_size, padding)
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, conv1, 5, padding=2, bias=False),
+            nn.Conv2d(in_channels, conv1, 5, padding=padding, bias=False),
             nn.BatchNorm2d(conv1),
             nn.ReLU(),
             nn.MaxPool2d(2),
@@ -42,15 +49,11 @@ class LeNet5(nn.Module):
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        self.classifier = nn.Sequential(
-            nn.Linear(conv2 * height * width, fc1),
-            nn.BatchNorm1d(fc1),
-            nn.ReLU(),
-            nn.Linear(fc1, fc2),
-            nn.BatchNorm1d(fc2),
-            nn.ReLU(),
-            nn.Linear(fc2, num_classes),
-        )
+        layers, features = [], conv2 * height * width
+        for size in (scale_channels(h, width_mult) for h in hidden):
+            layers += [nn.Linear(features, size), nn.BatchNorm1d(size), nn.ReLU()]
+            features = size
+        self.classifier = nn.Sequential(*layers, nn.Linear(features, num_classes))
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,6 +90,14 @@ def lenet5(num_classes: int = 10, in_channels: int = 1, width_mult: float = 1.0,
            input_size: tuple[int, int] = (28, 28)) -> LeNet5:
     """LeNet-5 with BatchNorm (62,136 params at width 1 on 1x28x28)."""
     return LeNet5(num_classes, in_channels, width_mult, tuple(input_size))
+
+
+@register_model("lenet5-caffe", input_shape=(1, 28, 28))
+def lenet5_caffe(num_classes: int = 10, in_channels: int = 1, width_mult: float = 1.0,
+                 input_size: tuple[int, int] = (28, 28)) -> LeNet5:
+    """Caffe's LeNet (conv 20, conv 50, FC 500; 430,500 weights plus biases), with BatchNorm: the model of
+    Deep Compression's LeNet-5 row."""
+    return LeNet5(num_classes, in_channels, width_mult, tuple(input_size), convs=(20, 50), hidden=(500,), padding=0)
 
 
 @register_model("lenet300", input_shape=(1, 28, 28))
