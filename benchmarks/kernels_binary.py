@@ -79,7 +79,6 @@ def network_times(width: float, threads: tuple, repeats: int) -> tuple[dict, dic
     return times, memory
 
 
-
 def _ratio(runs: list[dict], key, base: str, contender: str, digits: int) -> str:
     """The median over runs of base / contender, with the range when there are several runs."""
     ratios = sorted(run[key][base] / run[key][contender] for run in runs)

@@ -36,6 +36,7 @@ from torchslim import models
 from torchslim.data import BatchLoader, load_dataset
 from torchslim.deploy import ort
 from torchslim.distill import kd_loss_fn
+from torchslim.errors import UserError
 from torchslim.io import atomic_write_text
 from torchslim.profile import compare_latency, count_macs, count_params
 from torchslim.prune import PruneConfig, prune
@@ -251,18 +252,29 @@ def row_record(model, row, target, pruned, top1_pruned, top1, stem, began) -> di
     return {"row": row, "target": target, "label": label(row), "top1_pruned": top1_pruned,
             "top1": top1, "macs": count_macs(pruned, shape), "params": count_params(pruned),
             "bytes": os.path.getsize(stem + ".safetensors"), "file": os.path.relpath(stem + ".safetensors", ROOT),
-            "seconds": time.perf_counter() - began}
+            "seconds": time.perf_counter() - began,
+            **({"tp_version": importlib.metadata.version("torch-pruning")} if row["tool"] == "tp" else {})}
+
+
+def tp_versions(rows) -> str:
+    """The Torch-Pruning version(s) the cached rows were made with (not the one installed now)."""
+    versions = sorted({r.get("tp_version", "(version not recorded)") for r in rows if r["row"]["tool"] == "tp"})
+    return " / ".join(versions) or importlib.metadata.version("torch-pruning")
 
 
 def round_to_models(base, targets) -> dict:
     """Latency-only check of the deployment options: the base pruned (L1 global, params <= 0.72 x MACs,
-    no fine-tune: weights do not change the time) with round-to 1 and 8, for each MAC target."""
+    no fine-tune: weights do not change the time) with round-to 1 and 8, for each MAC target.  A target
+    the rounding cannot reach (narrow layers) maps to the reason, and gets a row saying so."""
     models = {}
     for target in targets:
         for multiple in (1, 8):
             config = PruneConfig(criterion="l1", target_macs=target, target_params=min(1.0, 0.72 * target),
                                  round_to=multiple)
-            models[f"round-to {multiple} @ {target}"] = prune(base, config=config).model.eval()
+            try:
+                models[f"round-to {multiple} @ {target}"] = prune(base, config=config).model.eval()
+            except UserError as error:
+                models[f"round-to {multiple} @ {target}"] = str(error)
     return models
 
 
@@ -270,6 +282,9 @@ def round_to_table(rounded: dict, latency: dict, base_macs: int, shape) -> str:
     rows = []
     for name, model in rounded.items():
         multiple, target = name.removeprefix("round-to ").split(" @ ")
+        if isinstance(model, str):
+            rows.append([f"{float(target):.0%}", multiple, f"not reachable: {model}", "-", "-", "-"])
+            continue
         rows.append([f"{float(target):.0%}", multiple, f"{count_macs(model, shape) / base_macs:.3f}"]
                     + [f"{latency['base' + s]['median_ms'] / latency[name + s]['median_ms']:.2f}x"
                        for s in ("", " folded", " ort")])
@@ -285,7 +300,8 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
     loaded = {f"{r['label']} @ {r['target']}": torchslim.load(os.path.join(ROOT, r["file"])).eval() for r in done}
     rounded = round_to_models(base, sorted({r["target"] for r in done}, reverse=True))
     timed = {}
-    for name, model in {"base": base, **loaded, **rounded}.items():  # eager, BN folded, ONNX Runtime float32
+    reached = {name: model for name, model in rounded.items() if not isinstance(model, str)}
+    for name, model in {"base": base, **loaded, **reached}.items():  # eager, BN folded, ONNX Runtime float32
         timed[name], timed[name + " folded"] = model, fold_batchnorm(model)
         timed[name + " ort"] = ort.OrtModule(ort.export_onnx_bytes(model, shape), threads=1)
     with OtherLoad() as load:
@@ -324,7 +340,7 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
         f"Budget, the same for every row: prune to the MAC target in one shot from the base (calibration: "
         f"{args.calib} batches of 64 training images, for Taylor scores and torchslim's BatchNorm recalibration), "
         f"then {budget}; top-1 on the 10k test images. Torch-Pruning "
-        f"{importlib.metadata.version('torch-pruning')}: ratio bisected to the same MAC target, classifier ignored. "
+        f"{tp_versions(done)}: ratio bisected to the same MAC target, classifier ignored. "
         "\"top-1 pruned\" is before fine-tuning; \"file smaller\" compares `torchslim.save` files. "
         f"Wall time of this invocation {seconds / 60:.1f} min; per row when it ran (prune + fine-tune + eval): "
         + ", ".join(f"{r['seconds'] / 60:.0f}" for r in done) + " min."
