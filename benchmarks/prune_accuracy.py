@@ -131,7 +131,8 @@ def tp_prune_in_steps(model, row: dict, target: float, args, ft_set, calib):
 
 
 ROW_OPTIONS = ("pF (params <= F x MACs), keepbn, kd or kdT-A (distil from the base, T, alpha), lrX, stepsK, "
-               "rN (channels kept rounded to multiples of N), sN (fine-tune seed N, default 0)")
+               "rN (channels kept rounded to multiples of N), sN (fine-tune seed N, default 0), "
+               "latF (instead of the MAC target: ONNX Runtime latency <= F x the base's, measured)")
 
 
 def _row_option(row: dict, option: str) -> bool:
@@ -141,6 +142,8 @@ def _row_option(row: dict, option: str) -> bool:
     elif option == "kd" or option.startswith("kd") and option[2:].count("-") == 1:
         temperature, alpha = option[2:].split("-") if option != "kd" else (4.0, 0.9)
         row["kd"] = [float(temperature), float(alpha)]
+    elif option.startswith("lat"):
+        row["latency"] = float(option[3:])
     elif option.startswith("steps") and option[5:].isdigit() and int(option[5:]) >= 1:
         row["steps"] = int(option[5:])
     elif option[:1] in "rs" and option[1:].isdigit():
@@ -170,6 +173,7 @@ def label(row: dict) -> str:
     tool = "torchslim" if row["tool"] == "ours" else "Torch-Pruning"
     scope = "uniform" if row["scope"] == "layer" else row["scope"]
     extra = f", params <= {row['params']:g} x MACs" if row["params"] else ""
+    extra += f", ORT latency <= {row['latency']:g} x the base's" if row.get("latency") else ""
     extra += ", BN not recalibrated" if row["tool"] == "ours" and not row.get("recalibrate_bn", True) else ""
     extra += f", {row['steps']} prune steps" if row.get("steps", 1) > 1 else ""
     extra += f", channels rounded to {row['round_to']}" if row.get("round_to", 1) > 1 else ""
@@ -183,7 +187,7 @@ def prune_row(model, row: dict, target: float, train, calib):
     if row["tool"] == "tp":
         method = {("l1", "layer"): "l1-uniform", ("taylor", "global"): "taylor-global"}.get(
             (row["criterion"], row["scope"]))
-        if method is None or row["params"]:
+        if method is None or row["params"] or row.get("latency"):
             raise SystemExit(f"Torch-Pruning rows here: tp:l1:layer and tp:taylor:global, not {row}")
         return tp_prune(model, target, method, calib, row.get("round_to", 1))[0]
     return prune(model, config=ours_config(row, target, calib), calibration=calib).model
@@ -192,7 +196,10 @@ def prune_row(model, row: dict, target: float, train, calib):
 def ours_config(row: dict, target: float, calib) -> PruneConfig:
     params = None if row["params"] is None else min(1.0, row["params"] * target)
     criterion = row["criterion"].removesuffix("-filters")  # l1-filters: Li et al.'s producer-only L1
+    if row.get("latency"):  # a measured latency target replaces the MAC target
+        target, params = None, None
     return PruneConfig(criterion=criterion, target_macs=target, target_params=params,
+                       target_latency=row.get("latency"), latency_runtime="ort",
                        scope=row["scope"], calibration_batches=len(calib), batch_size=len(calib[0][1]),
                        group_importance=not row["criterion"].endswith("-filters"), round_to=row.get("round_to", 1),
                        recalibrate_bn=row["recalibrate_bn"])
@@ -313,7 +320,8 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
         ms = latency[f"{r['label']} @ {r['target']}"]["median_ms"]
         ms_folded = latency[f"{r['label']} @ {r['target']} folded"]["median_ms"]
         ms_ort = latency[f"{r['label']} @ {r['target']} ort"]["median_ms"]
-        rows.append([f"{r['target']:.0%}", tool, what, f"{r['macs'] / base_macs:.3f}", f"{r['params'] / base_params:.3f}",
+        target = "-" if r["row"].get("latency") else f"{r['target']:.0%}"  # latency rows have no MAC target
+        rows.append([target, tool, what, f"{r['macs'] / base_macs:.3f}", f"{r['params'] / base_params:.3f}",
                      f"{r['bytes']:,}", f"{base_bytes / r['bytes']:.2f}x", f"{base_ms / ms:.2f}x",
                      f"{folded_ms / ms_folded:.2f}x", f"{ort_ms / ms_ort:.2f}x",
                      "-" if r["top1_pruned"] is None else f"{r['top1_pruned']:.4f}", f"{r['top1']:.4f}",

@@ -102,7 +102,7 @@ def test_bad_configs_are_user_errors():
             PruneConfig(ratio=ratio)
     with pytest.raises(UserError, match="target_macs"):
         PruneConfig(target_macs=0.0)
-    with pytest.raises(UserError, match="either ratio or a target"):
+    with pytest.raises(UserError, match="either ratio or targets"):
         PruneConfig(ratio=0.2, target_macs=0.5)
     with pytest.raises(UserError, match="recalibrate_bn must be true or false"):
         PruneConfig(ratio=0.2, recalibrate_bn="yes")

@@ -85,7 +85,7 @@ def test_distillation_share_zero_is_the_plain_fine_tune(base_file, tmp_path, cap
     (["--ratio", "0.3", "--criterion", "taylor"], "--data is needed"),
     (["--ratio", "0.3", "--scope", "local"], "unknown scope"),
     (["--ratio", "0.3", "--target-params", "0.5"], "--ratio cannot be combined"),
-    (["--criterion", "l1"], "give --target-macs, --target-params (or both) or --ratio"),
+    (["--criterion", "l1"], "give --target-macs, --target-params, --target-latency (any of them) or --ratio"),
     (["--ratio", "0.3", "--rounds", "2"], "--rounds needs --target-macs"),
     (["--target-macs", "0.5", "--rounds", "2", "--step-channels", "8"], "give --step-channels or --rounds, not both"),
     (["--target-macs", "0.5", "--rounds", "-1"], "must be >= 0"),

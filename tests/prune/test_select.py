@@ -129,5 +129,5 @@ def test_global_scope_meets_a_param_target_from_the_dense_layers():
 
 
 def test_combined_targets_reject_a_ratio():
-    with pytest.raises(UserError, match="either ratio or a target"):
+    with pytest.raises(UserError, match="either ratio or targets"):
         PruneConfig(ratio=0.3, target_params=0.5)

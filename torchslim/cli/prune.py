@@ -16,6 +16,11 @@ def add_parser(subparsers):
     parser.add_argument("--target-macs", type=float, metavar="F", help="share of MACs to keep, e.g. 0.33")
     parser.add_argument("--target-params", type=float, metavar="F",
                         help="share of parameters to keep (with --target-macs: both are met)")
+    parser.add_argument("--target-latency", type=float, metavar="F",
+                        help="share of the batch-1 latency to keep on --latency-runtime, measured on this machine "
+                             "(per-layer tables, then the cut model is timed and the aim corrected)")
+    parser.add_argument("--latency-runtime", choices=["torch", "ort"], default="torch",
+                        help="where --target-latency is measured: eager torch or ONNX Runtime")
     parser.add_argument("--ratio", type=float, metavar="F", help="share of channels to remove, in [0, 1)")
     parser.add_argument("--scope", default="global", help="layer (uniform), global (normalised ranking) or "
                         "greedy (cost-aware global); default global")
@@ -56,10 +61,13 @@ def add_parser(subparsers):
 
 def check_args(args) -> None:
     """Flag combinations argparse cannot express; needs no file or data (recipes call it when planning)."""
-    if args.ratio is None and args.target_macs is None and args.target_params is None:
-        raise UserError("give --target-macs, --target-params (or both) or --ratio")
-    if args.ratio is not None and (args.target_macs is not None or args.target_params is not None):
-        raise UserError("--ratio cannot be combined with --target-macs or --target-params")
+    targets = (args.target_macs, args.target_params, getattr(args, "target_latency", None))
+    if args.ratio is None and all(t is None for t in targets):
+        raise UserError("give --target-macs, --target-params, --target-latency (any of them) or --ratio")
+    if args.ratio is not None and any(t is not None for t in targets):
+        raise UserError("--ratio cannot be combined with --target-macs, --target-params or --target-latency")
+    if getattr(args, "target_latency", None) is not None and (args.step_channels or args.rounds):
+        raise UserError("--target-latency is one-shot: it cannot be combined with --step-channels or --rounds")
     if min(args.finetune_epochs, args.step_channels, args.rounds, args.regularize_epochs) < 0:
         raise UserError("--finetune-epochs, --step-channels, --rounds and --regularize-epochs must be >= 0")
     if args.step_channels and args.rounds:
@@ -84,7 +92,9 @@ def _config(args):
 
     check_args(args)
     return PruneConfig(criterion=args.criterion, ratio=args.ratio, target_macs=args.target_macs,
-                       target_params=args.target_params, scope=args.scope, min_channels=args.min_channels,
+                       target_params=args.target_params, target_latency=getattr(args, "target_latency", None),
+                       latency_runtime=getattr(args, "latency_runtime", "torch"),
+                       latency_threads=args.threads or 1, scope=args.scope, min_channels=args.min_channels,
                        round_to=args.round_to, ignored_layers=tuple(args.ignore),
                        calibration_batches=args.calibration_batches, batch_size=min(args.batch_size, 64),
                        seed=args.seed, group_importance=not args.producers_only,

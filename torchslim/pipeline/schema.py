@@ -52,6 +52,7 @@ RANGES = {
     "epochs": _NONNEG, "finetune_epochs": _NONNEG, "regularize_epochs": _NONNEG, "step_channels": _NONNEG,
     "batch_size": (1, True, None, False), "lr": _POS, "weight_decay": _NONNEG, "label_smoothing": _REMOVE,
     "width_mult": _POS, "teacher_width": _POS, "target_macs": _FRACTION, "target_params": _FRACTION,
+    "target_latency": _FRACTION,
     "rank_energy": _FRACTION, "ratio": _REMOVE, "sparsity": _REMOVE, "lambda": _POS, "temperature": _POS,
     "alpha": _UNIT, "hint_weight": _NONNEG, "min_channels": (1, True, None, False),
     "round_to": (1, True, None, False), "calibration_batches": (1, True, None, False),

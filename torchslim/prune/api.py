@@ -8,7 +8,9 @@ any point leaves the original exactly as it was.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -20,7 +22,8 @@ from ..profile import count_params
 from ..train.batchnorm import recalibrate_batchnorm
 from .criteria import Context, get_criterion, score_groups
 from .graph import build_graph
-from .select import SCOPES, CostModel, select_channels
+from .latency import measure_models_ms, measure_tables
+from .select import SCOPES, CostModel, predicted_state, select_channels
 from .surgery import apply_removal
 
 __all__ = ["PruneConfig", "PruneResult", "prune", "remove_channels", "calibration_batches"]
@@ -41,10 +44,14 @@ def _fraction(name, value, upper_open: bool) -> None:
 class PruneConfig(ConfigMixin):
     """What to prune and how much.
 
-    Give ``ratio`` (share of prunable channels removed, in [0, 1)), or ``target_macs``,
-    ``target_params`` or both (shares kept, in (0, 1]; with both, both are met and the
-    global scope shifts pruning towards the parameter-dense layers just enough to meet
-    the parameter target).  ``ignored_layers`` are module names or glob patterns whose
+    Give ``ratio`` (share of prunable channels removed, in [0, 1)), or any of
+    ``target_macs``, ``target_params`` and ``target_latency`` (shares kept, in (0, 1]; all
+    given are met; with MACs and parameters the global scope shifts pruning towards the
+    parameter-dense layers just enough to meet the parameter target).  A latency target
+    is a share of the model's batch-1 latency on ``latency_runtime`` ("torch" eager or
+    "ort", ONNX Runtime) with ``latency_threads`` threads, predicted from per-layer
+    tables measured on this machine (:mod:`.latency`); pair it with ``scope="greedy"``
+    to spend the cut where the runtime spends its time.  ``ignored_layers`` are module names or glob patterns whose
     channels are left alone.  ``group_importance``: the weight criteria (l1, l2) sum over
     every layer of a coupled group (producing filters, BatchNorm scales and the consumers'
     input slices); False scores the producing filters only.  ``recalibrate_bn``: when
@@ -58,6 +65,9 @@ class PruneConfig(ConfigMixin):
     ratio: float | None = None
     target_macs: float | None = None
     target_params: float | None = None
+    target_latency: float | None = None
+    latency_runtime: str = "torch"
+    latency_threads: int = 1
     scope: str = "global"
     min_channels: int = 1
     round_to: int = 1
@@ -76,16 +86,25 @@ class PruneConfig(ConfigMixin):
         _fraction("ratio", self.ratio, True)
         _fraction("target_macs", self.target_macs, False)
         _fraction("target_params", self.target_params, False)
-        if self.ratio is not None and (self.target_macs is not None or self.target_params is not None):
-            raise UserError("give either ratio or a target (target_macs, target_params or both), not both")
+        _fraction("target_latency", self.target_latency, False)
+        if self.ratio is not None and self.has_target:
+            raise UserError("give either ratio or targets (target_macs, target_params, target_latency), not both")
+        from .latency import RUNTIMES
+
+        if self.latency_runtime not in RUNTIMES:
+            raise unknown_choice("latency runtime", self.latency_runtime, RUNTIMES)
         for name in ("group_importance", "recalibrate_bn", "strict"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("min_channels", "round_to", "calibration_batches", "batch_size"):
+        for name in ("min_channels", "round_to", "calibration_batches", "batch_size", "latency_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{name} must be an integer >= 1, got {value!r}")
         self.ignored_layers = tuple(self.ignored_layers or ())
+
+    @property
+    def has_target(self) -> bool:
+        return self.target_macs is not None or self.target_params is not None or self.target_latency is not None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -105,12 +124,15 @@ class PruneResult:
     channels: list = field(default_factory=list)  # [{"group", "layers", "before", "after"}]
     boundaries: list = field(default_factory=list)
     bn_recalibrated: int = 0  # BatchNorm layers whose statistics were re-estimated
+    # With a latency target: {"runtime", "threads", "target", "before_ms", "after_ms", "predicted_ms",
+    # "speedup", "attempts"}; before and after measured in one interleaved run.
+    latency: dict | None = None
 
     def to_dict(self) -> dict:
         return {"macs_before": self.macs_before, "macs_after": self.macs_after,
                 "params_before": self.params_before, "params_after": self.params_after,
                 "channels": self.channels, "boundaries": self.boundaries,
-                "bn_recalibrated": self.bn_recalibrated}
+                "bn_recalibrated": self.bn_recalibrated, "latency": self.latency}
 
     def summary(self) -> str:
         lines = [f"{'group':<32}{'channels':>14}"]
@@ -120,6 +142,10 @@ class PruneResult:
                      f"({self.macs_after / max(self.macs_before, 1):.1%}); "
                      f"params {self.params_before:,} -> {self.params_after:,} "
                      f"({self.params_after / max(self.params_before, 1):.1%})")
+        if self.latency:
+            t = self.latency
+            lines.append(f"latency ({t['runtime']}, {t['threads']} thread(s), batch 1) {t['before_ms']:.3f} ms -> "
+                         f"{t['after_ms']:.3f} ms measured ({t['speedup']:.2f}x; predicted {t['predicted_ms']:.3f} ms)")
         return "\n".join(lines)
 
 
@@ -184,8 +210,8 @@ def prune(model: nn.Module, example_inputs=None, config: PruneConfig | None = No
     and, with ``config.recalibrate_bn``, the BatchNorm recalibration of the pruned model.
     """
     config = config or PruneConfig(ratio=0.0)
-    if config.ratio is None and config.target_macs is None and config.target_params is None:
-        raise UserError("give one of ratio, target_macs or target_params")
+    if config.ratio is None and not config.has_target:
+        raise UserError("give one of ratio, target_macs, target_params or target_latency")
     criterion = get_criterion(config.criterion)
     example = _example(model, example_inputs)
     work = copy.deepcopy(model)
@@ -201,12 +227,61 @@ def prune(model: nn.Module, example_inputs=None, config: PruneConfig | None = No
                                       config.seed, example.device)
     ctx = Context(work, graph, batches, config.seed, whole_group=config.group_importance)
     cost = CostModel(work, graph, tuple(example.shape[1:]))
+    if config.target_latency is not None:
+        cost.latency = measure_tables(work, example, cost.sizes, list(cost.modules), config.latency_runtime,
+                                      config.latency_threads, config.round_to)
     scores = score_groups(config.criterion, graph.groups, ctx)
-    removed, counts = select_channels(graph.groups, scores, cost, config)
-    result = _finish(model, work, graph, example, removed, counts, cost)
+    if cost.latency is None:
+        removed, counts = select_channels(graph.groups, scores, cost, config)
+        result = _finish(model, work, graph, example, removed, counts, cost)
+    else:
+        result = _prune_to_latency(model, work, graph, example, scores, cost, config)
     if config.recalibrate_bn and batches:
         result.bn_recalibrated = recalibrate_batchnorm(result.model, batches)
     return result
+
+
+def _prune_to_latency(model, work, graph, example, scores, cost, config, attempts: int = 5,
+                      tolerance: float = 0.03) -> PruneResult:
+    """Select to the latency the tables predict, then measure the cut model against the
+    original and re-aim the prediction until the measured share is within ``tolerance``
+    of the target (tables timed layer by layer miss what a runtime does across layers,
+    e.g. ONNX Runtime's layout changes).  Returns the least-pruned candidate that meets the
+    target, else the fastest one, with a warning."""
+    goal, asked = config.target_latency, config.target_latency
+    shape = tuple(example.shape[1:])
+    met, fastest, reachable = None, None, None
+    for attempt in range(1, attempts + 1):
+        trial = dataclasses.replace(config, target_latency=min(1.0, asked))
+        try:
+            removed, counts = select_channels(graph.groups, scores, cost, trial)
+        except UserError:
+            if reachable is None:
+                raise
+            asked = (asked + reachable) / 2  # re-aimed past what the tables allow: come halfway back
+            continue
+        reachable = asked
+        predicted = predicted_state(graph.groups, scores, cost, trial, counts).ms
+        result = _finish(model, copy.deepcopy(work), graph, example, removed, counts, cost)
+        ms = measure_models_ms({"before": model, "after": result.model}, shape, config.latency_runtime,
+                               config.latency_threads, repeats=50)
+        share = ms["after"] / ms["before"]
+        result.latency = {"runtime": config.latency_runtime, "threads": config.latency_threads,
+                          "target": goal, "before_ms": ms["before"], "after_ms": ms["after"],
+                          "predicted_ms": predicted * ms["before"] / cost.total_ms,
+                          "speedup": ms["before"] / ms["after"], "attempts": attempt}
+        if share <= goal * (1 + tolerance) and (met is None or share > met.latency["after_ms"] / met.latency["before_ms"]):
+            met = result
+        if fastest is None or share < fastest.latency["after_ms"] / fastest.latency["before_ms"]:
+            fastest = result
+        if abs(share - goal) <= tolerance * goal:
+            break
+        asked *= goal / share
+    if met is None:
+        warnings.warn(f"latency target {goal:.3f} not met on {config.latency_runtime}: the fastest selection "
+                      f"measured {fastest.latency['after_ms'] / fastest.latency['before_ms']:.3f} of the original",
+                      stacklevel=3)
+    return met or fastest
 
 
 def remove_channels(model: nn.Module, selection: dict, example_inputs=None) -> PruneResult:

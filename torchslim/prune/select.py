@@ -7,6 +7,11 @@
 * ``greedy``: OICSR's global greedy selection made cost-aware: each step removes the
   channel with the lowest normalised importance per MAC (or parameter) it saves.
 
+With a latency target (``target_latency``, a share of the measured latency kept), the
+cost model carries measured per-layer latency tables (:mod:`.latency`): the stop test
+uses the predicted latency, and greedy ranks importance per millisecond saved, so it
+takes channels where the runtime spends the most time per unit of importance.
+
 With both a MAC and a parameter target, both must be met.  The global scope then ranks
 ``score / density ** beta``, where ``density`` is the parameters one channel of the group
 costs, and bisects ``beta`` to the smallest value whose MAC-target selection also meets
@@ -31,7 +36,7 @@ from torch import nn
 from ..errors import UserError
 from ..profile import count_macs, count_params
 
-__all__ = ["CostModel", "select_channels", "SCOPES"]
+__all__ = ["CostModel", "select_channels", "predicted_state", "SCOPES"]
 
 SCOPES = ("layer", "global", "greedy")
 
@@ -52,16 +57,26 @@ class CostModel:
             self.modules[name] = (per_layer.get(name, 0), wide, narrow)
         self.fixed_macs = total - sum(m[0] for m in self.modules.values())
         self.fixed_params = self.total_params - sum(m[1] + m[2] for m in self.modules.values())
+        self.latency = None  # a latency.LatencyModel, for a latency target
 
-    def module_cost(self, name: str, removed: dict) -> tuple[float, float]:
+    @property
+    def total_ms(self) -> float:
+        return self.latency.base_ms if self.latency is not None else 0.0
+
+    def module_cost(self, name: str, removed: dict) -> tuple[float, float, float]:
+        """MACs, parameters and predicted milliseconds (0 without a latency model)."""
         macs, wide, narrow = self.modules[name]
         frac_out = frac_in = 1.0
+        kept_in = kept_out = None
         if (name, "out") in self.sizes:
-            frac_out = 1 - removed.get((name, "out"), 0) / self.sizes[(name, "out")]
+            kept_out = self.sizes[(name, "out")] - removed.get((name, "out"), 0)
+            frac_out = kept_out / self.sizes[(name, "out")]
         if (name, "in") in self.sizes:
-            frac_in = 1 - removed.get((name, "in"), 0) / self.sizes[(name, "in")]
+            kept_in = self.sizes[(name, "in")] - removed.get((name, "in"), 0)
+            frac_in = kept_in / self.sizes[(name, "in")]
         narrow_frac = frac_out if (name, "out") in self.sizes else 1.0
-        return macs * frac_in * frac_out, wide * frac_in * frac_out + narrow * narrow_frac
+        ms = self.latency.layer_ms(name, kept_in, kept_out) if self.latency is not None else 0.0
+        return macs * frac_in * frac_out, wide * frac_in * frac_out + narrow * narrow_frac, ms
 
 
 class _State:
@@ -73,20 +88,22 @@ class _State:
         self.per_module = {name: cost.module_cost(name, {}) for name in cost.modules}
         self.macs = cost.fixed_macs + sum(v[0] for v in self.per_module.values())
         self.params = cost.fixed_params + sum(v[1] for v in self.per_module.values())
+        self.ms = cost.total_ms  # measured base latency, less the tables' predicted savings
 
-    def delta(self, group, unit: int) -> tuple[float, float]:
+    def delta(self, group, unit: int) -> tuple[float, float, float]:
         trial = dict(self.removed)
         names = set()
         for member, positions in zip(group.members, group.positions):
             key = (member.module, member.role)
             trial[key] = trial.get(key, 0) + len(positions[unit])
             names.add(member.module)
-        dm = dp = 0.0
+        dm = dp = dms = 0.0
         for name in names:
             new = self.cost.module_cost(name, trial)
             dm += self.per_module[name][0] - new[0]
             dp += self.per_module[name][1] - new[1]
-        return dm, dp
+            dms += self.per_module[name][2] - new[2]
+        return dm, dp, dms
 
     def remove(self, group, unit: int) -> None:
         names = set()
@@ -98,6 +115,7 @@ class _State:
             old, new = self.per_module[name], self.cost.module_cost(name, self.removed)
             self.macs += new[0] - old[0]
             self.params += new[1] - old[1]
+            self.ms += new[2] - old[2]
             self.per_module[name] = new
 
 
@@ -133,6 +151,9 @@ class _Selection:
             mean = s.mean() if len(s) else s.new_zeros(())
             self.normalised[i] = (s / mean if mean > 0 else s).tolist()
         self.total_units = sum(len(groups[i]) for i in self.prunable)
+        self.target_latency = getattr(config, "target_latency", None)
+        if self.target_latency is not None and cost.latency is None:
+            raise ValueError("a latency target needs cost.latency (a measured LatencyModel)")
 
     def floor(self, i: int) -> int:
         return _floor_keep(len(self.groups[i]), self.config.min_channels)
@@ -153,9 +174,10 @@ class _Selection:
         if macs_only and c.target_macs is not None:
             return macs_met
         return macs_met and (c.target_params is None
-                             or state.params <= (c.target_params - slack) * self.cost.total_params)
+                             or state.params <= (c.target_params - slack) * self.cost.total_params) and \
+            (self.target_latency is None or state.ms <= (self.target_latency - slack) * self.cost.total_ms)
 
-    def saved(self, state: _State, dm: float, dp: float) -> float:
+    def saved(self, state: _State, dm: float, dp: float, dms: float = 0.0) -> float:
         """The share of the unmet targets that removing a channel saves (greedy's cost)."""
         c = self.config
         if c.ratio is not None:
@@ -165,6 +187,8 @@ class _Selection:
             value += dm / self.cost.total_macs
         if c.target_params is not None and state.params > c.target_params * self.cost.total_params:
             value += dp / self.cost.total_params
+        if self.target_latency is not None and state.ms > self.target_latency * self.cost.total_ms:
+            value += dms / self.cost.total_ms
         return value
 
     def weighted(self, beta: float) -> dict:
@@ -226,8 +250,7 @@ def _ranked(sel: _Selection, slack: float, greedy: bool, beta: float = 0.0, macs
                 if len(sel.groups[i]) - removed[i] <= sel.floor(i):
                     continue
                 unit = sel.order[i][removed[i]]
-                dm, dp = state.delta(sel.groups[i], unit)
-                value = sel.normalised[i][unit] / max(sel.saved(state, dm, dp), 1e-12)
+                value = sel.normalised[i][unit] / max(sel.saved(state, *state.delta(sel.groups[i], unit)), 1e-12)
                 if best is None or value < best[0]:
                     best = (value, i, unit)
             if best is None:
@@ -316,10 +339,19 @@ def select_channels(groups, scores, cost: CostModel, config) -> tuple[set, dict]
     state = sel.evaluate(counts)
     if config.ratio is None and not sel.met(state, sum(counts.values()), slack=-1e-6):
         macs_missed = config.target_macs is not None and state.macs > config.target_macs * cost.total_macs * (1 + 1e-6)
-        what = "MACs" if macs_missed else "parameters"
-        reached = state.macs / cost.total_macs if macs_missed else state.params / cost.total_params
+        params_missed = config.target_params is not None and \
+            state.params > config.target_params * cost.total_params * (1 + 1e-6)
+        what, reached = (("MACs", state.macs / cost.total_macs) if macs_missed else
+                         ("parameters", state.params / cost.total_params) if params_missed else
+                         ("latency", state.ms / cost.total_ms))
         raise UserError(f"cannot reach the {what} target: the most this model can be pruned with "
                         f"min_channels={config.min_channels} and round_to={config.round_to} "
                         f"reaches {reached:.3f}")
     removed = {groups[i].units[u] for i, count in counts.items() for u in sel.order[i][:count]}
     return removed, {i: counts.get(i, 0) for i in range(len(groups))}
+
+
+def predicted_state(groups, scores, cost: CostModel, config, counts: dict) -> _State:
+    """MACs, parameters and latency the cost model predicts after removing ``counts``
+    (as :func:`select_channels` returns them)."""
+    return _Selection(groups, scores, cost, config).evaluate(counts)

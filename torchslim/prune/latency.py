@@ -1,0 +1,292 @@
+"""Measured per-layer latency tables: pruning to a latency target on the deployment runtime.
+
+MACs are a poor proxy for CPU time: a narrow layer at high resolution costs more per MAC
+than a wide deep one, and runtimes have fast and slow channel counts (ONNX Runtime's
+blocked conv kernels want multiples of 8).  So, for every layer whose channels pruning
+can change, :func:`measure_tables` times the layer alone, batch 1, on the runtime the
+model will ship with (eager ``torch`` or ``ort``, ONNX Runtime), over a grid of kept
+channel counts (in x out), and :class:`LayerTable` interpolates it bilinearly.
+
+The whole model is timed once too, and a pruned model's latency is predicted as the
+base's measured time minus the savings the tables give for each layer.  Only the
+differences of one layer's times enter, so the per-call overhead of timing a layer
+alone cancels.  Elementwise layers that follow a pruned conv (BatchNorm in eager torch,
+PReLU, ...) are timed once at full width and scaled with their channels; BatchNorm costs
+nothing on ``ort``, which folds it into the conv.  Activations and pooling are not
+modelled (they stay in the fixed part), so a prediction errs on the slow side.
+
+Tables are cached per process, keyed by the layer's shape, the grid and the runtime.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from ..errors import UserError, unknown_choice
+from ..profile.latency import num_threads
+
+__all__ = ["RUNTIMES", "LayerTable", "LatencyModel", "measure_tables", "measure_models_ms", "grid"]
+
+RUNTIMES = ("torch", "ort")
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CACHE: dict = {}
+
+
+def grid(size: int, step: int, points: int = 8) -> list[int]:
+    """Kept channel counts to time for a group of ``size``: about ``points`` even shares,
+    each a multiple of ``step`` (the selection's round-to), and ``size`` itself."""
+    if size <= 1:
+        return [size]
+    step = max(1, step if step > 1 else size // points)
+    counts = {size}
+    for k in range(1, points):
+        counts.add(min(size, max(step, int(round(size * k / points / step)) * step)))
+    return sorted(counts)
+
+
+def _interp(xs: list, ys: list, x: float) -> float:
+    """Piecewise-linear through (xs, ys), extended linearly past both ends."""
+    if len(xs) == 1:
+        return ys[0]
+    i = min(max(bisect.bisect_right(xs, x) - 1, 0), len(xs) - 2)
+    t = (x - xs[i]) / (xs[i + 1] - xs[i])
+    return ys[i] + t * (ys[i + 1] - ys[i])
+
+
+class LayerTable:
+    """Milliseconds of one layer for ``ins[i]`` input and ``outs[j]`` output channels kept.
+
+    ``coupled`` (depthwise convs): input and output channels are the same channels, and
+    ``ms`` has one row indexed by ``outs``."""
+
+    def __init__(self, ins: list, outs: list, ms: list, coupled: bool = False):
+        self.ins, self.outs, self.ms, self.coupled = list(ins), list(outs), [list(r) for r in ms], coupled
+
+    def predict(self, kept_in: float, kept_out: float) -> float:
+        if self.coupled:
+            return max(0.0, _interp(self.outs, self.ms[0], kept_out))
+        rows = [_interp(self.outs, row, kept_out) for row in self.ms]
+        return max(0.0, _interp(self.ins, rows, kept_in))
+
+    def to_dict(self) -> dict:
+        return {"ins": self.ins, "outs": self.outs, "ms": self.ms, "coupled": self.coupled}
+
+
+class LatencyModel:
+    """A model's measured latency as a function of the channels kept per layer."""
+
+    def __init__(self, base_ms: float, tables: dict, runtime: str, threads: int):
+        self.base_ms, self.tables, self.runtime, self.threads = base_ms, tables, runtime, threads
+        self.full = {name: t.predict(t.ins[-1], t.outs[-1]) for name, t in tables.items()}
+
+    def layer_ms(self, name: str, kept_in: float | None, kept_out: float | None) -> float:
+        """Predicted ms of layer ``name``; None means that side is not pruned (all kept)."""
+        table = self.tables.get(name)
+        if table is None:
+            return 0.0
+        return table.predict(table.ins[-1] if kept_in is None else kept_in,
+                             table.outs[-1] if kept_out is None else kept_out)
+
+
+# ------------------------------------------------------------------- timing
+
+
+def _median_ms(calls: list, repeats: int, warmup: int = 2) -> list[float]:
+    """Median ms of each zero-argument call, timed round-robin so drift hits all alike."""
+    samples = [[] for _ in calls]
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    for _ in range(repeats):
+        for i, call in enumerate(calls):
+            start = time.perf_counter()
+            call()
+            samples[i].append((time.perf_counter() - start) * 1e3)
+    return [statistics.median(s) for s in samples]
+
+
+def _ort_session(model_bytes: bytes, threads: int):
+    from ..deploy.ort import _session
+
+    return _session(model_bytes, threads)
+
+
+def _onnx_layer(module: nn.Module, shape: tuple) -> bytes:
+    """A one-node ONNX model of ``module`` (conv or linear) on inputs of ``shape``, built
+    directly: exporting through torch would cost 50x the timing itself."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = module.weight.detach().numpy().astype(np.float32)
+    inits = [numpy_helper.from_array(weight, "w")]
+    inputs = ["x", "w"]
+    if module.bias is not None:
+        inits.append(numpy_helper.from_array(module.bias.detach().numpy().astype(np.float32), "b"))
+        inputs.append("b")
+    if isinstance(module, nn.Linear):
+        node = helper.make_node("Gemm", inputs, ["y"], transB=1)
+        out_shape = [shape[0], module.out_features]
+    else:
+        pads = list(module.padding) * 2 if not isinstance(module.padding, str) else None
+        attrs = dict(kernel_shape=list(module.kernel_size), strides=list(module.stride),
+                     dilations=list(module.dilation), group=module.groups)
+        if pads is None:
+            attrs["auto_pad"] = "SAME_UPPER" if module.padding == "same" else "VALID"
+        else:
+            attrs["pads"] = pads
+        node = helper.make_node("Conv", inputs, ["y"], **attrs)
+        with torch.no_grad():
+            out_shape = list(module(torch.zeros(1, *shape[1:])).shape)
+    graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 8)
+    return model.SerializeToString()
+
+
+def _callable(module: nn.Module, shape: tuple, runtime: str, threads: int):
+    x = torch.randn(*shape)
+    if runtime == "torch":
+        module = module.eval()
+
+        def call():
+            with torch.no_grad():
+                module(x)
+        return call
+    session = _ort_session(_onnx_layer(module, shape), threads)
+    feed = {"x": x.numpy()}
+    return lambda: session.run(None, feed)
+
+
+def _require_ort() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise UserError("latency runtime 'ort' needs onnx and onnxruntime (pip install torchslim[export])") from None
+
+
+def measure_model_ms(model: nn.Module, input_shape, runtime: str, threads: int = 1, repeats: int = 30) -> float:
+    """Median batch-1 latency of the whole model on ``runtime``."""
+    return measure_models_ms({"m": model}, input_shape, runtime, threads, repeats)["m"]
+
+
+def measure_models_ms(models: dict, input_shape, runtime: str, threads: int = 1, repeats: int = 30) -> dict:
+    """Median batch-1 latency of each model, timed round-robin in one run."""
+    x = torch.randn(1, *input_shape)
+    calls = []
+    with num_threads(threads):
+        for model in models.values():
+            model = copy.deepcopy(model).eval()
+            if runtime == "torch":
+                calls.append(lambda m=model: _no_grad_call(m, x))
+            else:
+                from ..deploy.ort import export_onnx_bytes
+
+                session = _ort_session(export_onnx_bytes(model, tuple(input_shape)), threads)
+                calls.append(lambda s=session: s.run(None, {"input": x.numpy()}))
+        return dict(zip(models, _median_ms(calls, repeats, warmup=3)))
+
+
+def _no_grad_call(model, x):
+    with torch.no_grad():
+        model(x)
+
+
+def _resized(module: nn.Module, in_dim: int, out_dim: int) -> nn.Module:
+    if isinstance(module, nn.Linear):
+        return nn.Linear(in_dim, out_dim, bias=module.bias is not None)
+    groups = module.groups
+    if groups > 1:  # depthwise: the groups follow the channels
+        groups = in_dim
+    return type(module)(in_dim, out_dim, module.kernel_size, module.stride, module.padding, module.dilation,
+                        groups, bias=module.bias is not None, padding_mode=module.padding_mode)
+
+
+def _elementwise_ms(module: nn.Module, shape: tuple, runtime: str, threads: int, repeats: int) -> float:
+    if runtime == "ort" and isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return 0.0  # folded into the conv before it
+    module = copy.deepcopy(module).eval()
+    x = torch.randn(*shape)
+    return _median_ms([lambda: _no_grad_call(module, x)], repeats)[0]
+
+
+def _layer_table(module, shape, size_in, size_out, step, runtime, threads, repeats) -> LayerTable:
+    """Time ``module`` (input ``shape``) over the grid of kept channel counts."""
+    full_in = shape[-1] if isinstance(module, nn.Linear) else shape[1]
+    full_out = module.out_features if isinstance(module, nn.Linear) else module.out_channels
+    grouped = isinstance(module, _CONVS) and module.groups > 1
+    coupled = grouped and module.groups == module.in_channels and size_in is None
+    if grouped and not coupled:  # timed at full width only; scaled with the MACs
+        full = _median_ms([_callable(copy.deepcopy(module), shape, runtime, threads)], repeats)[0]
+        si, so = size_in or 1, size_out or 1
+        return LayerTable([0, si], [0, so], [[0.0, 0.0], [0.0, full]])
+    ins = grid(size_in, step) if size_in and not coupled else [size_in or 1]
+    outs = grid(size_out, step) if size_out else [size_out or 1]
+    key = (runtime, threads, repr(module), tuple(shape), tuple(ins), tuple(outs), coupled)
+    if key in _CACHE:
+        return _CACHE[key]
+    points = [(o, o) for o in outs] if coupled else [(i, o) for i in ins for o in outs]
+    calls = []
+    for kept_in, kept_out in points:
+        in_dim = max(1, round(full_in * kept_in / (size_in or 1))) if size_in else full_in
+        out_dim = max(1, round(full_out * kept_out / (size_out or 1))) if size_out else full_out
+        if coupled:
+            in_dim = out_dim * module.in_channels // module.out_channels
+        layer = _resized(module, in_dim, out_dim)
+        calls.append(_callable(layer, (shape[0], *shape[1:-1], in_dim) if isinstance(module, nn.Linear)
+                               else (shape[0], in_dim, *shape[2:]), runtime, threads))
+    times = _median_ms(calls, repeats)
+    ms = [times] if coupled else [times[r * len(outs):(r + 1) * len(outs)] for r in range(len(ins))]
+    table = LayerTable(ins if not coupled else outs, outs, ms, coupled)
+    _CACHE[key] = table
+    return table
+
+
+def measure_tables(model: nn.Module, example: torch.Tensor, sizes: dict, names, runtime: str = "torch",
+                   threads: int = 1, step: int = 1, repeats: int = 15) -> LatencyModel:
+    """Latency tables for the layers ``names`` of ``model`` (at batch 1).
+
+    ``sizes[(name, "in" | "out")]`` is the number of prunable channel positions on that
+    side of the layer (absent: that side is not pruned)."""
+    if runtime not in RUNTIMES:
+        raise unknown_choice("latency runtime", runtime, RUNTIMES)
+    if runtime == "ort":
+        _require_ort()
+    shapes = {}
+    modules = {name: model.get_submodule(name) for name in names}
+    def record(name):
+        def hook(module, args):
+            shapes.setdefault(name, tuple(args[0].shape))  # returns None: the inputs are left alone
+        return hook
+
+    hooks = [m.register_forward_pre_hook(record(n)) for n, m in modules.items()]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    tables = {}
+    with num_threads(threads):
+        for name, module in modules.items():
+            if name not in shapes:
+                continue
+            size_in, size_out = sizes.get((name, "in")), sizes.get((name, "out"))
+            if isinstance(module, (nn.Linear, *_CONVS)):
+                tables[name] = _layer_table(module, shapes[name], size_in, size_out, step, runtime, threads, repeats)
+            elif size_out:  # elementwise per channel: scales with the channels kept
+                full = _elementwise_ms(module, shapes[name], runtime, threads, repeats)
+                tables[name] = LayerTable([size_in or 1], [0, size_out], [[0.0, full]])
+    base_ms = measure_model_ms(model, tuple(example.shape[1:]), runtime, threads, repeats=max(repeats, 30))
+    return LatencyModel(base_ms, tables, runtime, threads)
