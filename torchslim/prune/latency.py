@@ -121,7 +121,6 @@ def _onnx_layer(module: nn.Module, shape: tuple) -> bytes:
     """A one-node ONNX model of ``module`` (conv or linear) on inputs of ``shape``, built
     directly: exporting through torch would cost 50x the timing itself."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     weight = module.weight.detach().numpy().astype(np.float32)
