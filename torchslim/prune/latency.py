@@ -83,7 +83,6 @@ class LatencyModel:
 
     def __init__(self, base_ms: float, tables: dict, runtime: str, threads: int):
         self.base_ms, self.tables, self.runtime, self.threads = base_ms, tables, runtime, threads
-        self.full = {name: t.predict(t.ins[-1], t.outs[-1]) for name, t in tables.items()}
 
     def layer_ms(self, name: str, kept_in: float | None, kept_out: float | None) -> float:
         """Predicted ms of layer ``name``; None means that side is not pruned (all kept)."""
