@@ -138,7 +138,7 @@ def test_one_node_onnx_layers_compute_what_the_module_does(module, shape):
     x = torch.randn(*shape)
     with torch.no_grad():
         expected = module(x).numpy()
-    np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("runtime", ["torch", "ort"])

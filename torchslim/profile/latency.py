@@ -47,7 +47,8 @@ def _time_once(model, x) -> float:
 def compare_latency(
     models: dict, input_shape, batch_size: int = 1, threads: int | None = None, warmup: int = 5, repeats: int = 30
 ) -> dict:
-    """Interleaved timing of several models on the same input.
+    """Interleaved timing of several models on the same input (or, with ``input_shape`` a
+    dict, on an input of its own shape each).
 
     Returns ``{name: {"median_ms", "p10_ms", "p90_ms"}}`` plus ``threads``.
     """
@@ -56,7 +57,8 @@ def compare_latency(
         inputs = {}
         for name, model in models.items():
             model.eval()
-            inputs[name] = torch.randn(batch_size, *input_shape, device=_device_of(model))
+            shape = input_shape[name] if isinstance(input_shape, dict) else input_shape
+            inputs[name] = torch.randn(batch_size, *shape, device=_device_of(model))
             for _ in range(warmup):
                 model(inputs[name])
         for _ in range(repeats):

@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import bisect
 import copy
-import statistics
-import time
 
 import torch
 from torch import nn
 
 from ..errors import UserError, unknown_choice
-from ..profile.latency import num_threads
+from ..profile.latency import compare_latency
 
 __all__ = ["RUNTIMES", "LayerTable", "LatencyModel", "measure_tables", "measure_models_ms", "grid"]
 
@@ -96,26 +94,6 @@ class LatencyModel:
 # ------------------------------------------------------------------- timing
 
 
-def _median_ms(calls: list, repeats: int, warmup: int = 2) -> list[float]:
-    """Median ms of each zero-argument call, timed round-robin so drift hits all alike."""
-    samples = [[] for _ in calls]
-    for call in calls:
-        for _ in range(warmup):
-            call()
-    for _ in range(repeats):
-        for i, call in enumerate(calls):
-            start = time.perf_counter()
-            call()
-            samples[i].append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(s) for s in samples]
-
-
-def _ort_session(model_bytes: bytes, threads: int):
-    from ..deploy.ort import _session
-
-    return _session(model_bytes, threads)
-
-
 def _onnx_layer(module: nn.Module, shape: tuple) -> bytes:
     """A one-node ONNX model of ``module`` (conv or linear) on inputs of ``shape``, built
     directly: exporting through torch would cost 50x the timing itself."""
@@ -124,7 +102,7 @@ def _onnx_layer(module: nn.Module, shape: tuple) -> bytes:
 
     weight = module.weight.detach().numpy().astype(np.float32)
     inits = [numpy_helper.from_array(weight, "w")]
-    inputs = ["x", "w"]
+    inputs = ["input", "w"]
     if module.bias is not None:
         inits.append(numpy_helper.from_array(module.bias.detach().numpy().astype(np.float32), "b"))
         inputs.append("b")
@@ -142,25 +120,26 @@ def _onnx_layer(module: nn.Module, shape: tuple) -> bytes:
         node = helper.make_node("Conv", inputs, ["y"], **attrs)
         with torch.no_grad():
             out_shape = list(module(torch.zeros(1, *shape[1:])).shape)
-    graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+    graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, 8)
     return model.SerializeToString()
 
 
-def _callable(module: nn.Module, shape: tuple, runtime: str, threads: int):
-    x = torch.randn(*shape)
+def _timed(module: nn.Module, shape: tuple, runtime: str, threads: int) -> nn.Module:
+    """``module`` as it runs on ``runtime``: itself, or a one-node ONNX Runtime session."""
     if runtime == "torch":
-        module = module.eval()
+        return module.eval()
+    from ..deploy.ort import OrtModule
 
-        def call():
-            with torch.no_grad():
-                module(x)
-        return call
-    session = _ort_session(_onnx_layer(module, shape), threads)
-    feed = {"x": x.numpy()}
-    return lambda: session.run(None, feed)
+    return OrtModule(_onnx_layer(module, shape), threads)
+
+
+def _medians(modules: dict, shapes: dict, threads: int, repeats: int) -> dict:
+    """Median ms of each module at batch 1 on its own input shape, timed round-robin."""
+    timing = compare_latency(modules, shapes, threads=threads, warmup=2, repeats=repeats)
+    return {name: timing[name]["median_ms"] for name in modules}
 
 
 def _require_ort() -> None:
@@ -171,31 +150,13 @@ def _require_ort() -> None:
         raise UserError("latency runtime 'ort' needs onnx and onnxruntime (pip install torchslim[export])") from None
 
 
-def measure_model_ms(model: nn.Module, input_shape, runtime: str, threads: int = 1, repeats: int = 30) -> float:
-    """Median batch-1 latency of the whole model on ``runtime``."""
-    return measure_models_ms({"m": model}, input_shape, runtime, threads, repeats)["m"]
-
-
 def measure_models_ms(models: dict, input_shape, runtime: str, threads: int = 1, repeats: int = 30) -> dict:
-    """Median batch-1 latency of each model, timed round-robin in one run."""
-    x = torch.randn(1, *input_shape)
-    calls = []
-    with num_threads(threads):
-        for model in models.values():
-            model = copy.deepcopy(model).eval()
-            if runtime == "torch":
-                calls.append(lambda m=model: _no_grad_call(m, x))
-            else:
-                from ..deploy.ort import export_onnx_bytes
+    """Median batch-1 latency of each whole model on ``runtime``, timed round-robin in one run."""
+    from ..deploy.ort import OrtModule, export_onnx_bytes
 
-                session = _ort_session(export_onnx_bytes(model, tuple(input_shape)), threads)
-                calls.append(lambda s=session: s.run(None, {"input": x.numpy()}))
-        return dict(zip(models, _median_ms(calls, repeats, warmup=3)))
-
-
-def _no_grad_call(model, x):
-    with torch.no_grad():
-        model(x)
+    timed = {name: copy.deepcopy(model).eval() if runtime == "torch"
+             else OrtModule(export_onnx_bytes(model, tuple(input_shape)), threads) for name, model in models.items()}
+    return _medians(timed, {name: tuple(input_shape) for name in timed}, threads, repeats)
 
 
 def _resized(module: nn.Module, in_dim: int, out_dim: int) -> nn.Module:
@@ -211,9 +172,7 @@ def _resized(module: nn.Module, in_dim: int, out_dim: int) -> nn.Module:
 def _elementwise_ms(module: nn.Module, shape: tuple, runtime: str, threads: int, repeats: int) -> float:
     if runtime == "ort" and isinstance(module, nn.modules.batchnorm._BatchNorm):
         return 0.0  # folded into the conv before it
-    module = copy.deepcopy(module).eval()
-    x = torch.randn(*shape)
-    return _median_ms([lambda: _no_grad_call(module, x)], repeats)[0]
+    return _medians({"m": copy.deepcopy(module).eval()}, {"m": shape[1:]}, threads, repeats)["m"]
 
 
 def _layer_table(module, shape, size_in, size_out, step, runtime, threads, repeats) -> LayerTable:
@@ -223,7 +182,8 @@ def _layer_table(module, shape, size_in, size_out, step, runtime, threads, repea
     grouped = isinstance(module, _CONVS) and module.groups > 1
     coupled = grouped and module.groups == module.in_channels and size_in is None
     if grouped and not coupled:  # timed at full width only; scaled with the MACs
-        full = _median_ms([_callable(copy.deepcopy(module), shape, runtime, threads)], repeats)[0]
+        full = _medians({"m": _timed(copy.deepcopy(module), shape, runtime, threads)}, {"m": shape[1:]},
+                        threads, repeats)["m"]
         si, so = size_in or 1, size_out or 1
         return LayerTable([0, si], [0, so], [[0.0, 0.0], [0.0, full]])
     ins = grid(size_in, step) if size_in and not coupled else [size_in or 1]
@@ -232,16 +192,18 @@ def _layer_table(module, shape, size_in, size_out, step, runtime, threads, repea
     if key in _CACHE:
         return _CACHE[key]
     points = [(o, o) for o in outs] if coupled else [(i, o) for i in ins for o in outs]
-    calls = []
-    for kept_in, kept_out in points:
+    modules, shapes = {}, {}
+    for index, (kept_in, kept_out) in enumerate(points):
         in_dim = max(1, round(full_in * kept_in / (size_in or 1))) if size_in else full_in
         out_dim = max(1, round(full_out * kept_out / (size_out or 1))) if size_out else full_out
         if coupled:
             in_dim = out_dim * module.in_channels // module.out_channels
-        layer = _resized(module, in_dim, out_dim)
-        calls.append(_callable(layer, (shape[0], *shape[1:-1], in_dim) if isinstance(module, nn.Linear)
-                               else (shape[0], in_dim, *shape[2:]), runtime, threads))
-    times = _median_ms(calls, repeats)
+        layer_shape = (shape[0], *shape[1:-1], in_dim) if isinstance(module, nn.Linear) else (shape[0], in_dim,
+                                                                                              *shape[2:])
+        modules[index] = _timed(_resized(module, in_dim, out_dim), layer_shape, runtime, threads)
+        shapes[index] = layer_shape[1:]
+    medians = _medians(modules, shapes, threads, repeats)
+    times = [medians[i] for i in range(len(points))]
     ms = [times] if coupled else [times[r * len(outs):(r + 1) * len(outs)] for r in range(len(ins))]
     table = LayerTable(ins if not coupled else outs, outs, ms, coupled)
     _CACHE[key] = table
@@ -276,15 +238,14 @@ def measure_tables(model: nn.Module, example: torch.Tensor, sizes: dict, names, 
         for hook in hooks:
             hook.remove()
     tables = {}
-    with num_threads(threads):
-        for name, module in modules.items():
-            if name not in shapes:
-                continue
-            size_in, size_out = sizes.get((name, "in")), sizes.get((name, "out"))
-            if isinstance(module, (nn.Linear, *_CONVS)):
-                tables[name] = _layer_table(module, shapes[name], size_in, size_out, step, runtime, threads, repeats)
-            elif size_out:  # elementwise per channel: scales with the channels kept
-                full = _elementwise_ms(module, shapes[name], runtime, threads, repeats)
-                tables[name] = LayerTable([size_in or 1], [0, size_out], [[0.0, full]])
-    base_ms = measure_model_ms(model, tuple(example.shape[1:]), runtime, threads, repeats=max(repeats, 30))
+    for name, module in modules.items():
+        if name not in shapes:
+            continue
+        size_in, size_out = sizes.get((name, "in")), sizes.get((name, "out"))
+        if isinstance(module, (nn.Linear, *_CONVS)):
+            tables[name] = _layer_table(module, shapes[name], size_in, size_out, step, runtime, threads, repeats)
+        elif size_out:  # elementwise per channel: scales with the channels kept
+            full = _elementwise_ms(module, shapes[name], runtime, threads, repeats)
+            tables[name] = LayerTable([size_in or 1], [0, size_out], [[0.0, full]])
+    base_ms = measure_models_ms({"m": model}, tuple(example.shape[1:]), runtime, threads, max(repeats, 30))["m"]
     return LatencyModel(base_ms, tables, runtime, threads)
