@@ -159,3 +159,32 @@ def test_prune_to_a_latency_target_reports_the_measurement(runtime):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the caller's model untouched
     x = torch.randn(2, *model.input_shape)
     assert result.model.eval()(x).shape == model.eval()(x).shape
+
+
+def test_the_runtime_profiler_times_each_kernel_and_leaves_the_layout_reorders_out():
+    pytest.importorskip("onnxruntime")
+    from torchslim.deploy.ort import LAYOUT_OPS, kernel_ms, profile_nodes
+
+    # a conv ONNX Runtime runs in its blocked layout (channels a multiple of 8), one it
+    # does not (3 input channels: no input reorder), and a matrix product
+    layers = {"blocked": (nn.Conv2d(16, 16, 3, padding=1), (16, 8, 8)),
+              "rgb": (nn.Conv2d(3, 8, 3, padding=1), (3, 8, 8)),
+              "gemm": (nn.Linear(32, 10), (32,))}
+    graphs = {name: _onnx_layer(m, (1, *shape)) for name, (m, shape) in layers.items()}
+    shapes = {name: shape for name, (_, shape) in layers.items()}
+    nodes = profile_nodes(graphs, shapes, repeats=10)
+    ops = {name: sorted(op for op, _ in per_node.values()) for name, per_node in nodes.items()}
+    assert ops["blocked"] == ["Conv", "ReorderInput", "ReorderOutput"]
+    assert "Conv" in ops["rgb"] and "ReorderInput" not in ops["rgb"]
+    assert ops["gemm"] == ["Gemm"]
+    assert all(ms > 0 for per_node in nodes.values() for _, ms in per_node.values())
+
+
+def test_kernel_time_sums_the_nodes_but_the_reorders(monkeypatch):
+    from torchslim.deploy import ort
+
+    nodes = {"a": {"r_in": ("ReorderInput", 0.004), "c": ("Conv", 0.030), "r_out": ("ReorderOutput", 0.002)},
+             "b": {"g": ("Gemm", 0.010), "f": ("Flatten", 0.001)}}
+    monkeypatch.setattr(ort, "profile_nodes", lambda *a, **k: nodes)
+    assert ort.kernel_ms({}, {}) == pytest.approx({"a": 0.030, "b": 0.011})
+    assert ort.kernel_ms({}, {}, skip=()) == pytest.approx({"a": 0.036, "b": 0.011})

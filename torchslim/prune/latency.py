@@ -10,7 +10,10 @@ channel counts (in x out), and :class:`LayerTable` interpolates it bilinearly.
 The whole model is timed once too, and a pruned model's latency is predicted as the
 base's measured time minus the savings the tables give for each layer.  Only the
 differences of one layer's times enter, so the per-call overhead of timing a layer
-alone cancels.  Elementwise layers that follow a pruned conv (BatchNorm in eager torch,
+alone cancels.  On ``ort`` a layer's time is its kernel's, from the runtime's own
+profiler: a lone conv in the blocked NCHWc layout needs a reorder of its input and of
+its output, which inside a network happen once at its edges; counting them made every
+cut look up to twice as profitable as it was.  Elementwise layers that follow a pruned conv (BatchNorm in eager torch,
 PReLU, ...) are timed once at full width and scaled with their channels; BatchNorm costs
 nothing on ``ort``, which folds it into the conv.  Activations and pooling are not
 modelled (they stay in the fixed part), so a prediction errs on the slow side.
@@ -127,19 +130,19 @@ def _onnx_layer(module: nn.Module, shape: tuple) -> bytes:
     return model.SerializeToString()
 
 
-def _timed(module: nn.Module, shape: tuple, runtime: str, threads: int) -> nn.Module:
-    """``module`` as it runs on ``runtime``: itself, or a one-node ONNX Runtime session."""
+def _layer_ms(modules: dict, shapes: dict, runtime: str, threads: int, repeats: int) -> dict:
+    """Batch-1 ms of each layer alone on ``runtime``, timed round-robin (``shapes``: inputs
+    without the batch).  Eager torch: the median call.  ONNX Runtime: its profiler's time
+    for the layer's kernel, without the session's per-call cost or the layout reorders a
+    lone blocked conv needs at its edges, which a network pays once, not per layer."""
     if runtime == "torch":
-        return module.eval()
-    from ..deploy.ort import OrtModule
+        timing = compare_latency({n: m.eval() for n, m in modules.items()}, shapes, threads=threads, warmup=2,
+                                 repeats=repeats)
+        return {name: timing[name]["median_ms"] for name in modules}
+    from ..deploy.ort import kernel_ms
 
-    return OrtModule(_onnx_layer(module, shape), threads)
-
-
-def _medians(modules: dict, shapes: dict, threads: int, repeats: int) -> dict:
-    """Median ms of each module at batch 1 on its own input shape, timed round-robin."""
-    timing = compare_latency(modules, shapes, threads=threads, warmup=2, repeats=repeats)
-    return {name: timing[name]["median_ms"] for name in modules}
+    graphs = {name: _onnx_layer(module, (1, *shapes[name])) for name, module in modules.items()}
+    return kernel_ms(graphs, shapes, threads, repeats=repeats)
 
 
 def _require_ort() -> None:
@@ -156,7 +159,9 @@ def measure_models_ms(models: dict, input_shape, runtime: str, threads: int = 1,
 
     timed = {name: copy.deepcopy(model).eval() if runtime == "torch"
              else OrtModule(export_onnx_bytes(model, tuple(input_shape)), threads) for name, model in models.items()}
-    return _medians(timed, {name: tuple(input_shape) for name in timed}, threads, repeats)
+    timing = compare_latency(timed, {name: tuple(input_shape) for name in timed}, threads=threads, warmup=2,
+                             repeats=repeats)
+    return {name: timing[name]["median_ms"] for name in timed}
 
 
 def _resized(module: nn.Module, in_dim: int, out_dim: int) -> nn.Module:
@@ -172,7 +177,7 @@ def _resized(module: nn.Module, in_dim: int, out_dim: int) -> nn.Module:
 def _elementwise_ms(module: nn.Module, shape: tuple, runtime: str, threads: int, repeats: int) -> float:
     if runtime == "ort" and isinstance(module, nn.modules.batchnorm._BatchNorm):
         return 0.0  # folded into the conv before it
-    return _medians({"m": copy.deepcopy(module).eval()}, {"m": shape[1:]}, threads, repeats)["m"]
+    return _layer_ms({"m": copy.deepcopy(module)}, {"m": shape[1:]}, "torch", threads, repeats)["m"]
 
 
 def _layer_table(module, shape, size_in, size_out, step, runtime, threads, repeats) -> LayerTable:
@@ -182,8 +187,7 @@ def _layer_table(module, shape, size_in, size_out, step, runtime, threads, repea
     grouped = isinstance(module, _CONVS) and module.groups > 1
     coupled = grouped and module.groups == module.in_channels and size_in is None
     if grouped and not coupled:  # timed at full width only; scaled with the MACs
-        full = _medians({"m": _timed(copy.deepcopy(module), shape, runtime, threads)}, {"m": shape[1:]},
-                        threads, repeats)["m"]
+        full = _layer_ms({"m": copy.deepcopy(module)}, {"m": shape[1:]}, runtime, threads, repeats)["m"]
         si, so = size_in or 1, size_out or 1
         return LayerTable([0, si], [0, so], [[0.0, 0.0], [0.0, full]])
     ins = grid(size_in, step) if size_in and not coupled else [size_in or 1]
@@ -200,9 +204,9 @@ def _layer_table(module, shape, size_in, size_out, step, runtime, threads, repea
             in_dim = out_dim * module.in_channels // module.out_channels
         layer_shape = (shape[0], *shape[1:-1], in_dim) if isinstance(module, nn.Linear) else (shape[0], in_dim,
                                                                                               *shape[2:])
-        modules[index] = _timed(_resized(module, in_dim, out_dim), layer_shape, runtime, threads)
+        modules[index] = _resized(module, in_dim, out_dim)
         shapes[index] = layer_shape[1:]
-    medians = _medians(modules, shapes, threads, repeats)
+    medians = _layer_ms(modules, shapes, runtime, threads, repeats)
     times = [medians[i] for i in range(len(points))]
     ms = [times] if coupled else [times[r * len(outs):(r + 1) * len(outs)] for r in range(len(ins))]
     table = LayerTable(ins if not coupled else outs, outs, ms, coupled)
