@@ -450,7 +450,10 @@ def main() -> None:
             key = f"{spec}@{target:g}"
             if key in cache["rows"]:
                 continue
-            cache["rows"][key] = run_row(key, cache_path[:-len(".json")], model, parse_row(spec), target, args, train, test, calib)
+            record = run_row(key, cache_path[:-len(".json")], model, parse_row(spec), target, args, train, test, calib)
+            if os.path.exists(cache_path):  # another invocation may have added rows meanwhile
+                cache = json.load(open(cache_path))
+            cache["rows"][key] = record
             atomic_write_text(cache_path, json.dumps(cache, indent=1))
             r = cache["rows"][key]
             print(f"{key}: top-1 {r['top1_pruned']} -> {r['top1']:.4f}, MACs {r['macs']:,}, "
