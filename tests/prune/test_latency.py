@@ -163,7 +163,7 @@ def test_prune_to_a_latency_target_reports_the_measurement(runtime):
 
 def test_the_runtime_profiler_times_each_kernel_and_leaves_the_layout_reorders_out():
     pytest.importorskip("onnxruntime")
-    from torchslim.deploy.ort import LAYOUT_OPS, kernel_ms, profile_nodes
+    from torchslim.deploy.ort import profile_nodes
 
     # a conv ONNX Runtime runs in its blocked layout (channels a multiple of 8), one it
     # does not (3 input channels: no input reorder), and a matrix product
