@@ -189,3 +189,24 @@ def test_kernel_time_sums_the_nodes_but_the_reorders(monkeypatch):
     monkeypatch.setattr(ort, "profile_nodes", lambda *a, **k: nodes)
     assert ort.kernel_ms({}, {}) == pytest.approx({"a": 0.030, "b": 0.011})
     assert ort.kernel_ms({}, {}, skip=()) == pytest.approx({"a": 0.036, "b": 0.011})
+
+
+def test_ort_tables_are_scaled_to_the_layers_kernels_inside_the_network(monkeypatch):
+    from torchslim.deploy import ort
+    from torchslim.prune import latency
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    tables = {"2": LayerTable([4, 8], [4, 8], [[1.0, 2.0], [2.0, 4.0]])}  # 4 ms at full width
+    # inside the network: the two convs and the linear layer take 12 ms, the rest 3 ms
+    nodes = {"m": {"a": ("Conv", 3.0), "b": ("Conv", 7.0), "c": ("Gemm", 2.0), "d": ("ReorderOutput", 1.0),
+                   "e": ("GlobalAveragePool", 2.0)}}
+    monkeypatch.setattr(ort, "profile_nodes", lambda *a, **k: nodes)
+    # timed alone: the first conv 1 ms, the linear layer 1 ms; with the table's 4 ms, 6 ms in all
+    monkeypatch.setattr(latency, "_layer_ms", lambda modules, *a: {name: 1.0 for name in modules})
+    computing = {"0": model[0], "2": model[2], "6": model[6]}
+    shapes = {"0": (1, 3, 8, 8), "2": (1, 8, 8, 8), "6": (1, 8)}
+    base_ms, scaled = latency._in_network(model, torch.randn(1, 3, 8, 8), tables, computing, shapes, 1, 5)
+    assert base_ms == pytest.approx(15.0)
+    assert scaled["2"].ms == [[2.0, 4.0], [4.0, 8.0]]  # 12 / 6: twice the times alone
+    assert tables["2"].ms == [[1.0, 2.0], [2.0, 4.0]]  # the cached table itself is left alone

@@ -13,9 +13,11 @@ differences of one layer's times enter, so the per-call overhead of timing a lay
 alone cancels.  On ``ort`` a layer's time is its kernel's, from the runtime's own
 profiler: a lone conv in the blocked NCHWc layout needs a reorder of its input and of
 its output, which inside a network happen once at its edges; counting them made every
-cut look up to twice as profitable as it was.  Elementwise layers that follow a pruned conv (BatchNorm in eager torch,
-PReLU, ...) are timed once at full width and scaled with their channels; BatchNorm costs
-nothing on ``ort``, which folds it into the conv.  Activations and pooling are not
+cut look up to twice as profitable as it was.  The base is then profiled whole too, and
+the tables are scaled to what its conv and linear kernels take inside it.  Elementwise
+layers that follow a pruned conv (BatchNorm in eager torch, PReLU, ...) are timed once at
+full width and scaled with their channels; BatchNorm costs nothing on ``ort``, which
+folds it into the conv.  Activations and pooling are not
 modelled (they stay in the fixed part), so a prediction errs on the slow side.
 
 Tables are cached per process, keyed by the layer's shape, the grid and the runtime.
@@ -270,9 +272,9 @@ def _in_network(model, example, tables, computing, shapes, threads, repeats) -> 
     that, at full width, the conv and linear layers timed alone add up to what their
     kernels take inside the network (about 1.2-1.5x more on vgg14: colder caches).
 
-    Returns the base's time in the profiler's units (every node, reorders included; the
-    profiler's own cost makes it run 20-40% over a plain call, so only shares of it are
-    used) and the scaled tables."""
+    Returns the base's time in the profiler's units (every node, reorders included; with
+    the profiler's own cost it can run up to 30% over a plain call, so only shares of it
+    are used) and the scaled tables."""
     from ..deploy.ort import export_onnx_bytes, profile_nodes
 
     shape = tuple(example.shape[1:])
