@@ -309,13 +309,16 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
     done = [r for r in cache["rows"].values()]
     loaded = {f"{r['label']} @ {r['target']}": torchslim.load(os.path.join(ROOT, r["file"])).eval() for r in done}
     rounded = round_to_models(base, sorted({r["target"] for r in done}, reverse=True))
-    timed = {}
+    runtimes = {"": {}, " folded": {}, " ort": {}}  # eager, BN folded, ONNX Runtime float32
     reached = {name: model for name, model in rounded.items() if not isinstance(model, str)}
-    for name, model in {"base": base, **loaded, **reached}.items():  # eager, BN folded, ONNX Runtime float32
-        timed[name], timed[name + " folded"] = model, fold_batchnorm(model)
-        timed[name + " ort"] = ort.OrtModule(ort.export_onnx_bytes(model, shape), threads=1)
-    with OtherLoad() as load:
-        latency = compare_latency(timed, shape, batch_size=1, threads=1, repeats=args.repeats)
+    for name, model in {"base": base, **loaded, **reached}.items():
+        runtimes[""][name], runtimes[" folded"][name + " folded"] = model, fold_batchnorm(model)
+        runtimes[" ort"][name + " ort"] = ort.OrtModule(ort.export_onnx_bytes(model, shape), threads=1)
+    latency = {}
+    with OtherLoad() as load:  # one runtime at a time: a call after another runtime's starts with its caches
+        for timed in runtimes.values():
+            latency.update(compare_latency(timed, shape, batch_size=1, threads=1, repeats=args.repeats,
+                                           block=args.block))
     base_ms, folded_ms, ort_ms = (latency[f"base{s}"]["median_ms"] for s in ("", " folded", " ort"))
     rows = []
     for r in sorted(done, key=lambda r: (-r["target"], r["row"]["tool"] != "ours", r["label"])):
@@ -341,8 +344,9 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
         f"Command: `{command_line()}` (OMP_NUM_THREADS=1; rows cached in "
         f"`{os.path.relpath(cache_path, ROOT)}`, so the run may span several invocations)  ",
         f"Hardware: {hardware()}; while timing, {load.describe()}"
-        "; latencies are ratios from one interleaved run (base, row 1, row 2, ..., base, ...), batch 1, 1 thread, "
-        f"median of {args.repeats}; base {base_ms:.3f} ms in eager torch, {folded_ms:.3f} ms with BatchNorm folded "
+        "; latencies are ratios from one interleaved run per runtime (base, row 1, row 2, ..., base, ..., "
+        f"each model {args.block} timed call(s) in a row per turn after an untimed one, as when serving request "
+        f"after request), batch 1, 1 thread, median of {args.repeats}; base {base_ms:.3f} ms in eager torch, {folded_ms:.3f} ms with BatchNorm folded "
         f"into the convs (\"BN folded\" compares folded with folded), {ort_ms:.3f} ms in ONNX Runtime "
         f"{__import__('onnxruntime').__version__} float32 (\"ORT\": each model exported to ONNX, opset 17, "
         "all graph optimisations, 1 intra-op thread; it folds BatchNorm itself).  ",
@@ -419,6 +423,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--calib", type=int, default=8, help="calibration batches of 64")
     parser.add_argument("--repeats", type=int, default=200, help="interleaved latency repeats")
+    parser.add_argument("--block", type=int, default=10,
+                        help="timed calls in a row per model and turn (1: strict alternation, every call "
+                             "starting with the caches the other models left)")
     parser.add_argument("--cache", default=None, help="JSON of finished rows, ending .json (default "
                         "benchmarks/out/prune-acc-<model>.json); the models go in the folder of the same name")
     parser.add_argument("--spearman", action="store_true", help="also write the criterion-quality table")
