@@ -12,7 +12,7 @@ timed interleaved with the unpruned base in one run (``compare_latency``: base, 
 machine.  "folded" rows fold BatchNorm into the convs (torchslim.prune.deploy); the
 speed-up of a folded model is given against the base as shipped and against the base
 folded too.  With onnxruntime installed, each unfolded model also runs as ONNX (opset 17,
-all graph optimisations, which fold BatchNorm) in the same interleaved run, and its
+all graph optimisations, which fold BatchNorm) in an interleaved run of their own, and its
 speed-up is against the base in ONNX Runtime.  Writes the ``prune_latency_w<width>``
 section of BENCHMARKS.md.
 """
@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--targets", default="0.33,0.5")
     parser.add_argument("--threads", default="1")
     parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--block", type=int, default=10, help="timed calls in a row per model and turn")
     args = parser.parse_args()
     torch.manual_seed(0)
     base = models.create("vgg14", num_classes=10, width_mult=args.width).eval()
@@ -75,10 +76,13 @@ def main() -> None:
         pruned = variants(base, target, thread_counts[0])
         for threads in thread_counts:
             timed = {"base": base, "base folded": folded_base, **pruned}
-            if ort.available():  # ORT folds BatchNorm itself: the unfolded models only
-                timed.update({f"{name} (ORT)": ort.OrtModule(ort.export_onnx_bytes(model, shape), threads)
-                              for name, model in {"base": base, **pruned}.items() if not name.endswith("folded")})
-            result = compare_latency(timed, shape, batch_size=1, threads=threads, repeats=args.repeats)
+            result = compare_latency(timed, shape, batch_size=1, threads=threads, repeats=args.repeats,
+                                     block=args.block)
+            if ort.available():  # in a run of its own; ORT folds BatchNorm itself: the unfolded models only
+                result.update(compare_latency(
+                    {f"{name} (ORT)": ort.OrtModule(ort.export_onnx_bytes(model, shape), threads)
+                     for name, model in {"base": base, **pruned}.items() if not name.endswith("folded")},
+                    shape, batch_size=1, threads=threads, repeats=args.repeats, block=args.block))
             base_ms, folded_ms = result["base"]["median_ms"], result["base folded"]["median_ms"]
 
             def ort_cells(name):
@@ -102,12 +106,13 @@ def main() -> None:
         f"Command: `{command_line()}`  ",
         f"Hardware: {hardware()}  ",
         f"Base: vgg14 width {args.width} (random weights), {base_macs:,} MACs, {base_bytes:,} bytes. Medians of "
-        f"{args.repeats} interleaved runs per model after warm-up; speed-ups are ratios within one run. "
+        f"{args.repeats} runs per model after warm-up, interleaved in turns of {args.block} call(s) in a row "
+        "(after an untimed one); speed-ups are ratios within one run. "
         "\"vs base\" compares with the unpruned model as shipped; \"vs like base\" compares a folded model "
         "with the base folded too (the speed-up that pruning alone gives). \"ORT\": the same model in ONNX "
         "Runtime (opset 17, all graph optimisations; it folds BatchNorm itself), against the base in ONNX "
-        "Runtime, timed in the same interleaved run; the latency-target row was selected with tables timed on "
-        "the first thread count. "
+        "Runtime, timed in an interleaved run of their own right after; the latency-target row was selected "
+        "with tables timed on the first thread count. "
         f"Whole run {(time.perf_counter() - began) / 60:.1f} min.",
         "",
         markdown_table(["MACs target", "threads", "model", "MACs kept", "file smaller", "ms", "vs base",
