@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -48,3 +49,26 @@ def test_compare_latency_reports_every_model_and_restores_threads():
     result = compare_latency({"a": nn.Linear(8, 8), "b": nn.Linear(8, 2)}, (8,), threads=1, repeats=5)
     assert result["threads"] == 1 and torch.get_num_threads() == before
     assert result["a"]["median_ms"] > 0 and result["b"]["p10_ms"] <= result["b"]["p90_ms"]
+
+
+class _CallLog(nn.Module):
+    def __init__(self, name, log):
+        super().__init__()
+        self.name, self.log = name, log
+
+    def forward(self, x):
+        self.log.append(self.name)
+        return x
+
+
+@pytest.mark.parametrize("block, order", [
+    (1, list("ab" * 4)),
+    # a turn: one untimed call, then up to `block` timed ones; the last turn times what is left
+    (3, list("aaaabbbbaabb")),
+])
+def test_compare_latency_interleaves_models_in_turns_of_a_block(block, order):
+    log = []
+    models = {"a": _CallLog("a", log), "b": _CallLog("b", log)}
+    compare_latency(models, (2,), warmup=1, repeats=4, block=block)
+    assert log[:2] == ["a", "b"]  # the warm-up
+    assert log[2:] == order
