@@ -17,13 +17,11 @@ conv ran no faster than on 1 thread (0.33 ms both), with 30-50 ms it took 0.21 m
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 
 import torch
 from torch import nn
 
-from ..profile.latency import num_threads
+from ..profile.latency import compare_latency
 from . import ort
 from .compile import compile as compile_binary
 from .compile import memory_report
@@ -62,30 +60,9 @@ def compare_blocks(models: dict, input_shape, batch_size: int = 1, threads: int 
     idle), untimed calls for ``warm_s`` (at least one: cores idle for the pause run
     slower at first), then ``block`` timed calls; until ``repeats`` samples each.
     """
-    samples = {name: [] for name in models}
-    with num_threads(threads), torch.no_grad():
-        inputs = {name: torch.randn(batch_size, *input_shape) for name in models}
-        for name, model in models.items():
-            model.eval()
-            for _ in range(3):
-                model(inputs[name])
-        while min(len(v) for v in samples.values()) < repeats:
-            for name, model in models.items():
-                time.sleep(pause_s)
-                warm_until = time.perf_counter() + warm_s
-                model(inputs[name])
-                while time.perf_counter() < warm_until:
-                    model(inputs[name])
-                for _ in range(min(block, repeats - len(samples[name]))):
-                    start = time.perf_counter()
-                    model(inputs[name])
-                    samples[name].append((time.perf_counter() - start) * 1000.0)
-    result = {}
-    for name, times in samples.items():
-        times.sort()
-        result[name] = {"median_ms": statistics.median(times), "p10_ms": times[len(times) // 10],
-                        "p90_ms": times[(len(times) * 9) // 10]}
-    return result
+    timing = compare_latency(models, input_shape, batch_size, threads, warmup=3, repeats=repeats, block=block,
+                             pause_s=pause_s, warm_s=warm_s)
+    return {name: timing[name] for name in models}
 
 
 def _layer_inputs(model: nn.Module, input_shape) -> dict:

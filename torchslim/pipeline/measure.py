@@ -59,11 +59,11 @@ def latency_rows(models: dict, input_shape, calibration: torch.Tensor, threads: 
                  repeats: int = 20) -> dict:
     """Batch-1 medians (ms) for each model as float, ONNX Runtime int8 and packed binary where that applies.
 
-    Every contender is timed in one interleaved run, so the ratios between rows hold
-    even on a busy machine.  Returns ``{name: {"float": ms, "int8": ms or None, "binary": ms or None}}``.
+    Every contender is timed in one run, in interleaved turns, so the ratios between rows
+    hold even on a busy machine.  Returns ``{name: {"float": ms, "int8": ms or None, "binary": ms or None}}``.
     """
     from ..deploy import ort
-    from ..profile import compare_latency
+    from ..deploy.bench import compare_blocks
 
     if ort.available():
         import onnxruntime
@@ -83,7 +83,8 @@ def latency_rows(models: dict, input_shape, calibration: torch.Tensor, threads: 
                 contenders[f"{name}/int8"] = ort.OrtModule(ort.quantize_int8(onnx_bytes, calibration), threads)
             except Exception as exc:  # an op ONNX Runtime cannot quantize: report no int8 figure
                 print(f"note: no int8 timing for {name} ({str(exc).splitlines()[0][:120]})")
-    timing = compare_latency(contenders, input_shape, batch_size=1, threads=threads, repeats=repeats)
+    # runtimes with threads of their own: turns of consecutive calls after a pause (deploy.bench)
+    timing = compare_blocks(contenders, input_shape, 1, threads, repeats=repeats)
     rows = {}
     for name in models:
         rows[name] = {kind: (timing[f"{name}/{kind}"]["median_ms"] if f"{name}/{kind}" in timing else None)

@@ -46,15 +46,18 @@ def _time_once(model, x) -> float:
 @torch.inference_mode()
 def compare_latency(
     models: dict, input_shape, batch_size: int = 1, threads: int | None = None, warmup: int = 5, repeats: int = 30,
-    block: int = 1,
+    block: int = 1, pause_s: float = 0.0, warm_s: float = 0.0,
 ) -> dict:
     """Interleaved timing of several models on the same input (or, with ``input_shape`` a
     dict, on an input of its own shape each).
 
-    ``block`` > 1 times each model ``block`` calls in a row per turn (the first untimed), as
-    a model serving request after request runs: with one call per turn, every call starts
-    with the caches the other models left, which slows small models by a fixed amount
-    that MACs do not explain.
+    ``block`` > 1 times each model ``block`` calls in a row per turn, after an untimed one,
+    as a model serving request after request runs: with one call per turn, every call
+    starts with the caches the other models left, which slows small models by a fixed
+    amount that MACs do not explain.  Runtimes with threads of their own want a turn to
+    start after ``pause_s`` (other runtimes' spinning threads go idle) and ``warm_s`` of
+    untimed calls (a core idle for the pause runs slower at first); see
+    :func:`torchslim.deploy.bench.compare_blocks`.
 
     Returns ``{name: {"median_ms", "p10_ms", "p90_ms"}}`` plus ``threads``.
     """
@@ -69,8 +72,13 @@ def compare_latency(
                 model(inputs[name])
         while samples and min(len(times) for times in samples.values()) < repeats:
             for name, model in models.items():
-                if block > 1:
+                if pause_s:
+                    time.sleep(pause_s)
+                if block > 1 or warm_s:
+                    warm_until = time.perf_counter() + warm_s
                     model(inputs[name])
+                    while time.perf_counter() < warm_until:
+                        model(inputs[name])
                 for _ in range(min(block, repeats - len(samples[name]))):
                     samples[name].append(_time_once(model, inputs[name]))
     result = {"threads": used, "batch_size": batch_size}
