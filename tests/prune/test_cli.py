@@ -49,6 +49,21 @@ def test_prune_json_contract(base_file, tmp_path, capsys):
     assert not os.path.exists(str(out) + ".finetune.ckpt")
 
 
+def test_a_latency_target_reports_the_saved_model_on_its_runtime(base_file, tmp_path, capsys):
+    out = tmp_path / "fast.safetensors"
+    code, stdout, stderr = _main(capsys, "prune", base_file, "--criterion", "l1", "--scope", "global",
+                                 "--target-latency", "0.7", "--latency-runtime", "torch", "--round-to", "4",
+                                 "--data", "digits-32", "--subset", "200", "--out", out, "--json", "--threads", "1")
+    assert code == 0, stderr
+    payload = json.loads(stdout.strip().splitlines()[-1])
+    t = payload["target_latency"]
+    assert t["runtime"] == "torch" and t["threads"] == 1 and t["target"] == 0.7
+    assert t["before_ms"] > 0 and t["after_ms"] > 0
+    assert t["share"] == pytest.approx(t["after_ms"] / t["before_ms"])
+    assert t["speedup"] == pytest.approx(1 / t["share"])
+    assert payload["macs_after"] < payload["macs_before"]
+
+
 def test_iterative_with_regulariser_and_bn_folding(base_file, tmp_path, capsys):
     out = tmp_path / "iter.safetensors"
     code, stdout, stderr = _main(capsys, "prune", base_file, "--criterion", "l1", "--target-macs", "0.6",

@@ -194,7 +194,23 @@ def _measure(args, original, deployed, top1_before, top1_after, rounds) -> dict:
         "speedup": timing["before"]["median_ms"] / timing["after"]["median_ms"],
         "size_bytes_before": os.path.getsize(args.file), "size_bytes_after": os.path.getsize(args.out),
         "threads": timing["threads"], "rounds": rounds, "out": args.out,
+        **_target_latency(args, original, deployed, shape),
     }
+
+
+def _target_latency(args, original, deployed, shape) -> dict:
+    """With --target-latency: the saved model timed against the original on the runtime the
+    target was set for (the figures above are eager torch, whatever the target)."""
+    config = _config(args)
+    if config.target_latency is None:
+        return {}
+    from ..prune.latency import measure_models_ms
+
+    ms = measure_models_ms({"before": original, "after": deployed}, shape, config.latency_runtime,
+                           config.latency_threads, repeats=50)
+    return {"target_latency": {"runtime": config.latency_runtime, "threads": config.latency_threads,
+                               "target": config.target_latency, "before_ms": ms["before"], "after_ms": ms["after"],
+                               "share": ms["after"] / ms["before"], "speedup": ms["before"] / ms["after"]}}
 
 
 def run(args) -> int:
@@ -225,6 +241,10 @@ def run(args) -> int:
             f"({payload['macs_after'] / payload['macs_before']:.1%}), params {payload['params_before']:,} -> "
             f"{payload['params_after']:,}, latency {payload['latency_ms_before']:.3f} -> "
             f"{payload['latency_ms_after']:.3f} ms ({payload['speedup']:.2f}x, batch 1, interleaved)")
+    if "target_latency" in payload:
+        t = payload["target_latency"]
+        text += (f"\nlatency on {t['runtime']} ({t['threads']} thread(s)) {t['before_ms']:.3f} -> {t['after_ms']:.3f} ms: "
+                 f"{t['share']:.3f} of the original against a target of {t['target']:g} ({t['speedup']:.2f}x)")
     if top1_before is not None:
         text += f"\ntop-1 {top1_before:.4f} -> {top1_after:.4f}"
     emit(args, payload, text + f"\nsaved {args.out}")
