@@ -346,8 +346,8 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
         f"Hardware: {hardware()}; while timing, {load.describe()}"
         "; latencies are ratios from one interleaved run per runtime (base, row 1, row 2, ..., base, ..., "
         f"each model {args.block} timed call(s) in a row per turn after an untimed one, as when serving request "
-        f"after request), batch 1, 1 thread, median of {args.repeats}; base {base_ms:.3f} ms in eager torch, {folded_ms:.3f} ms with BatchNorm folded "
-        f"into the convs (\"BN folded\" compares folded with folded), {ort_ms:.3f} ms in ONNX Runtime "
+        f"after request), batch 1, 1 thread, median of {args.repeats}; base {base_ms:.3f} ms in eager torch, "
+        f"{folded_ms:.3f} ms with BatchNorm folded into the convs (\"BN folded\" compares folded with folded), {ort_ms:.3f} ms in ONNX Runtime "
         f"{__import__('onnxruntime').__version__} float32 (\"ORT\": each model exported to ONNX, opset 17, "
         "all graph optimisations, 1 intra-op thread; it folds BatchNorm itself).  ",
         f"Base: {args.model}, {base_note}; top-1 {base_top1:.4f}, {base_macs:,} MACs, {base_params:,} params, "
@@ -366,7 +366,7 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
                         "drop (points)"], rows),
         "",
         "Deployment options, latency only (the base pruned with torchslim L1 global, params <= 0.72 x MACs, "
-        "not fine-tuned; timed in the same interleaved run): channel counts rounded to multiples of 8 or not; "
+        "not fine-tuned; timed in the same runs): channel counts rounded to multiples of 8 or not; "
         "each speed-up is against the base in the same runtime.",
         "",
         round_to_table(rounded, latency, base_macs, shape),
