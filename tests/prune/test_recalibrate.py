@@ -1,6 +1,5 @@
 """BatchNorm recalibration after pruning: the statistics describe the pruned network."""
 
-import pytest
 import torch
 
 from torchslim.prune import PruneConfig, prune

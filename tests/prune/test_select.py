@@ -1,7 +1,6 @@
 """Selection: targets, scopes, minimum channels, ignored layers and round-to-multiple."""
 
 import pytest
-import torch
 
 from torchslim.errors import UserError
 from torchslim.profile import count_macs, count_params
