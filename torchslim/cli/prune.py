@@ -179,7 +179,7 @@ def _prune(args, config, model, train_set, test_set, loss_fn):
     return result.model, [], None
 
 
-def _measure(args, original, deployed, top1_before, top1_after, rounds) -> dict:
+def _measure(args, config, original, deployed, top1_before, top1_after, rounds) -> dict:
     from ..profile import compare_latency, count_macs, count_params
     from ..prune.deploy import fold_batchnorm
 
@@ -194,14 +194,13 @@ def _measure(args, original, deployed, top1_before, top1_after, rounds) -> dict:
         "speedup": timing["before"]["median_ms"] / timing["after"]["median_ms"],
         "size_bytes_before": os.path.getsize(args.file), "size_bytes_after": os.path.getsize(args.out),
         "threads": timing["threads"], "rounds": rounds, "out": args.out,
-        **_target_latency(args, original, deployed, shape),
+        **_target_latency(config, original, deployed, shape),
     }
 
 
-def _target_latency(args, original, deployed, shape) -> dict:
+def _target_latency(config, original, deployed, shape) -> dict:
     """With --target-latency: the saved model timed against the original on the runtime the
     target was set for (the figures above are eager torch, whatever the target)."""
-    config = _config(args)
     if config.target_latency is None:
         return {}
     from ..prune.latency import measure_models_ms
@@ -236,7 +235,7 @@ def run(args) -> int:
     save(deployed, args.out)
     if folder:
         clear_rounds(folder)
-    payload = _measure(args, original, deployed, top1_before, top1_after, rounds)
+    payload = _measure(args, config, original, deployed, top1_before, top1_after, rounds)
     text = (f"MACs {payload['macs_before']:,} -> {payload['macs_after']:,} "
             f"({payload['macs_after'] / payload['macs_before']:.1%}), params {payload['params_before']:,} -> "
             f"{payload['params_after']:,}, latency {payload['latency_ms_before']:.3f} -> "

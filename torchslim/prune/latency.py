@@ -138,9 +138,7 @@ def _layer_ms(modules: dict, shapes: dict, runtime: str, threads: int, repeats: 
     for the layer's kernel, without the session's per-call cost or the layout reorders a
     lone blocked conv needs at its edges, which a network pays once, not per layer."""
     if runtime == "torch":
-        timing = compare_latency({n: m.eval() for n, m in modules.items()}, shapes, threads=threads, warmup=2,
-                                 repeats=repeats)
-        return {name: timing[name]["median_ms"] for name in modules}
+        return _median_ms({n: m.eval() for n, m in modules.items()}, shapes, threads, repeats)
     from ..deploy.ort import kernel_ms
 
     graphs = {name: _onnx_layer(module, (1, *shapes[name])) for name, module in modules.items()}
@@ -161,9 +159,13 @@ def measure_models_ms(models: dict, input_shape, runtime: str, threads: int = 1,
 
     timed = {name: copy.deepcopy(model).eval() if runtime == "torch"
              else OrtModule(export_onnx_bytes(model, tuple(input_shape)), threads) for name, model in models.items()}
-    timing = compare_latency(timed, {name: tuple(input_shape) for name in timed}, threads=threads, warmup=2,
-                             repeats=repeats)
-    return {name: timing[name]["median_ms"] for name in timed}
+    return _median_ms(timed, {name: tuple(input_shape) for name in timed}, threads, repeats)
+
+
+def _median_ms(modules: dict, shapes: dict, threads: int, repeats: int) -> dict:
+    """Median batch-1 ms of each module on its own input shape, timed round-robin."""
+    timing = compare_latency(modules, shapes, threads=threads, warmup=2, repeats=repeats)
+    return {name: timing[name]["median_ms"] for name in modules}
 
 
 def _resized(module: nn.Module, in_dim: int, out_dim: int) -> nn.Module:
