@@ -6,9 +6,13 @@ rewrites only that section (atomically), so scripts can run in any order.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import re
+import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,3 +81,51 @@ class OtherLoad:
     def describe(self) -> str:
         return (f"other processes kept {self.cores:.2f} of {os.cpu_count()} cores busy on average"
                 f" ({'shared machine' if self.busy else 'quiet'})")
+
+
+_PROBE_C = r"""
+#include <stdint.h>
+#include <time.h>
+double probe(long n) {
+    struct timespec a, b;
+    uint64_t x = 0;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < n; i++) {
+#if defined(__x86_64__)
+        __asm__ volatile("add $1, %0" : "+r"(x));
+#else
+        __asm__ volatile("" : "+r"(x));
+        x++;
+#endif
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    return n / ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec));
+}
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_library():
+    from torchslim.deploy import build
+
+    compiler = build._compiler()
+    if compiler is None:
+        return None
+    folder = tempfile.mkdtemp(prefix="torchslim-probe-")
+    source, target = os.path.join(folder, "probe.c"), os.path.join(folder, "probe.so")
+    with open(source, "w") as handle:
+        handle.write(_PROBE_C)
+    subprocess.run([compiler, "-O1", "-shared", "-fPIC", source, "-o", target], check=True, capture_output=True)
+    lib = ctypes.CDLL(target)
+    lib.probe.argtypes, lib.probe.restype = [ctypes.c_long], ctypes.c_double
+    return lib
+
+
+def core_clock_ghz(iterations: int = 100_000_000) -> float | None:
+    """Iterations per ns of a dependent chain of 1-cycle adds: the clock this core runs at as a guest sees
+    it, lower when the host clocks down or another guest's thread shares the physical core (which slows
+    integer code like the popcount kernels more than float code).  Median of 3; None without a compiler."""
+    lib = _probe_library()
+    if lib is None:
+        return None
+    return sorted(lib.probe(iterations) for _ in range(3))[1]

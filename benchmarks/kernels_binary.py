@@ -27,7 +27,7 @@ import statistics
 import torch
 from torch import nn
 
-from common import OtherLoad, command_line, hardware, markdown_table, write_section
+from common import OtherLoad, command_line, core_clock_ghz, hardware, markdown_table, write_section
 
 from torchslim import models
 from torchslim.deploy import PackedBinaryConv2d, isa
@@ -90,6 +90,19 @@ def _ms(runs: list[dict], key, contender: str, digits: int) -> str:
     return f"{statistics.median([run[key][contender] for run in runs]):.{digits}f}"
 
 
+def _clock_note(clocks: list) -> str:
+    """The core clock probe before each run: the host's state, which the load figure cannot see."""
+    clocks = [c for c in clocks if c is not None]
+    if not clocks:
+        return ""
+    return (f"  A dependent chain of 1-cycle integer adds, run before each run, ran at {min(clocks):.2f}-"
+            f"{max(clocks):.2f} GHz.  On this shared host the same chain measured 1.9 and 2.8 GHz on a quiet guest "
+            "at different times of one day, and between two quiet runs of this script that day torch's float "
+            "256->256 @ 8x8 conv moved by 8% and the 1-bit kernel by 70% (the integer units seem to be shared "
+            "with another guest), so ratios from runs at different clocks differ; `benchmarks/kernels_ab.py` "
+            "compares kernel builds within one process instead.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=float, default=1.0)
@@ -99,9 +112,10 @@ def main() -> None:
                         help="whole interleaved runs; tables give median ms and the median (min-max) ratio over runs")
     args = parser.parse_args()
     threads = tuple(int(t) for t in args.threads.split(","))
-    layer_runs, network_runs = [], []
+    layer_runs, network_runs, clocks = [], [], []
     with OtherLoad() as load:
         for _ in range(args.runs):
+            clocks.append(core_clock_ghz())
             layer_runs.append({k: v for t in threads for k, v in layer_times(t, args.repeats).items()})
             times, memory = network_times(args.width, threads, args.repeats)
             network_runs.append(times)
@@ -121,7 +135,7 @@ def main() -> None:
          f"needs) and 30 ms of untimed calls (an idle core starts slow); every ratio compares rows of the same run.  The whole run was repeated {args.runs} "
          "time(s): each cell gives the median over runs (ms), and each speed-up the median of the runs' ratios with "
          "their range.  During the runs, "
-         f"{load.describe()}.{BUSY if load.busy else ''}"),
+         f"{load.describe()}.{BUSY if load.busy else ''}{_clock_note(clocks)}"),
         "",
         ("Per layer, 3x3 conv, stride 1, padding 1, float input and output (targets: 1-bit >= 8x, 1x2-bit >= 4x "
          "over float32).  Weights 1-bit; activations: 1x1 sign; 1x2 HWGQ Lloyd levels (0, 0.318, 1.0, 1.894), "

@@ -167,7 +167,18 @@ def main():
                         help="ours: reload the fine-tuned state a previous run saved instead of fine-tuning")
     parser.add_argument("--keep-rows", action="store_true",
                         help="keep the previous run's rows for the sides not run now (same settings)")
+    parser.add_argument("--merge", default=None, metavar="JSON",
+                        help="add the rows of the sides not run now from another run's results file (a run in "
+                             "parallel with the same settings); with --sides '' only merges and writes the report")
+    parser.add_argument("--lr-table", nargs="+", default=None, metavar="JSON",
+                        help="only write a section comparing the learning rates of these runs' results files")
     args = parser.parse_args()
+    if args.lr_table:
+        write_lr_table(args.lr_table, args.section)
+        return
+    if args.merge:
+        merge_results(args)
+        return
     torch.set_num_threads(args.threads)
     os.makedirs(OUT, exist_ok=True)
     base = torchslim.load(args.base)
@@ -192,6 +203,54 @@ def main():
             write_report(results, args.section)
 
 
+# settings every side's rows depend on; ours also depend on _OURS
+_SHARED = ("base", "epochs", "subset", "test_subset", "lr")
+_OURS = ("method", "calib", "teacher", "kd_temperature", "kd_alpha", "alt_init")
+
+
+def _check_same(runs: list[dict], what: str, skip: tuple = ()) -> None:
+    """Stop unless the runs agree on the settings their rows depend on."""
+    for keys, subset in ((_SHARED, runs), (_OURS, [r for r in runs if any(_side(x) == "ours" for x in r["rows"])])):
+        for key in keys:
+            values = {json.dumps(run["args"].get(key)) for run in subset}
+            if key not in skip and len(values) > 1:
+                raise SystemExit(f"{what}: the runs differ in {key}: {', '.join(sorted(values))}")
+
+
+def merge_results(args) -> None:
+    """This tree's results plus the other file's rows for the sides missing here, same settings checked."""
+    mine, other = json.load(open(RESULTS)), json.load(open(args.merge))
+    _check_same([mine, other], "--merge")
+    have = {_side(row) for row in mine["rows"]}
+    mine["rows"] += [row for row in other["rows"] if _side(row) not in have]
+    mine["command"] += f" (rows of {', '.join(sorted({_side(r) for r in other['rows']} - have))} from: " \
+                       f"`{other['command']}`, run alongside)"
+    mine["minutes_previous"] = mine.get("minutes_previous", 0.0) + other.get("minutes", 0.0)
+    save_results(mine)
+    write_report(mine, args.section)
+
+
+def write_lr_table(paths: list[str], section: str) -> None:
+    """One row per (learning rate, side) from several runs that differ only in --lr and --sides."""
+    runs = [json.load(open(path)) for path in paths]
+    _check_same(runs, "--lr-table", skip=("lr",))
+    ours = [run["args"] for run in runs if any(_side(row) == "ours" for row in run["rows"])]
+    first = ours[0] if ours else runs[0]["args"]
+    rows = sorted(([row["side"], run["args"]["lr"], f"{row['top1']:.4f}", f"`{run['command']}`"]
+                   for run in runs for row in run["rows"]), key=lambda r: (r[0], r[1]))
+    body = f"""## Quantization: learning rate of the 3-epoch fine-tune, HWGQ + BWN and Brevitas W1A2 (vgg14 width 0.25, {first['subset'] or 'all 60000'} training images)
+
+Hardware: {hardware()}
+Rows from `benchmarks/quant_brevitas.py` runs that differ only in `--lr` (and the side run); everything else as
+in the Brevitas comparison above ({first['epochs']} epochs, Adam, cosine, batch 128, seed 0; ours: {first['method']},
+{'alternating update first, ' if first['alt_init'] else ''}{'distilled from the float base, ' if first['teacher'] else ''}top-1 of the packed file; top-1 on {first['test_subset'] or 'the full 10k'} test images).  Single runs: seeds were not repeated.
+
+{markdown_table(["side", "Adam lr", "top-1", "command"], rows)}
+"""
+    write_section(section, body)
+    print(body)
+
+
 def write_report(results: dict, section: str = "quant-brevitas") -> None:
     args = results["args"]
     rows = [["float base", f"{results['float_top1']:.4f}", results["float_bytes"], "-", "1.0x", "-"]]
@@ -209,7 +268,7 @@ def write_report(results: dict, section: str = "quant-brevitas") -> None:
         else:
             rows.append([row["side"], f"{row['top1']:.4f}", row["bytes"], "-", ratio, seconds])
     minutes = results["minutes"] + results.get("minutes_previous", 0.0)
-    body = f"""## Quantization: HWGQ + BWN against Brevitas W1A2 (vgg14 width 0.25, fashion-mnist-32, {args['subset'] or 'all 60000'} training images)
+    body = f"""## Quantization: HWGQ + BWN against Brevitas W1A2 (vgg14 width 0.25, fashion-mnist-32, {args['subset'] or 'all 60000'} training images, Adam lr {args['lr']})
 
 Command: `{results['command']}`
 Hardware: {hardware()} (a shared machine: other jobs ran alongside, so seconds are indicative)
