@@ -173,13 +173,13 @@ def main():
     parser.add_argument("--lr-table", nargs="+", default=None, metavar="JSON",
                         help="only write a section comparing the learning rates of these runs' results files")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)  # also what the hardware line of a merged or table-only report says
     if args.lr_table:
         write_lr_table(args.lr_table, args.section)
         return
     if args.merge:
         merge_results(args)
         return
-    torch.set_num_threads(args.threads)
     os.makedirs(OUT, exist_ok=True)
     base = torchslim.load(args.base)
     train = load_dataset("fashion-mnist-32", "train", subset=args.subset)
@@ -223,8 +223,7 @@ def merge_results(args) -> None:
     _check_same([mine, other], "--merge")
     have = {_side(row) for row in mine["rows"]}
     mine["rows"] += [row for row in other["rows"] if _side(row) not in have]
-    mine["command"] += f" (rows of {', '.join(sorted({_side(r) for r in other['rows']} - have))} from: " \
-                       f"`{other['command']}`, run alongside)"
+    mine["merged"] = {"sides": sorted({_side(r) for r in other["rows"]} - have), "command": other["command"]}
     mine["minutes_previous"] = mine.get("minutes_previous", 0.0) + other.get("minutes", 0.0)
     save_results(mine)
     write_report(mine, args.section)
@@ -268,9 +267,13 @@ def write_report(results: dict, section: str = "quant-brevitas") -> None:
         else:
             rows.append([row["side"], f"{row['top1']:.4f}", row["bytes"], "-", ratio, seconds])
     minutes = results["minutes"] + results.get("minutes_previous", 0.0)
+    merged = ""
+    if "merged" in results:
+        merged = (f"  \nRows of {', '.join(results['merged']['sides'])} from a run alongside with the same settings: "
+                  f"`{results['merged']['command']}` (whole run: the two runs' minutes added)")
     body = f"""## Quantization: HWGQ + BWN against Brevitas W1A2 (vgg14 width 0.25, fashion-mnist-32, {args['subset'] or 'all 60000'} training images, Adam lr {args['lr']})
 
-Command: `{results['command']}`
+Command: `{results['command']}`{merged}
 Hardware: {hardware()} (a shared machine: other jobs ran alongside, so seconds are indicative)
 Base: `{os.path.relpath(os.path.abspath(args['base']), ROOT)}`. Both sides: {args['epochs']} epochs on
 {args['subset'] or 'all 60000'} training images, Adam lr {args['lr']} cosine, no weight decay, batch 128,
