@@ -111,12 +111,12 @@ def _probe_library():
     compiler = build._compiler()
     if compiler is None:
         return None
-    folder = tempfile.mkdtemp(prefix="torchslim-probe-")
-    source, target = os.path.join(folder, "probe.c"), os.path.join(folder, "probe.so")
-    with open(source, "w") as handle:
-        handle.write(_PROBE_C)
-    subprocess.run([compiler, "-O1", "-shared", "-fPIC", source, "-o", target], check=True, capture_output=True)
-    lib = ctypes.CDLL(target)
+    with tempfile.TemporaryDirectory(prefix="torchslim-probe-") as folder:  # a loaded library outlives its file
+        source, target = os.path.join(folder, "probe.c"), os.path.join(folder, "probe.so")
+        with open(source, "w") as handle:
+            handle.write(_PROBE_C)
+        subprocess.run([compiler, "-O1", "-shared", "-fPIC", source, "-o", target], check=True, capture_output=True)
+        lib = ctypes.CDLL(target)
     lib.probe.argtypes, lib.probe.restype = [ctypes.c_long], ctypes.c_double
     return lib
 
