@@ -46,8 +46,7 @@ def compile_revision(rev: str, folder: str) -> ctypes.CDLL:
         with open(os.path.join(src, os.path.basename(name)), "wb") as handle:
             handle.write(blob)
     target = os.path.join(folder, "other.so")
-    subprocess.run([build._compiler(), *build.FLAGS, os.path.join(src, os.path.basename(build.SOURCE)), "-o", target],
-                   check=True, capture_output=True, text=True)
+    build._compile(build._compiler(), target, os.path.join(src, os.path.basename(build.SOURCE)))
     return build._declare(ctypes.CDLL(target))
 
 

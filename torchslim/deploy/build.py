@@ -34,12 +34,12 @@ def _compiler() -> str | None:
     return None
 
 
-def _compile(compiler: str, target: str) -> None:
+def _compile(compiler: str, target: str, source: str = SOURCE) -> None:
     os.makedirs(os.path.dirname(target), exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(target))
     os.close(fd)
     try:
-        subprocess.run([compiler, *FLAGS, SOURCE, "-o", tmp], check=True, capture_output=True, text=True)
+        subprocess.run([compiler, *FLAGS, source, "-o", tmp], check=True, capture_output=True, text=True)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
