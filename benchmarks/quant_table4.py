@@ -4,15 +4,17 @@
     python benchmarks/quant_table4.py --width 1.0 --device cuda --train-subset 60000 --json F --no-write
     python benchmarks/quant_table4.py --render F --section quant-table4-w1.0
 
-At width 0.25 it starts from the float vgg14 of benchmarks/baselines.py when it exists
-(10 epochs); otherwise it trains its own float base (``--width``, ``--base-epochs`` on
+It starts from ``--base`` when given; else at width 0.25 from the float vgg14 of
+benchmarks/baselines.py when it exists (10 epochs); otherwise it trains its own float base (``--width``, ``--base-epochs`` on
 the same training subset) and says so.  ``--device cuda`` trains there (the packed
 files are still written and reloaded through the CPU code); the JSON, rewritten
 after every row, carries the hardware line, so ``--render`` writes the section on
 another machine.  Each quantized row is ``quantize`` + ``fit`` for
 the same ``--epochs`` on the same images (Adam, cosine, no weight decay, latent
 weights clipped where the method needs it), then frozen, packed and evaluated on the
-full 10k test set.  The alternating-update row starts from the HWGQ + BWN row.
+full 10k test set.  The alternating-update row starts from the HWGQ + BWN row.  The
+float base gets the same fine-tune too ("float, fine-tuned alike"), so a gap to float
+is not a gap in training.
 Compression is the float file size over the packed file size (float32 side data).
 """
 
@@ -51,6 +53,8 @@ ROWS = [  # (label, method, weight bits, act bits)
 
 
 def base_model(args, train):
+    if args.base:
+        return torchslim.load(args.base), f"`{os.path.relpath(args.base, ROOT)}`"
     path = ""
     if args.width == 0.25:
         try:
@@ -103,6 +107,7 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", default="", help="comma-separated methods to run (default all)")
     parser.add_argument("--width", type=float, default=0.25, help="vgg14 width multiplier")
+    parser.add_argument("--base", help="float vgg14 file to start from (default: the baselines' vgg14, else its own)")
     parser.add_argument("--device", default="cpu", help="where to train: cpu or cuda")
     parser.add_argument("--json", default=os.path.join(OUT, "quant_table4.json"), help="rows, rewritten after each")
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
@@ -136,6 +141,8 @@ def main():
     base_top1 = evaluate(base, test, device=args.device)["top1"]
     rows.append({"label": "float (base)", "top1": base_top1, "packed_bytes": float_bytes,
                  "ratio": 1.0, "epoch_s": float_epoch})
+    rows.append({"label": "float, fine-tuned alike", "top1": evaluate(tuned, test, device=args.device)["top1"],
+                 "packed_bytes": float_bytes, "ratio": 1.0, "epoch_s": float_epoch})
     selected = [r for r in ROWS if not args.rows or r[1] in args.rows.split(",")]
     batches = calibration_batches(train, args.calib, device=args.device)
 
