@@ -13,14 +13,13 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS_MD = os.path.join(ROOT, "BENCHMARKS.md")
 sys.path.insert(0, ROOT)
 
 from torchslim.io import atomic_write_text  # noqa: E402
-from torchslim.profile.hardware import hardware  # noqa: E402,F401 - the scripts' hardware line
+from torchslim.profile.hardware import OtherLoad, hardware  # noqa: E402,F401 - the scripts' hardware line and load
 
 
 def command_line() -> str:
@@ -41,46 +40,6 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def _busy_seconds() -> float:
-    """CPU seconds all processes have spent busy since boot (every core, from /proc/stat)."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_seconds() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-class OtherLoad:
-    """How many cores other processes kept busy while the block ran.
-
-    The load average counts this script's own threads too (a quiet 2-thread run
-    reads as busy on a 2-core machine), so this subtracts our own CPU time from the
-    machine's busy time instead.  ``with OtherLoad() as load: ...; load.cores``.
-    """
-
-    def __enter__(self) -> "OtherLoad":
-        self.cores = 0.0
-        self._start = (time.perf_counter(), _busy_seconds(), _own_seconds())
-        return self
-
-    def __exit__(self, *exc) -> None:
-        wall, busy, own = time.perf_counter(), _busy_seconds(), _own_seconds()
-        self.cores = max(0.0, (busy - self._start[1]) - (own - self._start[2])) / max(wall - self._start[0], 1e-9)
-
-    @property
-    def busy(self) -> bool:
-        """Other jobs held more than a quarter of one core on average."""
-        return self.cores > 0.25
-
-    def describe(self) -> str:
-        return (f"other processes kept {self.cores:.2f} of {os.cpu_count()} cores busy on average"
-                f" ({'shared machine' if self.busy else 'quiet'})")
 
 
 _PROBE_C = r"""

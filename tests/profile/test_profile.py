@@ -72,3 +72,24 @@ def test_compare_latency_interleaves_models_in_turns_of_a_block(block, order):
     compare_latency(models, (2,), warmup=1, repeats=4, block=block)
     assert log[:2] == ["a", "b"]  # the warm-up
     assert log[2:] == order
+
+
+def test_other_load_counts_a_process_that_spins_beside_ours():
+    import subprocess
+    import sys
+    import time
+
+    from torchslim.profile.hardware import OtherLoad
+
+    spin = [sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"]
+    child = subprocess.Popen(spin)
+    try:
+        time.sleep(0.2)  # the interpreter is up and spinning
+        with OtherLoad() as load:
+            time.sleep(0.8)  # the spinning process is not waited for inside the block: another job's load
+    finally:
+        child.wait()
+    if load.cores is None:
+        pytest.skip("no /proc/stat here")
+    assert load.cores > 0.5 and load.busy
+    assert "of" in load.describe() and "cores busy" in load.describe()

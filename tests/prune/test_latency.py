@@ -156,6 +156,7 @@ def test_prune_to_a_latency_target_reports_the_measurement(runtime):
     assert result.macs_after < result.macs_before
     assert all(row["after"] % 4 == 0 or row["after"] == row["before"] for row in result.channels)
     assert "latency (" + runtime in result.summary()
+    assert t["other_cores"] is None or t["other_cores"] >= 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the caller's model untouched
     x = torch.randn(2, *model.input_shape)
     assert result.model.eval()(x).shape == model.eval()(x).shape
@@ -210,3 +211,50 @@ def test_ort_tables_are_scaled_to_the_layers_kernels_inside_the_network(monkeypa
     assert base_ms == pytest.approx(15.0)
     assert scaled["2"].ms == [[2.0, 4.0], [4.0, 8.0]]  # 12 / 6: twice the times alone
     assert tables["2"].ms == [[1.0, 2.0], [2.0, 4.0]]  # the cached table itself is left alone
+
+
+def test_a_busy_machine_during_latency_selection_is_reported(monkeypatch):
+    from torchslim.prune import api
+
+    class Busy:  # the load another job would put on the machine while the tables are timed
+        cores, busy = 1.5, True
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def describe(self):
+            return "other processes kept 1.50 of 2 cores busy on average (shared machine)"
+
+    monkeypatch.setattr(api, "OtherLoad", Busy)
+    model = build("vgg11", width=0.25)
+    with pytest.warns(UserWarning, match="1.50 of 2 cores busy.*rerun on a quiet machine"):
+        result = prune(model, config=PruneConfig(criterion="l1", target_latency=0.8, scope="global", round_to=4))
+    assert result.latency["other_cores"] == 1.5
+
+
+def test_tables_that_put_the_target_out_of_reach_are_checked_by_measurement(monkeypatch):
+    from torchslim.prune import api
+
+    real = api.measure_tables
+
+    def pessimistic(*args, **kwargs):  # tables timed on a loaded machine: every layer's share looks tiny
+        latency = real(*args, **kwargs)
+        latency.tables = {name: LayerTable(t.ins, t.outs, [[ms * 0.05 for ms in row] for row in t.ms], t.coupled)
+                          for name, t in latency.tables.items()}
+        return latency
+
+    monkeypatch.setattr(api, "measure_tables", pessimistic)
+    model = build("vgg11", width=0.25)
+    config = PruneConfig(criterion="l1", target_latency=0.8, scope="greedy", round_to=4)
+    with pytest.raises(UserError, match="latency target"):  # the tables alone refuse it
+        graph = build_graph(model)
+        cost = CostModel(model, graph, model.input_shape)
+        cost.latency = pessimistic(model, torch.randn(1, *model.input_shape), cost.sizes, list(cost.modules),
+                                   "torch", 1, 4)
+        select_channels(graph.groups, score_groups("l1", graph.groups, Context(model, graph)), cost, config)
+    result = prune(model, config=config)  # measured, the cut is fast enough
+    assert result.latency["attempts"] >= 2 and result.latency["after_ms"] < result.latency["before_ms"]
+    assert result.macs_after < result.macs_before

@@ -99,8 +99,6 @@ def _cached_sets(name: str, root: str | None, env: str, options: tuple) -> tuple
 def clear_cache() -> None:
     """Forget every data set loaded in this process."""
     _cached_sets.cache_clear()
-    from . import catalog
-
     catalog.clear_cache()
 
 

@@ -27,5 +27,5 @@ __all__ = [
     "CRITERIA", "ChannelGraph", "ChannelGroup", "Context", "PassThroughRule", "PruneConfig", "PruneResult",
     "Rule", "SCOPES", "build_graph", "calibration_batches", "channel_groups", "find_rule", "get_criterion",
     "list_criteria", "prune", "recalibrate_batchnorm", "register_criterion", "register_function_rule",
-    "register_rule", "remove_channels",
+    "register_rule", "remove_channels", "sensitivity_sweep",
 ]

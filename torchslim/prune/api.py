@@ -19,6 +19,7 @@ from torch import nn
 from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
 from ..profile import count_params
+from ..profile.hardware import OtherLoad
 from ..train.batchnorm import recalibrate_batchnorm
 from .criteria import Context, get_criterion, score_groups
 from .graph import build_graph
@@ -125,7 +126,8 @@ class PruneResult:
     boundaries: list = field(default_factory=list)
     bn_recalibrated: int = 0  # BatchNorm layers whose statistics were re-estimated
     # With a latency target: {"runtime", "threads", "target", "before_ms", "after_ms", "predicted_ms",
-    # "speedup", "attempts"}; before and after measured in one interleaved run.
+    # "speedup", "attempts", "other_cores"}; before and after measured in one interleaved run;
+    # other_cores: how many cores other processes kept busy meanwhile (None if unknown).
     latency: dict | None = None
 
     def to_dict(self) -> dict:
@@ -227,15 +229,20 @@ def prune(model: nn.Module, example_inputs=None, config: PruneConfig | None = No
                                       config.seed, example.device)
     ctx = Context(work, graph, batches, config.seed, whole_group=config.group_importance)
     cost = CostModel(work, graph, tuple(example.shape[1:]))
-    if config.target_latency is not None:
-        cost.latency = measure_tables(work, example, cost.sizes, list(cost.modules), config.latency_runtime,
-                                      config.latency_threads, config.round_to)
     scores = score_groups(config.criterion, graph.groups, ctx)
-    if cost.latency is None:
+    if config.target_latency is None:
         removed, counts = select_channels(graph.groups, scores, cost, config)
         result = _finish(model, work, graph, example, removed, counts, cost)
     else:
-        result = _prune_to_latency(model, work, graph, example, scores, cost, config)
+        with OtherLoad() as load:
+            cost.latency = measure_tables(work, example, cost.sizes, list(cost.modules), config.latency_runtime,
+                                          config.latency_threads, config.round_to)
+            result = _prune_to_latency(model, work, graph, example, scores, cost, config)
+        result.latency["other_cores"] = load.cores
+        if load.busy:
+            warnings.warn(f"while the latency tables and the cut models were timed, {load.describe()}: "
+                          "a busy machine skews batch-1 timings, so the selection may miss the target when run "
+                          "alone; rerun on a quiet machine", stacklevel=2)
     if config.recalibrate_bn and batches:
         result.bn_recalibrated = recalibrate_batchnorm(result.model, batches)
     return result
@@ -247,15 +254,20 @@ def _prune_to_latency(model, work, graph, example, scores, cost, config, attempt
     original and re-aim the prediction until the measured share is within ``tolerance``
     of the target (tables timed layer by layer miss what a runtime does across layers,
     e.g. ONNX Runtime's layout changes).  Returns the least-pruned candidate that meets the
-    target, else the fastest one, with a warning."""
+    target, else the fastest one, with a warning.  Where the tables put the target out of
+    reach, their fastest selection is measured before the target is refused: tables timed
+    layer by layer on a loaded machine overstate the fixed costs."""
     goal, asked = config.target_latency, config.target_latency
     shape = tuple(example.shape[1:])
-    met, fastest, reachable = None, None, None
+    met, fastest, reachable, refused = None, None, None, None
     for attempt in range(1, attempts + 1):
         trial = dataclasses.replace(config, target_latency=min(1.0, asked))
         try:
             removed, counts = select_channels(graph.groups, scores, cost, trial)
-        except UserError:
+        except UserError as error:
+            if reachable is None and refused is None and getattr(error, "reached", ("",))[0] == "latency":
+                refused, asked = error, error.reached[1] * (1 + 1e-6)  # measure the tables' fastest cut
+                continue
             if reachable is None:
                 raise
             asked = (asked + reachable) / 2  # re-aimed past what the tables allow: come halfway back
@@ -266,6 +278,8 @@ def _prune_to_latency(model, work, graph, example, scores, cost, config, attempt
         ms = measure_models_ms({"before": model, "after": result.model}, shape, config.latency_runtime,
                                config.latency_threads, repeats=50)
         share = ms["after"] / ms["before"]
+        if refused is not None and fastest is None and share > goal * (1 + tolerance):
+            raise UserError(f"{refused}; measured, the most pruned model keeps {share:.3f} of the latency")
         result.latency = {"runtime": config.latency_runtime, "threads": config.latency_threads,
                           "target": goal, "before_ms": ms["before"], "after_ms": ms["after"],
                           "predicted_ms": predicted * ms["before"] / cost.total_ms,

@@ -344,9 +344,11 @@ def select_channels(groups, scores, cost: CostModel, config) -> tuple[set, dict]
         what, reached = (("MACs", state.macs / cost.total_macs) if macs_missed else
                          ("parameters", state.params / cost.total_params) if params_missed else
                          ("latency", state.ms / cost.total_ms))
-        raise UserError(f"cannot reach the {what} target: the most this model can be pruned with "
-                        f"min_channels={config.min_channels} and round_to={config.round_to} "
-                        f"reaches {reached:.3f}")
+        error = UserError(f"cannot reach the {what} target: the most this model can be pruned with "
+                          f"min_channels={config.min_channels} and round_to={config.round_to} "
+                          f"reaches {reached:.3f}")
+        error.reached = (what, reached)
+        raise error
     removed = {groups[i].units[u] for i, count in counts.items() for u in sel.order[i][:count]}
     return removed, {i: counts.get(i, 0) for i in range(len(groups))}
 
