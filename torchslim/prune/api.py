@@ -256,10 +256,13 @@ def _prune_to_latency(model, work, graph, example, scores, cost, config, attempt
     e.g. ONNX Runtime's layout changes).  Returns the least-pruned candidate that meets the
     target, else the fastest one, with a warning.  Where the tables put the target out of
     reach, their fastest selection is measured before the target is refused: tables timed
-    layer by layer on a loaded machine overstate the fixed costs."""
+    layer by layer on a loaded machine overstate the fixed costs.  A re-aim never leaves the
+    bracket of aims already measured to meet and to miss the target, so noisy tables cannot
+    send it back to the uncut model."""
     goal, asked = config.target_latency, config.target_latency
     shape = tuple(example.shape[1:])
     met, fastest, reachable, refused = None, None, None, None
+    meets, misses = 0.0, 1.0  # aims measured to meet / to miss the goal (the uncut model misses it)
     for attempt in range(1, attempts + 1):
         trial = dataclasses.replace(config, target_latency=min(1.0, asked))
         try:
@@ -290,7 +293,13 @@ def _prune_to_latency(model, work, graph, example, scores, cost, config, attempt
             fastest = result
         if abs(share - goal) <= tolerance * goal:
             break
+        if share <= goal * (1 + tolerance):
+            meets = max(meets, asked)
+        else:
+            misses = min(misses, asked)
         asked *= goal / share
+        if not meets < asked < misses:  # the tables' scale is off (a loaded machine): bisect what was measured
+            asked = (meets + misses) / 2
     if met is None:
         warnings.warn(f"latency target {goal:.3f} not met on {config.latency_runtime}: the fastest selection "
                       f"measured {fastest.latency['after_ms'] / fastest.latency['before_ms']:.3f} of the original",
