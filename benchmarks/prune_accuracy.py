@@ -94,8 +94,10 @@ def _tp_step(pruner, model, method: str, calib) -> None:
 
 
 def tp_prune(model, target: float, method: str, calib, round_to: int = 1):
-    """Torch-Pruning to ``target`` of the MACs: bisection on its per-layer (or global) ratio.
-    Returns the pruned model and the ratio."""
+    """Torch-Pruning to ``target`` of the MACs: bisection on its per-layer (or global) ratio,
+    inside the first step of a 0.05 scan that reaches the target (near its top, global Taylor
+    with rounding keeps more MACs at higher ratios: 84% at 0.9 on vgg14 against 25% at 0.7, so a
+    bisection over the whole range can miss).  Returns the pruned model and the ratio."""
     base_macs = count_macs(model, model.input_shape)
 
     def build(ratio):
@@ -104,7 +106,12 @@ def tp_prune(model, target: float, method: str, calib, round_to: int = 1):
         return m
 
     low, high, best = 0.0, 0.95, None
-    for _ in range(14):
+    for step in range(1, 20):
+        candidate = build(step * 0.05)
+        if count_macs(candidate, model.input_shape) <= target * base_macs:
+            low, high, best = (step - 1) * 0.05, step * 0.05, (candidate, step * 0.05)
+            break
+    for _ in range(8 if best else 0):
         mid = (low + high) / 2
         candidate = build(mid)
         if count_macs(candidate, model.input_shape) <= target * base_macs:
