@@ -309,6 +309,15 @@ def round_to_table(rounded: dict, latency: dict, base_macs: int, shape) -> str:
                            "speed-up, ORT"], rows)
 
 
+def model_title(name: str, base) -> str:
+    """``name``, plus its width when the base is a narrowed zoo model (first conv against the full one's)."""
+    def first_conv(model):
+        return next(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+    width = first_conv(base) / first_conv(models.create(name, num_classes=10))
+    return name if width == 1 else f"{name} width {width:g}"
+
+
 def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: float, base_bytes: int,
            seconds: float) -> None:
     shape = tuple(base.input_shape)
@@ -345,7 +354,7 @@ def render(args, cache_path: str, cache: dict, base, base_note: str, base_top1: 
     missing = [f"{spec}@{t}" for t in args.targets.split(",") for spec in args.rows.split(",")
                if f"{spec}@{float(t):g}" not in cache["rows"]]
     body = "\n".join([
-        f"## Pruning: accuracy, size and speed against MACs kept, {args.model} on fashion-mnist-32, "
+        f"## Pruning: accuracy, size and speed against MACs kept, {model_title(args.model, base)} on fashion-mnist-32, "
         f"{args.ft_epochs} fine-tune epoch(s) on {args.ft_subset or 60000:,} images",
         "",
         f"Command: `{command_line()}` (OMP_NUM_THREADS=1; rows cached in "
