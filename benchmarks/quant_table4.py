@@ -6,8 +6,9 @@
 
 It starts from ``--base`` when given; else at width 0.25 from the float vgg14 of
 benchmarks/baselines.py when it exists (10 epochs); otherwise it trains its own float
-base (``--width``, ``--base-epochs`` on the same training subset) and says so.  ``--device cuda`` trains there (the packed
-files are still written and reloaded through the CPU code); the JSON, rewritten
+base (``--width``, ``--base-epochs`` on the same training subset) and says so.
+``--device cuda`` trains there (the packed files are still written and reloaded
+through the CPU code); the JSON, rewritten
 after every row, carries the hardware line, so ``--render`` writes the section on
 another machine.  Each quantized row is ``quantize`` + ``fit`` for
 the same ``--epochs`` on the same images (Adam, cosine, no weight decay, latent
