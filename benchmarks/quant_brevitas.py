@@ -72,7 +72,8 @@ def run_ours(base, train, test, args) -> dict:
         if args.teacher:
             from torchslim.distill import kd_loss_fn
             loss_fn = kd_loss_fn(copy.deepcopy(base), temperature=args.kd_temperature, alpha=args.kd_alpha)
-        history = fit(model, train, train_config(args), loss_fn=loss_fn, on_step=clip_latent_weights, progress=False)
+        history = fit(model, train, train_config(args), checkpoint_path=args.checkpoint, loss_fn=loss_fn,
+                      on_step=clip_latent_weights, progress=False)
         row["epoch_s"] = [e["seconds"] for e in history["epochs"]]
         state = os.path.join(OUT, "quant-brevitas-ours-finetuned.pt")
         torch.save(model.state_dict(), state)
@@ -163,6 +164,8 @@ def main():
     parser.add_argument("--sides", default="ours,brevitas")
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     parser.add_argument("--section", default="quant-brevitas", help="BENCHMARKS.md section to write")
+    parser.add_argument("--checkpoint", default=None, metavar="FILE",
+                        help="ours: save the fine-tune after every epoch here; a rerun resumes from it")
     parser.add_argument("--ours-from", default=None, metavar="STATE",
                         help="ours: reload the fine-tuned state a previous run saved instead of fine-tuning")
     parser.add_argument("--keep-rows", action="store_true",
