@@ -98,12 +98,12 @@ static void mk_and_portable(const uint64_t *a, int64_t rows, const uint64_t *w, 
  * registers, loaded once and used by two rows; each row's word is broadcast, vpandn
  * gives a & w for 4 channels, and a nibble-table popcount (vpshufb) adds into byte
  * counters that vpsadbw folds into one 64-bit sum per channel every 31 words
- * (31 * 8 < 256).  An odd last row is paired with itself.  Scalar POPCNT ran at
- * about one count per cycle on this AMD core, so the vector units alone go faster
- * than splitting channels between the two (4 on POPCNT and 4 in AVX2, the kernel this
- * one replaced): 0.174 against 0.213 ns per 64-bit count in a standalone loop over
- * 36-word rows, 1.22x.  Binary-weighted planes are summed by Horner's rule, from the
- * top plane down (acc = 2 * acc + plane). */
+ * (31 * 8 < 256).  An odd last row is paired with itself.  The kernel this one
+ * replaced kept 4 channels on scalar POPCNT and 4 in AVX2 so both units worked at
+ * once; on this AMD core the integer side was the slower, and alternating the two
+ * builds in one process (benchmarks/kernels_ab.py) this one is 1.03-1.08x faster.
+ * Binary-weighted planes are summed by Horner's rule, from the top plane down
+ * (acc = 2 * acc + plane). */
 TARGET_FAST ALWAYS_INLINE __m256i popcount_bytes(__m256i t, __m256i lut, __m256i low) {
     return _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(t, low)),
                            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(t, 4), low)));
