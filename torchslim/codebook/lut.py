@@ -12,7 +12,10 @@ width), then ``N * S * out`` table look-ups summed by code, instead of the
 ``N * in * out`` multiply-adds of the decoded weight.  The sums by code run
 through ``torch.take`` per input for small batches (``SMALL_BATCH``) and
 through ``embedding_bag`` otherwise (bags = output units, each summing its ``S``
-table entries; its per-bag cost is only paid back over a batch).
+table entries; its per-bag cost is only paid back over a batch).  On the CPU, with
+at most 256 codewords and no gradient needed, the native kernels
+(:mod:`torchslim.deploy`, ``csrc/pqlut.h``) build the table and gather the sums
+instead, 8 outputs per AVX2 gather; without a compiler the PyTorch path runs.
 
 :class:`PQLookupLinear` is a runtime layer (it is not saved: save the PQ model,
 swap with :func:`use_lookup_tables` after loading).  Its output equals the
@@ -42,6 +45,11 @@ class PQLookupLinear(nn.Module):
         # bag o gathers entry s * K + codes[s, o] of the flattened table, for every subspace s
         self.register_buffer("bags", (layer.codes.long() + offsets).t().contiguous())  # out x S
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
+        # the native kernel's layouts: codes as bytes [S][out], codebooks transposed [S][d][K]
+        self.native, self._prepared = self.codewords <= 256, None
+        if self.native:
+            self.register_buffer("codes_u8", layer.codes.to(torch.uint8).contiguous(), persistent=False)
+            self.register_buffer("codebooks_t", self.codebooks.transpose(1, 2).contiguous(), persistent=False)
 
     def tables(self, x: torch.Tensor) -> torch.Tensor:
         """``T[s * K + k, n] = x[n, s] . C[s, k]`` for a batch ``x`` of shape ``N x in``."""
@@ -51,6 +59,45 @@ class PQLookupLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
+        out = self._native(flat)
+        if out is None:
+            out = self._torch(flat)
+        return out.reshape(*lead, self.out_features)
+
+    def _native(self, flat: torch.Tensor) -> torch.Tensor | None:
+        """The native kernel's output, or None where it does not apply (set ``native = False`` to skip it)."""
+        if not self.native or flat.dtype is not torch.float32 or flat.device.type != "cpu" or \
+                (flat.requires_grad and torch.is_grad_enabled()):
+            return None
+        prepared = self._prepared if self._prepared is not None else self._prepare()
+        if not prepared:
+            return None
+        lib, codebooks, codes, bias = prepared
+        flat = flat.detach().contiguous()
+        out = torch.empty(flat.shape[0], self.out_features)
+        table = torch.empty(self.subspaces * self.codewords)  # per call: several threads may share the layer
+        lib.bk_pq_linear(flat.data_ptr(), flat.shape[0], self.subspaces, self.codewords, self.subvector, codebooks,
+                         codes, self.out_features, bias, out.data_ptr(), table.data_ptr(), torch.get_num_threads())
+        return out
+
+    def _prepare(self):
+        """(library, pointers of the layer's native buffers), or False when the kernel cannot run
+        (no compiler, buffers not float32 on the CPU); cached until the module is moved or cast."""
+        from ..deploy.build import native_library
+
+        lib = native_library()
+        floats = (self.codebooks_t,) + (() if self.bias is None else (self.bias,))
+        ok = lib is not None and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in floats)
+        self._prepared = ok and (lib, self.codebooks_t.data_ptr(), self.codes_u8.data_ptr(),
+                                 None if self.bias is None else self.bias.data_ptr())
+        return self._prepared
+
+    def _apply(self, fn, *args, **kwargs):
+        self._prepared = None  # .to(), .cpu(), .double(), ... replace the buffers
+        return super()._apply(fn, *args, **kwargs)
+
+    def _torch(self, flat: torch.Tensor) -> torch.Tensor:
+        """The same sums in PyTorch: ``torch.take`` per input for small batches, else ``embedding_bag``."""
         tables = self.tables(flat)  # S*K x N
         if flat.shape[0] <= SMALL_BATCH:
             out = torch.stack([torch.take(column, self.bags).sum(-1) for column in tables.t()]) if len(flat) else \
@@ -59,7 +106,7 @@ class PQLookupLinear(nn.Module):
             out = F.embedding_bag(self.bags, tables, mode="sum").t()  # N x out
         if self.bias is not None:
             out = out + self.bias
-        return out.reshape(*lead, self.out_features)
+        return out
 
 
 def use_lookup_tables(model: nn.Module) -> list[str]:

@@ -806,3 +806,5 @@ int64_t bk_conv(const bk_conv_desc *d) {
 
 /* Structure size, so the Python side can check its mirror of bk_conv_desc. */
 int64_t bk_conv_desc_size(void) { return (int64_t)sizeof(bk_conv_desc); }
+
+#include "pqlut.h"
