@@ -214,6 +214,21 @@ def describe(name, plan) -> str:
             + (f" {FINDINGS[name]}" if name in FINDINGS else ""))
 
 
+def prune_stage(base, train, plan, seed, layer_sparsity=None):
+    """The plan's pruning fine-tune of ``base`` (a new model), at ``layer_sparsity`` when given; with
+    every sparsity 0 the same fine-tune runs with nothing pruned (the control)."""
+    layer_sparsity = plan.layer_sparsity if layer_sparsity is None else layer_sparsity
+    config = TrainConfig(epochs=plan.prune_epochs, lr=plan.prune_lr, schedule="cosine", weight_decay=5e-5,
+                         augment=False, seed=seed)
+    if not any(layer_sparsity.values()):
+        model = copy.deepcopy(base)
+        fit(model, train, config, loss_fn=_kd(plan, base), progress=False)
+        return model.eval()
+    return sparsify(base, SparsityConfig(layer_sparsity=layer_sparsity, schedule="agp",
+                                         agp_fraction=plan.agp_fraction, criterion=plan.criterion),
+                    train, config, loss_fn=_kd(plan, base), progress=False)
+
+
 def run_model(name, train, test, seed=0, sensitivity=True):
     plan = PLANS[name]
     base, train_seconds = base_model(name, train, plan.base_epochs)
@@ -222,11 +237,7 @@ def run_model(name, train, test, seed=0, sensitivity=True):
     r, base_top1, _ = row("float base (BatchNorm)", base, test, baseline)
     rows.append(r)
     began = time.perf_counter()
-    pruned = sparsify(base, SparsityConfig(layer_sparsity=plan.layer_sparsity, schedule="agp",
-                                           agp_fraction=plan.agp_fraction, criterion=plan.criterion),
-                      train, TrainConfig(epochs=plan.prune_epochs, lr=plan.prune_lr, schedule="cosine",
-                                         weight_decay=5e-5, augment=False, seed=seed),
-                      loss_fn=_kd(plan, base), progress=False)
+    pruned = prune_stage(base, train, plan, seed)
     rows.append(row(f"pruned (AGP, {plan.prune_epochs} epochs)", pruned, test, baseline)[0])
     teacher = base if plan.centroid_teacher == "base" else pruned  # base: `teacher: original` in the recipe
     pruned = fold_batchnorm(pruned)  # row scaling: the zeros stay zeros

@@ -132,7 +132,8 @@ def counted_bytes(model: nn.Module) -> int:
 
 def run_brevitas(base, train, test, args) -> dict:
     model = brevitas_w1a2(base)
-    history = fit(model, train, train_config(args), progress=False)
+    checkpoint = args.checkpoint and args.checkpoint + ".brevitas"
+    history = fit(model, train, train_config(args), checkpoint_path=checkpoint, progress=False)
     return {"side": "Brevitas 0.13.4 W1A2", "top1": evaluate(model, test)["top1"], "bytes": counted_bytes(model),
             "epoch_s": [e["seconds"] for e in history["epochs"]]}
 
@@ -165,7 +166,7 @@ def main():
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     parser.add_argument("--section", default="quant-brevitas", help="BENCHMARKS.md section to write")
     parser.add_argument("--checkpoint", default=None, metavar="FILE",
-                        help="ours: save the fine-tune after every epoch here; a rerun resumes from it")
+                        help="save ours' fine-tune after every epoch here (Brevitas': FILE.brevitas); a rerun resumes")
     parser.add_argument("--ours-from", default=None, metavar="STATE",
                         help="ours: reload the fine-tuned state a previous run saved instead of fine-tuning")
     parser.add_argument("--keep-rows", action="store_true",
