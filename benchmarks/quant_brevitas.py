@@ -228,6 +228,8 @@ def merge_results(args) -> None:
     have = {_side(row) for row in mine["rows"]}
     mine["rows"] += [row for row in other["rows"] if _side(row) not in have]
     mine["merged"] = {"sides": sorted({_side(r) for r in other["rows"]} - have), "command": other["command"]}
+    if "ours" not in have and any(_side(r) == "ours" for r in other["rows"]):
+        mine["ours_args"] = other["args"]  # ours' settings (teacher, alt-init, ...) come from the other run
     mine["minutes_previous"] = mine.get("minutes_previous", 0.0) + other.get("minutes", 0.0)
     save_results(mine)
     write_report(mine, args.section)
@@ -256,6 +258,7 @@ in the Brevitas comparison above ({first['epochs']} epochs, Adam, cosine, batch 
 
 def write_report(results: dict, section: str = "quant-brevitas") -> None:
     args = results["args"]
+    ours = results.get("ours_args", args)  # a merged report: the settings of the run that made ours' rows
     rows = [["float base", f"{results['float_top1']:.4f}", results["float_bytes"], "-", "1.0x", "-"]]
     for row in results["rows"]:
         seconds = f"{sum(row['epoch_s']) / len(row['epoch_s']):.0f}"
@@ -282,7 +285,7 @@ Hardware: {hardware()} (a shared machine: other jobs ran alongside, so seconds a
 Base: `{os.path.relpath(os.path.abspath(args['base']), ROOT)}`. Both sides: {args['epochs']} epochs on
 {args['subset'] or 'all 60000'} training images, Adam lr {args['lr']} cosine, no weight decay, batch 128,
 crop and flip, seed 0; first and last layers float; top-1 on {args['test_subset'] or 'the full 10k'} test images.
-Ours: per-layer HWGQ scales and BN statistics from {args['calib']} training images, {'the alternating update before fine-tuning, ' if args['alt_init'] else ''}{f"distilled from the float base (KD, T {args['kd_temperature']}, teacher share {args['kd_alpha']}), " if args['teacher'] else ''}fine-tuned, frozen and packed (top-1 of the reloaded packed file: the shipped recipe's product); the last rows add the alternating update after the fine-tune, plain and guarded (a layer's update kept only if the outputs on the next {args['calib']} training images, held out from the fit, move closer to the float model's).
+Ours: per-layer HWGQ scales and BN statistics from {ours['calib']} training images, {'the alternating update before fine-tuning, ' if ours['alt_init'] else ''}{f"distilled from the float base (KD, T {ours['kd_temperature']}, teacher share {ours['kd_alpha']}), " if ours['teacher'] else ''}fine-tuned, frozen and packed (top-1 of the reloaded packed file: the shipped recipe's product); the last rows add the alternating update after the fine-tune, plain and guarded (a layer's update kept only if the outputs on the next {ours['calib']} training images, held out from the fit, move closer to the float model's).
 "counted bytes": both sides counted alike (1 bit per binary weight; float32 first and last layers, per-channel
 scale and bias with BN folded, one scale per activation quantizer); Brevitas has no packed format, ours also
 writes a packed file (the same plus its JSON header and HWGQ thresholds). Compression: float file / counted bytes.
