@@ -52,7 +52,7 @@ def shape_row(shape, batch, dense, native, pytorch, args) -> list:
         diff = float((native(x) - reference).abs().max() / reference.abs().max())
         t = compare_latency({"float": dense, "native": native, "pytorch": pytorch}, (in_features,), batch,
                             args.threads, repeats=args.repeats)
-    ms = {name: t[name]["median_ms"] for name in t}
+    ms = {name: t[name]["median_ms"] for name in ("float", "native", "pytorch")}
     table_ops = in_features * codewords + in_features // subvector * out_features
     return [f"{in_features}x{out_features}", subvector, codewords, batch,
             f"{in_features * out_features / table_ops:.1f}x", f"{ms['float']:.3f}", f"{ms['native']:.3f}",

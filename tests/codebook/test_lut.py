@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from torchslim.codebook import PQConfig, product_quantize
-from torchslim.codebook.lut import PQLookupLinear, use_lookup_tables
+from torchslim.codebook.lut import SMALL_BATCH, PQLookupLinear, use_lookup_tables
 from torchslim.codebook.modules import PQLinear
 
 
@@ -67,7 +67,7 @@ def test_native_lookup_kernel_is_the_same_on_both_isas_and_thread_counts(in_feat
     lib = _native_library()
     layer = _random_pq(in_features, out_features, subvector, codewords, bias=bias)
     lookup = PQLookupLinear(layer)
-    x = torch.randn(5, in_features, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(3, in_features, generator=torch.Generator().manual_seed(1))  # up to SMALL_BATCH: native
     reference = x.double() @ layer.weight.detach().double().t()
     if bias:
         reference += layer.bias.detach().double()
@@ -83,12 +83,24 @@ def test_native_lookup_kernel_is_the_same_on_both_isas_and_thread_counts(in_feat
     finally:
         lib.bk_select_isa(-1)
         torch.set_num_threads(threads)
+    assert lookup._prepared  # the native kernel ran
     for out in outputs[1:]:  # the same additions in the same order on every path
         assert torch.equal(out, outputs[0])
     assert (outputs[0].double() - reference).abs().max() < 1e-5 * reference.abs().max()
     lookup.native = False  # the PyTorch path agrees up to the order of its additions
     with torch.no_grad():
         assert torch.allclose(lookup(x), outputs[0], rtol=1e-5, atol=1e-5 * reference.abs().max().item())
+
+
+def test_larger_batches_take_the_embedding_bag_path():
+    _native_library()
+    layer = _random_pq(integer=True)
+    lookup = PQLookupLinear(layer)
+    x = torch.randint(-5, 6, (SMALL_BATCH + 1, 24)).float()
+    with torch.no_grad():
+        assert torch.equal(lookup(x), layer(x))  # exact sums
+        assert lookup._prepared is None  # never reached the native kernel
+        assert torch.equal(lookup(x[:SMALL_BATCH]), layer(x[:SMALL_BATCH])) and lookup._prepared
 
 
 def test_inputs_that_need_a_gradient_take_the_pytorch_path():

@@ -13,9 +13,10 @@ width), then ``N * S * out`` table look-ups summed by code, instead of the
 through ``torch.take`` per input for small batches (``SMALL_BATCH``) and
 through ``embedding_bag`` otherwise (bags = output units, each summing its ``S``
 table entries; its per-bag cost is only paid back over a batch).  On the CPU, with
-at most 256 codewords and no gradient needed, the native kernels
-(:mod:`torchslim.deploy`, ``csrc/pqlut.h``) build the table and gather the sums
-instead, 8 outputs per AVX2 gather; without a compiler the PyTorch path runs.
+at most 256 codewords, up to ``SMALL_BATCH`` inputs and no gradient needed, the
+native kernels (:mod:`torchslim.deploy`, ``csrc/pqlut.h``) build the table and
+gather the sums instead, 8 outputs per AVX2 gather; without a compiler the
+PyTorch path runs.
 
 :class:`PQLookupLinear` is a runtime layer (it is not saved: save the PQ model,
 swap with :func:`use_lookup_tables` after loading).  Its output equals the
@@ -65,8 +66,10 @@ class PQLookupLinear(nn.Module):
         return out.reshape(*lead, self.out_features)
 
     def _native(self, flat: torch.Tensor) -> torch.Tensor | None:
-        """The native kernel's output, or None where it does not apply (set ``native = False`` to skip it)."""
-        if not self.native or flat.dtype is not torch.float32 or flat.device.type != "cpu" or \
+        """The native kernel's output, or None where it does not apply (set ``native = False`` to skip it).
+        It builds one table per input and gathers from it, so above ``SMALL_BATCH`` inputs the
+        ``embedding_bag`` path, which adds whole rows of the batch at once, is faster."""
+        if not self.native or flat.shape[0] > SMALL_BATCH or flat.dtype is not torch.float32 or flat.device.type != "cpu" or \
                 (flat.requires_grad and torch.is_grad_enabled()):
             return None
         prepared = self._prepared if self._prepared is not None else self._prepare()
