@@ -20,13 +20,16 @@ def _random_pq(in_features=24, out_features=10, subvector=4, codewords=8, intege
     return layer
 
 
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
-def test_lookup_tables_are_exact_where_the_sums_are(bias):
+def test_lookup_tables_are_exact_where_the_sums_are(bias, native):
     layer = _random_pq(integer=True, bias=bias)  # small integers: every sum is exact in float32
-    for batch in (1, 3, 9):  # both gathering paths (torch.take up to SMALL_BATCH inputs, embedding_bag above)
+    lookup = PQLookupLinear(layer)
+    lookup.native = native  # False: the PyTorch paths (torch.take up to SMALL_BATCH inputs, embedding_bag above)
+    for batch in (1, 3, 9):
         x = torch.randint(-5, 6, (batch, 2, 24)).float()
         with torch.no_grad():
-            assert torch.equal(PQLookupLinear(layer)(x), layer(x))
+            assert torch.equal(lookup(x), layer(x))
 
 
 def test_lookup_tables_match_the_decoded_layer_on_real_values():
@@ -67,7 +70,7 @@ def test_native_lookup_kernel_is_the_same_on_both_isas_and_thread_counts(in_feat
     lib = _native_library()
     layer = _random_pq(in_features, out_features, subvector, codewords, bias=bias)
     lookup = PQLookupLinear(layer)
-    x = torch.randn(3, in_features, generator=torch.Generator().manual_seed(1))  # up to SMALL_BATCH: native
+    x = torch.randn(11, in_features, generator=torch.Generator().manual_seed(1))  # 8 + 3 inputs on the batched path
     reference = x.double() @ layer.weight.detach().double().t()
     if bias:
         reference += layer.bias.detach().double()
@@ -92,15 +95,15 @@ def test_native_lookup_kernel_is_the_same_on_both_isas_and_thread_counts(in_feat
         assert torch.allclose(lookup(x), outputs[0], rtol=1e-5, atol=1e-5 * reference.abs().max().item())
 
 
-def test_larger_batches_take_the_embedding_bag_path():
+def test_batched_and_single_input_kernels_give_the_same_outputs():
     _native_library()
-    layer = _random_pq(integer=True)
+    layer = _random_pq(in_features=96, out_features=700, subvector=8, codewords=200)
     lookup = PQLookupLinear(layer)
-    x = torch.randint(-5, 6, (SMALL_BATCH + 1, 24)).float()
+    x = torch.randn(SMALL_BATCH + 6, 96, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        assert torch.equal(lookup(x), layer(x))  # exact sums
-        assert lookup._prepared is None  # never reached the native kernel
-        assert torch.equal(lookup(x[:SMALL_BATCH]), layer(x[:SMALL_BATCH])) and lookup._prepared
+        batched = lookup(x)
+        one_by_one = torch.cat([lookup(row[None]) for row in x])
+    assert lookup._prepared and torch.equal(batched, one_by_one)
 
 
 def test_inputs_that_need_a_gradient_take_the_pytorch_path():

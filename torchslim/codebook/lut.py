@@ -13,10 +13,11 @@ width), then ``N * S * out`` table look-ups summed by code, instead of the
 through ``torch.take`` per input for small batches (``SMALL_BATCH``) and
 through ``embedding_bag`` otherwise (bags = output units, each summing its ``S``
 table entries; its per-bag cost is only paid back over a batch).  On the CPU, with
-at most 256 codewords, up to ``SMALL_BATCH`` inputs and no gradient needed, the
-native kernels (:mod:`torchslim.deploy`, ``csrc/pqlut.h``) build the table and
-gather the sums instead, 8 outputs per AVX2 gather; without a compiler the
-PyTorch path runs.
+at most 256 codewords and no gradient needed, the native kernels
+(:mod:`torchslim.deploy`, ``csrc/pqlut.h``) build the table and gather the sums
+instead: one input at a time 8 outputs per AVX2 gather, a batch 8 inputs at a
+time from a table holding each entry for the 8 side by side; without a compiler
+the PyTorch path runs.
 
 :class:`PQLookupLinear` is a runtime layer (it is not saved: save the PQ model,
 swap with :func:`use_lookup_tables` after loading).  Its output equals the
@@ -66,10 +67,8 @@ class PQLookupLinear(nn.Module):
         return out.reshape(*lead, self.out_features)
 
     def _native(self, flat: torch.Tensor) -> torch.Tensor | None:
-        """The native kernel's output, or None where it does not apply (set ``native = False`` to skip it).
-        It builds one table per input and gathers from it, so above ``SMALL_BATCH`` inputs the
-        ``embedding_bag`` path, which adds whole rows of the batch at once, is faster."""
-        if not self.native or flat.shape[0] > SMALL_BATCH or flat.dtype is not torch.float32 or flat.device.type != "cpu" or \
+        """The native kernel's output, or None where it does not apply (set ``native = False`` to skip it)."""
+        if not self.native or flat.dtype is not torch.float32 or flat.device.type != "cpu" or \
                 (flat.requires_grad and torch.is_grad_enabled()):
             return None
         prepared = self._prepared if self._prepared is not None else self._prepare()
@@ -78,7 +77,10 @@ class PQLookupLinear(nn.Module):
         lib, codebooks, codes, bias = prepared
         flat = flat.detach().contiguous()
         out = torch.empty(flat.shape[0], self.out_features)
-        table = torch.empty(self.subspaces * self.codewords)  # per call: several threads may share the layer
+        # scratch per call (several threads may share the layer): one input's table, or for a
+        # batch the 8-input table and the inputs transposed
+        per_input = self.subspaces * self.codewords
+        table = torch.empty(8 * (per_input + self.in_features) if flat.shape[0] > 1 else per_input)
         lib.bk_pq_linear(flat.data_ptr(), flat.shape[0], self.subspaces, self.codewords, self.subvector, codebooks,
                          codes, self.out_features, bias, out.data_ptr(), table.data_ptr(), torch.get_num_threads())
         return out
