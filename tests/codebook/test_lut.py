@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from torchslim.codebook import PQConfig, product_quantize
-from torchslim.codebook.lut import SMALL_BATCH, PQLookupLinear, use_lookup_tables
-from torchslim.codebook.modules import PQLinear
+from torchslim.codebook.lut import SMALL_BATCH, PQLookupConv2d, PQLookupLinear, use_lookup_tables
+from torchslim.codebook.modules import PQConv2d, PQLinear
 
 
 def _random_pq(in_features=24, out_features=10, subvector=4, codewords=8, integer=False, bias=True):
@@ -135,3 +135,99 @@ def test_a_cast_layer_leaves_the_native_kernel_and_comes_back():
         assert torch.equal(lookup.double()(x.double()), before.double())  # float64: the PyTorch path
         assert lookup._prepared is None  # the cast dropped the pointers of the old buffers
         assert torch.equal(lookup.float()(x), before) and lookup._prepared  # float32 again: native
+
+
+def _random_pq_conv(in_channels=8, out_channels=5, kernel=3, padding=1, stride=1, subvector=4, codewords=8,
+                    integer=False, bias=True):
+    generator = torch.Generator().manual_seed(3)
+    layer = PQConv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=bias,
+                     subvector=subvector, codewords=codewords).eval()
+    with torch.no_grad():
+        values = torch.randint(-8, 9, layer.codebooks.shape, generator=generator).float() if integer else \
+            torch.randn(layer.codebooks.shape, generator=generator)
+        layer.codebooks.copy_(values)
+        layer.codes.copy_(torch.randint(codewords, layer.codes.shape, generator=generator))
+        if bias:
+            layer.bias.copy_(torch.randint(-4, 5, (out_channels,), generator=generator).float())
+    return layer
+
+
+# (in, out, kernel, padding, subvector, codewords, input H x W): odd widths that leave part of the last
+# 8-output block in the padding, a 5x5 and a 1x1 kernel, no padding, padding wider than the kernel's reach
+CONV_CASES = [(8, 5, 3, 1, 4, 8, (7, 7)), (12, 7, 3, 0, 3, 5, (9, 11)), (16, 3, 5, 2, 4, 16, (6, 13)),
+              (16, 9, 1, 0, 2, 4, (5, 5)), (6, 4, 3, 3, 2, 3, (2, 3)), (32, 20, 3, 1, 8, 256, (33, 30))]
+
+
+@pytest.mark.parametrize("in_c, out_c, kernel, padding, subvector, codewords, size", CONV_CASES)
+def test_conv_lookup_tables_are_exact_where_the_sums_are(in_c, out_c, kernel, padding, subvector, codewords, size):
+    _native_library()
+    layer = _random_pq_conv(in_c, out_c, kernel, padding, subvector=subvector, codewords=codewords, integer=True)
+    lookup = PQLookupConv2d(layer)
+    x = torch.randint(-5, 6, (2, in_c, *size)).float()  # small integers: every sum is exact in float32
+    with torch.no_grad():
+        out = lookup(x)
+        assert lookup._prepared  # the native kernel ran
+        assert torch.equal(out, layer(x))
+
+
+@pytest.mark.parametrize("in_c, out_c, kernel, padding, subvector, codewords, size", CONV_CASES)
+def test_native_conv_lookup_is_the_same_on_both_isas_and_thread_counts(in_c, out_c, kernel, padding, subvector,
+                                                                       codewords, size):
+    lib = _native_library()
+    layer = _random_pq_conv(in_c, out_c, kernel, padding, subvector=subvector, codewords=codewords)
+    lookup = PQLookupConv2d(layer)
+    x = torch.randn(2, in_c, *size, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        reference = layer.to_float().double()(x.double())
+    outputs = []
+    threads = torch.get_num_threads()
+    try:
+        for force in (-1, 0):  # AVX2, then the portable loops
+            lib.bk_select_isa(force)
+            for n in (1, 2, 3):  # 2 and 3 threads split the rows or the channels into other work items
+                torch.set_num_threads(n)
+                with torch.no_grad():
+                    outputs.append(lookup(x))
+    finally:
+        lib.bk_select_isa(-1)
+        torch.set_num_threads(threads)
+    for out in outputs[1:]:  # the same additions in the same order on every path
+        assert torch.equal(out, outputs[0])
+    assert (outputs[0].double() - reference).abs().max() < 1e-5 * reference.abs().max()
+
+
+def test_conv_lookup_splits_tall_maps_into_bands_with_the_same_sums():
+    _native_library()
+    # 256 codewords on a 64-wide map: a subspace's table over all rows is far above the band budget
+    layer = _random_pq_conv(16, 12, 3, 1, subvector=4, codewords=256, integer=True)
+    x = torch.randint(-5, 6, (1, 16, 70, 64)).float()
+    with torch.no_grad():
+        assert torch.equal(PQLookupConv2d(layer)(x), layer(x))
+
+
+def test_conv_lookup_leaves_what_the_kernel_does_not_cover_to_the_decoded_conv():
+    layer = _random_pq_conv(8, 6, 3, 1, stride=2)
+    lookup = PQLookupConv2d(layer)
+    assert not lookup.native  # stride 2
+    x = torch.randn(2, 8, 9, 9)
+    with torch.no_grad():
+        assert torch.equal(lookup(x), layer(x))
+    grad_input = torch.randn(1, 8, 6, 6, requires_grad=True)
+    stride1 = PQLookupConv2d(_random_pq_conv(8, 6, 3, 1))
+    out = stride1(grad_input)  # needs a gradient: the decoded conv, which has a backward
+    out.sum().backward()
+    assert grad_input.grad is not None and grad_input.grad.shape == grad_input.shape
+
+
+def test_swapping_a_conv_network_keeps_its_outputs():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(16, 8, 3, stride=2, padding=1), nn.Flatten(), nn.Linear(8 * 5 * 5, 24)).eval()
+    quantized = product_quantize(model, PQConfig(subvector=4, bits=3))
+    x = torch.randn(3, 4, 10, 10)
+    with torch.no_grad():
+        before = quantized(x)
+        assert use_lookup_tables(quantized) == ["0", "2", "4", "6"]
+        assert torch.allclose(quantized(x), before, atol=1e-5)
+    assert [type(quantized[i]) for i in (0, 2, 4, 6)] == [PQLookupConv2d] * 3 + [PQLookupLinear]
+    assert not quantized[4].native  # the stride-2 conv runs decoded

@@ -1,4 +1,4 @@
-"""Lookup-table inference for product-quantized Linear layers (Q-CNN's test-time path).
+"""Lookup-table inference for product-quantized Linear and Conv2d layers (Q-CNN's test-time path).
 
 A :class:`~torchslim.codebook.modules.PQLinear` stores, for every subspace ``s``
 of ``d`` input features, a codebook ``C[s]`` of ``K`` codewords and one code per
@@ -19,9 +19,15 @@ instead: one input at a time 8 outputs per AVX2 gather, a batch 8 inputs at a
 time from a table holding each entry for the 8 side by side; without a compiler
 the PyTorch path runs.
 
-:class:`PQLookupLinear` is a runtime layer (it is not saved: save the PQ model,
-swap with :func:`use_lookup_tables` after loading).  Its output equals the
-decoded layer's up to float rounding (the additions happen in another order).
+:class:`PQLookupConv2d` does the same for a :class:`PQConv2d`, whose codebooks
+are shared by every kernel position: the table ``x_s[p] . C[s, k]`` is built once
+per input *pixel* (``C * K`` multiply-adds), and each output sums ``taps * S``
+entries (``csrc/pqconv.h``; stride 1, no dilation or groups).  Other convolutions,
+and every call without the native kernels, run the decoded-weight convolution.
+
+Both are runtime layers (they are not saved: save the PQ model, swap with
+:func:`use_lookup_tables` after loading).  Their outputs equal the decoded layer's
+up to float rounding (the additions happen in another order).
 """
 
 from __future__ import annotations
@@ -30,12 +36,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modules import PQLinear
+from .modules import PQConv2d, PQLinear
 
 SMALL_BATCH = 4  # up to this many inputs, gather each input's sums with torch.take
 
 
-class PQLookupLinear(nn.Module):
+class _NativeBuffers(nn.Module):
+    """Caches the native library and its buffers' pointers until the module is moved or cast."""
+
+    _prepared = None
+
+    def _native_ok(self, x: torch.Tensor) -> bool:
+        return self.native and x.dtype is torch.float32 and x.device.type == "cpu" and \
+            not (x.requires_grad and torch.is_grad_enabled())
+
+    def _prepare(self):
+        """(library, pointers of the layer's native buffers), or False when the kernel cannot run
+        (no compiler, buffers not float32 on the CPU); cached until the module is moved or cast."""
+        from ..deploy.build import native_library
+
+        lib = native_library()
+        floats = (self.codebooks_t,) + (() if self.bias is None else (self.bias,))
+        ok = lib is not None and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in floats)
+        self._prepared = ok and (lib, self.codebooks_t.data_ptr(), self.codes_u8.data_ptr(),
+                                 None if self.bias is None else self.bias.data_ptr())
+        return self._prepared
+
+    def _apply(self, fn, *args, **kwargs):
+        self._prepared = None  # .to(), .cpu(), .double(), ... replace the buffers
+        return super()._apply(fn, *args, **kwargs)
+
+
+class PQLookupLinear(_NativeBuffers):
     """A :class:`PQLinear` evaluated from per-input lookup tables (same outputs, another order of sums)."""
 
     def __init__(self, layer: PQLinear):
@@ -48,7 +80,7 @@ class PQLookupLinear(nn.Module):
         self.register_buffer("bags", (layer.codes.long() + offsets).t().contiguous())  # out x S
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
         # the native kernel's layouts: codes as bytes [S][out], codebooks transposed [S][d][K]
-        self.native, self._prepared = self.codewords <= 256, None
+        self.native = self.codewords <= 256
         if self.native:
             self.register_buffer("codes_u8", layer.codes.to(torch.uint8).contiguous(), persistent=False)
             self.register_buffer("codebooks_t", self.codebooks.transpose(1, 2).contiguous(), persistent=False)
@@ -68,8 +100,7 @@ class PQLookupLinear(nn.Module):
 
     def _native(self, flat: torch.Tensor) -> torch.Tensor | None:
         """The native kernel's output, or None where it does not apply (set ``native = False`` to skip it)."""
-        if not self.native or flat.dtype is not torch.float32 or flat.device.type != "cpu" or \
-                (flat.requires_grad and torch.is_grad_enabled()):
+        if not self._native_ok(flat):
             return None
         prepared = self._prepared if self._prepared is not None else self._prepare()
         if not prepared:
@@ -85,22 +116,6 @@ class PQLookupLinear(nn.Module):
                          codes, self.out_features, bias, out.data_ptr(), table.data_ptr(), torch.get_num_threads())
         return out
 
-    def _prepare(self):
-        """(library, pointers of the layer's native buffers), or False when the kernel cannot run
-        (no compiler, buffers not float32 on the CPU); cached until the module is moved or cast."""
-        from ..deploy.build import native_library
-
-        lib = native_library()
-        floats = (self.codebooks_t,) + (() if self.bias is None else (self.bias,))
-        ok = lib is not None and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in floats)
-        self._prepared = ok and (lib, self.codebooks_t.data_ptr(), self.codes_u8.data_ptr(),
-                                 None if self.bias is None else self.bias.data_ptr())
-        return self._prepared
-
-    def _apply(self, fn, *args, **kwargs):
-        self._prepared = None  # .to(), .cpu(), .double(), ... replace the buffers
-        return super()._apply(fn, *args, **kwargs)
-
     def _torch(self, flat: torch.Tensor) -> torch.Tensor:
         """The same sums in PyTorch: ``torch.take`` per input for small batches, else ``embedding_bag``."""
         tables = self.tables(flat)  # S*K x N
@@ -114,13 +129,64 @@ class PQLookupLinear(nn.Module):
         return out
 
 
+class PQLookupConv2d(_NativeBuffers):
+    """A :class:`PQConv2d` evaluated from per-pixel lookup tables (same outputs, another order of sums).
+
+    The native kernel covers stride 1, dilation 1, one group and at most 256 codewords;
+    anything else (and any call the kernel cannot take) runs ``layer`` itself, the
+    decoded-weight convolution, which this module keeps.
+    """
+
+    def __init__(self, layer: PQConv2d):
+        super().__init__()
+        self.layer = layer
+        self.in_channels, self.out_channels = layer.in_features, layer.out_features
+        self.kernel_size, self.padding = layer.kernel_size, layer.padding
+        self.subspaces, self.codewords, self.subvector = layer.subspaces, layer.codewords, layer.subvector
+        self.native = (self.codewords <= 256 and layer.stride == (1, 1) and layer.dilation == (1, 1)
+                       and layer.groups == 1)
+        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone(), persistent=False)
+        if self.native:
+            kh, kw = self.kernel_size
+            # codes [S][(o, i, j)]: one subspace's taps of one channel side by side, as the kernel reads them
+            self.register_buffer("codes_u8", layer.codes.to(torch.uint8).contiguous(), persistent=False)
+            self.register_buffer("codebooks_t", layer.codebooks.detach().transpose(1, 2).contiguous(),
+                                 persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._native(x) if x.dim() == 4 else None
+        return self.layer(x) if out is None else out
+
+    def _native(self, x: torch.Tensor) -> torch.Tensor | None:
+        if not self._native_ok(x) or x.shape[1] != self.in_channels:
+            return None
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        n, _, h, w = x.shape
+        oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+        if oh < 1 or ow < 1 or kh * kw > 64:
+            return None
+        prepared = self._prepared if self._prepared is not None else self._prepare()
+        if not prepared:
+            return None
+        lib, codebooks, codes, bias = prepared
+        x = x.detach().contiguous()
+        out = torch.empty(n, self.out_channels, oh, ow)
+        failed = lib.bk_pq_conv(x.data_ptr(), n, self.subspaces, self.subvector, h, w, self.codewords, codebooks,
+                                codes, self.out_channels, kh, kw, ph, pw, bias, out.data_ptr(), torch.get_num_threads())
+        return None if failed else out  # no memory for the kernel's scratch: the decoded convolution instead
+
+
+LOOKUP_TYPES = {PQLinear: PQLookupLinear, PQConv2d: PQLookupConv2d}
+
+
 def use_lookup_tables(model: nn.Module) -> list[str]:
-    """Swap every :class:`PQLinear` of ``model`` for a :class:`PQLookupLinear`, in place; returns their paths."""
+    """Swap every :class:`PQLinear` / :class:`PQConv2d` of ``model`` for its lookup-table layer, in place;
+    returns their paths."""
     swapped = []
     for path, module in list(model.named_modules()):
-        if type(module) is PQLinear:
+        if type(module) in LOOKUP_TYPES:
             parent_path, _, name = path.rpartition(".")
             parent = model.get_submodule(parent_path) if parent_path else model
-            setattr(parent, name, PQLookupLinear(module))
+            setattr(parent, name, LOOKUP_TYPES[type(module)](module))
             swapped.append(path)
     return swapped

@@ -60,6 +60,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bk_max_threads.restype = ctypes.c_int
     lib.bk_pq_linear.argtypes = [f_ptr, i64, i64, i64, i64, f_ptr, ptr, i64, f_ptr, f_ptr, f_ptr, ctypes.c_int]
     lib.bk_pq_linear.restype = None
+    lib.bk_pq_conv.argtypes = [f_ptr, i64, i64, i64, i64, i64, i64, f_ptr, ptr, i64, i64, i64, i64, i64, f_ptr,
+                               f_ptr, ctypes.c_int]
+    lib.bk_pq_conv.restype = i64
     lib.bk_pool_wake.argtypes = [ctypes.c_int]
     lib.bk_pool_wake.restype = None
     for name in ("bk_pack_signs", "bk_pack", "bk_pack_weights"):

@@ -808,3 +808,4 @@ int64_t bk_conv(const bk_conv_desc *d) {
 int64_t bk_conv_desc_size(void) { return (int64_t)sizeof(bk_conv_desc); }
 
 #include "pqlut.h"
+#include "pqconv.h"
