@@ -163,7 +163,7 @@ class PQLookupConv2d(_NativeBuffers):
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
         n, _, h, w = x.shape
         oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
-        if oh < 1 or ow < 1 or kh * kw > 64:
+        if oh < 1 or ow < 1:
             return None
         prepared = self._prepared if self._prepared is not None else self._prepare()
         if not prepared:

@@ -35,7 +35,6 @@
 #define TORCHSLIM_PQCONV_H
 
 #define PQC_TABLE_BYTES (192 * 1024) /* a band's table for one subspace stays about this small (L2) */
-#define PQC_MAX_TAPS 64              /* kernels up to 8 x 8 */
 
 typedef struct {
     const float *xpad;    /* [C][PX] zero-padded input of the current image */
@@ -116,13 +115,28 @@ TARGET_FAST ALWAYS_INLINE void pqc_table_d(const float *x, int64_t PX, const flo
                 _mm256_storeu_ps(table + k * pb + p + 8, b);
             }
         }
-    for (; p < pb; p += 8) /* pb is a multiple of 8 */
-        for (int64_t k = 0; k < K; k++) {
-            __m256 acc = _mm256_setzero_ps();
-            for (int64_t j = 0; j < d; j++)
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(x + j * PX + p), _mm256_set1_ps(cb[j * K + k])));
-            _mm256_storeu_ps(table + k * pb + p, acc);
+    for (; p < pb; p += 8) { /* pb is a multiple of 8; two codewords per pass: two independent chains */
+        __m256 xa[8];
+        const int64_t held = d < 8 ? d : 8;
+        for (int64_t j = 0; j < held; j++) xa[j] = _mm256_loadu_ps(x + j * PX + p);
+        int64_t k = 0;
+        for (; k + 2 <= K; k += 2) {
+            __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+            for (int64_t j = 0; j < d; j++) {
+                const __m256 v = j < 8 ? xa[j] : _mm256_loadu_ps(x + j * PX + p);
+                a = _mm256_add_ps(a, _mm256_mul_ps(v, _mm256_set1_ps(cb[j * K + k])));
+                b = _mm256_add_ps(b, _mm256_mul_ps(v, _mm256_set1_ps(cb[j * K + k + 1])));
+            }
+            _mm256_storeu_ps(table + k * pb + p, a);
+            _mm256_storeu_ps(table + (k + 1) * pb + p, b);
         }
+        for (; k < K; k++) {
+            __m256 a = _mm256_setzero_ps();
+            for (int64_t j = 0; j < d; j++)
+                a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_loadu_ps(x + j * PX + p), _mm256_set1_ps(cb[j * K + k])));
+            _mm256_storeu_ps(table + k * pb + p, a);
+        }
+    }
 }
 
 TARGET_FAST static void pqc_table_fast(const pqc_task *t, int64_t s, int64_t p0, int64_t pb, float *table) {
@@ -135,6 +149,18 @@ TARGET_FAST static void pqc_table_fast(const pqc_task *t, int64_t s, int64_t p0,
     case 8: pqc_table_d(x, PX, cb, K, pb, table, 8); break;
     default: pqc_table_d(x, PX, cb, K, pb, table, d);
     }
+}
+
+TARGET_FAST static void pqc_offsets_fast(const uint8_t *c, int32_t pb, const int32_t *shifts, int64_t n,
+                                         int32_t *offs) {
+    const __m256i scale = _mm256_set1_epi32(pb);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i codes = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(c + i)));
+        _mm256_storeu_si256((__m256i *)(offs + i), _mm256_add_epi32(_mm256_mullo_epi32(codes, scale),
+                                                                    _mm256_loadu_si256((const __m256i *)(shifts + i))));
+    }
+    for (; i < n; i++) offs[i] = (int32_t)c[i] * pb + shifts[i];
 }
 
 /* Up to four blocks from b: independent chains; taps a constant where the caller specialises it. */
@@ -184,16 +210,17 @@ static void pqc_item(void *arg, int64_t it, uint32_t job) {
     const int64_t nb = ((rows - 1) * wpad + t->ow + 7) / 8;                /* 8-output blocks of the band */
     const int64_t pb = (nb * 8 + (t->KH - 1) * wpad + t->KW - 1 + 7) / 8 * 8; /* table positions they read */
     const int64_t och = o1 - o0;
-    float *table = pqc_scratch(&pqc_item_mem, (size_t)(K * pb + och * nb * 8 + och * taps));
+    float *table = pqc_scratch(&pqc_item_mem, (size_t)(K * pb + och * nb * 8 + 2 * och * taps + 8));
     if (table == NULL) {
         atomic_store(&t->failed, 1);
         return;
     }
     float *acc = table + K * pb;                     /* [o][b][8] */
     int32_t *offs = (int32_t *)(acc + och * nb * 8); /* [o][tap]: code * pb + the tap's shift */
+    int32_t *shifts = offs + och * taps;              /* [o][tap]: the tap's shift, for whole-vector sums */
     memset(acc, 0, (size_t)(och * nb * 8) * sizeof(float));
-    int64_t shift[PQC_MAX_TAPS];
-    for (int64_t i = 0; i < taps; i++) shift[i] = i / t->KW * wpad + i % t->KW;
+    for (int64_t o = 0; o < och; o++)
+        for (int64_t i = 0; i < taps; i++) shifts[o * taps + i] = (int32_t)(i / t->KW * wpad + i % t->KW);
     for (int64_t s = 0; s < t->S; s++) {
 #if BK_X86
         if (t->fast) pqc_table_fast(t, s, r0 * wpad, pb, table);
@@ -201,8 +228,12 @@ static void pqc_item(void *arg, int64_t it, uint32_t job) {
 #endif
             pqc_table_portable(t, s, r0 * wpad, pb, table);
         const uint8_t *c = t->codes + (s * t->OC + o0) * taps;
-        for (int64_t o = 0; o < och; o++)
-            for (int64_t i = 0; i < taps; i++) offs[o * taps + i] = (int32_t)(c[o * taps + i] * pb + shift[i]);
+        /* small maps make as many offsets as look-ups: eight at a time where AVX2 runs */
+#if BK_X86
+        if (t->fast) pqc_offsets_fast(c, (int32_t)pb, shifts, och * taps, offs);
+        else
+#endif
+            for (int64_t i = 0; i < och * taps; i++) offs[i] = (int32_t)c[i] * (int32_t)pb + shifts[i];
 #if BK_X86
         if (t->fast) pqc_add_fast(table, offs, taps, nb, och, acc);
         else
@@ -219,7 +250,7 @@ static void pqc_item(void *arg, int64_t it, uint32_t job) {
 }
 
 /* x [N][C][H][W] (C = S * d), cbt [S][d][K], codes [S][OC][KH][KW] (< K <= 256), bias [OC] or NULL,
- * stride 1, zero padding (ph, pw), OH = H + 2 ph - KH + 1 >= 1 and OW likewise, KH * KW <= 64 ->
+ * stride 1, zero padding (ph, pw), OH = H + 2 ph - KH + 1 >= 1 and OW likewise ->
  * y [N][OC][OH][OW].  Returns 0, or -1 when scratch memory ran out (the output is then incomplete). */
 int64_t bk_pq_conv(const float *x, int64_t n, int64_t S, int64_t d, int64_t H, int64_t W, int64_t K,
                    const float *cbt, const uint8_t *codes, int64_t OC, int64_t KH, int64_t KW, int64_t ph, int64_t pw,
@@ -229,7 +260,8 @@ int64_t bk_pq_conv(const float *x, int64_t n, int64_t S, int64_t d, int64_t H, i
     if (threads < 1) threads = 1;
     /* band height: the table of one subspace within PQC_TABLE_BYTES, then enough items for the threads */
     int64_t rows = OH, ochunks = 1;
-    while (rows > 1 && K * (rows + KH - 1) * wpad * 4 > PQC_TABLE_BYTES) rows = (rows + 1) / 2;
+    /* (but no shorter than twice the halo: below that the rows recomputed for the halo cost more than L3 reads) */
+    while (rows / 2 > 2 * (KH - 1) && K * (rows + KH - 1) * wpad * 4 > PQC_TABLE_BYTES) rows = (rows + 1) / 2;
     if ((OH + rows - 1) / rows < threads) {
         const int64_t split = (OH + threads - 1) / threads;
         if (split >= KH - 1 && split >= 1) rows = split; /* at most twice the table work per band */
