@@ -58,4 +58,25 @@ def test_a_float_model_is_refused(tmp_path, capsys):
     torchslim.save(models.create("lenet5"), str(path))
     assert main(["bench", str(path)]) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "no quantized layers" in err
+    assert len(err.strip().splitlines()) == 1 and "no quantized or product-quantized layers" in err
+
+
+def test_a_product_quantized_model_is_timed_on_lookup_tables(tmp_path):
+    from torchslim.codebook import PQConfig, product_quantize
+
+    torch.manual_seed(0)
+    model = product_quantize(models.create("vgg14", width_mult=0.125).eval(), PQConfig(subvector=4, bits=4))
+    path = tmp_path / "pq.safetensors"
+    torchslim.save(model, str(path), input_shape=(3, 32, 32))
+    proc = run_cli("bench", path, "--threads", "1", "--batch", "1,2", "--repeats", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [(r["batch"], r["threads"]) for r in result["runs"]] == [(1, 1), (2, 1)]
+    first = result["runs"][0]
+    assert result["lookup_ms"] == first["lookup_ms"] > 0
+    assert result["float_ms"] == (first["float_ort_ms"] or first["float_eager_ms"]) > 0
+    assert result["speedup_lookup"] == pytest.approx(result["float_ms"] / result["lookup_ms"], rel=1e-12)
+    pq_layers = [name for name, m in model.named_modules() if type(m).__name__ in ("PQConv2d", "PQLinear")]
+    assert result["lookup_layers"] == pq_layers and pq_layers  # every PQ layer swapped
+    if result["isa"] != "reference":  # with a compiler every one runs natively (all stride-1 convs)
+        assert result["native_layers"] == pq_layers and result["decoded_layers"] == []

@@ -1,4 +1,5 @@
-"""``torchslim bench``: float vs int8 vs compiled binary of one network, in one run."""
+"""``torchslim bench``: float vs int8 vs compiled binary of one network, in one run; for a
+product-quantized model, its decoded float network against its lookup-table layers."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("bench", help="time float, int8 and binary versions of a quantized model")
-    parser.add_argument("file", help="a quantized model saved by `torchslim quantize`")
+    parser = subparsers.add_parser("bench", help="time float, int8 and binary versions of a quantized model "
+                                   "(or float against lookup tables for a PQ / Q-CNN model)")
+    parser.add_argument("file", help="a quantized model saved by `torchslim quantize`, or a product-quantized one "
+                                     "saved by `torchslim compress-weights --method pq|qcnn`")
     parser.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
     parser.add_argument("--threads", default="1", help="comma-separated thread counts (default 1)")
     parser.add_argument("--repeats", type=int, default=30)
@@ -49,18 +52,39 @@ def _table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _lookup_table(result: dict) -> str:
+    lines = [f"{'batch':>5} {'threads':>7} {'torch f32':>10} {'ORT f32':>9} {'lookup':>9}"]
+    for r in result["runs"]:
+        ort_f = r.get("float_ort_ms")
+        lines.append(f"{r['batch']:>5} {r['threads']:>7} {r['float_eager_ms']:>10.3f} "
+                     f"{ort_f if ort_f is None else round(ort_f, 3)!s:>9} {r['lookup_ms']:>9.3f}")
+    lines.append("")
+    lines.append(f"lookup tables vs float: {result['speedup_lookup']:.2f}x; {len(result['native_layers'])} of "
+                 f"{len(result['lookup_layers'])} PQ layers on the native lookup kernel"
+                 + (f" (decoded weight: {', '.join(result['decoded_layers'])})" if result["decoded_layers"] else ""))
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     batches, threads = _ints(args.batch, "--batch"), _ints(args.threads, "--threads")
     if args.repeats < 1:
         raise UserError(f"--repeats must be at least 1 (got {args.repeats})")
     from .. import load
-    from ..deploy.bench import bench_model
+    from ..deploy.bench import bench_lookup_model, bench_model, has_product_codebooks
     from ..deploy.build import isa
 
     model = load(args.file)
+    quantized = any(type(m).__name__ in ("FrozenConv2d", "QuantConv2d", "FrozenLinear", "QuantLinear")
+                    for m in model.modules())
+    if not quantized and has_product_codebooks(model):
+        result = bench_lookup_model(model, tuple(model.input_shape), batches, threads, args.repeats)
+        result["isa"] = isa()
+        emit(args, result, _lookup_table(result))
+        return 0
     if not any(type(m).__name__ in ("FrozenConv2d", "QuantConv2d", "FrozenLinear", "QuantLinear")
                for m in model.modules()):
-        raise UserError(f"{args.file} has no quantized layers; quantize it first with `torchslim quantize`")
+        raise UserError(f"{args.file} has no quantized or product-quantized layers; quantize it first with "
+                        "`torchslim quantize` or `torchslim compress-weights --method pq|qcnn`")
     result = bench_model(model, tuple(model.input_shape), batches, threads, args.repeats,
                          per_layer=not args.no_layers)
     result["isa"] = isa()

@@ -142,3 +142,40 @@ def bench_model(model: nn.Module, input_shape, batches=(1,), threads=(1,), repea
         "layers": _layer_rows(binary, input_shape, threads[0], repeats) if per_layer else [],
     }
     return result
+
+
+def has_product_codebooks(model: nn.Module) -> bool:
+    from ..codebook.modules import PQConv2d, PQLinear
+
+    return any(isinstance(m, (PQConv2d, PQLinear)) for m in model.modules())
+
+
+def bench_lookup_model(model: nn.Module, input_shape, batches=(1,), threads=(1,), repeats: int = 30) -> dict:
+    """Time a product-quantized model's decoded float network (eager torch, ONNX Runtime float32)
+    against the same model on lookup tables (:func:`torchslim.codebook.lut.use_lookup_tables`)."""
+    from ..codebook.lut import PQLookupConv2d, use_lookup_tables
+    from ..codebook.modules import materialize
+
+    dense = materialize(copy.deepcopy(model)).eval()
+    lookup = copy.deepcopy(model).eval()
+    swapped = use_lookup_tables(lookup)
+    modules = dict(lookup.named_modules())
+    native = [p for p in swapped if getattr(modules[p], "native", False)]
+    use_ort = ort.available()
+    float_bytes = ort.export_onnx_bytes(dense, input_shape) if use_ort else None
+    runs = []
+    for thread_count in threads:
+        for batch in batches:
+            contenders = {"float_eager": dense, "lookup": lookup}
+            if use_ort:
+                contenders["float_ort"] = ort.OrtModule(float_bytes, thread_count)
+            timing = compare_blocks(contenders, input_shape, batch, thread_count, repeats=repeats)
+            row = {"batch": batch, "threads": thread_count}
+            row.update({f"{k}_ms": timing[k]["median_ms"] for k in contenders})
+            runs.append(row)
+    first = runs[0]
+    float_ms = first.get("float_ort_ms", first["float_eager_ms"])
+    return {"float_ms": float_ms, "float_eager_ms": first["float_eager_ms"], "float_ort_ms": first.get("float_ort_ms"),
+            "lookup_ms": first["lookup_ms"], "speedup_lookup": float_ms / first["lookup_ms"], "runs": runs,
+            "lookup_layers": swapped, "native_layers": native,
+            "decoded_layers": [p for p in swapped if p not in native and isinstance(modules[p], PQLookupConv2d)]}
