@@ -7,17 +7,22 @@ from torchslim.codebook.lut import SMALL_BATCH, PQLookupConv2d, PQLookupLinear, 
 from torchslim.codebook.modules import PQConv2d, PQLinear
 
 
-def _random_pq(in_features=24, out_features=10, subvector=4, codewords=8, integer=False, bias=True):
-    generator = torch.Generator().manual_seed(0)
-    layer = PQLinear(in_features, out_features, bias=bias, subvector=subvector, codewords=codewords).eval()
+def _fill_random(layer, integer: bool, seed: int):
+    """Random codebooks (small integers with ``integer``: sums of them are exact), codes and bias."""
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         values = torch.randint(-8, 9, layer.codebooks.shape, generator=generator).float() if integer else \
             torch.randn(layer.codebooks.shape, generator=generator)
         layer.codebooks.copy_(values)
-        layer.codes.copy_(torch.randint(codewords, layer.codes.shape, generator=generator))
-        if bias:
-            layer.bias.copy_(torch.randint(-4, 5, (out_features,), generator=generator).float())
+        layer.codes.copy_(torch.randint(layer.codewords, layer.codes.shape, generator=generator))
+        if layer.bias is not None:
+            layer.bias.copy_(torch.randint(-4, 5, layer.bias.shape, generator=generator).float())
     return layer
+
+
+def _random_pq(in_features=24, out_features=10, subvector=4, codewords=8, integer=False, bias=True):
+    layer = PQLinear(in_features, out_features, bias=bias, subvector=subvector, codewords=codewords).eval()
+    return _fill_random(layer, integer, seed=0)
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -63,6 +68,23 @@ def _native_library():
     return lib
 
 
+def _on_every_path(lib, module, x, thread_counts) -> list:
+    """``module(x)`` on the AVX2 build, then the portable one, at each thread count."""
+    outputs = []
+    threads = torch.get_num_threads()
+    try:
+        for force in (-1, 0):
+            lib.bk_select_isa(force)
+            for n in thread_counts:
+                torch.set_num_threads(n)
+                with torch.no_grad():
+                    outputs.append(module(x))
+    finally:
+        lib.bk_select_isa(-1)
+        torch.set_num_threads(threads)
+    return outputs
+
+
 @pytest.mark.parametrize("in_features, out_features, subvector, codewords, bias", [
     (24, 10, 4, 8, True), (64, 1100, 8, 256, True), (36, 13, 3, 3, False), (512, 300, 4, 64, True)])
 def test_native_lookup_kernel_is_the_same_on_both_isas_and_thread_counts(in_features, out_features, subvector,
@@ -74,18 +96,7 @@ def test_native_lookup_kernel_is_the_same_on_both_isas_and_thread_counts(in_feat
     reference = x.double() @ layer.weight.detach().double().t()
     if bias:
         reference += layer.bias.detach().double()
-    outputs = []
-    threads = torch.get_num_threads()
-    try:
-        for force in (-1, 0):  # AVX2 gathers, then the portable loops
-            lib.bk_select_isa(force)
-            for n in (1, 2):
-                torch.set_num_threads(n)
-                with torch.no_grad():
-                    outputs.append(lookup(x))
-    finally:
-        lib.bk_select_isa(-1)
-        torch.set_num_threads(threads)
+    outputs = _on_every_path(lib, lookup, x, (1, 2))  # AVX2 gathers, then the portable loops
     assert lookup._prepared  # the native kernel ran
     for out in outputs[1:]:  # the same additions in the same order on every path
         assert torch.equal(out, outputs[0])
@@ -139,17 +150,9 @@ def test_a_cast_layer_leaves_the_native_kernel_and_comes_back():
 
 def _random_pq_conv(in_channels=8, out_channels=5, kernel=3, padding=1, stride=1, subvector=4, codewords=8,
                     integer=False, bias=True):
-    generator = torch.Generator().manual_seed(3)
     layer = PQConv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=bias,
                      subvector=subvector, codewords=codewords).eval()
-    with torch.no_grad():
-        values = torch.randint(-8, 9, layer.codebooks.shape, generator=generator).float() if integer else \
-            torch.randn(layer.codebooks.shape, generator=generator)
-        layer.codebooks.copy_(values)
-        layer.codes.copy_(torch.randint(codewords, layer.codes.shape, generator=generator))
-        if bias:
-            layer.bias.copy_(torch.randint(-4, 5, (out_channels,), generator=generator).float())
-    return layer
+    return _fill_random(layer, integer, seed=3)
 
 
 # (in, out, kernel, padding, subvector, codewords, input H x W): odd widths that leave part of the last
@@ -179,18 +182,7 @@ def test_native_conv_lookup_is_the_same_on_both_isas_and_thread_counts(in_c, out
     x = torch.randn(2, in_c, *size, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         reference = layer.to_float().double()(x.double())
-    outputs = []
-    threads = torch.get_num_threads()
-    try:
-        for force in (-1, 0):  # AVX2, then the portable loops
-            lib.bk_select_isa(force)
-            for n in (1, 2, 3):  # 2 and 3 threads split the rows or the channels into other work items
-                torch.set_num_threads(n)
-                with torch.no_grad():
-                    outputs.append(lookup(x))
-    finally:
-        lib.bk_select_isa(-1)
-        torch.set_num_threads(threads)
+    outputs = _on_every_path(lib, lookup, x, (1, 2, 3))  # 2 and 3 threads: other bands or channel ranges per item
     for out in outputs[1:]:  # the same additions in the same order on every path
         assert torch.equal(out, outputs[0])
     assert (outputs[0].double() - reference).abs().max() < 1e-5 * reference.abs().max()

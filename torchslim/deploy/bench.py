@@ -105,6 +105,19 @@ def _layer_rows(binary: nn.Module, input_shape, threads: int, repeats: int) -> l
     return rows
 
 
+def _timed_runs(contenders, input_shape, batches, threads, repeats: int) -> list[dict]:
+    """One row of medians (``{name}_ms``) per thread count and batch; ``contenders(threads)`` gives the models."""
+    runs = []
+    for thread_count in threads:
+        for batch in batches:
+            models = contenders(thread_count)
+            timing = compare_blocks(models, input_shape, batch, thread_count, repeats=repeats)
+            row = {"batch": batch, "threads": thread_count}
+            row.update({f"{k}_ms": timing[k]["median_ms"] for k in models})
+            runs.append(row)
+    return runs
+
+
 def bench_model(model: nn.Module, input_shape, batches=(1,), threads=(1,), repeats: int = 30,
                 calibration: torch.Tensor | None = None, per_layer: bool = True) -> dict:
     """Time float / ONNX Runtime float / ONNX Runtime int8 / binary for each batch and thread count."""
@@ -115,21 +128,17 @@ def bench_model(model: nn.Module, input_shape, batches=(1,), threads=(1,), repea
         float_bytes = ort.export_onnx_bytes(twin, input_shape)
         calibration = calibration if calibration is not None else torch.randn(16, *input_shape)
         int8_bytes = ort.quantize_int8(float_bytes, calibration)
-    runs = []
-    for thread_count in threads:
-        for batch in batches:
-            binary_threaded = binary
-            for m in binary.modules():
-                if isinstance(m, PackedBinaryConv2d):
-                    m.threads = thread_count
-            contenders = {"float_eager": twin, "binary": binary_threaded}
-            if use_ort:
-                contenders["float_ort"] = ort.OrtModule(float_bytes, thread_count)
-                contenders["int8_ort"] = ort.OrtModule(int8_bytes, thread_count)
-            timing = compare_blocks(contenders, input_shape, batch, thread_count, repeats=repeats)
-            row = {"batch": batch, "threads": thread_count}
-            row.update({f"{k}_ms": timing[k]["median_ms"] for k in contenders})
-            runs.append(row)
+    def contenders(thread_count):
+        for m in binary.modules():
+            if isinstance(m, PackedBinaryConv2d):
+                m.threads = thread_count
+        found = {"float_eager": twin, "binary": binary}
+        if use_ort:
+            found["float_ort"] = ort.OrtModule(float_bytes, thread_count)
+            found["int8_ort"] = ort.OrtModule(int8_bytes, thread_count)
+        return found
+
+    runs = _timed_runs(contenders, input_shape, batches, threads, repeats)
     first = runs[0]
     float_ms = first.get("float_ort_ms", first["float_eager_ms"])
     result = {
@@ -163,16 +172,13 @@ def bench_lookup_model(model: nn.Module, input_shape, batches=(1,), threads=(1,)
     native = [p for p in swapped if getattr(modules[p], "native", False)]
     use_ort = ort.available()
     float_bytes = ort.export_onnx_bytes(dense, input_shape) if use_ort else None
-    runs = []
-    for thread_count in threads:
-        for batch in batches:
-            contenders = {"float_eager": dense, "lookup": lookup}
-            if use_ort:
-                contenders["float_ort"] = ort.OrtModule(float_bytes, thread_count)
-            timing = compare_blocks(contenders, input_shape, batch, thread_count, repeats=repeats)
-            row = {"batch": batch, "threads": thread_count}
-            row.update({f"{k}_ms": timing[k]["median_ms"] for k in contenders})
-            runs.append(row)
+    def contenders(thread_count):
+        found = {"float_eager": dense, "lookup": lookup}
+        if use_ort:
+            found["float_ort"] = ort.OrtModule(float_bytes, thread_count)
+        return found
+
+    runs = _timed_runs(contenders, input_shape, batches, threads, repeats)
     first = runs[0]
     float_ms = first.get("float_ort_ms", first["float_eager_ms"])
     return {"float_ms": float_ms, "float_eager_ms": first["float_eager_ms"], "float_ort_ms": first.get("float_ort_ms"),
