@@ -62,6 +62,9 @@ class _NativeBuffers(nn.Module):
                                  None if self.bias is None else self.bias.data_ptr())
         return self._prepared
 
+    def _pointers(self):
+        return self._prepared if self._prepared is not None else self._prepare()
+
     def _apply(self, fn, *args, **kwargs):
         self._prepared = None  # .to(), .cpu(), .double(), ... replace the buffers
         return super()._apply(fn, *args, **kwargs)
@@ -102,7 +105,7 @@ class PQLookupLinear(_NativeBuffers):
         """The native kernel's output, or None where it does not apply (set ``native = False`` to skip it)."""
         if not self._native_ok(flat):
             return None
-        prepared = self._prepared if self._prepared is not None else self._prepare()
+        prepared = self._pointers()
         if not prepared:
             return None
         lib, codebooks, codes, bias = prepared
@@ -165,7 +168,7 @@ class PQLookupConv2d(_NativeBuffers):
         oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
         if oh < 1 or ow < 1:
             return None
-        prepared = self._prepared if self._prepared is not None else self._prepare()
+        prepared = self._pointers()
         if not prepared:
             return None
         lib, codebooks, codes, bias = prepared
