@@ -93,22 +93,17 @@ static void mk_and_portable(const uint64_t *a, int64_t rows, const uint64_t *w, 
 }
 
 #if BK_X86
-/* The same sums from inverted activation rows (~a: the im2col of the fast path writes
- * them so), all in AVX2: the 8 channels' weight words of one input word are two
- * registers, loaded once and used by two rows; each row's word is broadcast, vpandn
- * gives a & w for 4 channels, and a nibble-table popcount (vpshufb) adds into byte
- * counters that vpsadbw folds into one 64-bit sum per channel every 31 words
- * (31 * 8 < 256).  An odd last row is paired with itself.  The kernel this one
- * replaced kept 4 channels on scalar POPCNT and 4 in AVX2 so both units worked at
- * once; on this AMD core the integer side was the slower, and alternating the two
- * builds in one process (benchmarks/kernels_ab.py) this one is 1.03-1.08x faster.
- * Binary-weighted planes are summed by Horner's rule, from the top plane down
- * (acc = 2 * acc + plane). */
-TARGET_FAST ALWAYS_INLINE __m256i popcount_bytes(__m256i t, __m256i lut, __m256i low) {
-    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(t, low)),
-                           _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(t, 4), low)));
-}
-
+/* The same sums from nibble-split activation rows (the im2col of the fast path stores
+ * each word a as a & 0x0f.. and (a >> 4) & 0x0f..), all in AVX2.  The 8 channels' weight
+ * words w of one input word are two registers, and w >> 4 two more, loaded and shifted
+ * once for two rows.  Then a & w and (a >> 4) & (w >> 4) are the low and high nibbles
+ * of each byte of the AND, already masked: one vpshufb each looks their bit counts up,
+ * with no masking or shifting per row (6 vector ops per 4 channels x 64 bits, where
+ * splitting the AND itself took 8).  Byte counters (at most 8 per word) are folded by
+ * vpsadbw into one 64-bit sum per channel every 31 words (31 * 8 < 256).  An odd last
+ * row is paired with itself.  Binary-weighted planes are summed by Horner's rule, from
+ * the top plane down (acc = 2 * acc + plane).  Alternating builds in one process
+ * (benchmarks/kernels_ab.py) compares this against earlier kernels. */
 /* The low 32 bits of the four 64-bit sums of channels 0-3 and of 4-7, as 8 int32. */
 TARGET_FAST ALWAYS_INLINE void store_sums(int32_t *c, __m256i lo4, __m256i hi4) {
     const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
@@ -118,63 +113,73 @@ TARGET_FAST ALWAYS_INLINE void store_sums(int32_t *c, __m256i lo4, __m256i hi4) 
 
 #define BCAST(p) _mm256_castpd_si256(_mm256_broadcast_sd((const double *)(p)))
 
-TARGET_FAST ALWAYS_INLINE void mk_andn_body(const uint64_t *na, int64_t rows, const uint64_t *w, const int64_t kwords,
-                                            const int64_t planes, int32_t *acc) {
+/* Rows R at a time (R = 4, then 2 for the rest; a lone last row is paired with itself). */
+TARGET_FAST ALWAYS_INLINE void mk_split_rows(const uint64_t *sa, int64_t r, int64_t rows, const uint64_t *w,
+                                             const int64_t kwords, const int64_t planes, int32_t *acc, const int R) {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
                                          2, 3, 2, 3, 3, 4);
-    const __m256i low = _mm256_set1_epi8(15), zero = _mm256_setzero_si256();
-    for (int64_t r = 0; r < rows; r += 2) {
-        const int64_t r1 = r + 1 < rows ? r + 1 : r;
-        __m256i v00 = zero, v01 = zero, v10 = zero, v11 = zero; /* row r / r1, channels 0-3 / 4-7 */
-        for (int64_t p = planes - 1; p >= 0; p--) {
-            if (planes > 1) {
-                v00 = _mm256_add_epi64(v00, v00), v01 = _mm256_add_epi64(v01, v01);
-                v10 = _mm256_add_epi64(v10, v10), v11 = _mm256_add_epi64(v11, v11);
-            }
-            const uint64_t *a0 = na + (r * planes + p) * kwords, *a1 = na + (r1 * planes + p) * kwords;
-            for (int64_t k = 0; k < kwords;) {
-                const int64_t end = kwords - k > 31 ? k + 31 : kwords;
-                __m256i b00 = zero, b01 = zero, b10 = zero, b11 = zero;
-#pragma GCC unroll 2
-                for (; k < end; k++) {
-                    const __m256i w0 = _mm256_loadu_si256((const __m256i *)(w + TILE * k));
-                    const __m256i w1 = _mm256_loadu_si256((const __m256i *)(w + TILE * k + 4));
-                    const __m256i x0 = BCAST(a0 + k), x1 = BCAST(a1 + k);
-                    b00 = _mm256_add_epi8(b00, popcount_bytes(_mm256_andnot_si256(x0, w0), lut, low));
-                    b01 = _mm256_add_epi8(b01, popcount_bytes(_mm256_andnot_si256(x0, w1), lut, low));
-                    b10 = _mm256_add_epi8(b10, popcount_bytes(_mm256_andnot_si256(x1, w0), lut, low));
-                    b11 = _mm256_add_epi8(b11, popcount_bytes(_mm256_andnot_si256(x1, w1), lut, low));
+    const __m256i zero = _mm256_setzero_si256();
+    int64_t rr[4];
+    for (int i = 0; i < R; i++) rr[i] = r + i < rows ? r + i : r;
+    __m256i v[4][2];
+    for (int i = 0; i < R; i++) v[i][0] = v[i][1] = zero;
+    for (int64_t p = planes - 1; p >= 0; p--) {
+        if (planes > 1)
+            for (int i = 0; i < R; i++) v[i][0] = _mm256_add_epi64(v[i][0], v[i][0]), v[i][1] = _mm256_add_epi64(v[i][1], v[i][1]);
+        const uint64_t *ar[4];
+        for (int i = 0; i < R; i++) ar[i] = sa + 2 * (rr[i] * planes + p) * kwords;
+        for (int64_t k = 0; k < kwords;) {
+            const int64_t end = kwords - k > 31 ? k + 31 : kwords;
+            __m256i bc[4][2];
+            for (int i = 0; i < R; i++) bc[i][0] = bc[i][1] = zero;
+            for (; k < end; k++) {
+                const __m256i w0 = _mm256_loadu_si256((const __m256i *)(w + TILE * k));
+                const __m256i w1 = _mm256_loadu_si256((const __m256i *)(w + TILE * k + 4));
+                const __m256i h0 = _mm256_srli_epi64(w0, 4), h1 = _mm256_srli_epi64(w1, 4);
+                for (int i = 0; i < R; i++) {
+                    const __m256i l = BCAST(ar[i] + 2 * k), u = BCAST(ar[i] + 2 * k + 1);
+                    bc[i][0] = _mm256_add_epi8(bc[i][0], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(l, w0)),
+                                                                         _mm256_shuffle_epi8(lut, _mm256_and_si256(u, h0))));
+                    bc[i][1] = _mm256_add_epi8(bc[i][1], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(l, w1)),
+                                                                         _mm256_shuffle_epi8(lut, _mm256_and_si256(u, h1))));
                 }
-                v00 = _mm256_add_epi64(v00, _mm256_sad_epu8(b00, zero));
-                v01 = _mm256_add_epi64(v01, _mm256_sad_epu8(b01, zero));
-                v10 = _mm256_add_epi64(v10, _mm256_sad_epu8(b10, zero));
-                v11 = _mm256_add_epi64(v11, _mm256_sad_epu8(b11, zero));
+            }
+            for (int i = 0; i < R; i++) {
+                v[i][0] = _mm256_add_epi64(v[i][0], _mm256_sad_epu8(bc[i][0], zero));
+                v[i][1] = _mm256_add_epi64(v[i][1], _mm256_sad_epu8(bc[i][1], zero));
             }
         }
-        store_sums(acc + r * TILE, v00, v01);
-        if (r1 != r) store_sums(acc + r1 * TILE, v10, v11);
     }
+    for (int i = 0; i < R; i++)
+        if (i == 0 || rr[i] != r) store_sums(acc + rr[i] * TILE, v[i][0], v[i][1]);
+}
+
+TARGET_FAST ALWAYS_INLINE void mk_split_body(const uint64_t *sa, int64_t rows, const uint64_t *w, const int64_t kwords,
+                                             const int64_t planes, int32_t *acc) {
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) mk_split_rows(sa, r, rows, w, kwords, planes, acc, 4);
+    for (; r < rows; r += 2) mk_split_rows(sa, r, rows, w, kwords, planes, acc, 2);
 }
 #undef BCAST
 
-TARGET_FAST static void mk_andn_fast(const uint64_t *na, int64_t rows, const uint64_t *w, int64_t kwords,
+TARGET_FAST static void mk_split_fast(const uint64_t *sa, int64_t rows, const uint64_t *w, int64_t kwords,
                                      int64_t planes, int32_t *acc) {
     if (planes == 2) { /* 2-bit binary-weighted activations */
-        if (kwords == 9) mk_andn_body(na, rows, w, 9, 2, acc);
-        else if (kwords == 18) mk_andn_body(na, rows, w, 18, 2, acc);
-        else mk_andn_body(na, rows, w, kwords, 2, acc);
+        if (kwords == 9) mk_split_body(sa, rows, w, 9, 2, acc);
+        else if (kwords == 18) mk_split_body(sa, rows, w, 18, 2, acc);
+        else mk_split_body(sa, rows, w, kwords, 2, acc);
         return;
     }
     if (planes != 1) {
-        mk_andn_body(na, rows, w, kwords, planes, acc);
+        mk_split_body(sa, rows, w, kwords, planes, acc);
         return;
     }
     switch (kwords) { /* 3x3 taps of 64, 128, 192 and 256 channels */
-    case 9: mk_andn_body(na, rows, w, 9, 1, acc); break;
-    case 18: mk_andn_body(na, rows, w, 18, 1, acc); break;
-    case 27: mk_andn_body(na, rows, w, 27, 1, acc); break;
-    case 36: mk_andn_body(na, rows, w, 36, 1, acc); break;
-    default: mk_andn_body(na, rows, w, kwords, 1, acc);
+    case 9: mk_split_body(sa, rows, w, 9, 1, acc); break;
+    case 18: mk_split_body(sa, rows, w, 18, 1, acc); break;
+    case 27: mk_split_body(sa, rows, w, 27, 1, acc); break;
+    case 36: mk_split_body(sa, rows, w, 36, 1, acc); break;
+    default: mk_split_body(sa, rows, w, kwords, 1, acc);
     }
 }
 
@@ -251,7 +256,7 @@ typedef struct {
 static __thread scratch tls_scratch;
 
 typedef struct {
-    uint64_t *col;   /* [P][npix][K] im2col rows on bits ([npix][P][K] for binary-weighted planes) */
+    uint64_t *col;   /* [P][npix][K] im2col rows on bits ([npix][P][K] for binary-weighted planes); 2K split */
     uint64_t *obits; /* [npix][Q] packed output bits of this chunk */
     int32_t *acc;    /* [P][npix][8] popcounts of one channel tile ([npix][8] weighted sums for binary-weighted planes) */
     int32_t *ones;   /* [P][npix] set bits per row */
@@ -264,7 +269,7 @@ typedef struct {
 
 static int carve(scratch *s, const bk_conv_desc *d, int64_t npix, buffers *bf) {
     const int64_t K = d->kh * d->kw * d->words, q = d->out_planes > 0 ? d->out_planes : 1, rows = d->planes * npix;
-    const size_t col = (size_t)(rows * K) * 8, obits = (size_t)(npix * q) * 8;
+    const size_t col = (size_t)(rows * K) * 16, obits = (size_t)(npix * q) * 8;
     const size_t acc = (size_t)(rows * TILE) * 4, ones = (size_t)rows * 4, pix = (size_t)npix * 8;
     const size_t rect = (size_t)npix * 8, cls = (size_t)(2 * npix + 1) * 4, corr = (size_t)(npix + 1) * TILE * 4;
     const size_t need = col + obits + acc + ones + pix + rect + cls + corr + 64;
@@ -289,32 +294,45 @@ static int carve(scratch *s, const bk_conv_desc *d, int64_t npix, buffers *bf) {
 
 static inline int64_t clamp(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
 
+/* How the im2col stores a word v: as it is (the portable micro-kernel), or split into
+ * its nibbles (the AVX2 one): v & 0x0f.. and (v >> 4) & 0x0f.., side by side, so the
+ * micro-kernel ANDs them straight with the weights and looks the counts up (see
+ * mk_split_body).  The split takes 2 words per word. */
+#define NIBBLES 0x0f0f0f0f0f0f0f0fULL
+ALWAYS_INLINE void put_word(uint64_t *dst, int64_t i, uint64_t v, const int split) {
+    if (split) {
+        dst[2 * i] = v & NIBBLES;
+        dst[2 * i + 1] = (v >> 4) & NIBBLES;
+    } else {
+        dst[i] = v;
+    }
+}
+
 /* A window wholly inside the image: kh rows of run words, rows `stride` words apart,
- * each XOR flip (~0: inverted, as the fast micro-kernel reads them); returns the set
- * bits of the words read.  Constant kh and run (the 3x3 cases) unroll it. */
+ * stored by put_word; returns the set bits of the words read.  Constant kh and run (the
+ * 3x3 cases) unroll it. */
 ALWAYS_INLINE int64_t copy_window(const uint64_t *src, int64_t stride, uint64_t *dst, const int64_t kh,
-                                  const int64_t run, uint64_t flip) {
+                                  const int64_t run, const int split) {
     int64_t ones = 0;
     for (int64_t i = 0; i < kh; i++)
         for (int64_t k = 0; k < run; k++) {
             const uint64_t v = src[i * stride + k];
-            dst[i * run + k] = v ^ flip;
+            put_word(dst, i * run + k, v, split);
             ones += __builtin_popcountll(v);
         }
     return ones;
 }
 
 /* A window that overlaps the border: zero words where taps fall outside, every word
- * XOR flip as in copy_window; returns the set bits of the words read. */
+ * stored by put_word; returns the set bits of the words read. */
 ALWAYS_INLINE int64_t copy_border_window(const bk_conv_desc *d, const uint64_t *img, int64_t iy0, int64_t ix0,
-                                         uint64_t *dst, uint64_t flip) {
+                                         uint64_t *dst, const int split) {
     const int64_t words = d->words, run = d->kw * words;
     int64_t ones = 0;
     for (int64_t i = 0; i < d->kh; i++) {
         const int64_t iy = iy0 + i;
-        uint64_t *drow = dst + i * run;
         if (iy < 0 || iy >= d->h) {
-            for (int64_t k = 0; k < run; k++) drow[k] = flip;
+            for (int64_t k = 0; k < run; k++) put_word(dst, i * run + k, 0, split);
             continue;
         }
         const uint64_t *srow = img + iy * d->w * words;
@@ -323,7 +341,7 @@ ALWAYS_INLINE int64_t copy_border_window(const bk_conv_desc *d, const uint64_t *
             const int ok = ix >= 0 && ix < d->w;
             for (int64_t k = 0; k < words; k++) {
                 const uint64_t v = ok ? srow[ix * words + k] : 0;
-                drow[j * words + k] = v ^ flip;
+                put_word(dst, i * run + j * words + k, v, split);
                 ones += __builtin_popcountll(v);
             }
         }
@@ -331,16 +349,16 @@ ALWAYS_INLINE int64_t copy_border_window(const bk_conv_desc *d, const uint64_t *
     return ones;
 }
 
-/* im2col of one unit (pool rows of output pixels) on bits (inverted with invert), with each row's set bits,
+/* im2col of one unit (pool rows of output pixels) on bits (nibble-split with split), with each row's set bits,
  * each pixel's part of the exact sum and its valid taps (bf->pix), and in sign mode the
  * valid taps' rectangle.  kh and run (kw * words) are constants where the caller
  * specialises them.  The descriptor's fields are read into locals first: the stores
  * into the buffers would otherwise make the compiler reload them for every pixel. */
 ALWAYS_INLINE void gather_windows(const bk_conv_desc *d, const buffers *bf, int64_t b, int64_t unit, int64_t owe,
-                                  int64_t npix, const int64_t kh, const int64_t run, const int invert) {
+                                  int64_t npix, const int64_t kh, const int64_t run, const int split) {
     const int64_t words = d->words, kw = d->kw, h = d->h, w = d->w, planes = d->planes, c_true = d->c_true;
     const int64_t sh = d->sh, sw = d->sw, ph = d->ph, pw = d->pw, sign = d->steps == NULL, in_binary = d->in_binary;
-    const int64_t K = kh * run, stride = w * words;
+    const int64_t K = kh * run * (split ? 2 : 1), stride = w * words;
     const uint64_t *const x = d->x + b * planes * h * stride;
     uint64_t *const col = bf->col;
     int32_t *const ones_out = bf->ones, *const pix = bf->pix;
@@ -378,9 +396,8 @@ ALWAYS_INLINE void gather_windows(const bk_conv_desc *d, const buffers *bf, int6
             /* binary-weighted planes: [npix][P][K], one weighted row per pixel; else [P][npix][K] */
             uint64_t *dst = col + (in_binary ? q * planes + p : p * npix + q) * K;
             int64_t ones = 0;
-            const uint64_t flip = invert ? ~(uint64_t)0 : 0;
-            if (inside) ones = copy_window(img + iy0 * stride + ix0 * words, stride, dst, kh, run, flip);
-            else ones = copy_border_window(d, img, iy0, ix0, dst, flip);
+            if (inside) ones = copy_window(img + iy0 * stride + ix0 * words, stride, dst, kh, run, split);
+            else ones = copy_border_window(d, img, iy0, ix0, dst, split);
             ones_out[p * npix + q] = (int32_t)ones;
             weighted += ones << p;
         }
@@ -391,11 +408,11 @@ ALWAYS_INLINE void gather_windows(const bk_conv_desc *d, const buffers *bf, int6
 }
 
 ALWAYS_INLINE void gather_unit(const bk_conv_desc *d, const buffers *bf, int64_t b, int64_t unit, int64_t owe,
-                               int64_t npix, const int invert) {
+                               int64_t npix, const int split) {
     const int64_t run = d->kw * d->words;
-    if (d->kh == 3 && run == 3) gather_windows(d, bf, b, unit, owe, npix, 3, 3, invert); /* 3x3 over 1 and 2 words */
-    else if (d->kh == 3 && run == 6) gather_windows(d, bf, b, unit, owe, npix, 3, 6, invert);
-    else gather_windows(d, bf, b, unit, owe, npix, d->kh, run, invert);
+    if (d->kh == 3 && run == 3) gather_windows(d, bf, b, unit, owe, npix, 3, 3, split); /* 3x3 over 1 and 2 words */
+    else if (d->kh == 3 && run == 6) gather_windows(d, bf, b, unit, owe, npix, 3, 6, split);
+    else gather_windows(d, bf, b, unit, owe, npix, d->kh, run, split);
 }
 
 /* Per-tile epilogue: values of every pixel of the unit for the 8 channels from o0,
@@ -689,14 +706,14 @@ TARGET_FAST static void epilogue_fast(const epi_args *e, const buffers *bf, int6
 /* One work item: output channels [64 * chunk, +64) of one unit (pool output rows) of image b. */
 /* Returns 0 when its scratch memory could not grow (nothing written), else 1. */
 ALWAYS_INLINE int conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk, mk_fn mk,
-                             epi_fn epilogue, const int invert) {
+                             epi_fn epilogue, const int split) {
     const int64_t pool = d->pool, owe = pool > 1 ? (d->ow / pool) * pool : d->ow, npix = pool * owe;
     const int64_t K = d->kh * d->kw * d->words, Q = d->out_planes, ocp = (d->oc + TILE - 1) / TILE * TILE;
     buffers bf;
     if (!carve(s, d, npix, &bf)) return 0;
     const int64_t key = b * (d->oh + 1) + unit;
     if (s->key != key) {
-        gather_unit(d, &bf, b, unit, owe, npix, invert);
+        gather_unit(d, &bf, b, unit, owe, npix, split);
         s->key = key;
     }
     if (Q > 0) memset(bf.obits, 0, (size_t)(npix * Q) * 8);
@@ -748,7 +765,7 @@ static int item_portable(const bk_conv_desc *d, scratch *s, int64_t b, int64_t u
 }
 #if BK_X86
 TARGET_FAST static int item_fast(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
-    return conv_item(d, s, b, unit, chunk, mk_andn_fast, epilogue_fast, 1);
+    return conv_item(d, s, b, unit, chunk, mk_split_fast, epilogue_fast, 1); /* nibble-split im2col */
 }
 #endif
 
