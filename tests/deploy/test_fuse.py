@@ -4,7 +4,7 @@ from torch import nn
 
 import torchslim
 from torchslim.deploy import PackedBinaryConv2d, build, compile
-from torchslim.deploy.fuse import _level_index, fold_thresholds
+from torchslim.deploy.fuse import _level_index, fold_input_thresholds, fold_thresholds
 from torchslim.quant.modules import ActQuant
 
 
@@ -142,3 +142,67 @@ def test_chained_model_round_trips_through_save(method, tmp_path):
         assert torch.equal(compiled(x), compile(frozen, chain=False)(x))
         if method == "xnor":  # +-1 sums are exact in the float model too
             assert torch.equal(compiled(x), frozen(x))
+
+
+def _edges(thresholds, sgn):
+    """Per channel, every threshold and its two float32 neighbours, as inputs x (sgn * x hits them)."""
+    t = torch.where(torch.isfinite(thresholds), thresholds, 0.0)  # [Q, C]
+    near = torch.cat([t, torch.nextafter(t, torch.tensor(float("inf"))), torch.nextafter(t, torch.tensor(-float("inf")))])
+    return near * sgn.view(1, -1)  # [3Q, C]
+
+
+@pytest.mark.parametrize("method, bits", [("sign", 1), ("hwgq", 2), ("dorefa", 2), ("dorefa", 3)])
+def test_input_thresholds_reproduce_batchnorm_and_quantizer(method, bits):
+    bn, act = _odd_batchnorm(12, seed=5), ActQuant(method, bits).eval()
+    thresholds, sgn = fold_input_thresholds(bn, act, 12)
+    g = torch.Generator().manual_seed(0)
+    values = torch.cat([torch.randn(12, 4000, generator=g) * 5, _edges(thresholds, sgn).t()], 1)
+    levels = _level_index(values, torch.ones(12), None, bn, act)
+    for k in range(thresholds.shape[0]):
+        predicted = values * sgn.view(-1, 1) >= thresholds[k].view(-1, 1)
+        assert torch.equal(predicted, levels >= k + 1)
+    assert torch.isinf(thresholds[:, 1]).all()  # gamma 0: the level never changes
+
+
+class _FloatFirst(nn.Module):
+    """Float conv -> BN -> ActQuant -> packed conv: the usual first binary layer."""
+
+    def __init__(self, method, bits):
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, 67, 3, padding=1)
+        self.bn = _odd_batchnorm(67, seed=6)
+        self.act = ActQuant(method, bits)
+        self.conv1 = _packed_layer(67, 10, [float(v) for v in self.act.levels], seed=7)
+
+    def forward(self, x):
+        return self.conv1(self.act(self.bn(self.conv0(x))))
+
+
+@pytest.mark.parametrize("method, bits", [("sign", 1), ("hwgq", 2), ("dorefa", 2), ("dorefa", 3)])
+def test_batchnorm_before_the_first_packed_layer_folds_into_its_packing(method, bits, monkeypatch):
+    torch.manual_seed(1)
+    model = _FloatFirst(method, bits).eval()
+    compiled = compile(model)
+    assert compiled.torchslim_meta["folded_quantizers"] == ["bn", "act"]
+    assert isinstance(compiled.bn, nn.Identity) and isinstance(compiled.act, nn.Identity)
+    assert compiled.conv1.in_thresholds.shape[1] == 67 and compiled.conv1.in_sgn is not None
+    x = torch.randn(2, 3, 11, 9)
+    with torch.no_grad():  # conv0 outputs set on the thresholds and their neighbours, channel by channel
+        edges = _edges(*fold_input_thresholds(model.bn, model.act, 67))
+        assert edges.shape[0] == 3 * (len(model.act.levels) - 1)
+        conv0_out = model.conv0(x)
+        flat = conv0_out.view(2, 67, -1)
+        flat[0, :, : edges.shape[0]] = edges.t()
+        want = model.conv1(model.act(model.bn(conv0_out)))
+        compiled.conv0 = nn.Identity()  # feed the prepared conv0 output straight in
+        assert torch.equal(compiled(conv0_out), want)
+        if build.native_library() is not None:
+            lib = build.native_library()
+            lib.bk_select_isa(0)
+            try:
+                assert torch.equal(compiled(conv0_out), want)
+            finally:
+                lib.bk_select_isa(-1)
+        monkeypatch.setattr(build, "native_library", lambda: None)
+        monkeypatch.setattr(torchslim.deploy.modules, "native_library", lambda: None)
+        assert torch.equal(compiled(conv0_out), want)  # the PyTorch fallback folds the same way

@@ -60,10 +60,24 @@ def fold_thresholds(layer: PackedBinaryConv2d, bn: nn.Module | None, act: nn.Mod
     In sign mode (levels {-1, +1}) Q = 1 and the plane marks level 1 (+1); the kernel
     stores its complement, bit 1 meaning -1.
     """
-    oc = layer.out_channels
     steps = 1.0 if layer.steps is None else float(layer.steps.abs().sum())
     bound = steps * layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1] * 1.5 + 2.0
-    scale, bias = layer.scale.float(), None if layer.bias is None else layer.bias.float()
+    bias = None if layer.bias is None else layer.bias.float()
+    return _bisect_thresholds(layer.scale.float(), bias, bound, bn, act)
+
+
+def fold_input_thresholds(bn: nn.Module | None, act: nn.Module, channels: int) -> tuple:
+    """(thresholds [Q, C], sgn [C]): level k + 1 of ``act(bn(x))`` is reached where sgn * x >= thresholds[k].
+
+    The same bisection over every finite float32 input: x itself is the value, not an integer sum.
+    """
+    bound = float(torch.finfo(torch.float32).max)
+    return _bisect_thresholds(torch.ones(channels), None, bound, bn, act)
+
+
+def _bisect_thresholds(scale, bias, bound: float, bn, act) -> tuple:
+    """Per channel, the least float32 t in [-bound, bound] with level(sgn * t) >= k + 1, for every k."""
+    oc = scale.numel()
     ends = torch.tensor([-bound, bound]).repeat(oc, 1)
     low_high = _level_index(ends, scale, bias, bn, act)
     sgn = torch.where(low_high[:, 1] >= low_high[:, 0], 1.0, -1.0)
@@ -148,11 +162,25 @@ def _replace(model: nn.Module, target: str) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
 
 
+def _folded_batchnorm(node: fx.Node, modules: dict, calls: dict) -> fx.Node | None:
+    """The eval-mode BatchNorm2d node feeding only ``node`` (an activation quantizer), else None."""
+    source = node.args[0] if node.args else None
+    if not isinstance(source, fx.Node) or source.op != "call_module" or len(source.users) != 1:
+        return None
+    bn = modules[source.target]
+    if type(bn) is not nn.BatchNorm2d or bn.training or not bn.track_running_stats or bn.running_mean is None:
+        return None
+    return source if calls[source.target] == 1 else None
+
+
 def fuse_input_quantizers(model: nn.Module, graph: fx.Graph) -> list[str]:
-    """Fold an activation quantizer that feeds only a packed conv into that conv's packing.
+    """Fold an activation quantizer that feeds only a packed conv into that conv's packing,
+    with the BatchNorm in front of it when there is one (typically after the float first layer).
 
     ``Q(x) = levels[#{k : x >= t_k}]`` (or ``>``), so the thermometer planes of Q(x) are
-    the comparisons themselves and its sign bit is the negated comparison.
+    the comparisons themselves and its sign bit is the negated comparison.  With a
+    BatchNorm, ``Q(BN(x))`` is monotone in x per channel, so its planes are
+    ``sgn[c] * x >= t[k][c]`` for thresholds found as in :func:`fold_thresholds`.
     """
     modules, calls = dict(model.named_modules()), _call_counts(graph)
     folded = []
@@ -166,6 +194,14 @@ def fuse_input_quantizers(model: nn.Module, graph: fx.Graph) -> list[str]:
         if type(act).__name__ != "ActQuant" or len(source.users) != 1 or calls[source.target] != 1:
             continue
         if [float(v) for v in act.levels] != layer.levels:
+            continue
+        bn_node = _folded_batchnorm(source, modules, calls)
+        if bn_node is not None and modules[bn_node.target].num_features == layer.in_channels:
+            thresholds, sgn = fold_input_thresholds(modules[bn_node.target], act, layer.in_channels)
+            layer.fuse_input(thresholds, "ge" if layer.thresholds is not None else "not_ge", sgn)
+            for target in (bn_node.target, source.target):
+                _replace(model, target)
+                folded.append(target)
             continue
         ties_up = act.quantizer.ties_up
         if layer.thresholds is None:

@@ -46,7 +46,7 @@ class ConvDesc(ctypes.Structure):
         "pool", "out_planes", "out_sign", "threads")] + [(name, ctypes.c_void_p) for name in (
         "x", "steps", "wt", "wpre", "scale", "bias", "out", "thr", "sgn", "out_bits", "xf", "in_thr")] + [
         ("in_cmp", ctypes.c_int64), ("levels", ctypes.c_void_p), ("in_binary", ctypes.c_int64),
-        ("out_binary", ctypes.c_int64)]
+        ("out_binary", ctypes.c_int64), ("in_sgn", ctypes.c_void_p)]
 
 
 def pack_weight_codes(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,10 +227,16 @@ class ConvKernel:
         # must not be overwritten by another thread while the native code runs without the GIL
         self._calls, self._version = threading.local(), 0
 
-    def set_input_packing(self, thresholds: torch.Tensor, compare: str) -> None:
-        """Let :meth:`__call__` take float NCHW input, packed natively as by :func:`pack_quantized`."""
-        self.in_thr = thresholds.to(torch.float32).contiguous()
-        self.desc.in_thr, self.desc.in_cmp = _ptr(self.in_thr), COMPARE[compare]
+    def set_input_packing(self, thresholds: torch.Tensor, compare: str, sgn: torch.Tensor | None = None) -> None:
+        """Let :meth:`__call__` take float NCHW input, packed natively as by :func:`pack_quantized`.
+
+        ``thresholds``: [Q] for every channel, or [Q, C] per channel; with ``sgn`` [C] (+-1)
+        channel c compares ``sgn[c] * x`` (a folded BatchNorm with a negative scale)."""
+        c = self.desc.c_true
+        thresholds = thresholds.to(torch.float32).reshape(thresholds.shape[0], -1)
+        self.in_thr = thresholds.expand(-1, c).contiguous()
+        self.in_sgn = None if sgn is None else sgn.to(torch.float32).reshape(c).contiguous()
+        self.desc.in_thr, self.desc.in_cmp, self.desc.in_sgn = _ptr(self.in_thr), COMPARE[compare], _ptr(self.in_sgn)
         self._version += 1  # threads take a fresh copy of the descriptor
 
     def __call__(self, x: torch.Tensor, threads: int = 1, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -7,9 +7,10 @@ spaced levels ``D * {0, 1, ..., 2^k - 1}`` (k >= 2, e.g. DoReFa) use k
 binary-weighted planes holding the bits of the level index; other levels
 ``0 = L0 < L1 < ...`` use thermometer planes with steps ``L(k+1) - Lk``.
 
-``compile`` may also fold the activation quantizer in front of a layer into its
-packing (``in_thresholds``, ``in_compare``: the layer then takes the quantizer's
-float input), and chain packed layers: a layer with ``out_levels`` emits the next
+``compile`` may also fold the activation quantizer in front of a layer, and a
+BatchNorm before it, into its packing (``in_thresholds`` [Q] or per channel [Q, C],
+``in_compare``, ``in_sgn``: the layer then takes the float input of the BatchNorm or
+quantizer), and chain packed layers: a layer with ``out_levels`` emits the next
 layer's packed input directly (its scale, BatchNorm and activation quantizer folded
 into per-channel thresholds, then an optional max pool), and the next layer, with
 ``packed_input``, consumes it without a float round trip.
@@ -132,7 +133,7 @@ class PackedBinaryConv2d(nn.Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  levels=(-1.0, 1.0), packed_input=False, out_levels=None, out_pool=1, in_thresholds=None,
-                 in_compare=None, out_values=False):
+                 in_compare=None, out_values=False, in_sgn=None):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
@@ -155,7 +156,9 @@ class PackedBinaryConv2d(nn.Module):
         self.register_buffer("out_sgn", torch.ones(out_channels) if fused else None)
         self.register_buffer("thresholds", thresholds, persistent=False)
         self.register_buffer("in_thresholds", None if in_thresholds is None else
-                             torch.tensor([float(v) for v in in_thresholds], dtype=torch.float32), persistent=False)
+                             torch.tensor(in_thresholds, dtype=torch.float32), persistent=False)
+        self.register_buffer("in_sgn", None if in_sgn is None else torch.tensor(in_sgn, dtype=torch.float32),
+                             persistent=False)
         self.register_buffer("steps", steps, persistent=False)
         self.threads = None  # None: kernel_threads() at call time
         self._kernel = None
@@ -190,10 +193,14 @@ class PackedBinaryConv2d(nn.Module):
         self._planes_fit = self._planes_fit and thresholds.shape[0] <= MAX_NATIVE_PLANES
         self.invalidate()
 
-    def fuse_input(self, thresholds, compare: str) -> None:
-        """Take the float input of the activation quantizer in front (``compare`` as in pack_quantized)."""
-        self.in_thresholds = torch.tensor([float(v) for v in thresholds], dtype=torch.float32)
+    def fuse_input(self, thresholds, compare: str, sgn=None) -> None:
+        """Take the float input of the activation quantizer (and BatchNorm) in front: plane k of
+        channel c is ``compare(sgn[c] * x, thresholds[k])`` (``[Q]``) or ``thresholds[k][c]``
+        (``[Q, C]``), ``compare`` as in pack_quantized."""
+        self.in_thresholds = torch.as_tensor(thresholds, dtype=torch.float32).clone()
+        self.in_sgn = None if sgn is None else torch.as_tensor(sgn, dtype=torch.float32).clone()
         self.in_compare = compare
+        self.invalidate()
 
     def codes(self) -> torch.Tensor:
         """The {-1,+1} weight codes [OC, C, KH, KW], unpacked (for the reference path and checks)."""
@@ -214,7 +221,7 @@ class PackedBinaryConv2d(nn.Module):
                                 torch.tensor(self.out_levels) if self.out_values else None, self.binary,
                                 self._out_binary())
             if self.in_compare is not None:
-                kernel.set_input_packing(self.in_thresholds, self.in_compare)
+                kernel.set_input_packing(self.in_thresholds, self.in_compare, self.in_sgn)
             elif self.thresholds is None:
                 kernel.set_input_packing(torch.zeros(1), "lt")
             else:
@@ -279,7 +286,10 @@ class PackedBinaryConv2d(nn.Module):
 
     def _quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         """What the folded activation quantizer would have produced from ``x``."""
-        bits = _TORCH_COMPARE[self.in_compare](x[:, None], self.in_thresholds.view(1, -1, 1, 1, 1))
+        thresholds = self.in_thresholds.reshape(self.in_thresholds.shape[0], -1)  # [Q, 1] or [Q, C]
+        if self.in_sgn is not None:
+            x = x * self.in_sgn.view(1, -1, 1, 1)
+        bits = _TORCH_COMPARE[self.in_compare](x[:, None], thresholds.view(1, *thresholds.shape, 1, 1))
         if self.in_compare.startswith("not_"):  # sign bits: 1 means -1
             return 1.0 - 2.0 * bits[:, 0].to(torch.float32)
         return torch.tensor(self.levels, dtype=torch.float32)[bits.sum(1)]
@@ -306,6 +316,8 @@ class PackedBinaryConv2d(nn.Module):
                           out_values=self.out_values)
         if self.in_compare is not None:
             config.update(in_thresholds=self.in_thresholds.tolist(), in_compare=self.in_compare)
+            if self.in_sgn is not None:
+                config.update(in_sgn=self.in_sgn.tolist())
         return config
 
     def extra_repr(self) -> str:

@@ -236,13 +236,14 @@ typedef struct {
     uint64_t *out_bits;    /* [N][Q][OH / pool][OW / pool][ceil(OC/64)] */
     /* float input instead of x (NULL: use x): packed first, one call for both */
     const float *xf;       /* [N][C][H][W] */
-    const float *in_thr;   /* [P] thresholds compared by in_cmp (a CMP_* code) */
+    const float *in_thr;   /* [P][C] thresholds compared by in_cmp (a CMP_* code) with in_sgn[c] * x */
     int64_t in_cmp;
     /* with the packed epilogue: write levels[number of planes reached] as floats to
      * out ([N][OC][OH / pool][OW / pool]) instead of bits (NULL: bits) */
     const float *levels;
     int64_t in_binary;  /* input planes are binary-weighted (2^j); steps[0] is the step D */
     int64_t out_binary; /* packed output as binary-weighted planes of the level index */
+    const float *in_sgn; /* [C] +1 or -1, or NULL: +1 */
 } bk_conv_desc;
 
 /* Per-thread scratch, grown on demand and kept: no allocation per call. */
@@ -809,8 +810,8 @@ int64_t bk_conv(const bk_conv_desc *d) {
             capacity = need;
         }
         const int64_t thresholds = d->in_binary ? ((int64_t)1 << d->planes) - 1 : d->planes;
-        pack_any(d->xf, d->n, d->c_true, d->h, d->w, d->words, d->in_thr, thresholds, (int)d->in_cmp,
-                 d->in_binary != 0, packed, threads);
+        const pack_rule rule = {d->in_thr, d->c_true, 1, d->in_sgn, thresholds, (int)d->in_cmp, d->in_binary != 0};
+        pack_any(d->xf, d->n, d->c_true, d->h, d->w, d->words, &rule, packed, threads);
         local = *d;
         local.x = packed;
         d = &local;

@@ -61,29 +61,47 @@ ALWAYS_INLINE void emit_block(const uint64_t *therm, int64_t q, int binary, int6
     for (int64_t p = 0; p < np; p++) therm_to_binary(therm + p, PACK_PIXELS, q, dst + p * words, hw * words);
 }
 
-/* One block of 64 pixels of one channel word.  x: float NCHW; out: [N][P][H][W][words]
- * with P = packed_planes(q, binary). */
-ALWAYS_INLINE void pack_block(const float *x, int64_t c, int64_t hw, int64_t words, const float *thresholds,
-                              int64_t q, int cmp, int binary, uint64_t *out, int64_t b, int64_t wd, int64_t p0) {
-    const int64_t c0 = wd * 64, cn = c - c0 < 64 ? c - c0 : 64, np = hw - p0 < PACK_PIXELS ? hw - p0 : PACK_PIXELS;
-    uint64_t therm[MAX_PACK_PLANES * PACK_PIXELS];
-    for (int64_t k = 0; k < q; k++) {
-        uint64_t *acc = therm + k * PACK_PIXELS;
-        const float t = thresholds[k];
-        for (int64_t p = 0; p < np; p++) acc[p] = 0;
-        for (int64_t ch = 0; ch < cn; ch++) {
-            const float *src = x + (b * c + c0 + ch) * hw + p0;
-            for (int64_t p = 0; p < np; p++) acc[p] |= (uint64_t)compare(src[p], t, cmp) << ch;
-        }
-    }
-    emit_block(therm, q, binary, np, hw, words, out + ((b * packed_planes(q, binary)) * hw + p0) * words + wd);
+/* How float values become bits: plane k of channel c compares sgn[c] * x (x itself when
+ * sgn is NULL; a factor of +-1 is exact) with thr[k * kstride + c * cstride] by cmp:
+ * cstride 0 gives one threshold per plane, cstride 1 and kstride C one per plane and
+ * channel (a BatchNorm folded in, whose negative scale flips the comparison). */
+typedef struct {
+    const float *thr;
+    int64_t kstride, cstride;
+    const float *sgn;
+    int64_t q; /* thresholds */
+    int cmp, binary;
+} pack_rule;
+
+ALWAYS_INLINE float rule_threshold(const pack_rule *r, int64_t k, int64_t ch) {
+    return r->thr[k * r->kstride + ch * r->cstride];
 }
 
-typedef void (*pack_fn)(const float *, int64_t, int64_t, int64_t, const float *, int64_t, int, int, uint64_t *,
-                        int64_t, int64_t, int64_t);
-static void pack_block_portable(const float *x, int64_t c, int64_t hw, int64_t words, const float *thresholds,
-                                int64_t q, int cmp, int binary, uint64_t *out, int64_t b, int64_t wd, int64_t p0) {
-    pack_block(x, c, hw, words, thresholds, q, cmp, binary, out, b, wd, p0);
+ALWAYS_INLINE float rule_input(const pack_rule *r, float v, int64_t ch) { return r->sgn ? r->sgn[ch] * v : v; }
+
+/* One block of 64 pixels of one channel word.  x: float NCHW; out: [N][P][H][W][words]
+ * with P = packed_planes(q, binary). */
+ALWAYS_INLINE void pack_block(const float *x, int64_t c, int64_t hw, int64_t words, const pack_rule *r, uint64_t *out,
+                              int64_t b, int64_t wd, int64_t p0) {
+    const int64_t c0 = wd * 64, cn = c - c0 < 64 ? c - c0 : 64, np = hw - p0 < PACK_PIXELS ? hw - p0 : PACK_PIXELS;
+    uint64_t therm[MAX_PACK_PLANES * PACK_PIXELS];
+    for (int64_t k = 0; k < r->q; k++) {
+        uint64_t *acc = therm + k * PACK_PIXELS;
+        for (int64_t p = 0; p < np; p++) acc[p] = 0;
+        for (int64_t ch = 0; ch < cn; ch++) {
+            const float *src = x + (b * c + c0 + ch) * hw + p0, t = rule_threshold(r, k, c0 + ch);
+            for (int64_t p = 0; p < np; p++)
+                acc[p] |= (uint64_t)compare(rule_input(r, src[p], c0 + ch), t, r->cmp) << ch;
+        }
+    }
+    emit_block(therm, r->q, r->binary, np, hw, words, out + ((b * packed_planes(r->q, r->binary)) * hw + p0) * words + wd);
+}
+
+typedef void (*pack_fn)(const float *, int64_t, int64_t, int64_t, const pack_rule *, uint64_t *, int64_t, int64_t,
+                        int64_t);
+static void pack_block_portable(const float *x, int64_t c, int64_t hw, int64_t words, const pack_rule *r,
+                                uint64_t *out, int64_t b, int64_t wd, int64_t p0) {
+    pack_block(x, c, hw, words, r, out, b, wd, p0);
 }
 #if BK_X86
 TARGET_FAST static inline __m256 compare8(__m256 v, __m256 t, int cmp) {
@@ -103,14 +121,19 @@ TARGET_FAST static inline __m256 compare8(__m256 v, __m256 t, int cmp) {
  * byte-MSB movemasks, shifting every byte left by one between them.  Channels are
  * read one plane row at a time (planes 4 KiB apart would evict each other from L1).
  * cmp is a constant at each call site, so the compare is chosen outside the loops. */
-TARGET_FAST ALWAYS_INLINE void pack_masks(const float *x, int64_t hw, int64_t cn, int64_t octets, const __m256 *t,
-                                          const int64_t q, const int binary, uint8_t (*mask)[PACK_PIXELS / 8][64],
-                                          const int cmp) {
+TARGET_FAST ALWAYS_INLINE void pack_masks(const float *x, int64_t hw, int64_t c0, int64_t cn, int64_t octets,
+                                          const pack_rule *r, const int64_t q, const int binary,
+                                          uint8_t (*mask)[PACK_PIXELS / 8][64], const int cmp) {
     const int64_t planes = packed_planes(q, binary);
+    __m256 t[MAX_PACK_PLANES];
     for (int64_t ch = 0; ch < cn; ch++) {
         const float *src = x + ch * hw;
+        if (ch == 0 || r->cstride != 0)
+            for (int64_t k = 0; k < q; k++) t[k] = _mm256_set1_ps(rule_threshold(r, k, c0 + ch));
+        const __m256 sgn = _mm256_set1_ps(r->sgn ? r->sgn[c0 + ch] : 1.0f);
         for (int64_t o = 0; o < octets; o++) {
-            const __m256 v = _mm256_loadu_ps(src + 8 * o);
+            __m256 v = _mm256_loadu_ps(src + 8 * o);
+            if (r->sgn) v = _mm256_mul_ps(v, sgn);
             if (!binary) {
                 for (int64_t k = 0; k < q; k++) mask[k][o][ch] = (uint8_t)_mm256_movemask_ps(compare8(v, t[k], cmp));
                 continue;
@@ -125,23 +148,20 @@ TARGET_FAST ALWAYS_INLINE void pack_masks(const float *x, int64_t hw, int64_t cn
     }
 }
 
-TARGET_FAST static void pack_block_fast(const float *x, int64_t c, int64_t hw, int64_t words,
-                                        const float *thresholds, int64_t q, int cmp, int binary, uint64_t *out,
-                                        int64_t b, int64_t wd, int64_t p0) {
+TARGET_FAST static void pack_block_fast(const float *x, int64_t c, int64_t hw, int64_t words, const pack_rule *r,
+                                        uint64_t *out, int64_t b, int64_t wd, int64_t p0) {
     const int64_t c0 = wd * 64, cn = c - c0 < 64 ? c - c0 : 64, np = hw - p0 < PACK_PIXELS ? hw - p0 : PACK_PIXELS;
-    const int64_t octets = np / 8, full = octets * 8, planes = packed_planes(q, binary);
+    const int64_t q = r->q, binary = r->binary, octets = np / 8, full = octets * 8, planes = packed_planes(q, binary);
     uint8_t mask[MAX_PACK_PLANES][PACK_PIXELS / 8][64] __attribute__((aligned(32)));
-    __m256 t[MAX_PACK_PLANES];
-    for (int64_t k = 0; k < q; k++) t[k] = _mm256_set1_ps(thresholds[k]);
     if (cn < 64) memset(mask, 0, (size_t)planes * sizeof(mask[0]));
     const float *xb = x + (b * c + c0) * hw + p0;
 #define PACK_MASKS(Q, BINARY)                                                                        \
-    switch (cmp) {                                                                                   \
-    case CMP_LT: pack_masks(xb, hw, cn, octets, t, Q, BINARY, mask, CMP_LT); break;                  \
-    case CMP_GE: pack_masks(xb, hw, cn, octets, t, Q, BINARY, mask, CMP_GE); break;                  \
-    case CMP_GT: pack_masks(xb, hw, cn, octets, t, Q, BINARY, mask, CMP_GT); break;                  \
-    case CMP_NGE: pack_masks(xb, hw, cn, octets, t, Q, BINARY, mask, CMP_NGE); break;                \
-    default: pack_masks(xb, hw, cn, octets, t, Q, BINARY, mask, CMP_NGT);                            \
+    switch (r->cmp) {                                                                                \
+    case CMP_LT: pack_masks(xb, hw, c0, cn, octets, r, Q, BINARY, mask, CMP_LT); break;              \
+    case CMP_GE: pack_masks(xb, hw, c0, cn, octets, r, Q, BINARY, mask, CMP_GE); break;              \
+    case CMP_GT: pack_masks(xb, hw, c0, cn, octets, r, Q, BINARY, mask, CMP_GT); break;              \
+    case CMP_NGE: pack_masks(xb, hw, c0, cn, octets, r, Q, BINARY, mask, CMP_NGE); break;            \
+    default: pack_masks(xb, hw, c0, cn, octets, r, Q, BINARY, mask, CMP_NGT);                        \
     }
     /* the common counts as constants: sign bits, 2-bit thermometer and binary-weighted codes */
     if (q == 1 && !binary) {
@@ -174,8 +194,10 @@ TARGET_FAST static void pack_block_fast(const float *x, int64_t c, int64_t hw, i
     for (int64_t k = 0; k < q; k++)
         for (int64_t p = full; p < np; p++) {
             uint64_t word = 0;
-            for (int64_t ch = 0; ch < cn; ch++)
-                word |= (uint64_t)compare(x[(b * c + c0 + ch) * hw + p0 + p], thresholds[k], cmp) << ch;
+            for (int64_t ch = 0; ch < cn; ch++) {
+                const float v = rule_input(r, x[(b * c + c0 + ch) * hw + p0 + p], c0 + ch);
+                word |= (uint64_t)compare(v, rule_threshold(r, k, c0 + ch), r->cmp) << ch;
+            }
             therm[k * PACK_PIXELS + p] = word;
         }
     emit_block(therm + full, q, binary, np - full, hw, words, dst + full * words);
@@ -185,9 +207,8 @@ static pack_fn g_pack = pack_block_portable;
 
 typedef struct {
     const float *x;
-    int64_t c, hw, words, blocks, planes;
-    const float *thresholds;
-    int cmp, binary;
+    int64_t c, hw, words, blocks;
+    const pack_rule *rule;
     uint64_t *out;
     pack_fn fn;
 } pack_task;
@@ -195,15 +216,14 @@ typedef struct {
 static void pack_item(void *arg, int64_t it, uint32_t job) {
     const pack_task *t = (const pack_task *)arg;
     (void)job;
-    t->fn(t->x, t->c, t->hw, t->words, t->thresholds, t->planes, t->cmp, t->binary, t->out, it / (t->words * t->blocks),
-          (it / t->blocks) % t->words, (it % t->blocks) * PACK_PIXELS);
+    t->fn(t->x, t->c, t->hw, t->words, t->rule, t->out, it / (t->words * t->blocks), (it / t->blocks) % t->words,
+          (it % t->blocks) * PACK_PIXELS);
 }
 
-/* q thresholds; binary: write packed_planes(q, 1) binary-weighted planes instead of q. */
-static void pack_any(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words,
-                     const float *thresholds, int64_t q, int cmp, int binary, uint64_t *out, int threads) {
+static void pack_any(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words, const pack_rule *rule,
+                     uint64_t *out, int threads) {
     const int64_t hw = h * w, blocks = (hw + PACK_PIXELS - 1) / PACK_PIXELS, items = n * words * blocks;
-    pack_task task = {x, c, hw, words, blocks, q, thresholds, cmp, binary, out, g_pack};
+    pack_task task = {x, c, hw, words, blocks, rule, out, g_pack};
     parallel_for(pack_item, &task, items, items > 3 ? threads : 1);
 }
 
@@ -211,7 +231,8 @@ static void pack_any(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
 void bk_pack_signs(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words, uint64_t *out,
                    int threads) {
     const float zero = 0.0f;
-    pack_any(x, n, c, h, w, words, &zero, 1, CMP_LT, 0, out, threads);
+    const pack_rule rule = {&zero, 1, 0, NULL, 1, CMP_LT, 0};
+    pack_any(x, n, c, h, w, words, &rule, out, threads);
 }
 
 /* Planes [N][P][H][W][words] of q <= 16 thresholds: thermometer (P = q), plane k has a
@@ -220,7 +241,8 @@ void bk_pack_signs(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, i
 void bk_pack(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t words, const float *thresholds,
              int64_t q, int cmp, int binary, uint64_t *out, int threads) {
     if (q > MAX_PACK_PLANES || cmp < CMP_LT || cmp > CMP_NGT) return;
-    pack_any(x, n, c, h, w, words, thresholds, q, cmp, binary, out, threads);
+    const pack_rule rule = {thresholds, 1, 0, NULL, q, cmp, binary};
+    pack_any(x, n, c, h, w, words, &rule, out, threads);
 }
 
 /* codes: int8 [OC][C][KH][KW] in {-1,+1}; out: [OC][KH][KW][words], bit set for -1. */
