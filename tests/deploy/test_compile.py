@@ -77,13 +77,13 @@ def test_compile_packs_evenly_spaced_levels_as_binary_weighted_planes(act_bits, 
 
 
 def test_float_layers_run_on_one_thread_while_kernels_use_torchs_count(monkeypatch):
-    from torchslim.deploy.kernels import ConvKernel
+    from torchslim.deploy.kernels import KernelChain
 
     frozen = _frozen("vgg11", "xnor")
     kernel_threads, float_threads = [], []
-    call = ConvKernel.__call__
-    monkeypatch.setattr(ConvKernel, "__call__", lambda self, x, threads=1, out=None: kernel_threads.append(threads)
-                        or call(self, x, threads, out))
+    call = KernelChain.__call__  # the packed layers run as one chain, with a thread count per layer
+    monkeypatch.setattr(KernelChain, "__call__", lambda self, x, threads: kernel_threads.extend(threads)
+                        or call(self, x, threads))
     x = torch.randn(2, 3, 32, 32)
     outputs = {}
     previous = torch.get_num_threads()

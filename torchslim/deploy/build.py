@@ -53,6 +53,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bk_pack_weights.argtypes = [ptr, i64, i64, i64, i64, i64, ptr]
     lib.bk_conv.argtypes = [ptr]
     lib.bk_conv.restype = i64
+    lib.bk_conv_chain.argtypes = [ptr, i64]
+    lib.bk_conv_chain.restype = i64
     lib.bk_conv_desc_size.restype = i64
     lib.bk_select_isa.argtypes = [ctypes.c_int]
     lib.bk_select_isa.restype = ctypes.c_int

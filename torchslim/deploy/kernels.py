@@ -304,6 +304,62 @@ class _CallState:
         self.last = self.out_shape = self.out_dtype = self.floats = self.threads = None
 
 
+class KernelChain:
+    """Consecutive kernels, each taking the previous one's packed output, run by one native call.
+
+    The packed activations between them live in buffers kept per calling thread and
+    input shape; only the last output is a new tensor.  Each call then costs one
+    ctypes call instead of one per layer (a vgg14 forward spent about 5% of its time
+    at 2 threads in the per-layer Python calls).
+    """
+
+    def __init__(self, kernels: list):
+        if any(not k.packed_output for k in kernels[:-1]):
+            raise ValueError("every kernel of a chain but the last must emit packed output")
+        self.kernels = list(kernels)
+        self._calls = threading.local()
+
+    def __call__(self, x: torch.Tensor, threads: list) -> torch.Tensor:
+        key = (x.shape, x.dtype, tuple(threads), tuple(k._version for k in self.kernels))
+        state = getattr(self._calls, "state", None)
+        if state is None or state[0] != key:
+            state = self._calls.state = (key, *self._bind(x, threads))
+        _, calls, array, out_shape, out_dtype, _buffers = state
+        first, last = calls[0].desc, calls[-1].desc
+        x = x.contiguous()
+        if calls[0].floats:
+            first.xf = x.data_ptr()
+        else:
+            first.x = x.data_ptr()
+        out = torch.empty(*out_shape, dtype=out_dtype)
+        if self.kernels[-1].packed_output:
+            last.out_bits = out.data_ptr()
+        else:
+            last.out = out.data_ptr()
+        failed = self.kernels[0].lib.bk_conv_chain(array, len(calls))
+        if failed != 0:
+            raise MemoryError("torchslim: the binary conv kernel could not allocate its scratch memory")
+        return out
+
+    def _bind(self, x: torch.Tensor, threads: list) -> tuple:
+        """Descriptors for this thread and input shape, wired output to input through kept buffers."""
+        calls, buffers = [], []
+        shape, floats = x.shape, x.dtype == torch.float32
+        for i, (kernel, count) in enumerate(zip(self.kernels, threads)):
+            call = _CallState(ConvDesc.from_buffer_copy(kernel.desc), kernel._version)
+            kernel._prepare(call, shape, floats)
+            call.desc.threads = call.threads = int(count)
+            if calls:
+                call.desc.x = buffers[-1].data_ptr()
+            if i + 1 < len(self.kernels):
+                buffers.append(torch.empty(*call.out_shape, dtype=call.out_dtype))
+                call.desc.out_bits = buffers[-1].data_ptr()
+            calls.append(call)
+            shape, floats = call.out_shape, False
+        array = (ctypes.c_void_p * len(calls))(*[call.addr for call in calls])
+        return calls, array, calls[-1].out_shape, calls[-1].out_dtype, buffers
+
+
 def binary_conv2d(x: torch.Tensor, weight_bits: torch.Tensor, weight_pops: torch.Tensor, in_channels: int,
                   scale: torch.Tensor, bias: torch.Tensor | None, stride=(1, 1), padding=(0, 0),
                   thresholds: torch.Tensor | None = None, steps: torch.Tensor | None = None,

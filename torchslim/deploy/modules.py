@@ -19,7 +19,6 @@ into per-channel thresholds, then an optional max pool), and the next layer, wit
 from __future__ import annotations
 
 import threading
-import weakref
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +26,8 @@ from torch import nn
 
 from ..io import register_module_type
 from .build import native_library
-from .kernels import (_TORCH_COMPARE, MAX_NATIVE_PLANES, ConvKernel, _pack_bool_reference, binary_planes,
-                      pack_weight_codes, reference_binary_conv2d, therm_to_binary, unpack_bits, words_for)
+from .kernels import (_TORCH_COMPARE, MAX_NATIVE_PLANES, ConvKernel, KernelChain, _pack_bool_reference,
+                      binary_planes, pack_weight_codes, reference_binary_conv2d, therm_to_binary, unpack_bits, words_for)
 
 # Levels count as D * i when every level is within this fraction of the top level of D * i:
 # float32 rounding of i / n (DoReFa) stays far below it.
@@ -364,39 +363,63 @@ def _hooked(module: nn.Module) -> bool:
 @register_module_type
 class SkipIdentitySequential(nn.Sequential):
     """The Sequential of a compiled model: it skips the ``nn.Identity`` left where
-    :func:`compile` folded layers, and calls the packed layers' native kernels directly.
+    :func:`compile` folded layers, and runs each stretch of packed layers that pass
+    packed activations to one another by one native call (:class:`KernelChain`).
 
-    A module call, the per-layer checks and the output allocation cost about 15 us per
-    packed layer (0.15-0.2 ms per vgg14 forward, 8-10% of it at 2 threads).  Bit-packed
-    activations passed from one packed layer to the next are written into buffers kept
-    per calling thread and reused by the next call: nothing outside the two layers ever
-    sees them.  Layers with hooks are called as modules.
+    Calling the packed layers one by one as modules cost about 15 us each (0.15-0.2 ms
+    per vgg14 forward, 8-10% of it at 2 threads); the packed activations between the
+    layers of a chain stay in buffers kept per calling thread, seen by nothing else.
+    Layers with hooks are called as modules, and so break a chain.
     """
 
     def forward(self, x):
+        children = [m for m in self._modules.values() if type(m) is not nn.Identity]
+        chains = self._chains(children)
         threads = None
-        models = getattr(_SCRATCH, "models", None)
-        if models is None:
-            models = _SCRATCH.models = weakref.WeakKeyDictionary()  # freed with the model
-        scratch = models.setdefault(self, {})
-        for index, module in enumerate(self._modules.values()):
-            kind = type(module)
-            if kind is nn.Identity:
-                continue
-            if kind is not PackedBinaryConv2d or _hooked(module) or not module._native_ok(x):
+        i = 0
+        while i < len(children):
+            module = children[i]
+            chain = chains.get(i)
+            if chain is None or not module._native_ok(x) or any(_hooked(m) for m in chain[1]):
                 x = module(x)
+                i += 1
                 continue
             if threads is None:
                 threads = kernel_threads()
-            kernel = module.kernel()
-            reuse = kernel.packed_output  # the next layer's input, seen by nothing else
-            x = kernel(x, module.threads or threads, scratch.get(index) if reuse else None)
-            if reuse:
-                scratch[index] = x
+            kernel_chain, members = chain
+            x = kernel_chain(x, [m.threads or threads for m in members])
+            i += len(members)
         return x
+
+    def _chains(self, children: list) -> dict:
+        """{index in children: (KernelChain, its layers)} for every stretch of packed layers,
+        kept until a child or one of their kernels changes."""
+        kernels = [m.kernel() if type(m) is PackedBinaryConv2d else None for m in children]
+        key = tuple(map(id, children)) + tuple(map(id, kernels))
+        cached = self.__dict__.get("_chain_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        chains, i = {}, 0
+        while i < len(children):
+            if kernels[i] is None:
+                i += 1
+                continue
+            j = i
+            while (j + 1 < len(children) and kernels[j].packed_output and kernels[j + 1] is not None
+                   and children[j + 1].packed_input):
+                j += 1
+            chains[i] = (KernelChain(kernels[i:j + 1]), children[i:j + 1])
+            i = j + 1
+        self.__dict__["_chain_cache"] = (key, chains)
+        return chains
+
+    def __getstate__(self):
+        """Copies and pickles leave the chains (native descriptors) behind: rebuilt on first use."""
+        state = self.__dict__.copy()
+        state.pop("_chain_cache", None)
+        return state
 
     def get_config(self) -> dict:
         return {}  # the children are described on their own
 
 
-_SCRATCH = threading.local()  # per calling thread: {sequential: {child index: packed output buffer}}

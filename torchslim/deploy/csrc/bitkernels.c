@@ -822,6 +822,15 @@ int64_t bk_conv(const bk_conv_desc *d) {
     return atomic_load(&task.failed) ? -1 : 0;
 }
 
+/* Layers run one after the other, each reading what the previous one wrote (the
+ * caller set the pointers): one call from Python for a whole chain of packed layers.
+ * Returns 0, or -1 - i when layer i ran out of scratch memory (nothing after it ran). */
+int64_t bk_conv_chain(const bk_conv_desc *const *descs, int64_t count) {
+    for (int64_t i = 0; i < count; i++)
+        if (bk_conv(descs[i]) != 0) return -1 - i;
+    return 0;
+}
+
 /* Structure size, so the Python side can check its mirror of bk_conv_desc. */
 int64_t bk_conv_desc_size(void) { return (int64_t)sizeof(bk_conv_desc); }
 
