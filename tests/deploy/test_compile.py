@@ -143,3 +143,29 @@ def test_reused_activation_buffers_never_leak_between_calls_or_threads():
     assert not errors
     for index, outputs in results.items():
         assert all(torch.equal(out, expected[(index + k) % 4]) for k, out in enumerate(outputs))
+
+
+def test_a_hook_on_a_chained_layer_runs_and_changed_weights_reach_the_chain(monkeypatch):
+    """Packed layers chained into one native call still honour a forward hook on one of
+    them (it sees that layer's packed output), and new codes set on a layer are used."""
+    from torchslim.deploy import build
+
+    frozen = _frozen("vgg11", "xnor")
+    compiled = compile(frozen, threads=1)
+    x = torch.randn(2, 3, 32, 32)
+    packed = [m for m in compiled.modules() if isinstance(m, PackedBinaryConv2d)]
+    seen = []
+    with torch.no_grad():
+        want = compiled(x)
+        handle = packed[2].register_forward_hook(lambda _m, _i, out: seen.append(out.clone()))
+        assert torch.equal(compiled(x), want)
+        assert len(seen) == 1 and seen[0].dtype == torch.int64  # the packed activations it passes on
+        handle.remove()
+        assert torch.equal(compiled(x), want) and len(seen) == 1
+        layer = packed[3]
+        layer.set_codes(-layer.codes(), layer.scale.clone(), layer.bias)  # every weight of one layer flipped
+        changed = compiled(x)
+        assert not torch.equal(changed, want)
+        monkeypatch.setattr(build, "native_library", lambda: None)
+        monkeypatch.setattr(torchslim.deploy.modules, "native_library", lambda: None)
+        assert torch.equal(compiled(x), changed)  # the PyTorch path, reading the codes, agrees

@@ -53,6 +53,21 @@ def test_thresholds_reproduce_every_level_decision(method, bits, layer_levels):
     assert torch.isinf(thresholds[:, 1]).all()  # gamma 0: the level never changes
 
 
+def _equal_on_every_path(compiled, x, want, monkeypatch):
+    """compiled(x) == want bit for bit on the fast kernels, the portable ones and the PyTorch fallback."""
+    assert torch.equal(compiled(x), want)
+    if build.native_library() is not None:
+        lib = build.native_library()
+        lib.bk_select_isa(0)
+        try:
+            assert torch.equal(compiled(x), want)
+        finally:
+            lib.bk_select_isa(-1)
+    monkeypatch.setattr(build, "native_library", lambda: None)
+    monkeypatch.setattr(torchslim.deploy.modules, "native_library", lambda: None)
+    assert torch.equal(compiled(x), want)  # the PyTorch fallback follows the same chain
+
+
 class _Chain(nn.Module):
     """Packed conv -> BN -> ActQuant -> max pool -> packed conv, on an odd-sized image."""
 
@@ -89,18 +104,7 @@ def test_chained_layers_match_the_float_chain(first, method, bits, monkeypatch):
     ties = model.act_in.thresholds
     x.view(-1)[: 5 * ties.numel()] = ties.repeat(5)  # inputs exactly on a threshold follow the tie rule
     with torch.no_grad():
-        want = model(x)
-        assert torch.equal(compiled(x), want)
-        if build.native_library() is not None:
-            lib = build.native_library()
-            lib.bk_select_isa(0)
-            try:
-                assert torch.equal(compiled(x), want)
-            finally:
-                lib.bk_select_isa(-1)
-        monkeypatch.setattr(build, "native_library", lambda: None)
-        monkeypatch.setattr(torchslim.deploy.modules, "native_library", lambda: None)
-        assert torch.equal(compiled(x), want)  # the PyTorch fallback follows the same chain
+        _equal_on_every_path(compiled, x, model(x), monkeypatch)
 
 
 def test_activation_with_another_user_gets_float_levels_not_packed_bits():
@@ -195,14 +199,4 @@ def test_batchnorm_before_the_first_packed_layer_folds_into_its_packing(method, 
         flat[0, :, : edges.shape[0]] = edges.t()
         want = model.conv1(model.act(model.bn(conv0_out)))
         compiled.conv0 = nn.Identity()  # feed the prepared conv0 output straight in
-        assert torch.equal(compiled(conv0_out), want)
-        if build.native_library() is not None:
-            lib = build.native_library()
-            lib.bk_select_isa(0)
-            try:
-                assert torch.equal(compiled(conv0_out), want)
-            finally:
-                lib.bk_select_isa(-1)
-        monkeypatch.setattr(build, "native_library", lambda: None)
-        monkeypatch.setattr(torchslim.deploy.modules, "native_library", lambda: None)
-        assert torch.equal(compiled(conv0_out), want)  # the PyTorch fallback folds the same way
+        _equal_on_every_path(compiled, conv0_out, want, monkeypatch)
