@@ -96,11 +96,11 @@ static void mk_and_portable(const uint64_t *a, int64_t rows, const uint64_t *w, 
 /* The same sums from nibble-split activation rows (the im2col of the fast path stores
  * each word a as a & 0x0f.. and (a >> 4) & 0x0f..), all in AVX2.  The 8 channels' weight
  * words w of one input word are two registers, and w >> 4 two more, loaded and shifted
- * once for two rows.  Then a & w and (a >> 4) & (w >> 4) are the low and high nibbles
+ * once for four rows (two for the last rows).  Then a & w and (a >> 4) & (w >> 4) are the low and high nibbles
  * of each byte of the AND, already masked: one vpshufb each looks their bit counts up,
  * with no masking or shifting per row (6 vector ops per 4 channels x 64 bits, where
  * splitting the AND itself took 8).  Byte counters (at most 8 per word) are folded by
- * vpsadbw into one 64-bit sum per channel every 31 words (31 * 8 < 256).  An odd last
+ * vpsadbw into one 64-bit sum per channel every 31 words (31 * 8 < 256).  A lone last
  * row is paired with itself.  Binary-weighted planes are summed by Horner's rule, from
  * the top plane down (acc = 2 * acc + plane).  Alternating builds in one process
  * (benchmarks/kernels_ab.py) compares this against earlier kernels. */
@@ -113,7 +113,7 @@ TARGET_FAST ALWAYS_INLINE void store_sums(int32_t *c, __m256i lo4, __m256i hi4) 
 
 #define BCAST(p) _mm256_castpd_si256(_mm256_broadcast_sd((const double *)(p)))
 
-/* Rows R at a time (R = 4, then 2 for the rest; a lone last row is paired with itself). */
+/* Rows r .. r + R - 1 (those past the end repeat row r, their sums not stored). */
 TARGET_FAST ALWAYS_INLINE void mk_split_rows(const uint64_t *sa, int64_t r, int64_t rows, const uint64_t *w,
                                              const int64_t kwords, const int64_t planes, int32_t *acc, const int R) {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
