@@ -23,7 +23,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 
 import torch
 from common import ROOT, command_line, hardware, markdown_table, write_section
@@ -56,6 +56,8 @@ class Plan:
     centroid_teacher: str = "pruned"  # the centroid fine-tune's teacher: "pruned" model or the float "base"
     centroid_lr: float = 1e-4  # Adam
     criterion: str = "magnitude"  # what the pruning ranks: |w| or "folded" (|w| with the BatchNorm folded in)
+    model: str = ""  # the zoo model compressed (empty: the plan's name)
+    teacher: str = ""  # whose float base distils in both fine-tunes: empty, the model's own; else another plan's
     seeds: tuple = (0,)  # fine-tune seeds (batch order); the tables show the first, the summary every one
 
 
@@ -72,6 +74,8 @@ PLANS = {
                          {"features.0": 5, "features.4": 4, "classifier.0": 4, "classifier.3": 4}, 4,
                          agp_fraction=0.5, kd_alpha=0.9, centroid_teacher="base", centroid_lr=3e-4, seeds=(0, 1, 2)),
 }
+# lenet5's plan with a stronger teacher: the float lenet5-caffe base (same input, 0.86 points above lenet5's).
+PLANS["lenet5-kd"] = replace(PLANS["lenet5"], model="lenet5", teacher="lenet5-caffe")
 
 # What the plan's choices were measured against (runs on this machine), written under its table.
 FINDINGS = {"lenet5": (
@@ -195,6 +199,17 @@ def _row(stage, model, test, baseline, huffman=False):
             f"{payload_bytes(data):,}", f"{baseline / payload_bytes(data):.1f}x"], top1, len(data)
 
 
+def teacher_model(plan, base, train):
+    """The float model the plan distils from: ``base`` itself, or another plan's float base."""
+    if not plan.teacher:
+        return base
+    return base_model(zoo_name(plan.teacher), train, PLANS[plan.teacher].base_epochs)[0].eval()
+
+
+def zoo_name(name: str) -> str:
+    return PLANS[name].model or name
+
+
 def _kd(plan, teacher):
     """Distillation from ``teacher`` (a frozen copy) when the plan asks for it, else the label loss."""
     if not plan.kd_alpha:
@@ -204,7 +219,8 @@ def _kd(plan, teacher):
 
 def describe(name, plan) -> str:
     centroids = "and" if plan.centroid_teacher == "base" else "and from the pruned model"
-    teacher = (f"distillation (T {plan.kd_temperature:g}, teacher share {plan.kd_alpha:g}) from the float base "
+    source = f"the float {plan.teacher} base" if plan.teacher else "the float base"
+    teacher = (f"distillation (T {plan.kd_temperature:g}, teacher share {plan.kd_alpha:g}) from {source} "
                f"while pruning {centroids} while fine-tuning the centroids (Adam {plan.centroid_lr:g})"
                if plan.kd_alpha else f"labels only (no teacher); centroids fine-tuned with Adam {plan.centroid_lr:g}")
     ranked = "|w| with the BatchNorm after each layer folded in" if plan.criterion == "folded" else "|w|"
@@ -214,32 +230,39 @@ def describe(name, plan) -> str:
             + (f" {FINDINGS[name]}" if name in FINDINGS else ""))
 
 
-def prune_stage(base, train, plan, seed, layer_sparsity=None):
+def prune_stage(base, train, plan, seed, layer_sparsity=None, teacher=None):
     """The plan's pruning fine-tune of ``base`` (a new model), at ``layer_sparsity`` when given; with
-    every sparsity 0 the same fine-tune runs with nothing pruned (the control)."""
+    every sparsity 0 the same fine-tune runs with nothing pruned (the control).  ``teacher``: the
+    distilling model (default: ``base``)."""
     layer_sparsity = plan.layer_sparsity if layer_sparsity is None else layer_sparsity
+    teacher = base if teacher is None else teacher
     config = TrainConfig(epochs=plan.prune_epochs, lr=plan.prune_lr, schedule="cosine", weight_decay=5e-5,
                          augment=False, seed=seed)
     if not any(layer_sparsity.values()):
         model = copy.deepcopy(base)
-        fit(model, train, config, loss_fn=_kd(plan, base), progress=False)
+        fit(model, train, config, loss_fn=_kd(plan, teacher), progress=False)
         return model.eval()
     return sparsify(base, SparsityConfig(layer_sparsity=layer_sparsity, schedule="agp",
                                          agp_fraction=plan.agp_fraction, criterion=plan.criterion),
-                    train, config, loss_fn=_kd(plan, base), progress=False)
+                    train, config, loss_fn=_kd(plan, teacher), progress=False)
 
 
 def run_model(name, train, test, seed=0, sensitivity=True):
     plan = PLANS[name]
-    base, train_seconds = base_model(name, train, plan.base_epochs)
+    base, train_seconds = base_model(zoo_name(name), train, plan.base_epochs)
     baseline = serialized_size(base)
     rows = []
     r, base_top1, _ = row("float base (BatchNorm)", base, test, baseline)
     rows.append(r)
+    distil = teacher_model(plan, base, train)
+    if plan.teacher:  # the control: the same fine-tune and teacher with nothing pruned
+        control = prune_stage(base, train, plan, seed, {k: 0.0 for k in plan.layer_sparsity}, teacher=distil)
+        rows.append(row(f"teacher {plan.teacher} ({evaluate(distil, test)['top1']:.4f}): float fine-tuned with it, "
+                        "nothing pruned", control, test, baseline)[0])
     began = time.perf_counter()
-    pruned = prune_stage(base, train, plan, seed)
+    pruned = prune_stage(base, train, plan, seed, teacher=distil)
     rows.append(row(f"pruned (AGP, {plan.prune_epochs} epochs)", pruned, test, baseline)[0])
-    teacher = base if plan.centroid_teacher == "base" else pruned  # base: `teacher: original` in the recipe
+    teacher = distil if plan.centroid_teacher == "base" else pruned  # base: `teacher: original` in the recipe
     pruned = fold_batchnorm(pruned)  # row scaling: the zeros stay zeros
     rows.append(row("BatchNorm folded", pruned, test, baseline)[0])
     sensitivity = bit_sensitivity(pruned, test, plan) if sensitivity else []
@@ -297,7 +320,7 @@ def seed_summary(seeds, runs) -> str:
     if len(seeds) < 2:
         return ""
     base = float(runs[0][0][1])
-    pruned = [float(rows[1][1]) for rows in runs]
+    pruned = [float(next(r for r in rows if r[0].startswith("pruned"))[1]) for rows in runs]
     final = [float(rows[-1][1]) for rows in runs]
     ratios = [rows[-1][4] for rows in runs]
     each = ", ".join(f"seed {s} {p:.4f} -> {f:.4f} ({r})" for s, p, f, r in zip(seeds, pruned, final, ratios))
@@ -317,6 +340,7 @@ def main():
     parser.add_argument("--only-seed", type=int, default=None,
                         help="run (and cache) this one seed of each model's plan and write no section: "
                              "seeds can run in parallel processes, then a --reuse run writes the section")
+    parser.add_argument("--section", default="backend-deep-compression", help="BENCHMARKS.md section to write")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(OUT, exist_ok=True)
@@ -328,7 +352,9 @@ def main():
             print(cached_run(name, train, test, args.reuse, args.only_seed,
                              sensitivity=args.only_seed == PLANS[name].seeds[0])[0], flush=True)
         return
-    body = ["## Back-end: the Deep Compression pipeline on LeNets (Fashion-MNIST)", "",
+    distilled = any(PLANS[name].teacher for name in args.models.split(","))
+    title = "## Back-end: the Deep Compression pipeline on LeNets (Fashion-MNIST)"
+    body = [title + (", distilled from a stronger float model" if distilled else ""), "",
             f"Command: `{command_line()}`", "", f"Hardware: {hardware()}", "",
             "No augmentation. Per-layer sparsity with the AGP schedule (per model below), k-means weight "
             "sharing with per-layer bits (linear init), centroid fine-tune (Adam), centroids and biases "
@@ -356,7 +382,7 @@ def main():
                      markdown_table(["layer", "plan bits"] + [f"{b} bits" for b in SENSITIVITY_BITS], sensitivity),
                      ""]
         print(summary, seeds_line, flush=True)
-    write_section("backend-deep-compression", "\n".join(body))
+    write_section(args.section, "\n".join(body))
 
 
 if __name__ == "__main__":
