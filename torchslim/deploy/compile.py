@@ -7,7 +7,8 @@ flatten, dropout, identity), is an activation quantizer with levels {-1,+1} or
 0 = L0 < L1 < ....  Then (``chain=True``, see :mod:`torchslim.deploy.fuse`) the
 BatchNorm, activation quantizer and max pool between two packed convs are folded
 into the first one's output packing, and a quantizer feeding only a packed conv
-into that conv's input packing; the folded modules become ``nn.Identity``.
+(with the BatchNorm before it, typically after the float first layer) into that
+conv's input packing; the folded modules become ``nn.Identity``.
 Everything else (the float first and last layers) stays as it is.  The caller's
 model is not modified.
 
