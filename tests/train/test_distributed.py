@@ -14,12 +14,14 @@ import os, sys, torch
 from torchslim import models
 from torchslim.data import load_dataset
 from torchslim.train import TrainConfig, fit, init_from_env
+from torchslim.train.distributed import shutdown
 info = init_from_env("cpu")
 torch.manual_seed(100 + info.rank)  # different starting weights per rank: DDP must sync them
 model = models.create("lenet300", num_classes=10, in_channels=1, input_size=(8, 8))
 train = load_dataset("digits", "train")
 fit(model, train, TrainConfig(epochs=2, batch_size=32, seed=0, augment=True), progress=False)
 torch.save(model.state_dict(), os.path.join(sys.argv[1], f"rank{info.rank}.pt"))
+shutdown()  # leave the group before exit, as the CLI does
 """
 
 

@@ -51,6 +51,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("torchslim: interrupted", file=sys.stderr)
         return 130
+    finally:
+        # Leave the torchrun process group before the interpreter exits: a gloo group still
+        # alive at exit can abort its process ("terminate called without an active exception").
+        from ..train.distributed import shutdown
+
+        shutdown()
 
 
 if __name__ == "__main__":
