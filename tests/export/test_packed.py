@@ -190,3 +190,19 @@ def test_batchnorm_folding_keeps_outputs_and_round_trips(tmp_path):
     assert torch.allclose(folded(x), model(x), atol=1e-4)
     torchslim.save(folded, tmp_path / "f.safetensors")
     assert torch.equal(torchslim.load(tmp_path / "f.safetensors")(x), folded(x))
+
+
+@pytest.mark.parametrize("method", ["hwgq-bwn", "hwgq-zero-uniform-bwn", "dorefa"])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_quantized_models_export_to_onnx(method, frozen, tmp_path):
+    """Activation quantizers with few thresholds count them through uint8 views in eager mode;
+    the exporter's tracer cannot record those, so tracing takes an int64 count instead."""
+    from torchslim.quant import QuantConfig, freeze, quantize
+
+    torch.manual_seed(0)
+    bits = 3 if method == "dorefa" else 2  # 7 thresholds take the bucketize path, 3 the counting one
+    model = quantize(_lenet5(), QuantConfig(method=method, act_bits=bits)).eval()
+    model = freeze(model).eval() if frozen else model
+    info = export_onnx(model, tmp_path / "m.onnx", input_shape=(1, 28, 28))
+    assert info["size_bytes"] == os.path.getsize(tmp_path / "m.onnx")
+    assert info["max_abs_diff"] < 1e-3

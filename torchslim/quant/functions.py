@@ -261,6 +261,11 @@ class _LevelQuant(torch.autograd.Function):
         # bool result viewed as uint8), then gather the levels.  On CPU this is about 2.5x faster
         # than bucketize or a chain of torch.where selects, and picks the very same level.
         compare = torch.ge if ties_up else torch.gt
+        if torch.jit.is_tracing():  # the ONNX exporter's tracer cannot record dtype views: the same count in int64
+            index = compare(x, thresholds[0]).long()
+            for k in range(1, thresholds.numel()):
+                index = index + compare(x, thresholds[k]).long()
+            return levels[index]
         index = compare(x, thresholds[0]).view(torch.uint8)
         for k in range(1, thresholds.numel()):
             index.add_(compare(x, thresholds[k]).view(torch.uint8))
