@@ -59,6 +59,9 @@ def test_profile_zoo_model():
         (["eval", "pyproject.toml", "--data", "digits"], "not a torchslim model"),
         (["train", "--model", "lenet300"], "required"),
         (["frobnicate"], "invalid choice"),
+        (["train", "--model", "lenet300", "--data", "digits", "--out", "x.safetensors", "--bogus"],
+         "error: unrecognized arguments: --bogus"),
+        (["train", "--model", "lenet300", "--epochs", "two"], "error: train: argument --epochs"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, message, tmp_path):

@@ -27,7 +27,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line and exit code 2."""
 
     def error(self, message):
-        self.exit(2, f"torchslim: error: {self.prog.split(' ', 1)[-1]}: {message}\n")
+        verb = self.prog.split(" ", 1)[1:]  # "torchslim train" -> "train: "; the top parser names no verb
+        self.exit(2, f"torchslim: error: {''.join(v + ': ' for v in verb)}{message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
