@@ -47,11 +47,17 @@ def test_mac_target_is_met(method, target):
     torch.manual_seed(0)
     model = models.create("vgg11", num_classes=10, width_mult=0.125).eval()
     shape = (3, 32, 32)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    types = [(name, type(m)) for name, m in model.named_modules()]
     factored = factorize(model, LowRankConfig(method=method, target_macs=target), shape)
     ratio = count_macs(factored, shape) / count_macs(model, shape)
     assert ratio <= target
     assert ratio >= target - 0.1  # the search does not overshoot much
-    assert all(isinstance(m, nn.Conv2d) for m in model.modules() if isinstance(m, nn.Conv2d))  # untouched
+    # the caller's model is left untouched
+    assert [(name, type(m)) for name, m in model.named_modules()] == types
+    after = model.state_dict()
+    assert after.keys() == state.keys()
+    assert all(torch.equal(after[k], v) for k, v in state.items())
 
 
 def test_unreachable_target_is_a_user_error():
