@@ -93,3 +93,21 @@ def test_online_trains_both_and_saves_the_teacher(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["online"] is True and result["top1_teacher"] >= 0.85 and result["top1_student_kd"] >= 0.7
     assert torchslim.load(teacher_out).torchslim_arch["kwargs"]["width_mult"] == 1.0
+
+
+@pytest.mark.parametrize("verb", [
+    ["compress-weights", "--method", "kmeans", "--finetune-epochs", "1"],
+    ["finetune", "--epochs", "1", "--batch-size", "16"],  # KDLoss refuses it at the first step
+])
+def test_teacher_with_other_class_count_is_one_line_and_leaves_no_file(tmp_path, verb):
+    student, teacher = _save(tmp_path / "student.safetensors"), _save(tmp_path / "five.safetensors", num_classes=5)
+    out = tmp_path / "out.safetensors"
+    proc = run_cli(verb[0], student, *verb[1:], "--teacher", teacher, "--data", "digits", "--subset", "64",
+                   "--out", out, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("torchslim: error:"), proc.stderr
+    assert "predicts 5 classes but the student 10" in lines[0]
+    if verb[0] == "compress-weights":  # checked up front, so the message names the file
+        assert f"teacher {teacher} predicts" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["five.safetensors", "student.safetensors"]

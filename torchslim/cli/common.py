@@ -49,13 +49,20 @@ def add_kd_args(parser) -> None:
     parser.add_argument("--alpha", type=float, default=None, help="teacher's share of the loss in [0, 1]")
 
 
-def kd_loss_for(args, teacher):
-    """The distillation loss of ``teacher`` with ``--temperature``/``--alpha``; None without a teacher."""
+def kd_loss_for(args, teacher, student=None, input_shape=None, teacher_name: str = "the teacher"):
+    """The distillation loss of ``teacher`` with ``--temperature``/``--alpha``; None without a teacher.
+
+    Given the ``student`` and the data's ``input_shape``, first checks with one dry run each that the
+    teacher takes that input and predicts the student's classes, so a mismatch fails before training.
+    """
     if teacher is None:
         if args.temperature is not None or args.alpha is not None:
             raise UserError("--temperature and --alpha need --teacher")
         return None
     from ..distill import kd_loss_fn
+
+    if student is not None:
+        check_teacher_fits(teacher, student, input_shape, teacher_name, getattr(args, "data", ""))
 
     return kd_loss_fn(teacher, temperature=args.temperature, alpha=args.alpha)
 
@@ -105,17 +112,27 @@ def emit(args, payload: dict, text: str = "") -> None:
         print(json.dumps(payload, sort_keys=True))
 
 
-def check_input_fits(model, input_shape, model_name: str, data_name: str = "") -> None:
-    """A dry run, so a shape mismatch is a one-line error rather than a traceback."""
+def check_input_fits(model, input_shape, model_name: str, data_name: str = ""):
+    """A dry run, so a shape mismatch is a one-line error rather than a traceback; returns the output."""
     import torch
 
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            return model(torch.zeros(1, *input_shape))
     except RuntimeError as exc:
         source = f" from {data_name}" if data_name else ""
         hint = "; CIFAR-shaped nets need 32x32 input, e.g. --data fashion-mnist-32" if input_shape[-1] < 32 else ""
         first = str(exc).splitlines()[0][:160]
         raise UserError(f"model {model_name} cannot take input {'x'.join(map(str, input_shape))}{source} "
                         f"({first}){hint}") from None
+
+
+def check_teacher_fits(teacher, student, input_shape, teacher_name: str, data_name: str = "") -> None:
+    """One-line errors, before any training, for a teacher that cannot take the data's input or
+    predicts another number of classes than the student."""
+    from ..distill.teacher import check_same_classes
+
+    theirs = check_input_fits(teacher, input_shape, teacher_name, data_name)
+    ours = check_input_fits(student, input_shape, "being trained", data_name)
+    check_same_classes(theirs.shape, ours.shape, teacher_name)

@@ -20,6 +20,7 @@ from .common import (
     check_input_fits,
     check_out_path,
     emit,
+    kd_loss_for,
     load_data,
 )
 
@@ -248,13 +249,10 @@ def _teacher_loss(args, model, input_shape):
     import copy
 
     from .. import load
-    from ..distill import kd_loss_fn
 
-    teacher = copy.deepcopy(model)
-    if args.teacher:
-        teacher = load(args.teacher)
-        check_input_fits(teacher, input_shape, args.teacher, args.data)
-    return kd_loss_fn(teacher, temperature=args.temperature, alpha=args.alpha)
+    if not args.teacher:
+        return kd_loss_for(args, copy.deepcopy(model))
+    return kd_loss_for(args, load(args.teacher), model, input_shape, f"teacher {args.teacher}")
 
 
 def run(args) -> int:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .losses import check_kd_args, get_loss
 
-__all__ = ["freeze", "FrozenTeacher", "KDLoss", "kd_loss_fn"]
+__all__ = ["freeze", "FrozenTeacher", "KDLoss", "kd_loss_fn", "ClassMismatch", "check_same_classes"]
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -40,6 +41,22 @@ def _check_not_shared(student: nn.Module, teacher: nn.Module) -> None:
             "the teacher shares parameters with the model being trained; pass a copy "
             "(copy.deepcopy(model)) as the teacher"
         )
+
+
+class ClassMismatch(UserError, ValueError):
+    """Teacher and student logits differ: a one-line error in the CLI, a ValueError to library callers."""
+
+
+def check_same_classes(teacher_shape, student_shape, teacher_name: str = "the teacher") -> None:
+    """Raise :class:`ClassMismatch` naming both class counts unless the two logit shapes agree."""
+    teacher_shape, student_shape = tuple(teacher_shape), tuple(student_shape)
+    if teacher_shape == student_shape:
+        return
+    if teacher_shape[-1:] != student_shape[-1:]:
+        found = f"predicts {teacher_shape[-1]} classes but the student {student_shape[-1]}"
+    else:  # same class count, other dimensions differ
+        found = f"gives {teacher_shape} logits but the student {student_shape}"
+    raise ClassMismatch(f"{teacher_name} {found}: they must predict the same classes")
 
 
 class FrozenTeacher:
@@ -98,11 +115,7 @@ class KDLoss:
             self._checked.add(id(model))
         student_logits = model(x)
         teacher_logits = self.teacher.logits(x)
-        if teacher_logits.shape != student_logits.shape:
-            raise ValueError(
-                f"teacher gives {tuple(teacher_logits.shape)} logits but the student "
-                f"{tuple(student_logits.shape)}: they must predict the same classes"
-            )
+        check_same_classes(teacher_logits.shape, student_logits.shape)
         loss = self.loss(student_logits, teacher_logits.to(student_logits.dtype), y, self.temperature, self.alpha)
         return loss, student_logits
 
