@@ -80,14 +80,52 @@ def test_every_registered_packer_is_covered():
 def test_packed_round_trip_is_exact(case, huffman, tmp_path):
     model = FACTORIES[case]().eval()
     path = tmp_path / "m.packed"
-    size = save_packed(model, path, PackOptions(huffman=huffman))
-    assert size == os.path.getsize(path) == packed_size(model, PackOptions(huffman=huffman))
+    options = PackOptions(huffman=huffman, fold_bn=False)
+    size = save_packed(model, path, options)
+    assert size == os.path.getsize(path) == packed_size(model, options)
     loaded = torchslim.load(path)
     x = torch.randn(3, 1, 28, 28)
     assert torch.equal(loaded(x), model(x))
     for (k1, v1), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert k1 == k2 and torch.equal(v1, v2)
     assert read_header(path)["arch"]["name"] == "lenet5"
+
+
+@pytest.mark.parametrize("case", ["frozen-sign", "frozen-ternary", "frozen-kbit"])
+def test_frozen_layers_pack_with_their_batchnorm_folded_by_default(case, tmp_path):
+    """The deployment form: BN after a frozen layer becomes its scale and bias, exactly as fold_batchnorm does."""
+    from torchslim.quant.packed import fold_batchnorm
+
+    model = FACTORIES[case]().eval()
+    folded = fold_batchnorm(model)
+    size = save_packed(model, tmp_path / "m.packed")
+    assert size < packed_size(model, PackOptions(fold_bn=False))
+    loaded, x = torchslim.load(tmp_path / "m.packed"), torch.randn(3, 1, 28, 28)
+    assert torch.equal(loaded(x), folded(x))
+    assert torch.allclose(loaded(x), model(x), rtol=1e-4, atol=1e-5)
+    assert isinstance(loaded.features[5], nn.Identity) and loaded.features[4].bias is not None
+
+
+@pytest.mark.parametrize("side", ["float16", "int8"])
+def test_side_dtype_shrinks_only_the_frozen_scales(side, tmp_path):
+    model = FACTORIES["frozen-ternary"]().eval()
+    exact = save_packed(model, tmp_path / "exact.packed", PackOptions(fold_bn=False))
+    size = save_packed(model, tmp_path / "side.packed", PackOptions(fold_bn=False, side_dtype=side))
+    assert size < exact
+    loaded = torchslim.load(tmp_path / "side.packed")
+    layer, original = loaded.features[4], model.features[4]
+    assert torch.equal(layer.codes, original.codes) and torch.equal(loaded.features[0].weight, model.features[0].weight)
+    step = float(original.scale.abs().max()) / 127 if side == "int8" else float(original.scale.abs().max()) / 1024
+    assert 0 < (layer.scale - original.scale).abs().max() <= step / 2 * 1.001
+
+
+def test_unknown_pack_dtypes_are_user_errors():
+    from torchslim.errors import UserError
+
+    with pytest.raises(UserError, match="unknown side dtype 'int4'"):
+        PackOptions(side_dtype="int4")
+    with pytest.raises(UserError, match="unknown float dtype"):
+        PackOptions(float_dtype="bfloat8")
 
 
 def test_conv1d_packs_like_conv2d():

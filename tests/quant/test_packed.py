@@ -5,20 +5,7 @@ import torchslim
 from torchslim import models
 from torchslim.errors import UserError
 from torchslim.quant import FrozenConv2d, QuantConfig, freeze, quantize
-from torchslim.quant.packed import fold_batchnorm, load_packed, pack_indices, save_packed, unpack_indices
-
-
-@pytest.mark.parametrize("bits", [1, 2, 4, 8])
-def test_pack_unpack_round_trip(bits):
-    torch.manual_seed(bits)
-    values = torch.randint(0, 2 ** bits, (1001,))
-    packed = pack_indices(values, bits)
-    assert packed.dtype == torch.uint8 and packed.numel() == -(-1001 * bits // 8)
-    assert torch.equal(unpack_indices(packed, bits, 1001), values)
-
-
-def test_one_bit_layout_is_msb_first():
-    assert pack_indices(torch.tensor([1, 0, 0, 0, 0, 0, 0, 1, 1]), 1).tolist() == [0b10000001, 0b10000000]
+from torchslim.quant.packed import fold_batchnorm, load_packed, packed_size, save_packed
 
 
 def _frozen(method):
@@ -82,26 +69,41 @@ def test_side_data_dtypes_trade_bytes_for_bounded_error(tmp_path):
             assert torch.allclose(getattr(loaded["float16"].get_submodule(name), leaf), value, rtol=1e-3, atol=1e-6)
 
 
-def test_files_of_the_first_layout_still_load(tmp_path):
-    """One ``codes.packed``/``codes.values`` pair per layer and a plain JSON header."""
+def test_files_of_the_earlier_layout_are_refused_with_a_way_out(tmp_path):
+    """The quantization-only layout (a ``packed`` record in the torchslim header) is no longer read."""
     import json
 
     from safetensors.torch import save as st_save
 
     from torchslim.io.serialize import HEADER_KEY, _state_tensors, build_header
 
-    frozen = fold_batchnorm(_frozen("twn"))
-    tensors, records = {}, {}
-    for key, value in _state_tensors(frozen).items():
-        owner, _, leaf = key.rpartition(".")
-        if leaf == "codes":
-            values, indices = torch.unique(value, sorted=True, return_inverse=True)
-            tensors[f"{owner}.codes.values"] = values.to(torch.int8)
-            tensors[f"{owner}.codes.packed"] = pack_indices(indices, 2)
-            records[owner] = {"shape": list(value.shape), "bits": 2}
-        else:
-            tensors[key] = value
-    header = {**build_header(frozen), "packed": {"layers": records, "float_dtype": "float32", "bn_folded": True}}
-    (tmp_path / "v1.packed").write_bytes(st_save(tensors, metadata={HEADER_KEY: json.dumps(header)}))
+    frozen = _frozen("twn")
+    header = {**build_header(frozen), "packed": {"layout": 2, "layers": {}}}
+    (tmp_path / "old.packed").write_bytes(st_save(_state_tensors(frozen), metadata={HEADER_KEY: json.dumps(header)}))
+    with pytest.raises(UserError, match="earlier quantization-only packed layout"):
+        load_packed(tmp_path / "old.packed")
+
+
+def test_the_packed_file_is_the_export_container(tmp_path):
+    """One format: what quantization writes is what ``torchslim export`` writes and ``torchslim.load`` reads."""
+    from torchslim.export import PackOptions, is_packed
+    from torchslim.export import save_packed as export_packed
+
+    frozen = _frozen("hwgq-bwn")
+    size = save_packed(frozen, tmp_path / "q.packed", top1=0.5)
+    assert is_packed(tmp_path / "q.packed") and size == (tmp_path / "q.packed").stat().st_size
+    assert size == packed_size(frozen, top1=0.5) == export_packed(frozen, tmp_path / "e.packed", PackOptions(), top1=0.5)
+    assert (tmp_path / "q.packed").read_bytes() == (tmp_path / "e.packed").read_bytes()
     x = torch.randn(2, 3, 32, 32)
-    assert torch.equal(load_packed(tmp_path / "v1.packed")(x), frozen(x))
+    assert torch.equal(torchslim.load(tmp_path / "q.packed")(x), load_packed(tmp_path / "q.packed")(x))
+    assert torch.equal(load_packed(tmp_path / "q.packed")(x), fold_batchnorm(frozen)(x))
+
+
+def test_a_damaged_packed_file_is_refused(tmp_path):
+    frozen = _frozen("bwn")
+    save_packed(frozen, tmp_path / "q.packed")
+    data = bytearray((tmp_path / "q.packed").read_bytes())
+    data[len(data) // 2] ^= 0x10
+    (tmp_path / "bad.packed").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="corrupt"):
+        load_packed(tmp_path / "bad.packed")

@@ -74,6 +74,18 @@ def _compact_model_header(model: nn.Module, meta: dict) -> dict:
     return header
 
 
+def _fold_frozen_batchnorm(model: nn.Module) -> nn.Module:
+    """The model with each BatchNorm after a frozen low-bit layer folded into it (a copy), or itself."""
+    try:
+        from ..quant.modules import FrozenConv2d, FrozenLinear
+        from ..quant.packed import fold_batchnorm
+    except ImportError:  # quantization not installed in this build
+        return model
+    if not any(isinstance(m, FrozenConv2d | FrozenLinear) for m in model.modules()):
+        return model
+    return fold_batchnorm(model)
+
+
 def pack_model(model: nn.Module, options: PackOptions | None = None, **meta) -> bytes:
     """The bytes of the packed file for ``model``."""
     from safetensors.torch import save as st_save
@@ -81,6 +93,8 @@ def pack_model(model: nn.Module, options: PackOptions | None = None, **meta) -> 
     from . import packers  # noqa: F401  (built-in packers)
 
     options = options or PackOptions()
+    if options.fold_bn:
+        model = _fold_frozen_batchnorm(model)
     writer, records, packer_names = BlobWriter(), [], []
     for path, module in model.named_modules():
         packer = find_packer(module)
@@ -89,6 +103,8 @@ def pack_model(model: nn.Module, options: PackOptions | None = None, **meta) -> 
             continue
         if packer.name not in packer_names:
             packer_names.append(packer.name)
+        if options.float_dtype == "float16":  # lossy by request: every float32 field at half precision
+            fields = {k: v.half() if v.dtype == torch.float32 else v for k, v in fields.items()}
         stored = [writer.add(field, fields[field]) for field in sorted(fields)]
         records.append([path, packer_names.index(packer.name), layer_meta, stored])
     blobs = writer.blobs()

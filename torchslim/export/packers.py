@@ -239,16 +239,38 @@ def unpack_int_codes(tensors: dict, meta: dict) -> torch.Tensor:
     return flat.reshape(meta["shape"])
 
 
+_SIDE = ("scale", "bias")
+
+
+def _encode_side(values: torch.Tensor, dtype: str) -> tuple[torch.Tensor, float | None]:
+    """Per-channel floats as ``dtype``; int8 is symmetric with one float32 step per tensor."""
+    if dtype != "int8":
+        return values.to(getattr(torch, dtype)).contiguous(), None
+    step = float(values.abs().max().float() / 127) or 1.0
+    return torch.round(values.float() / step).clamp(-127, 127).to(torch.int8), step
+
+
 def _pack_frozen(module, options):
-    tensors = _rest(module, {"codes"})
+    tensors = _rest(module, {"codes", *_SIDE})
     more, meta = pack_int_codes(module.codes, options.huffman)
     tensors.update(_prefixed("codes", more))
-    return tensors, {"codes": meta}
+    layer_meta = {"codes": meta}
+    for leaf in _SIDE:
+        value = getattr(module, leaf, None)
+        if value is None:
+            continue
+        tensors[leaf], step = _encode_side(value.detach().cpu(), options.side_dtype)
+        if step is not None:
+            layer_meta[f"{leaf}_step"] = step
+    return tensors, layer_meta
 
 
 def _unpack_frozen(module, tensors, meta):
     state = {k: v for k, v in tensors.items() if not k.startswith("codes.")}
     state["codes"] = unpack_int_codes(_strip("codes", tensors), meta["codes"]).to(module.codes.dtype)
+    for leaf in _SIDE:
+        if f"{leaf}_step" in meta:
+            state[leaf] = state[leaf].float() * torch.tensor(meta[f"{leaf}_step"], dtype=torch.float32)
     return state
 
 

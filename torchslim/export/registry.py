@@ -23,10 +23,34 @@ import torch
 from torch import nn
 
 
+FLOAT_DTYPES = ("float32", "float16")
+SIDE_DTYPES = (*FLOAT_DTYPES, "int8")
+
+
 @dataclass
 class PackOptions:
+    """How a model is packed.  The defaults are exact: the packed model computes what the model computes.
+
+    ``fold_bn`` folds each BatchNorm that directly follows a frozen low-bit layer into that
+    layer's per-channel scale and bias (the deployment form: ``integer product * scale + bias``;
+    equal to conv-then-BN up to float rounding).  ``side_dtype`` stores those per-channel
+    scales and biases as float32, float16, or int8 with one float32 step per tensor (smaller,
+    not exact); ``float_dtype`` float16 stores every other float tensor at half precision.
+    """
+
     huffman: bool = False  # entropy-code code streams and index gaps when that is smaller
     sparse: bool = True  # store mostly-zero float weights as relative-index sparse entries
+    fold_bn: bool = True
+    side_dtype: str = "float32"
+    float_dtype: str = "float32"
+
+    def __post_init__(self):
+        from ..errors import unknown_choice
+
+        if self.side_dtype not in SIDE_DTYPES:
+            raise unknown_choice("side dtype", self.side_dtype, SIDE_DTYPES)
+        if self.float_dtype not in FLOAT_DTYPES:
+            raise unknown_choice("float dtype", self.float_dtype, FLOAT_DTYPES)
 
 
 @dataclass
