@@ -41,6 +41,29 @@ def test_quantize_end_to_end_json(tmp_path):
     assert torch.allclose(load_packed(packed)(x), frozen(x), atol=1e-4)
 
 
+def test_packed_size_is_what_export_writes(tmp_path):
+    """``size_bytes_packed`` is the size of the file ``torchslim export OUT --format packed`` writes."""
+    source = _float_file(tmp_path)
+    out, packed, exported = tmp_path / "q.safetensors", tmp_path / "q.packed", tmp_path / "e.packed"
+    result = run_cli("quantize", source, "--method", "xnor", "--epochs", "0", "--data", "digits-32", "--subset", "64",
+                     "--calib", "32", "--out", out, "--json")
+    assert result.returncode == 0, result.stderr
+    size = json.loads(result.stdout.strip().splitlines()[-1])["size_bytes_packed"]
+    assert run_cli("export", out, "--format", "packed", "--out", exported).returncode == 0
+    assert size == exported.stat().st_size
+    result = run_cli("quantize", source, "--method", "xnor", "--epochs", "0", "--data", "digits-32", "--subset", "64",
+                     "--calib", "32", "--out", out, "--packed", packed, "--json")
+    assert json.loads(result.stdout.strip().splitlines()[-1])["size_bytes_packed"] == packed.stat().st_size == size
+    assert packed.read_bytes() == exported.read_bytes()
+
+
+def test_a_model_that_cannot_take_the_data_is_a_one_line_error(tmp_path):
+    source = _float_file(tmp_path)  # 3x32x32 input; digits are 1x8x8
+    result = run_cli("quantize", source, "--method", "bwn", "--data", "digits", "--out", tmp_path / "q.safetensors")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "cannot take input 1x8x8" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_bad_method_and_bits_are_one_line_errors(tmp_path):
     source = _float_file(tmp_path)
     out = tmp_path / "q.safetensors"
@@ -48,9 +71,14 @@ def test_bad_method_and_bits_are_one_line_errors(tmp_path):
                            (["--method", "hwgq-bwn", "--act-bits", "7"], "cannot use 7 bits"),
                            (["--method", "int8"], ".onnx"),
                            (["--method", "hwgq-bwn", "--act-scale", "max"], "--act-scale"),
-                           (["--method", "bwn", "--temperature", "2"], "need --teacher")):
+                           (["--method", "bwn", "--temperature", "2"], "need --teacher"),
+                           (["--method", "bwn", "--act-bits", "2"], "keeps activations float"),
+                           (["--method", "int8", "--packed", str(tmp_path / "x.packed")], "--packed apply to the other methods"),
+                           (["--method", "int8", "--epochs", "2", "--alt-update"], "--epochs, --alt-update"),
+                           (["--method", "hwgq-bwn", "--alt-guard"], "add --alt-update"),
+                           (["--method", "hwgq-bwn", "--packed-side", "int8"], "add --packed FILE")):
         result = run_cli("quantize", source, *extra, "--data", "digits-32", "--subset", "50", "--out", out)
         assert result.returncode == 2
         assert result.stderr.startswith("torchslim: error:") and message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
-        assert not out.exists()
+        assert not out.exists() and not (tmp_path / "x.packed").exists()

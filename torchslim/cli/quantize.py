@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from .common import add_data_args, add_json_arg, add_kd_args, check_out_path, emit, kd_loss_for, load_data
+from .common import (add_data_args, add_json_arg, add_kd_args, check_input_fits, check_out_path, emit, kd_loss_for,
+                     load_data)
 
 ACT_SCALES = ("fit", "unit")
 CLI_METHODS = ("bnn", "bnn-stochastic", "bwn", "xnor", "twn", "dorefa", "hwgq-bwn", "hwgq-uniform-bwn",
@@ -18,7 +19,8 @@ def add_parser(subparsers):
     parser.add_argument("--method", required=True, help=", ".join(CLI_METHODS))
     parser.add_argument("--weight-bits", type=int, default=None)
     parser.add_argument("--act-bits", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=3, help="fine-tune epochs; 0 converts and calibrates only")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="fine-tune epochs (default 3); 0 converts and calibrates only")
     parser.add_argument("--alt-update", action="store_true", help="layer-wise alternating update of BWN layers")
     parser.add_argument("--alt-init", action="store_true",
                         help="also run the alternating update before fine-tuning (binary weights that reproduce "
@@ -26,9 +28,9 @@ def add_parser(subparsers):
     parser.add_argument("--alt-guard", action="store_true",
                         help="--alt-update keeps a layer's new weights only if the network's outputs on the "
                              "next --calib training images (held out from the fit) move closer to the float model's")
-    parser.add_argument("--act-scale", choices=ACT_SCALES, default="fit",
+    parser.add_argument("--act-scale", choices=ACT_SCALES, default=None,
                         help="HWGQ levels: 'fit' scales each layer's levels to its input on the calibration "
-                             "images (default), 'unit' keeps the unit half-normal levels")
+                             "images (the default), 'unit' keeps the unit half-normal levels")
     parser.add_argument("--keep-first-last", dest="keep_first_last", action="store_true", default=True,
                         help="keep the first and last layers float (default)")
     parser.add_argument("--no-keep-first-last", dest="keep_first_last", action="store_false")
@@ -41,7 +43,7 @@ def add_parser(subparsers):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--packed", default=None, metavar="FILE", help="also write the bit-packed file here")
-    parser.add_argument("--packed-side", choices=("float32", "float16", "int8"), default="float32",
+    parser.add_argument("--packed-side", choices=("float32", "float16", "int8"), default=None,
                         help="packed file: dtype of the binary layers' per-channel scale and bias (float32 is "
                              "exact; int8 keeps one float32 step per layer; the float layers stay float32)")
     add_data_args(parser)
@@ -50,18 +52,39 @@ def add_parser(subparsers):
     parser.set_defaults(run=run)
 
 
+# options of the quantization-aware path that the int8 post-training path has no use for
+_QAT_ONLY = {"epochs": "--epochs", "alt_update": "--alt-update", "alt_init": "--alt-init", "alt_guard": "--alt-guard",
+             "act_scale": "--act-scale", "teacher": "--teacher", "packed": "--packed", "packed_side": "--packed-side"}
+
+
 def _check_args(args):
     from ..errors import UserError, unknown_choice
+    from ..quant.convert import METHODS
 
     if args.method not in CLI_METHODS:
         raise unknown_choice("quantization method", args.method, CLI_METHODS)
-    if args.epochs < 0 or args.calib < 1:
-        raise UserError(f"need --epochs >= 0 and --calib >= 1 (got {args.epochs}, {args.calib})")
     if args.method == "int8":
+        given = [flag for key, flag in _QAT_ONLY.items() if getattr(args, key) not in (None, False)]
+        if given:
+            raise UserError(f"--method int8 is post-training static quantization to an ONNX model; "
+                            f"{', '.join(given)} apply to the other methods only")
         if args.weight_bits not in (None, 8) or args.act_bits not in (None, 8):
             raise UserError("--method int8 uses 8-bit weights and activations; drop --weight-bits/--act-bits")
         if not args.out.endswith(".onnx"):
             raise UserError(f"--method int8 writes an ONNX Runtime model: give --out a .onnx name (got {args.out})")
+    else:
+        if args.act_bits is not None and METHODS[args.method][2] is None:
+            raise UserError(f"--method {args.method} keeps activations float: --act-bits does not apply "
+                            f"(use dorefa or an hwgq method for quantized activations)")
+        if args.alt_guard and not args.alt_update:
+            raise UserError("--alt-guard guards the update after fine-tuning: add --alt-update")
+        if args.packed_side and not args.packed:
+            raise UserError("--packed-side sets how --packed stores scales: add --packed FILE")
+        args.epochs = 3 if args.epochs is None else args.epochs
+        args.act_scale = args.act_scale or "fit"
+        args.packed_side = args.packed_side or "float32"
+    if (args.epochs or 0) < 0 or args.calib < 1:
+        raise UserError(f"need --epochs >= 0 and --calib >= 1 (got {args.epochs}, {args.calib})")
     check_out_path(args.out)
     if args.packed:
         check_out_path(args.packed)
@@ -81,15 +104,17 @@ def run(args) -> int:
     torch.manual_seed(args.seed)
     model = load(args.file)
     train, test = load_data(args, "train"), load_data(args, "test")
+    check_input_fits(model, train.input_shape, args.file, args.data)
+    if args.method != "int8":  # an unsupported layer is refused before any long work
+        config = QuantConfig(method=args.method, weight_bits=args.weight_bits, act_bits=args.act_bits,
+                             keep_first_last=args.keep_first_last)
+        qmodel = quantize(model, config)
     before = evaluate(model, test)["top1"]
     batches = calibration_batches(train, args.calib)
     float_bytes = os.path.getsize(args.file)
     began = time.perf_counter()
     if args.method == "int8":
         return _run_int8(args, model, batches, train, test, before, float_bytes)
-    config = QuantConfig(method=args.method, weight_bits=args.weight_bits, act_bits=args.act_bits,
-                         keep_first_last=args.keep_first_last)
-    qmodel = quantize(model, config)
     scales = calibrate_act_scales(qmodel, batches) if args.act_scale == "fit" else {}
     recalibrate_bn(qmodel, batches)
     init_layers = []
@@ -114,8 +139,10 @@ def run(args) -> int:
     after = evaluate(frozen, test)["top1"]
     save(frozen, args.out, data=args.data, top1=after, top1_float=before, input_shape=train.input_shape,
          num_classes=train.num_classes)
-    packed = save_packed(frozen, args.packed, side_dtype=args.packed_side) if args.packed \
-        else packed_size(frozen, side_dtype=args.packed_side)
+    # Measured on the saved model, so it is the size `torchslim export OUT --format packed` writes.
+    saved = load(args.out)
+    packed = save_packed(saved, args.packed, side_dtype=args.packed_side) if args.packed \
+        else packed_size(saved, side_dtype=args.packed_side)
     result = {"top1_before": before, "top1_after": after, "size_bytes_float": float_bytes,
               "size_bytes_packed": packed, "packed_side": args.packed_side,
               "compression_ratio": float_bytes / packed, "method": args.method,
