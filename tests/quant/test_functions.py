@@ -94,15 +94,42 @@ def test_int8_weights_round_trip():
     assert torch.allclose(qf.decode(codes, scale), w, atol=float(scale.max()) / 2 + 1e-7)
 
 
+# Distinct codes (= distinct decoded values per channel) of each weight quantizer, by name: bits -> count.
+EXPECTED_WEIGHT_CODES = {
+    "sign": lambda bits: 2,
+    "stochastic_sign": lambda bits: 2,
+    "bwn": lambda bits: 2,
+    "twn": lambda bits: 3,  # {-1, 0, +1}
+    "dorefa": lambda bits: 2 ** bits,  # odd integers -(2^k - 1) .. 2^k - 1
+    "int8": lambda bits: 2 ** bits - 1,  # symmetric -(2^(k-1) - 1) .. 2^(k-1) - 1
+}
+
+
 @pytest.mark.parametrize("name", sorted(WEIGHT_QUANTIZERS))
 def test_every_weight_quantizer_codes_count_and_exact_decode(name):
+    if name not in EXPECTED_WEIGHT_CODES:
+        pytest.fail(f"weight quantizer {name!r} has no stated code count: add it to EXPECTED_WEIGHT_CODES")
     quantizer = WEIGHT_QUANTIZERS[name]
+    spread = torch.linspace(-3, 3, 6001)  # far past every data-dependent threshold, finer than any step
+    for bits in quantizer.bits:
+        expected = EXPECTED_WEIGHT_CODES[name](bits)
+        assert quantizer.num_codes(bits) == expected, (name, bits)
+        # Every channel spans the full range (shuffled), so each must use exactly `expected` codes.
+        generator = torch.Generator().manual_seed(bits)
+        w = torch.stack([spread[torch.randperm(len(spread), generator=generator)] for _ in range(4)])
+        codes, scale = quantizer.encode(w, bits)
+        decoded = qf.decode(codes, scale)
+        for channel in range(4):
+            assert len(codes[channel].unique()) == expected, (name, bits, channel)
+            assert len(decoded[channel].unique()) == expected, (name, bits, channel)
+        if quantizer.stochastic is not None:
+            codes, _ = quantizer.stochastic(w, bits, generator)
+            assert all(len(codes[channel].unique()) == expected for channel in range(4)), (name, bits)
     for bits in quantizer.bits[:3]:
         w = torch.randn(16, 32, 3, 3) * 0.3
         codes, scale = quantizer.encode(w, bits)
         assert codes.dtype == torch.int8 and codes.shape == w.shape and scale.shape == (16,)
         assert len(codes.unique()) <= quantizer.num_codes(bits)
-        assert len(codes.unique()) >= min(quantizer.num_codes(bits), 2)
         # Every encoder is monotone and keeps the sign: sorting a channel's weights sorts its
         # decoded values, and no decoded value has the opposite sign of its latent weight.
         decoded = qf.decode(codes, scale).flatten(1)
@@ -197,16 +224,32 @@ def test_every_weight_quantizer_straight_through_gradient_is_exact(name, dtype):
                     (name, bits, type(layer).__name__)
 
 
+# Distinct output values of each activation quantizer (eval mode), by name: bits -> count.
+EXPECTED_ACT_LEVELS = {
+    "sign": lambda bits: 2,
+    "stochastic_sign": lambda bits: 2,
+    "dorefa": lambda bits: 2 ** bits,  # i / (2^k - 1), i = 0 .. 2^k - 1
+    "hwgq": lambda bits: 2 ** bits,  # 0 and 2^k - 1 positive Lloyd-Max levels
+    "hwgq_uniform": lambda bits: 2 ** bits,
+    "hwgq_zero_uniform": lambda bits: 2 ** bits,  # 0, D, .., (2^k - 1) D
+}
+
+
 @pytest.mark.parametrize("name", sorted(ACT_QUANTIZERS))
 def test_every_act_quantizer_level_count_and_gradient_mask(name):
+    if name not in EXPECTED_ACT_LEVELS:
+        pytest.fail(f"activation quantizer {name!r} has no stated level count: add it to EXPECTED_ACT_LEVELS")
     quantizer = ACT_QUANTIZERS[name]
-    for bits in quantizer.bits[:4]:
+    for bits in quantizer.bits:
         act = ActQuant(name, bits).eval()
-        x = torch.linspace(-4, 4, 20001, requires_grad=True)
+        # A wide, fine spread plus every threshold and its float neighbours on both sides.
+        t = act.thresholds
+        x = torch.cat([torch.linspace(-8, 8, 64001), t, torch.nextafter(t, t - 1), torch.nextafter(t, t + 1)])
+        x.requires_grad_()
         y = act(x)
-        expected_levels = 2 if name.endswith("sign") else 2 ** bits
-        assert len(y.unique()) == expected_levels
-        assert set(y.unique().tolist()) <= set(act.levels.tolist())
+        expected = EXPECTED_ACT_LEVELS[name](bits)
+        assert len(act.levels) == expected and len(y.unique()) == expected, (name, bits)
+        assert torch.equal(y.unique(), act.levels), (name, bits)  # every level is reached, nothing else
         y.sum().backward()
         inside = (x >= act.lo) & (x <= act.hi)
         assert torch.equal(x.grad, inside.float())
