@@ -1,10 +1,28 @@
 import pytest
 import torch
+from torch import nn
 
 from torchslim import models
 from torchslim.data import load_dataset
 from torchslim.quant import QuantConfig, quantize
 from torchslim.quant.altupdate import alternating_update, calibration_batches, recalibrate_bn, solve_layer
+from torchslim.quant.modules import QuantConv2d, QuantLinear
+
+
+def _execution_order(model, x):
+    """Names of the BWN layers in the order ``model`` calls them on ``x``, recorded by forward hooks."""
+    names = {m: n for n, m in model.named_modules() if isinstance(m, (QuantConv2d, QuantLinear))
+             and m.weight_quant == "bwn"}
+    order = []
+    handles = [m.register_forward_hook(lambda m, i, o: order.append(names[m]) if names[m] not in order else None)
+               for m in names]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order
 
 
 def test_solver_never_increases_error_and_scales_are_least_squares():
@@ -41,7 +59,7 @@ def _float_and_quantized():
 def test_layerwise_update_reduces_every_layer_error_and_keeps_binary_codes():
     float_model, batches, qmodel = _float_and_quantized()
     tuned, reports = alternating_update(qmodel, batches, reference=float_model, iterations=3)
-    assert [r.name for r in reports] == [n for n, m in qmodel.named_modules() if hasattr(m, "encode")][:len(reports)]
+    assert [r.name for r in reports] == _execution_order(qmodel, batches[0])
     assert len(reports) == 7  # every conv but the first (kept float)
     for report in reports:
         assert report.error_after <= report.error_before
@@ -51,6 +69,39 @@ def test_layerwise_update_reduces_every_layer_error_and_keeps_binary_codes():
     assert set(codes.unique().tolist()) == {-1, 1} and (scale > 0).all()
     # the caller's quantized model is untouched
     assert torch.equal(qmodel.features[4].weight, quantize(float_model, QuantConfig()).features[4].weight)
+
+
+class _DefinedOutOfOrder(nn.Module):
+    """BWN layers defined in another order than ``forward`` runs them, one of them in a block."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = QuantLinear(8, 5, weight_quant="bwn")
+        self.late = QuantConv2d(8, 8, 3, padding=1, bias=False, weight_quant="bwn")
+        self.block = nn.Sequential(nn.BatchNorm2d(8), nn.ReLU(), QuantConv2d(8, 8, 3, padding=1, weight_quant="bwn"))
+        self.early = QuantConv2d(8, 8, 3, padding=1, bias=False, weight_quant="bwn")
+        self.bn = nn.BatchNorm2d(8)
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.early(torch.relu(self.stem(x)))))
+        x = torch.relu(self.late(self.block(x)))
+        return self.head(x.mean((2, 3)))
+
+
+def test_layers_are_updated_in_execution_order_not_definition_order():
+    torch.manual_seed(0)
+    model = _DefinedOutOfOrder().eval()
+    batches = [torch.randn(16, 3, 8, 8), torch.randn(16, 3, 8, 8)]
+    order = _execution_order(model, batches[0])
+    assert order == ["early", "block.2", "late", "head"]
+    assert order != [n for n, m in model.named_modules() if isinstance(m, (QuantConv2d, QuantLinear))]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tuned, reports = alternating_update(model, batches, iterations=2)
+    assert [r.name for r in reports] == order
+    for report in reports:
+        assert report.error_after <= report.error_before
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the caller's model untouched
 
 
 def test_guarded_update_never_moves_away_from_the_float_model():

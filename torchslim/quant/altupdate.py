@@ -163,10 +163,30 @@ def solve_layer(H, G, yy, B, A, iterations: int = 10, tol: float = 1e-9):
     return B, A, history
 
 
-def _binary_layers(model):
-    return [name for name, m in model.named_modules()
-            if isinstance(m, (QuantConv2d, QuantLinear)) and m.weight_quant in ALT_UPDATE_QUANTIZERS
-            and (not isinstance(m, nn.Conv2d) or m.groups == 1)]
+@torch.no_grad()
+def _binary_layers(model, example: torch.Tensor) -> list[str]:
+    """Names of the BWN layers in the order ``model`` runs them on ``example``.
+
+    Each layer is fitted to the input the already-updated layers before it produce, so the
+    order is the data flow, recorded by forward hooks (a layer counts at its first call);
+    definition order (``named_modules``) can differ.  Layers the input never reaches are left out.
+    """
+    names = {m: name for name, m in model.named_modules()
+             if isinstance(m, (QuantConv2d, QuantLinear)) and m.weight_quant in ALT_UPDATE_QUANTIZERS
+             and (not isinstance(m, nn.Conv2d) or m.groups == 1)}
+    order = []
+
+    def record(module, inputs, output):
+        if names[module] not in order:
+            order.append(names[module])
+
+    handles = [m.register_forward_hook(record) for m in names]
+    try:
+        model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order
 
 
 @torch.no_grad()
@@ -243,13 +263,15 @@ def alternating_update(model: nn.Module, batches, reference: nn.Module | None = 
     the quantized network has adapted away from it, and the guard stops the layers where
     that costs more than it gains.  The caller's model is left unchanged.
     """
-    layers = _binary_layers(model)
-    if not layers:
-        raise UserError("the alternating update needs binary-weight (bwn) layers; quantize with "
-                        "method hwgq-bwn, bwn or xnor first")
+    if not batches:
+        raise UserError("the alternating update needs at least one calibration batch")
     if guard and reference is None:
         raise UserError("the guarded alternating update compares with the float model: give a reference")
     tuned = copy.deepcopy(model).eval()
+    layers = _binary_layers(tuned, batches[0][:1])
+    if not layers:
+        raise UserError("the alternating update needs binary-weight (bwn) layers; quantize with "
+                        "method hwgq-bwn, bwn or xnor first")
     reference = reference.eval() if reference is not None else None
     keeper = _Guard(tuned, batches, reference, guard_batches or batches) if guard else None
     reports = []
