@@ -68,7 +68,11 @@ def decode(codes: torch.Tensor, scale: torch.Tensor, dtype=torch.float32) -> tor
 
 
 def sign_codes(x: torch.Tensor) -> torch.Tensor:
-    """``sign(x)`` with ``sign(0) = +1``, as ``int8`` codes in {-1, +1}."""
+    """``sign(x)`` with ``sign(0) = +1``, as ``int8`` codes in {-1, +1}.
+
+    As the ``sign`` weight encoder (scale 1) it is backed by the ``"hardtanh"`` STE of
+    :class:`_WeightSTE`: BinaryConnect (Courbariaux, Bengio, David, NeurIPS 2015) and BNN
+    (Hubara, Courbariaux et al., "Binarized Neural Networks", NeurIPS 2016) weights."""
     return torch.where(x >= 0, 1, -1).to(torch.int8)
 
 
@@ -107,7 +111,9 @@ def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
 def stochastic_sign_codes(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     r"""Stochastic binarization: +1 with probability :math:`\sigma(x)` (hard sigmoid), else -1.
 
-    Courbariaux, Bengio, David, "BinaryConnect", NeurIPS 2015, eq. 3.
+    Courbariaux, Bengio, David, "BinaryConnect", NeurIPS 2015, eq. 3.  As the
+    ``stochastic_sign`` weight encoder (scale 1) it is backed by the ``"hardtanh"`` STE of
+    :class:`_WeightSTE`, :math:`g \cdot 1_{|W| \le 1}`.
     """
     noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return torch.where(noise < hard_sigmoid(x.detach()), 1, -1).to(torch.int8)
@@ -145,7 +151,12 @@ def stochastic_sign(x: torch.Tensor) -> torch.Tensor:
 def bwn_encode(w: torch.Tensor):
     r"""Binary-weight network: :math:`W \approx \alpha B`, :math:`B = \mathrm{sign}(W)`,
     :math:`\alpha_c = \mathrm{mean}|W_c|` per output channel (the L2-optimal scale for a
-    fixed B). Rastegari et al., "XNOR-Net", ECCV 2016, eq. 2-4."""
+    fixed B). Rastegari et al., "XNOR-Net", ECCV 2016, eq. 2-4.
+
+    Backward: the ``"scaled"`` STE of :class:`_WeightSTE`, the exact derivative of
+    :math:`\alpha(W)\,\mathrm{sign}(W)` with sign replaced by hardtanh,
+    :math:`g_i \alpha_c 1_{|W_i| \le 1} + \mathrm{sign}(W_i)/n \sum_j g_j \mathrm{sign}(W_j)`
+    over the channel's n weights (XNOR-Net, sec. 3.1)."""
     w = w.detach()
     return sign_codes(w), w.abs().mean(dim=_channel_dims(w))
 
@@ -153,7 +164,10 @@ def bwn_encode(w: torch.Tensor):
 def twn_encode(w: torch.Tensor, delta_factor: float = 0.7):
     r"""Ternary weight network: :math:`\Delta_c = 0.7\,\mathrm{mean}|W_c|`,
     :math:`T = \mathrm{sign}(W)\,1_{|W| > \Delta}`, :math:`\alpha_c = \mathrm{mean}_{|W| > \Delta}|W_c|`.
-    Li, Zhang, Liu, "Ternary Weight Networks", 2016, eq. 10-11."""
+    Li, Zhang, Liu, "Ternary Weight Networks", 2016, eq. 10-11.
+
+    Backward: the ``"identity"`` STE of :class:`_WeightSTE`, :math:`\partial L/\partial W =
+    \partial L/\partial W_q` (the ternary weight's gradient updates the latent one)."""
     w = w.detach()
     dims = _channel_dims(w)
     delta = delta_factor * w.abs().mean(dim=dims, keepdim=True)
@@ -171,6 +185,10 @@ def dorefa_weight_encode(w: torch.Tensor, bits: int):
     k > 1: :math:`w' = \tanh W / (2 \max|\tanh W|) + 1/2`,
     :math:`W_q = 2\,\mathrm{round}((2^k-1) w') / (2^k-1) - 1`.  As codes:
     :math:`c = 2\,\mathrm{round}((2^k-1) w') - (2^k-1)` (odd integers), scale :math:`1/(2^k-1)`.
+
+    Backward (Zhou et al., arXiv:1606.06160): k = 1, the ``"identity"`` STE of
+    :class:`_WeightSTE`, :math:`g`; k > 1, its ``"dorefa"`` STE, round replaced by the identity
+    and :math:`\max|\tanh W|` held constant, :math:`g\,(1 - \tanh^2 W) / \max|\tanh W|`.
     """
     w = w.detach()
     out = w.shape[0]
@@ -187,7 +205,10 @@ def int8_weight_encode(w: torch.Tensor, bits: int = 8):
     r"""Symmetric per-channel integer weights: :math:`s_c = \max|W_c| / (2^{k-1}-1)`,
     :math:`c = \mathrm{clip}(\mathrm{round}(W / s_c), -(2^{k-1}-1), 2^{k-1}-1)`.
     Jacob et al., "Quantization and Training of Neural Networks for Efficient
-    Integer-Arithmetic-Only Inference", CVPR 2018."""
+    Integer-Arithmetic-Only Inference", CVPR 2018.
+
+    Backward: the ``"identity"`` STE of :class:`_WeightSTE`, :math:`g` (the scale comes from
+    :math:`\max|W_c|`, so no weight is clipped and the in-range STE passes every gradient)."""
     w = w.detach()
     qmax = 2 ** (bits - 1) - 1
     scale = w.abs().amax(dim=_channel_dims(w)).clamp_min(1e-12) / qmax
@@ -243,11 +264,24 @@ def apply_weight_codes(w: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor
 class _LevelQuant(torch.autograd.Function):
     r"""Quantize to levels by thresholds, with a clipped straight-through backward.
 
+    The autograd function behind the sign, DoReFa and HWGQ activations (``modules.ActQuant``;
+    stochastic sign too in eval mode).
+
     Forward: :math:`Q(x) = q_i`, :math:`i = \#\{k : x \ge t_k\}` (``ties_up``) or
     :math:`\#\{k : x > t_k\}`.
 
-    Backward: :math:`g \cdot 1_{lo \le x \le hi}` — hardtanh for sign (lo, hi = -1, 1),
-    a clipped ReLU for HWGQ (0, :math:`q_m`) and DoReFa activations (0, 1).
+    Backward: :math:`g \cdot 1_{lo \le x \le hi}` (the step function replaced by the identity
+    inside the range):
+
+    * sign, levels :math:`\{-1, +1\}`, threshold 0: lo, hi = -1, 1, the hardtanh STE of
+      Hubara, Courbariaux et al., "Binarized Neural Networks", NeurIPS 2016;
+    * DoReFa k-bit, levels :math:`i / (2^k - 1)`, midpoint thresholds, i.e.
+      :math:`\mathrm{round}((2^k - 1)\,\mathrm{clip}(x, 0, 1)) / (2^k - 1)`: lo, hi = 0, 1
+      (Zhou et al., "DoReFa-Net", arXiv:1606.06160, 2016);
+    * HWGQ, levels 0 and the Lloyd-Max levels :math:`q_1 < \dots < q_m` of the half-normal,
+      thresholds 0 and the midpoints: lo, hi = 0, :math:`q_m`, the clipped ReLU backward of
+      Cai, He, Sun, Vasconcelos, "Deep Learning with Low Precision by Half-wave Gaussian
+      Quantization", CVPR 2017.
     """
 
     @staticmethod

@@ -103,6 +103,10 @@ def _sign_levels(bits):
 
 
 def _dorefa_levels(bits):
+    """DoReFa k-bit activations (Zhou et al., "DoReFa-Net", arXiv:1606.06160, 2016): levels
+    ``i / (2^k - 1)``, ``i = 0 .. 2^k - 1``, and midpoint thresholds ``(i - 1/2) / (2^k - 1)``,
+    ``i = 1 .. 2^k - 1``; with ties going up that is ``round((2^k - 1) clip(x, 0, 1)) / (2^k - 1)``,
+    halves rounded up.  The STE passes the gradient where ``0 <= x <= 1`` (``functions._LevelQuant``)."""
     n = 2 ** bits - 1
     return [i / n for i in range(n + 1)], [(i - 0.5) / n for i in range(1, n + 1)]
 
