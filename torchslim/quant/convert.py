@@ -170,8 +170,10 @@ def plan_quantization(model: nn.Module, config: QuantConfig) -> list[LayerPlan]:
             if quantizer.needs_bn and not (producer.get(name) or "").startswith("BatchNorm"):
                 raise UserError(
                     f"{settings['act']} needs BatchNorm right before the activation, but {name!r} follows "
-                    f"{producer.get(name) or 'a non-module op (e.g. a residual add)'}; keep it float with "
-                    f"overrides={{{name!r}: {{'act': 'float'}}}} or use a binary model (binary_resnet20)")
+                    f"{producer.get(name) or 'a non-module op (e.g. a residual add)'}; in Python keep such layers "
+                    f"float, e.g. QuantConfig(overrides={{{name!r}: 'float'}}); on the command line use a method "
+                    f"without HWGQ activations (bwn, xnor, dorefa, ...) or a model with BatchNorm before every "
+                    f"activation (binary_resnet20)")
             plans.append(LayerPlan(name, "act", settings["act"], settings["act_bits"]))
     return plans
 
