@@ -110,3 +110,17 @@ def test_stochastic_training_is_random_and_eval_deterministic(vgg):
     assert not torch.equal(qmodel(x), qmodel(x))
     qmodel.eval()
     assert torch.equal(qmodel(x), qmodel(x))
+
+
+def test_activation_bits_for_a_method_with_float_activations_are_refused():
+    with pytest.raises(UserError, match="keeps activations float"):
+        QuantConfig(method="bwn", act_bits=2)
+    with pytest.raises(UserError, match="keeps activations float"):
+        QuantConfig(method="hwgq-bwn", act="float", act_bits=2)
+    assert QuantConfig(method="twn").resolve()["act"] is None
+
+
+def test_hwgq_without_batchnorm_names_the_layer_and_both_ways_out():
+    with pytest.raises(UserError, match=r"needs BatchNorm.*overrides=.*'float'") as caught:
+        quantize(models.create("resnet20", width_mult=0.25), QuantConfig(method="hwgq-bwn"))
+    assert "\n" not in str(caught.value) and "bwn" in str(caught.value)

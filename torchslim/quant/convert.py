@@ -78,6 +78,9 @@ class QuantConfig(ConfigMixin):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise UserError(f"{key} must be a positive integer, got {value!r}")
+        if self.act_bits is not None and (self.act or METHODS[self.method][2]) in (None, FLOAT):
+            raise UserError(f"method {self.method!r} keeps activations float, so act_bits={self.act_bits} would be "
+                            f"ignored; choose a method with quantized activations (dorefa, hwgq-bwn, ...)")
         self.resolve()  # validates names and bit widths
 
     def resolve(self, name: str = "") -> dict:
