@@ -98,3 +98,25 @@ def test_bad_per_layer_options_are_one_line_errors(flags, message, tmp_path, cap
     error = capsys.readouterr().err
     assert error.startswith("torchslim: error:") and message in error and len(error.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--method", "kmeans", "--sparsity", "0.5"], "--sparsity applies to magnitude only, not to --method kmeans"),
+    (["--method", "kmeans", "--subvector", "3"], "--subvector applies to pq or qcnn only"),
+    (["--method", "pq", "--conv-bits", "3"], "--conv-bits applies to kmeans only, not to --method pq"),
+    (["--method", "pq", "--init", "density"], "--init applies to kmeans only"),
+    (["--method", "pq", "--calib-samples", "64"], "--calib-samples applies to qcnn only"),
+    (["--method", "svd", "--scope", "global"], "--scope applies to magnitude only"),
+    (["--method", "kmeans", "--schedule", "agp"], "--schedule applies to magnitude only"),
+    (["--method", "magnitude", "--bits", "4"], "--bits applies to kmeans, pq or qcnn only"),
+    (["--method", "magnitude", "--side-dtype", "float32"], "--side-dtype applies to kmeans only"),
+    (["--method", "qcnn", "--target-macs", "0.5"], "--target-macs applies to svd or tucker only"),
+])
+def test_flags_of_other_methods_are_one_line_errors(flags, message, tmp_path, capsys):
+    from torchslim.cli.main import main
+
+    source, out = _saved_mlp(tmp_path), tmp_path / "never.safetensors"
+    assert main(["compress-weights", str(source), *flags, "--data", "digits", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("torchslim: error:") and message in error and len(error.strip().splitlines()) == 1
+    assert not out.exists()

@@ -27,6 +27,24 @@ from .common import (
 # method -> (compress(model, args, train_set), default fine-tune optimizer, lr, weight decay)
 METHODS: dict = {}
 
+_MAGNITUDE, _KMEANS, _CODEBOOK, _LOWRANK = ("magnitude",), ("kmeans",), ("kmeans", "pq", "qcnn"), ("svd", "tucker")
+# flag -> the methods that use it; given with any other method it is an error rather than ignored
+METHOD_FLAGS = {
+    "--sparsity": _MAGNITUDE, "--scope": _MAGNITUDE, "--schedule": _MAGNITUDE, "--agp-fraction": _MAGNITUDE,
+    "--criterion": _MAGNITUDE, "--layer-sparsity": _MAGNITUDE,
+    "--bits": _CODEBOOK, "--conv-bits": _KMEANS, "--layer-bits": _KMEANS, "--side-dtype": _KMEANS,
+    "--init": _KMEANS, "--subvector": ("pq", "qcnn"), "--calib-samples": ("qcnn",),
+    "--rank-energy": _LOWRANK, "--target-macs": _LOWRANK,
+}
+# what the method-specific flags mean when not given (--bits depends on the method: see each method)
+DEFAULTS = {"sparsity": 0.9, "scope": "layer", "schedule": "oneshot", "criterion": "magnitude",
+            "layer_sparsity": "", "layer_bits": "", "side_dtype": "float32", "init": "linear", "subvector": 4,
+            "calib_samples": 256}
+
+
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
 
 def register_method(name: str, optimizer: str, lr: float, weight_decay: float):
     def decorator(fn):
@@ -41,29 +59,34 @@ def add_parser(subparsers):
                                    "the weights of a saved model")
     parser.add_argument("file", help="a model saved by torchslim")
     parser.add_argument("--method", required=True, choices=sorted(METHODS))
-    parser.add_argument("--sparsity", type=float, default=0.9, help="magnitude: fraction of weights removed")
-    parser.add_argument("--scope", default="layer", help="magnitude: layer or global threshold")
-    parser.add_argument("--schedule", default="oneshot", help="magnitude: oneshot, agp or iterative")
+    # Method-specific flags default to None, so one given to a method that ignores it can be refused
+    # (METHOD_FLAGS); DEFAULTS fills in the values that apply when they are not given.
+    parser.add_argument("--sparsity", type=float, default=None,
+                        help="magnitude: fraction of weights removed (default 0.9)")
+    parser.add_argument("--scope", default=None, help="magnitude: layer (default) or global threshold")
+    parser.add_argument("--schedule", default=None, help="magnitude: oneshot (default), agp or iterative")
     parser.add_argument("--agp-fraction", type=float, default=None,
                         help="magnitude, agp: share of the fine-tune spent ramping up to the final sparsity "
                              "(default 0.75); the rest trains at the final masks")
-    parser.add_argument("--criterion", default="magnitude", choices=("magnitude", "folded"),
-                        help="magnitude: rank weights by |w| or by |w| with the following BatchNorm folded in "
-                             "(the weights the deployed layer computes with)")
-    parser.add_argument("--layer-sparsity", default="",
+    parser.add_argument("--criterion", default=None, choices=("magnitude", "folded"),
+                        help="magnitude: rank weights by |w| (default) or by |w| with the following BatchNorm "
+                             "folded in (the weights the deployed layer computes with)")
+    parser.add_argument("--layer-sparsity", default=None,
                         help="magnitude: per-layer fractions removed, NAME=S,NAME=S (other layers: --sparsity)")
     parser.add_argument("--bits", type=int, default=None,
                         help="kmeans: bits per weight of Linear layers (default 5); pq/qcnn: bits per code "
                              "(2**B codewords per subspace, default 6)")
     parser.add_argument("--conv-bits", type=int, default=None, help="kmeans: bits per conv weight (default 8)")
-    parser.add_argument("--layer-bits", default="",
+    parser.add_argument("--layer-bits", default=None,
                         help="kmeans: per-layer bits, NAME=B,NAME=B (other layers: --bits / --conv-bits)")
-    parser.add_argument("--side-dtype", default="float32", choices=("float32", "float16", "bfloat16"),
-                        help="kmeans: round centroids and biases to this type after the fine-tune (the packed "
-                             "file then stores them in it)")
-    parser.add_argument("--init", default="linear", help="kmeans: centroid initialisation (linear, density, random)")
-    parser.add_argument("--subvector", type=int, default=4, help="pq/qcnn: input channels per sub-vector")
-    parser.add_argument("--calib-samples", type=int, default=256, help="qcnn: calibration images")
+    parser.add_argument("--side-dtype", default=None, choices=("float32", "float16", "bfloat16"),
+                        help="kmeans: round centroids and biases to this type after the fine-tune (default "
+                             "float32; the packed file then stores them in it)")
+    parser.add_argument("--init", default=None,
+                        help="kmeans: centroid initialisation (linear (default), density, random)")
+    parser.add_argument("--subvector", type=int, default=None,
+                        help="pq/qcnn: input channels per sub-vector (default 4)")
+    parser.add_argument("--calib-samples", type=int, default=None, help="qcnn: calibration images (default 256)")
     ranks = parser.add_mutually_exclusive_group()
     ranks.add_argument("--rank-energy", type=float, default=None, help="svd/tucker: energy kept per layer (0..1]")
     ranks.add_argument("--target-macs", type=float, default=None, help="svd/tucker: fraction of the MACs to keep")
@@ -209,7 +232,26 @@ register_method("svd", "sgd", 0.01, 5e-4)(_lowrank("svd"))
 register_method("tucker", "sgd", 0.01, 5e-4)(_lowrank("tucker"))
 
 
+def _check_method_flags(args) -> None:
+    """A method-specific flag given with a method that does not use it is refused, not ignored."""
+    for flag, methods in METHOD_FLAGS.items():
+        if getattr(args, _dest(flag)) is not None and args.method not in methods:
+            names = " or ".join(", ".join(methods).rsplit(", ", 1))
+            raise UserError(f"{flag} applies to {names} only, not to --method {args.method}")
+
+
+def _fill_defaults(args) -> None:
+    for dest, value in DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
+
+
 def _check_args(args) -> None:
+    # The ramp length needs the agp schedule as well as the method: its own message first.
+    if args.agp_fraction is not None and (args.method != "magnitude" or args.schedule != "agp"):
+        raise UserError("--agp-fraction applies to --method magnitude with --schedule agp")
+    _check_method_flags(args)
+    _fill_defaults(args)
     if args.weight_decay is not None and args.weight_decay < 0:
         raise UserError(f"--weight-decay must be >= 0, got {args.weight_decay}")
     if args.finetune_epochs < 0 or args.calib_samples < 1:
@@ -223,16 +265,6 @@ def _check_args(args) -> None:
             raise UserError(f"{flag} must be in 1..16, got {value}")
     if args.subvector < 1:
         raise UserError(f"--subvector must be >= 1, got {args.subvector}")
-    if args.method not in ("svd", "tucker") and (args.rank_energy is not None or args.target_macs is not None):
-        raise UserError(f"--rank-energy / --target-macs apply to svd and tucker, not {args.method}")
-    for flag, value, method in (("--layer-sparsity", args.layer_sparsity, "magnitude"),
-                                ("--criterion", "" if args.criterion == "magnitude" else args.criterion, "magnitude"),
-                                ("--layer-bits", args.layer_bits, "kmeans"),
-                                ("--side-dtype", "" if args.side_dtype == "float32" else args.side_dtype, "kmeans")):
-        if value and args.method != method:
-            raise UserError(f"{flag} applies to {method}, not {args.method}")
-    if args.agp_fraction is not None and (args.method != "magnitude" or args.schedule != "agp"):
-        raise UserError("--agp-fraction applies to --method magnitude with --schedule agp")
     if args.agp_fraction is not None and not 0 < args.agp_fraction <= 1:
         raise UserError(f"--agp-fraction must be in (0, 1], got {args.agp_fraction}")
     if (args.temperature is not None or args.alpha is not None) and not (args.distill or args.teacher):
