@@ -53,6 +53,39 @@ def test_bad_input_is_one_line_and_leaves_no_file(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
+def _one_error_line(result) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("torchslim: error:"), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("opset", ["3", "6", "99"])
+def test_unsupported_opset_is_one_line_error(tmp_path, opset):
+    from torch.onnx import _constants
+
+    source, out = _saved_mlp(tmp_path), tmp_path / "m.onnx"
+    line = _one_error_line(run_cli("export", source, "--format", "onnx", "--opset", opset, "--out", out,
+                                   env=ONE_THREAD))
+    assert f"--opset must be in {_constants.ONNX_MIN_OPSET}.." in line and line.endswith(f"got {opset}")
+    assert not out.exists()
+
+
+def test_baseline_is_the_same_from_the_model_file_and_its_packed_copy(tmp_path):
+    model = trained_mlp()
+    model.torchslim_meta = {"top1": 0.9, "data": "digits", "train": {"epochs": 6, "lr": 0.05},  # records: file only
+                            "compress_weights": {"method": "kmeans", "source": str(tmp_path / "stages" / "a.st")}}
+    source, packed = tmp_path / "mlp.safetensors", tmp_path / "mlp.packed"
+    torchslim.save(model, source, input_shape=(1, 8, 8))
+    baselines = []
+    for path, out in ((source, packed), (packed, tmp_path / "again.packed")):
+        result = run_cli("export", path, "--format", "packed", "--out", out, "--json", env=ONE_THREAD)
+        assert result.returncode == 0, result.stderr
+        baselines.append(json.loads(result.stdout.strip().splitlines()[-1])["float32_bytes"])
+    assert torchslim.load(packed).torchslim_meta != torchslim.load(source).torchslim_meta  # the notes differ
+    assert baselines[0] == baselines[1]
+
+
 def _main_json(capsys, *argv) -> dict:
     from torchslim.cli.main import main
 

@@ -22,7 +22,8 @@ def add_parser(subparsers):
     parser.add_argument("--huffman", action="store_true", help="packed: entropy-code the codes and indices")
     parser.add_argument("--dense", action="store_true", help="packed: never store float weights as sparse")
     parser.add_argument("--input", help="onnx: input shape CxHxW (default: recorded in the file)")
-    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--opset", type=int, default=17,
+                        help="onnx: ONNX opset, within the range this torch's exporter supports")
     add_json_arg(parser)
     parser.set_defaults(run=run)
 
@@ -32,9 +33,11 @@ def run(args) -> int:
 
     from .. import load
     from ..export import PackOptions, load_packed, save_packed
-    from ..export.onnx import export_onnx, float32_size
+    from ..export.onnx import check_opset, export_onnx, float32_size
 
     check_out_path(args.out)
+    if args.format == "onnx":
+        check_opset(args.opset)  # before loading, and before torch prints its warnings
     if os.path.abspath(args.out) == os.path.abspath(args.file):
         raise UserError("--out must differ from the input file")
     model = load(args.file)

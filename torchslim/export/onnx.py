@@ -35,10 +35,15 @@ def float_copy(model: nn.Module) -> nn.Module:
 
 
 def float32_size(model: nn.Module) -> int:
-    """Bytes of :func:`torchslim.save` for the float32 version of ``model`` (the ratio's baseline)."""
+    """Bytes of :func:`torchslim.save` for the float32 version of ``model`` (the ratio's baseline).
+
+    The notes in ``torchslim_meta`` are left out: a model's packed copy carries fewer of them
+    than its .safetensors file, and the baseline must not depend on which one was read.
+    """
     from ..profile import serialized_size
 
     dense = float_copy(model)
+    dense.torchslim_meta = {}
     for module in dense.modules():
         for name, param in list(module._parameters.items()):
             if param is not None and param.is_floating_point() and param.dtype != torch.float32:
@@ -50,6 +55,7 @@ def float32_size(model: nn.Module) -> int:
 def export_onnx(model: nn.Module, path, input_shape=None, opset: int = 17, check: bool = True,
                 rtol: float = 1e-3, atol: float = 1e-4) -> dict:
     """Export ``model`` to ONNX at ``path``; returns ``{"size_bytes", "max_abs_diff"}``."""
+    check_opset(opset)
     input_shape = tuple(input_shape or getattr(model, "input_shape", None) or ())
     if not input_shape:
         raise UserError("the model records no input shape; give one (CxHxW)")
@@ -62,12 +68,33 @@ def export_onnx(model: nn.Module, path, input_shape=None, opset: int = 17, check
     return {"size_bytes": os.path.getsize(path), "max_abs_diff": diff}
 
 
+def _dynamo_exporter() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxscript") is not None
+
+
+def supported_opsets() -> range:
+    """The opsets the exporter :func:`export_onnx` uses accepts, as torch.onnx declares them."""
+    from torch.onnx import _constants
+
+    high = _constants.ONNX_MAX_OPSET if _dynamo_exporter() else _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    return range(_constants.ONNX_MIN_OPSET, high + 1)
+
+
+def check_opset(opset: int) -> None:
+    """A one-line error for an opset the exporter would refuse only after a page of warnings."""
+    opsets = supported_opsets()
+    if opset not in opsets:
+        raise UserError(f"--opset must be in {opsets.start}..{opsets.stop - 1} for torch {torch.__version__}'s "
+                        f"ONNX exporter, got {opset}")
+
+
 def _export(model, example, path, opset) -> None:
     """torch's exporter: the torch.export-based one when onnxscript is installed, else TorchScript's."""
-    import importlib.util
     import warnings
 
-    if importlib.util.find_spec("onnxscript") is not None:
+    if _dynamo_exporter():
         torch.onnx.export(model, (example,), path, input_names=["input"], output_names=["logits"],
                           dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True)
         return
