@@ -20,14 +20,21 @@ from ..sparse.helpers import digits, top1, trained_mlp
 
 @pytest.mark.parametrize("init", INITS)
 @pytest.mark.parametrize("bits", [1, 2, 4, 6])
-def test_weight_sharing_respects_the_centroid_count(init, bits):
+def test_weight_sharing_uses_exactly_the_centroid_count(init, bits):
     torch.manual_seed(0)
     model = models.create("lenet5", num_classes=10).eval()
+    with torch.no_grad():  # evenly spread distinct values: no init leaves a cluster empty
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                n = module.weight.numel()
+                module.weight.copy_(torch.linspace(-1, 1, n)[torch.randperm(n)].reshape(module.weight.shape))
+                assert n >= 2 ** bits and torch.unique(module.weight).numel() == n
     shared = weight_share(model, WeightShareConfig(bits=bits, init=init))
-    for module in shared.modules():
-        if isinstance(module, (CodebookLinear, CodebookConv2d)):
-            assert torch.unique(module.weight.detach()).numel() <= 2 ** bits
-            assert module.table_size <= 2 ** bits
+    layers = [m for m in shared.modules() if isinstance(m, (CodebookLinear, CodebookConv2d))]
+    assert len(layers) == 5
+    for module in layers:
+        assert module.table_size == 2 ** bits
+        assert torch.unique(module.weight.detach()).numel() == 2 ** bits
 
 
 def test_pruned_weights_stay_exactly_zero():

@@ -46,7 +46,7 @@ def test_bad_input_is_one_line_and_leaves_no_file(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("torchslim: error:") and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
-    broken = tmp_path / "broken.packed"
+    broken = tmp_path / "broken.safetensors"
     broken.write_bytes(source.read_bytes()[:1000])
     result = run_cli("export", broken, "--format", "onnx", "--out", tmp_path / "m.onnx", env=ONE_THREAD)
     assert result.returncode == 2 and "torchslim: error:" in result.stderr
@@ -58,6 +58,16 @@ def _one_error_line(result) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("torchslim: error:"), result.stderr
     return lines[0]
+
+
+def test_truncated_packed_file_is_one_line_error(tmp_path):
+    source, packed = _saved_mlp(tmp_path), tmp_path / "mlp.packed"
+    assert run_cli("export", source, "--format", "packed", "--out", packed, env=ONE_THREAD).returncode == 0
+    broken = tmp_path / "broken.packed"
+    broken.write_bytes(packed.read_bytes()[:-100])
+    for fmt, out in (("onnx", tmp_path / "m.onnx"), ("packed", tmp_path / "again.packed")):
+        _one_error_line(run_cli("export", broken, "--format", fmt, "--out", out, env=ONE_THREAD))
+        assert not out.exists()
 
 
 @pytest.mark.parametrize("opset", ["3", "6", "99"])
