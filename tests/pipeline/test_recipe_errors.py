@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from torchslim.cli.main import main
+from torchslim.export.onnx import supported_opsets
 from torchslim.pipeline.schema import STAGES, choices_for, stage_options
 
 # (name, recipe text, the message after "torchslim: error: P:", where P is the recipe's path).
@@ -35,6 +36,8 @@ BAD_RECIPES = [
      '4: stage 2 (prune): target_macs must be in (0, 1], got 1.5'),
     ('ratio_one', 'data: digits-32\nstages:\n  - train: {model: lenet5}\n  - prune: {ratio: 1.0}\n',
      '4: stage 2 (prune): ratio must be in [0, 1), got 1.0'),
+    ('opset_beyond_the_exporter', 'data: digits-32\nstages:\n  - train: {model: lenet5}\n  - export: {format: onnx, opset: 99}\n',
+     '4: stage 2 (export): opset must be in [7, {max_opset}], got 99'),
     ('negative_epochs', 'data: digits-32\nstages:\n  - train: {model: lenet5, epochs: -1}\n',
      '3: stage 1 (train): epochs must be in [0, inf), got -1'),
     ('bool_type', "data: digits-32\nstages:\n  - train: {model: lenet5}\n  - quantize: {method: xnor, alt_update: 'yes'}\n",
@@ -93,6 +96,7 @@ def _lists() -> dict:
         "quantize_methods": _joined(choices_for("quantize", stage_options("quantize")["method"])),
         "criteria": _joined(choices_for("prune", stage_options("prune")["criterion"])),
         "models": _joined(choices_for("train", stage_options("train")["model"])),
+        "max_opset": str(supported_opsets().stop - 1),
     }
 
 

@@ -109,4 +109,4 @@ def test_cli_criterion_choices_are_the_registry():
     subparsers = argparse.ArgumentParser().add_subparsers()
     compress_weights.add_parser(subparsers)
     action = next(a for a in subparsers.choices["compress-weights"]._actions if a.dest == "criterion")
-    assert set(action.choices) == set(CRITERIA) and action.default == "magnitude"
+    assert set(action.choices) == set(CRITERIA) and action.default is None  # None: not given; the verb's own default is magnitude

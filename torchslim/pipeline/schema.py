@@ -59,9 +59,19 @@ RANGES = {
     "calib": (1, True, None, False), "calib_samples": (1, True, None, False),
     "weight_bits": (1, True, 8, True), "act_bits": (1, True, 8, True), "bits": (1, True, 16, True),
     "conv_bits": (1, True, 16, True), "subvector": (1, True, None, False), "subset": (1, True, None, False),
-    "holdout": _NONNEG, "seed": _NONNEG, "threads": (1, True, None, False), "opset": (7, True, 21, True),
+    "holdout": _NONNEG, "seed": _NONNEG, "threads": (1, True, None, False), "opset": lambda: _opset_bounds(),
     "nproc_per_node": (1, True, 64, True),
 }
+
+
+
+def _opset_bounds() -> tuple:
+    """The exporter's own range, so a recipe is refused at planning, not at its last stage."""
+    from ..export.onnx import supported_opsets
+
+    opsets = supported_opsets()
+    return (opsets.start, True, opsets.stop - 1, True)
+
 
 _DATA = Option("data", "--data", "str", help="data set for this stage (default: the recipe's)")
 _NPROC = Option("nproc_per_node", None, "int", default=1, help="processes for DDP training under torchrun")
@@ -198,6 +208,7 @@ def check_value(stage: str, option: Option, value) -> str | None:
 
         return str(unknown_choice(f"{option.key} value", str(value), [str(c) for c in choices]))
     bounds = RANGES.get(option.key)
+    bounds = bounds() if callable(bounds) else bounds  # a range only known at run time
     if bounds and kind in ("int", "float"):
         low, low_in, high, high_in = bounds
         bad_low = low is not None and (value < low if low_in else value <= low)
