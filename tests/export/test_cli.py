@@ -38,6 +38,33 @@ def test_compress_weights_then_export_packed(tmp_path):
     assert torch.equal(torchslim.load(packed)(x), model(x))
 
 
+def test_export_of_a_frozen_model_folds_bn_unless_told_and_shrinks_side_data(tmp_path):
+    from torchslim import models
+    from torchslim.quant import FrozenConv2d, FrozenLinear, QuantConfig, freeze, quantize
+    from torchslim.quant.packed import fold_batchnorm
+
+    torch.manual_seed(0)
+    frozen = freeze(quantize(models.create("vgg11", width_mult=0.0625), QuantConfig(method="xnor")).eval())
+    source = tmp_path / "q.safetensors"
+    torchslim.save(frozen, source, input_shape=(3, 32, 32))
+    sizes = {}
+    for name, flags in (("folded", []), ("exact", ["--no-fold-bn"]), ("int8", ["--side-dtype", "int8"])):
+        result = run_cli("export", source, "--format", "packed", "--out", tmp_path / name, "--json", *flags,
+                         env=ONE_THREAD)
+        assert result.returncode == 0, result.stderr
+        sizes[name] = json.loads(result.stdout.strip().splitlines()[-1])["size_bytes"]
+    assert sizes["int8"] < sizes["folded"] < sizes["exact"]
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(torchslim.load(tmp_path / "exact")(x), frozen(x))
+    assert torch.equal(torchslim.load(tmp_path / "folded")(x), fold_batchnorm(frozen)(x))
+    lossy, folded = torchslim.load(tmp_path / "int8"), fold_batchnorm(frozen)
+    for name, layer in folded.named_modules():
+        if isinstance(layer, FrozenConv2d | FrozenLinear):  # codes exact; scales within half an int8 step
+            assert torch.equal(lossy.get_submodule(name).codes, layer.codes)
+            step = float(layer.scale.abs().max()) / 127
+            assert (lossy.get_submodule(name).scale - layer.scale).abs().max() <= step / 2 * 1.001
+
+
 def test_bad_input_is_one_line_and_leaves_no_file(tmp_path):
     source = _saved_mlp(tmp_path)
     out = tmp_path / "never.safetensors"

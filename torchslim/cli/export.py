@@ -12,6 +12,7 @@ from ..errors import UserError
 from .common import add_json_arg, check_out_path, emit, parse_shape
 
 FORMATS = ("packed", "onnx")
+SIDE_DTYPES = ("float32", "float16", "int8")
 
 
 def add_parser(subparsers):
@@ -21,6 +22,12 @@ def add_parser(subparsers):
     parser.add_argument("--out", required=True, help="the file to write")
     parser.add_argument("--huffman", action="store_true", help="packed: entropy-code the codes and indices")
     parser.add_argument("--dense", action="store_true", help="packed: never store float weights as sparse")
+    parser.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
+                        help="packed: keep each BatchNorm after a frozen low-bit layer (exact round trip) instead of "
+                             "folding it into the layer's scale and bias")
+    parser.add_argument("--side-dtype", choices=SIDE_DTYPES, default="float32",
+                        help="packed: dtype of frozen low-bit layers' per-channel scale and bias (int8: one float32 "
+                             "step per tensor; smaller, not exact)")
     parser.add_argument("--input", help="onnx: input shape CxHxW (default: recorded in the file)")
     parser.add_argument("--opset", type=int, default=17,
                         help="onnx: ONNX opset, within the range this torch's exporter supports")
@@ -43,7 +50,9 @@ def run(args) -> int:
     model = load(args.file)
     baseline = float32_size(model)
     if args.format == "packed":
-        size = save_packed(model, args.out, PackOptions(huffman=args.huffman, sparse=not args.dense))
+        options = PackOptions(huffman=args.huffman, sparse=not args.dense, fold_bn=args.fold_bn,
+                              side_dtype=args.side_dtype)
+        size = save_packed(model, args.out, options)
         try:
             load_packed(args.out)  # read back: a file that cannot be loaded is never left behind
         except BaseException:
