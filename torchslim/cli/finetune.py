@@ -29,14 +29,12 @@ def add_parser(subparsers):
     parser.set_defaults(run=run)
 
 
-def _teacher_loss(args, train_set):
+def _teacher_loss(args, model, train_set):
     if args.teacher is None:
         return kd_loss_for(args, None)
     from .. import load
 
-    teacher = load(args.teacher)
-    check_input_fits(teacher, train_set.input_shape, args.teacher, args.data)
-    return kd_loss_for(args, teacher)
+    return kd_loss_for(args, load(args.teacher), model, train_set.input_shape, f"teacher {args.teacher}")
 
 
 def run(args) -> int:
@@ -51,7 +49,7 @@ def run(args) -> int:
     model = load(args.file)
     train_set, test_set = load_data(args, "train"), load_data(args, "test")
     check_input_fits(model, train_set.input_shape, args.file, args.data)
-    loss_fn = _teacher_loss(args, train_set)
+    loss_fn = _teacher_loss(args, model, train_set)
     dist_info = init_from_env(args.device)
     top1_before = evaluate(model, test_set)["top1"] if dist_info.is_main else None
     checkpoint = args.out + ".ckpt"

@@ -109,6 +109,7 @@ def run(args) -> int:
         config = QuantConfig(method=args.method, weight_bits=args.weight_bits, act_bits=args.act_bits,
                              keep_first_last=args.keep_first_last)
         qmodel = quantize(model, config)
+        loss_fn = _teacher_loss(args, model, train.input_shape)
     before = evaluate(model, test)["top1"]
     batches = calibration_batches(train, args.calib)
     float_bytes = os.path.getsize(args.file)
@@ -125,7 +126,7 @@ def run(args) -> int:
     if args.epochs:
         train_config = TrainConfig(epochs=args.epochs, lr=args.lr, optimizer="adam", weight_decay=0.0,
                                    schedule="cosine", batch_size=args.batch_size, seed=args.seed, device=args.device)
-        history = fit(qmodel, train, train_config, loss_fn=_teacher_loss(args, model), on_step=clip_latent_weights,
+        history = fit(qmodel, train, train_config, loss_fn=loss_fn, on_step=clip_latent_weights,
                       progress=not args.json)
         qmodel.cpu()
         recalibrate_bn(qmodel, batches)
@@ -158,12 +159,14 @@ def run(args) -> int:
     return 0
 
 
-def _teacher_loss(args, model):
+def _teacher_loss(args, model, input_shape):
     if args.teacher is None:
         return kd_loss_for(args, None)
+    if args.teacher == "self":
+        return kd_loss_for(args, model)
     from .. import load
 
-    return kd_loss_for(args, model if args.teacher == "self" else load(args.teacher))
+    return kd_loss_for(args, load(args.teacher), model, input_shape, f"teacher {args.teacher}")
 
 
 def _run_int8(args, model, batches, train, test, before, float_bytes):
