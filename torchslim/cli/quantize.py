@@ -7,6 +7,7 @@ import time
 
 from .common import (add_data_args, add_json_arg, add_kd_args, check_input_fits, check_out_path, emit, kd_loss_for,
                      load_data)
+from .export import SIDE_DTYPES
 
 ACT_SCALES = ("fit", "unit")
 CLI_METHODS = ("bnn", "bnn-stochastic", "bwn", "xnor", "twn", "dorefa", "hwgq-bwn", "hwgq-uniform-bwn",
@@ -43,7 +44,7 @@ def add_parser(subparsers):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--packed", default=None, metavar="FILE", help="also write the bit-packed file here")
-    parser.add_argument("--packed-side", choices=("float32", "float16", "int8"), default=None,
+    parser.add_argument("--packed-side", choices=SIDE_DTYPES, default=None,
                         help="packed file: dtype of the binary layers' per-channel scale and bias (float32 is "
                              "exact; int8 keeps one float32 step per layer; the float layers stay float32)")
     add_data_args(parser)
@@ -59,7 +60,6 @@ _QAT_ONLY = {"epochs": "--epochs", "alt_update": "--alt-update", "alt_init": "--
 
 def _check_args(args):
     from ..errors import UserError, unknown_choice
-    from ..quant.convert import METHODS
 
     if args.method not in CLI_METHODS:
         raise unknown_choice("quantization method", args.method, CLI_METHODS)
@@ -73,9 +73,6 @@ def _check_args(args):
         if not args.out.endswith(".onnx"):
             raise UserError(f"--method int8 writes an ONNX Runtime model: give --out a .onnx name (got {args.out})")
     else:
-        if args.act_bits is not None and METHODS[args.method][2] is None:
-            raise UserError(f"--method {args.method} keeps activations float: --act-bits does not apply "
-                            f"(use dorefa or an hwgq method for quantized activations)")
         if args.alt_guard and not args.alt_update:
             raise UserError("--alt-guard guards the update after fine-tuning: add --alt-update")
         if args.packed_side and not args.packed:
@@ -88,26 +85,30 @@ def _check_args(args):
     check_out_path(args.out)
     if args.packed:
         check_out_path(args.packed)
+    if args.method == "int8":
+        return None
+    from ..quant import QuantConfig  # validates the bit widths for the method before anything is loaded
+
+    return QuantConfig(method=args.method, weight_bits=args.weight_bits, act_bits=args.act_bits,
+                       keep_first_last=args.keep_first_last)
 
 
 def run(args) -> int:
     import torch
 
     from .. import load, save
-    from ..quant import QuantConfig, clip_latent_weights, freeze, quantize
+    from ..quant import clip_latent_weights, freeze, quantize
     from ..quant.altupdate import alternating_update, calibration_batches, recalibrate_bn
     from ..quant.calibrate import calibrate_act_scales
     from ..quant.packed import packed_size, save_packed
     from ..train import TrainConfig, evaluate, fit
 
-    _check_args(args)
+    config = _check_args(args)
     torch.manual_seed(args.seed)
     model = load(args.file)
     train, test = load_data(args, "train"), load_data(args, "test")
     check_input_fits(model, train.input_shape, args.file, args.data)
-    if args.method != "int8":  # an unsupported layer is refused before any long work
-        config = QuantConfig(method=args.method, weight_bits=args.weight_bits, act_bits=args.act_bits,
-                             keep_first_last=args.keep_first_last)
+    if config is not None:  # an unsupported layer is refused before any long work
         qmodel = quantize(model, config)
         loss_fn = _teacher_loss(args, model, train.input_shape)
     before = evaluate(model, test)["top1"]

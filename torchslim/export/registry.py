@@ -29,7 +29,7 @@ SIDE_DTYPES = (*FLOAT_DTYPES, "int8")
 
 @dataclass
 class PackOptions:
-    """How a model is packed.  The defaults are exact: the packed model computes what the model computes.
+    """How a model is packed.  By default every stored number is exact; the one transform is ``fold_bn``.
 
     ``fold_bn`` folds each BatchNorm that directly follows a frozen low-bit layer into that
     layer's per-channel scale and bias (the deployment form: ``integer product * scale + bias``;
