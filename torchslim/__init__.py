@@ -1,11 +1,31 @@
 """torchslim: make a trained PyTorch network smaller and faster, and prove it.
 
-Importing is cheap: the heavy parts (data, models, kernels) load on first use.
+Importing is cheap: the subpackages (``torchslim.models``, ``torchslim.prune``, ...)
+load on first attribute access (PEP 562), so ``import torchslim`` pulls in no
+data, no models and no native kernels.
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
 __all__ = ["save", "load", "profile", "__version__"]
+
+# Subpackages reachable as attributes of ``torchslim`` without an explicit import.
+_SUBPACKAGES = frozenset({
+    "cli", "codebook", "data", "deploy", "distill", "export", "io", "lowrank", "models",
+    "pipeline", "prune", "quant", "report", "sparse", "train",
+})
+
+
+def __getattr__(name):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'torchslim' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _SUBPACKAGES)
 
 
 def save(model, path, **meta):
@@ -23,7 +43,11 @@ def load(path, map_location="cpu"):
 
 
 def profile(model, input_shape=None, **kwargs):
-    """Measure params, MACs and latency of ``model``; see :func:`torchslim.profile.profile_model`."""
+    """Measure params, MACs and latency of ``model``; see :func:`torchslim.profile.profile_model`.
+
+    ``torchslim.profile`` is also the measurement subpackage: once that is imported
+    the attribute is the (callable) subpackage, which behaves the same when called.
+    """
     from .profile.report import profile_model
 
     return profile_model(model, input_shape=input_shape, **kwargs)

@@ -1,4 +1,11 @@
-"""Measurement of every result: params, MACs, bytes on disk, latency."""
+"""Measurement of every result: params, MACs, bytes on disk, latency.
+
+Importing this subpackage rebinds ``torchslim.profile`` from the top-level function
+to the subpackage, so the subpackage is callable with the same signature.
+"""
+
+import sys
+import types
 
 from .counting import count_macs, count_params, layer_table
 from .latency import compare_latency, measure_latency, num_threads
@@ -16,3 +23,13 @@ __all__ = [
     "profile_model",
     "serialized_size",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    """``torchslim.profile(model, ...)`` keeps working after the subpackage is imported."""
+
+    def __call__(self, model, input_shape=None, **kwargs):
+        return profile_model(model, input_shape=input_shape, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
