@@ -84,7 +84,7 @@ def _check_args(args):
         raise UserError(f"need --epochs >= 0 and --calib >= 1 (got {args.epochs}, {args.calib})")
     check_out_path(args.out)
     if args.packed:
-        check_out_path(args.packed)
+        check_out_path(args.packed, "--packed")
     if args.method == "int8":
         return None
     from ..quant import QuantConfig  # validates the bit widths for the method before anything is loaded

@@ -75,7 +75,7 @@ def run(args) -> int:
     if args.images < 1 or args.batch_size < 1:
         raise UserError(f"--images and --batch-size must be >= 1 (got {args.images} and {args.batch_size})")
     if args.plot:
-        check_out_path(args.plot)
+        check_out_path(args.plot, "--plot")
     model = load(args.file)
     test_set = load_data(args, "test")
     calibration = load_data(args, "train") if criterion.needs_data else None
