@@ -87,9 +87,13 @@ WIDTH = float_range(0, 64, low_open=True)
 def given_dests(parser: argparse.ArgumentParser, argv: list) -> set:
     """The dests the command line set, as opposed to those argparse filled in from defaults."""
     unset = object()
-    namespace = argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != argparse.SUPPRESS})
+    appending = (argparse._AppendAction, argparse._CountAction, argparse._AppendConstAction)
+    plain = [a for a in parser._actions if a.dest != argparse.SUPPRESS and not isinstance(a, appending)]
+    namespace = argparse.Namespace(**{a.dest: unset for a in plain})
     parser.parse_known_args(list(argv), namespace=namespace)
-    return {dest for dest, value in vars(namespace).items() if value is not unset}
+    given = {a.dest for a in plain if getattr(namespace, a.dest) is not unset}
+    return given | {a.dest for a in parser._actions if isinstance(a, appending)
+                    and getattr(namespace, a.dest, a.default) != a.default}
 
 
 def check_applies(args, given: set) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .checks import THREADS
 from .common import add_json_arg, emit
 
 
@@ -14,7 +15,7 @@ def add_parser(subparsers):
                         help="start from this saved model instead of the recipe's train/load stage")
     parser.add_argument("--data", default=None, metavar="NAME[:DIR]", help="data set (default: the recipe's)")
     parser.add_argument("--quick", action="store_true", help="the recipe's short variant (minutes)")
-    parser.add_argument("--threads", type=int, default=1, help="threads for the latency measurements")
+    parser.add_argument("--threads", type=THREADS, default=1, help="threads for the latency measurements")
     parser.add_argument("--check", action="store_true", help="check the recipe and print the plan; run nothing")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (rerun to resume)")
     add_json_arg(parser)
