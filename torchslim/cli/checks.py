@@ -258,7 +258,7 @@ def _memory_bytes() -> int:
         return 0
 
 
-def create_model(name: str, flag: str = "--width-mult", **kwargs):
+def create_model(name: str, flag: str = "--width-mult", build: bool = True, **kwargs):
     """``models.create``, after building the model on the meta device to count its parameters:
     a width that needs more than a quarter of this machine's memory for float32 weights (training
     needs about four times that) is refused before anything is allocated."""
@@ -279,4 +279,4 @@ def create_model(name: str, flag: str = "--width-mult", **kwargs):
         raise UserError(f"{name} at {flag} {kwargs.get('width_mult', 1.0):g} has {params:.3g} parameters "
                         f"({params * 4 / 2**30:,.1f} GiB of float32 weights); this machine has "
                         f"{memory / 2**30:.0f} GiB: choose a smaller {flag}")
-    return models.create(name, **kwargs)
+    return models.create(name, **kwargs) if build else None
