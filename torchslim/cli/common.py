@@ -7,6 +7,8 @@ import os
 import sys
 
 from ..errors import UserError
+from .checks import (NONNEG_INT, POSITIVE_INT, SEED, check_fits_data, float_range, probe_writable,
+                     require_images)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -23,23 +25,23 @@ def parse_shape(text: str) -> tuple[int, ...]:
 def add_data_args(parser, required: bool = True) -> None:
     parser.add_argument("--data", required=required, metavar="NAME[:DIR]",
                         help="data set name (fashion-mnist-32, cifar10:DIR, folder:DIR, digits, ...)")
-    parser.add_argument("--subset", type=int, default=None, metavar="N",
+    parser.add_argument("--subset", type=POSITIVE_INT, default=None, metavar="N",
                         help="use a deterministic N-sample subset (quick runs)")
-    parser.add_argument("--holdout", type=int, default=0, metavar="K",
+    parser.add_argument("--holdout", type=NONNEG_INT, default=0, metavar="K",
                         help="reserve K training samples as a held-out calibration/validation split")
 
 
 def add_training_args(parser) -> None:
     """The flags of :class:`torchslim.train.TrainConfig`, shared by every verb that trains."""
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--epochs", type=NONNEG_INT, default=10)
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=128)
+    parser.add_argument("--lr", type=float_range(0, low_open=True), default=0.05)
     parser.add_argument("--optimizer", default="sgd", help="sgd or adam")
     parser.add_argument("--schedule", default="onecycle", help="onecycle, cosine, step or constant")
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--weight-decay", type=float_range(0), default=5e-4)
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=SEED, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
 
 
@@ -89,18 +91,22 @@ def load_data(args, split: str):
 
     name, root = parse_data_arg(args.data)
     if split == "train" or args.subset is None:
-        return load_dataset(name, split=split, root=root, holdout=args.holdout, subset=args.subset)
-    full = load_dataset(name, split=split, root=root, holdout=args.holdout)
-    return full.subset(args.subset) if args.subset < len(full) else full
+        dataset = load_dataset(name, split=split, root=root, holdout=args.holdout, subset=args.subset)
+    else:
+        full = load_dataset(name, split=split, root=root, holdout=args.holdout)
+        dataset = full.subset(args.subset) if args.subset < len(full) else full
+    require_images(dataset, split, args.data)
+    return dataset
 
 
-def check_out_path(path: str) -> None:
-    """Fail before any work if ``path`` cannot be written."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise UserError(f"--out {path} is a directory; give a file name such as model.safetensors")
-    if os.path.exists(folder) and not os.access(folder, os.W_OK):
-        raise UserError(f"cannot write to {folder}")
+def check_model_data(model, dataset, model_name: str, data_name: str = ""):
+    """The shared model-against-data check (input shape and classes); see :mod:`.checks`."""
+    return check_fits_data(model, dataset, model_name, data_name)
+
+
+def check_out_path(path: str, flag: str = "--out") -> None:
+    """Fail before any work if ``path`` cannot be written (see :func:`.checks.probe_writable`)."""
+    probe_writable(path, flag)
 
 
 def emit(args, payload: dict, text: str = "") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .checks import THREADS
 from .common import add_json_arg, emit
 
 
@@ -14,11 +15,14 @@ def add_parser(subparsers):
                         help="start from this saved model instead of the recipe's train/load stage")
     parser.add_argument("--data", default=None, metavar="NAME[:DIR]", help="data set (default: the recipe's)")
     parser.add_argument("--quick", action="store_true", help="the recipe's short variant (minutes)")
-    parser.add_argument("--threads", type=int, default=1, help="threads for the latency measurements")
+    parser.add_argument("--threads", type=THREADS, default=1, help="threads for the latency measurements")
     parser.add_argument("--check", action="store_true", help="check the recipe and print the plan; run nothing")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (rerun to resume)")
+    parser.add_argument("--force", action="store_true",
+                        help="write into --out even if it holds other files or another recipe's run (the run's "
+                             "own files are replaced, others are left alone)")
     add_json_arg(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, out_is_folder=True)
 
 
 def format_table(table: list[dict]) -> str:
@@ -53,7 +57,7 @@ def run(args) -> int:
     if not args.out:
         raise UserError("--out DIR is required (the stages, model files and report go there)")
     report = compress(recipe, args.out, model=args.model, data=args.data, quick=args.quick, threads=args.threads,
-                      log=print)
+                      log=print, force=args.force)
     text = "\n".join(["", format_table(report["table"]), "",
                       f"report: {report['out_dir']}/report.html (and report.json, model.safetensors, model.packed"
                       f"{', model.onnx' if 'onnx' in report['artefacts'] else ''})"])

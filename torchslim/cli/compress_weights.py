@@ -13,11 +13,12 @@ from __future__ import annotations
 import time
 
 from ..errors import UserError
+from .checks import POSITIVE_INT, SEED
 from .common import (
     add_data_args,
     add_json_arg,
     add_kd_args,
-    check_input_fits,
+    check_model_data,
     check_out_path,
     emit,
     kd_loss_for,
@@ -97,7 +98,7 @@ def add_parser(subparsers):
     parser.add_argument("--finetune-epochs", type=int, default=0)
     parser.add_argument("--lr", type=float, default=None, help="fine-tune learning rate (default per method)")
     parser.add_argument("--weight-decay", type=float, default=None, help="fine-tune weight decay (default per method)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=128)
     parser.add_argument("--distill", action="store_true", help="fine-tune with the input model as teacher")
     parser.add_argument("--teacher", default=None, metavar="FILE",
                         help="fine-tune with this saved model as teacher instead of the input model (implies "
@@ -105,7 +106,7 @@ def add_parser(subparsers):
     add_kd_args(parser)
     parser.add_argument("--no-augment", action="store_true", help="fine-tune without random crop / flip")
     add_data_args(parser)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=SEED, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", required=True, help="where to save the compressed model")
     add_json_arg(parser)
@@ -304,7 +305,7 @@ def run(args) -> int:
     _check_layer_names(model, args)
     train_set, test_set = load_data(args, "train"), load_data(args, "test")
     input_shape = train_set.input_shape
-    check_input_fits(model, input_shape, args.file, args.data)
+    check_model_data(model, train_set, args.file, args.data)
     args.loss_fn = _teacher_loss(args, model, input_shape)
     before = evaluate(model, test_set)["top1"]
     began = time.perf_counter()

@@ -13,6 +13,7 @@ import os
 import time
 
 from ..errors import UserError
+from .checks import THREADS
 from .common import add_json_arg, emit
 
 DEMO_RECIPES = (("taylor", "pruned (Taylor, 50% MACs)"), ("hwgq-bwn", "binary (HWGQ + BWN)"),
@@ -23,9 +24,9 @@ def add_parser(subparsers):
     parser = subparsers.add_parser("demo", help="train a baseline, compress it three ways, report")
     parser.add_argument("--out", default="demo-out", help="output folder (rerun to reuse and resume)")
     parser.add_argument("--quick", action="store_true", help="tiny budgets (about two minutes; for checks)")
-    parser.add_argument("--threads", type=int, default=1, help="threads for the latency measurements")
+    parser.add_argument("--threads", type=THREADS, default=1, help="threads for the latency measurements")
     add_json_arg(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, out_is_folder=True)
 
 
 def _data_name() -> str:

@@ -7,6 +7,7 @@ import os
 import time
 
 from ..errors import UserError
+from .checks import WIDTH
 from .common import add_data_args, add_json_arg, add_training_args, check_out_path, emit, load_data, training_config
 
 
@@ -17,7 +18,7 @@ def add_parser(subparsers):
     parser.add_argument("--student", required=True, metavar="NAME",
                         help="zoo model for the student (mobilenetv2, shufflenetv2, lenet5, shallow2, shallow3, or "
                              "the teacher's own architecture for a thin copy)")
-    parser.add_argument("--width-mult", type=float, default=1.0, help="student width multiplier")
+    parser.add_argument("--width-mult", type=WIDTH, default=1.0, help="student width multiplier")
     parser.add_argument("--loss", default="hinton", help="hinton, mxnet or tf")
     parser.add_argument("--temperature", type=float, default=None, help="softening T > 0 (default: the loss's)")
     parser.add_argument("--alpha", type=float, default=None,
@@ -27,7 +28,7 @@ def add_parser(subparsers):
                              "a 1x1 adapter bridges different widths)")
     parser.add_argument("--hint-weight", type=float, default=1.0, help="weight of the feature (hint) loss")
     parser.add_argument("--online", action="store_true", help="train teacher and student together")
-    parser.add_argument("--teacher-width", type=float, default=1.0, help="width of a fresh --online teacher")
+    parser.add_argument("--teacher-width", type=WIDTH, default=1.0, help="width of a fresh --online teacher")
     parser.add_argument("--teacher-out", default=None, help="with --online: also save the trained teacher here")
     parser.add_argument("--compare", action="store_true",
                         help="also train the same student without a teacher (same budget, seed and start)")

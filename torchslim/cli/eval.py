@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..errors import UserError
-from .common import add_data_args, add_json_arg, emit, load_data
+from .checks import POSITIVE_INT
+from .common import add_data_args, add_json_arg, check_model_data, emit, load_data
 
 
 def add_parser(subparsers):
@@ -11,7 +11,7 @@ def add_parser(subparsers):
     parser.add_argument("file", help="a model saved by torchslim")
     add_data_args(parser)
     parser.add_argument("--split", default="test", choices=["train", "holdout", "test"])
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=256)
     parser.add_argument("--device", default="cpu")
     add_json_arg(parser)
     parser.set_defaults(run=run)
@@ -23,10 +23,7 @@ def run(args) -> int:
 
     model = load(args.file)
     dataset = load_data(args, args.split)
-    expected = tuple(getattr(model, "input_shape", ()) or ())
-    if expected and tuple(dataset.input_shape) != expected:
-        raise UserError(f"{args.file} expects input {'x'.join(map(str, expected))} but {args.data} gives "
-                        f"{'x'.join(map(str, dataset.input_shape))}")
+    check_model_data(model, dataset, args.file, args.data)
     device = resolve_device(args.device)
     metrics = evaluate(model.to(device), dataset, batch_size=args.batch_size, device=device, progress=not args.json)
     emit(args, metrics, f"{args.file} on {args.data} ({args.split}, {metrics['n']} images): "

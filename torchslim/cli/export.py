@@ -13,6 +13,9 @@ from .common import add_json_arg, check_out_path, emit, parse_shape
 
 FORMATS = ("packed", "onnx")
 SIDE_DTYPES = ("float32", "float16", "int8")
+# flag -> the formats it does something for; given with another format it is an error (cli/checks.py)
+FORMAT_ONLY = {"--huffman": ("packed",), "--dense": ("packed",), "--no-fold-bn": ("packed",),
+               "--side-dtype": ("packed",), "--input": ("onnx",), "--opset": ("onnx",)}
 
 
 def add_parser(subparsers):
@@ -32,7 +35,7 @@ def add_parser(subparsers):
     parser.add_argument("--opset", type=int, default=17,
                         help="onnx: ONNX opset, within the range this torch's exporter supports")
     add_json_arg(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, applies={flag: ("format", formats) for flag, formats in FORMAT_ONLY.items()})
 
 
 def run(args) -> int:

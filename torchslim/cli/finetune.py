@@ -12,7 +12,7 @@ import os
 import time
 
 from ..errors import UserError
-from .common import (add_data_args, add_json_arg, add_kd_args, add_training_args, check_input_fits, check_out_path,
+from .common import (add_data_args, add_json_arg, add_kd_args, add_training_args, check_model_data, check_out_path,
                      emit, kd_loss_for, load_data, training_config)
 
 
@@ -48,7 +48,7 @@ def run(args) -> int:
         raise UserError("--out must differ from the input file")
     model = load(args.file)
     train_set, test_set = load_data(args, "train"), load_data(args, "test")
-    check_input_fits(model, train_set.input_shape, args.file, args.data)
+    check_model_data(model, train_set, args.file, args.data)
     loss_fn = _teacher_loss(args, model, train_set)
     dist_info = init_from_env(args.device)
     top1_before = evaluate(model, test_set)["top1"] if dist_info.is_main else None

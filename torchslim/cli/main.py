@@ -10,8 +10,9 @@ import sys
 
 from .. import __version__
 from ..errors import UserError
+from .checks import check_applies, check_paths, given_dests
 
-_NOT_VERBS = {"main", "common"}
+_NOT_VERBS = {"main", "common", "checks"}
 
 
 def verb_modules() -> list[str]:
@@ -41,23 +42,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def _checked_args(argv):
+    """Parse, then the checks every verb shares: flags that do nothing here, and the output paths."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    check_applies(args, given_dests(subparsers.choices[args.verb], argv[argv.index(args.verb) + 1:]))
+    check_paths(args)
+    return args
+
+
+def main(argv=None) -> int:
     try:
+        args = _checked_args(argv)
         return int(args.run(args) or 0)
     except UserError as exc:
         print("torchslim: error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # also while torch is still importing: no traceback
         print("torchslim: interrupted", file=sys.stderr)
         return 130
     finally:
         # Leave the torchrun process group before the interpreter exits: a gloo group still
         # alive at exit can abort its process ("terminate called without an active exception").
-        from ..train.distributed import shutdown
-
-        shutdown()
+        # Only if it was imported: importing it here could re-enter a torch import that Ctrl-C cut short.
+        distributed = sys.modules.get("torchslim.train.distributed")
+        if distributed is not None:
+            distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import UserError
+from .checks import POSITIVE_INT, THREADS, WIDTH, create_model
 from .common import add_json_arg, check_input_fits, emit, parse_shape
 
 
@@ -10,12 +11,12 @@ def add_parser(subparsers):
     parser = subparsers.add_parser("profile", help="measure a saved model or a zoo model")
     parser.add_argument("file", nargs="?", help="a model saved by torchslim")
     parser.add_argument("--model", help="profile a fresh zoo model instead of a file")
-    parser.add_argument("--width-mult", type=float, default=1.0)
+    parser.add_argument("--width-mult", type=WIDTH, default=1.0, help="channel width multiplier, in (0, 64]")
     parser.add_argument("--input", help="input shape CxHxW (default: recorded in the file, or the model's)")
-    parser.add_argument("--num-classes", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for latency (default: torch's)")
+    parser.add_argument("--num-classes", type=POSITIVE_INT, default=10)
+    parser.add_argument("--threads", type=THREADS, default=None, help="torch threads for latency (default: torch's)")
     parser.add_argument("--batch-sizes", default="1,32", help="comma-separated batch sizes to time")
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=POSITIVE_INT, default=30)
     parser.add_argument("--list", action="store_true", help="list the zoo models and exit")
     add_json_arg(parser)
     parser.set_defaults(run=run)
@@ -45,11 +46,11 @@ def run(args) -> int:
         model = load(args.file)
         name = args.file
     else:
-        model = models.create(args.model, num_classes=args.num_classes, width_mult=args.width_mult)
+        model = create_model(args.model, num_classes=args.num_classes, width_mult=args.width_mult)
         name = args.model
     input_shape = parse_shape(args.input) if args.input else tuple(model.input_shape)
     if args.model and tuple(input_shape) != tuple(model.input_shape):
-        model = models.create(args.model, num_classes=args.num_classes, width_mult=args.width_mult,
+        model = create_model(args.model, num_classes=args.num_classes, width_mult=args.width_mult,
                               in_channels=input_shape[0], input_size=input_shape[1:])
     check_input_fits(model, input_shape, name)
     result = profile_model(model, input_shape, path=args.file, batch_sizes=_batch_sizes(args.batch_sizes),

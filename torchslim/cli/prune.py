@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 
 from ..errors import UserError
-from .common import add_data_args, add_json_arg, add_kd_args, check_out_path, emit, kd_loss_for, load_data
+from .checks import POSITIVE_INT, SEED, THREADS, check_layer_patterns, float_range
+from .common import (add_data_args, add_json_arg, add_kd_args, check_model_data, check_out_path, emit, kd_loss_for,
+                     load_data)
 
 
 def add_parser(subparsers):
@@ -34,11 +36,11 @@ def add_parser(subparsers):
                         help="train with a sparsity regulariser before pruning")
     parser.add_argument("--lambda", dest="lam", type=float, default=1e-4, metavar="L", help="regulariser weight")
     parser.add_argument("--regularize-epochs", type=int, default=1, metavar="E")
-    parser.add_argument("--min-channels", type=int, default=1)
-    parser.add_argument("--round-to", type=int, default=1, help="keep a multiple of N channels per group")
+    parser.add_argument("--min-channels", type=POSITIVE_INT, default=1)
+    parser.add_argument("--round-to", type=POSITIVE_INT, default=1, help="keep a multiple of N channels per group")
     parser.add_argument("--ignore", action="append", default=[], metavar="LAYER",
                         help="module name or glob pattern to leave alone (repeatable)")
-    parser.add_argument("--calibration-batches", type=int, default=8)
+    parser.add_argument("--calibration-batches", type=POSITIVE_INT, default=8)
     parser.add_argument("--no-bn-recalibration", action="store_true",
                         help="keep the BatchNorm statistics of the unpruned model (default: re-estimate them "
                         "on the calibration batches after pruning)")
@@ -48,10 +50,10 @@ def add_parser(subparsers):
     parser.add_argument("--teacher", choices=["original"], default=None,
                         help="fine-tune with distillation from the unpruned model")
     add_kd_args(parser)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for the latency measurement")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float_range(0, low_open=True), default=0.01)
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=128)
+    parser.add_argument("--threads", type=THREADS, default=None, help="torch threads for the latency measurement")
+    parser.add_argument("--seed", type=SEED, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", required=True, help="where to save the pruned model")
     add_data_args(parser, required=False)
@@ -121,13 +123,11 @@ def _load(args, config):
     _check(args, config, needs_data)
     check_out_path(args.out)
     original = load(args.file)
-    input_shape = tuple(original.input_shape)
     train_set = test_set = None
+    check_layer_patterns(original, args.ignore, "--ignore", args.file)
     if args.data:
         train_set, test_set = load_data(args, "train"), load_data(args, "test")
-        if tuple(train_set.input_shape) != input_shape:
-            raise UserError(f"{args.file} expects input {'x'.join(map(str, input_shape))} but {args.data} gives "
-                            f"{'x'.join(map(str, train_set.input_shape))}")
+        check_model_data(original, train_set, args.file, args.data)
     return original, train_set, test_set
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from .common import (add_data_args, add_json_arg, add_kd_args, check_input_fits, check_out_path, emit, kd_loss_for,
+from .checks import SEED
+from .common import (add_data_args, add_json_arg, add_kd_args, check_model_data, check_out_path, emit, kd_loss_for,
                      load_data)
 from .export import SIDE_DTYPES
 
@@ -41,7 +42,7 @@ def add_parser(subparsers):
     parser.add_argument("--calib", type=int, default=1024, help="calibration images (BN, alt-update, int8)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=SEED, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--packed", default=None, metavar="FILE", help="also write the bit-packed file here")
     parser.add_argument("--packed-side", choices=SIDE_DTYPES, default=None,
@@ -84,7 +85,7 @@ def _check_args(args):
         raise UserError(f"need --epochs >= 0 and --calib >= 1 (got {args.epochs}, {args.calib})")
     check_out_path(args.out)
     if args.packed:
-        check_out_path(args.packed)
+        check_out_path(args.packed, "--packed")
     if args.method == "int8":
         return None
     from ..quant import QuantConfig  # validates the bit widths for the method before anything is loaded
@@ -107,7 +108,7 @@ def run(args) -> int:
     torch.manual_seed(args.seed)
     model = load(args.file)
     train, test = load_data(args, "train"), load_data(args, "test")
-    check_input_fits(model, train.input_shape, args.file, args.data)
+    check_model_data(model, train, args.file, args.data)
     if config is not None:  # an unsupported layer is refused before any long work
         qmodel = quantize(model, config)
         loss_fn = _teacher_loss(args, model, train.input_shape)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import UserError
-from .common import add_data_args, add_json_arg, check_out_path, emit, load_data
+from .common import add_data_args, add_json_arg, check_model_data, check_out_path, emit, load_data
 
 
 def add_parser(subparsers):
@@ -75,9 +75,10 @@ def run(args) -> int:
     if args.images < 1 or args.batch_size < 1:
         raise UserError(f"--images and --batch-size must be >= 1 (got {args.images} and {args.batch_size})")
     if args.plot:
-        check_out_path(args.plot)
+        check_out_path(args.plot, "--plot")
     model = load(args.file)
     test_set = load_data(args, "test")
+    check_model_data(model, test_set, args.file, args.data)
     calibration = load_data(args, "train") if criterion.needs_data else None
     quiet = args.json or not sys.stdout.isatty()
     result = sensitivity_sweep(model, test_set, ratios=ratios, criterion=args.criterion, max_images=args.images,

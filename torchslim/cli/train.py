@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+from .checks import WIDTH, create_model
 from .common import (add_data_args, add_json_arg, add_training_args, check_input_fits, check_out_path, emit,
                      load_data, training_config)
 
@@ -12,7 +13,7 @@ from .common import (add_data_args, add_json_arg, add_training_args, check_input
 def add_parser(subparsers):
     parser = subparsers.add_parser("train", help="train a zoo model and save it")
     parser.add_argument("--model", required=True, help="zoo model name (see `torchslim profile --list`)")
-    parser.add_argument("--width-mult", type=float, default=1.0)
+    parser.add_argument("--width-mult", type=WIDTH, default=1.0, help="channel width multiplier, in (0, 64]")
     add_data_args(parser)
     add_training_args(parser)
     parser.add_argument("--out", required=True, help="where to save the trained model")
@@ -21,7 +22,7 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from .. import models, save
+    from .. import save
     from ..profile import count_macs, count_params
     from ..train import evaluate, fit, init_from_env
     from ..train.loop import seed_everything
@@ -33,7 +34,7 @@ def run(args) -> int:
     test_set = load_data(args, "test")
     channels, height, width = train_set.input_shape
     seed_everything(config.seed)  # the initial weights too: the same command gives the same model
-    model = models.create(args.model, num_classes=train_set.num_classes, in_channels=channels,
+    model = create_model(args.model, num_classes=train_set.num_classes, in_channels=channels,
                           width_mult=args.width_mult, input_size=(height, width))
     check_input_fits(model, train_set.input_shape, args.model, args.data)
     dist_info = init_from_env(args.device)

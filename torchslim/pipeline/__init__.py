@@ -34,15 +34,24 @@ def _eval_data(recipe: Recipe, stages: list, quick: bool):
 
 
 def compress(recipe: str | Recipe, out_dir: str, model: str | None = None, data: str | None = None,
-             quick: bool = False, threads: int = 1, progress: bool = True, log=print) -> dict:
-    """Run ``recipe`` (a shipped name, a YAML file or a :class:`Recipe`) into ``out_dir``; returns the report."""
+             quick: bool = False, threads: int = 1, progress: bool = True, log=print, force: bool = False) -> dict:
+    """Run ``recipe`` (a shipped name, a YAML file or a :class:`Recipe`) into ``out_dir``; returns the report.
+
+    ``out_dir`` must be new, empty or a run of the same recipe (which is resumed); ``force`` writes into
+    any folder (the run's files are replaced, others are left alone).
+    """
     from .finish import build_report
     from .measure import model_metrics
-    from .runner import exclusive, run_stages
+    from .runner import exclusive, run_stages, start_run
+    from .validate import check_models_and_data, check_order, check_out_folder
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     stages = plan(recipe, quick=quick, data=data, model=model)
+    check_order(recipe, stages)  # everything knowable is checked before the folder is touched
+    check_out_folder(out_dir, recipe, force)
+    check_models_and_data(recipe, stages, quick)
     with exclusive(out_dir):
+        start_run(out_dir, recipe)
         test_set, calibration = _eval_data(recipe, stages, quick)
         records = run_stages(stages, out_dir, measure=lambda path: model_metrics(path, test_set),
                              progress=progress, log=log)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 
+from ..cli.checks import check_applies, given_dests
 from ..errors import UserError
 from .recipe import Recipe, Stage
 from .schema import STAGES, stage_options, to_argv, verb_parser
@@ -83,11 +84,12 @@ def _dry_parse(verb: str, argv: list) -> None:
     # Combinations argparse cannot express (e.g. a ratio with a MAC target) are checked by the
     # verb's own ``check_args`` default, so a recipe fails here rather than mid-run.
     check = getattr(args, "check_args", None)
-    if check is not None:
-        try:
+    try:
+        check_applies(args, given_dests(parser, argv))  # an option that does nothing for this stage
+        if check is not None:
             check(args)
-        except UserError as exc:
-            raise _DryParser(str(exc)) from None
+    except UserError as exc:
+        raise _DryParser(str(exc)) from None
 
 
 def _starting_stages(recipe: Recipe, model: str | None) -> list[Stage]:

@@ -21,18 +21,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 
+from ..cli.checks import remove_stale_temporaries
 from ..errors import UserError
 from ..io import atomic_path, atomic_write_text
+from .finish import ARTEFACTS
 from .plan import MODEL_FILE, PlannedStage
 from .schema import STAGES
 
+_STAGE_FOLDER = re.compile(r"\d{2}-[a-z_]+$")
 RESULT = "result.json"
+RUN_FILE = "run.json"  # names the recipe a run folder belongs to
 STAGE = "stage.json"
 PAYLOAD = "payload.json"  # the verb's --json answer, kept as soon as it returns
 
@@ -191,12 +196,21 @@ def run_stages(stages: list, out_dir: str, measure, progress: bool = True, log=p
 
 
 def _drop_stale(out_dir: str, stages: list) -> None:
-    """Stage folders no stage of this plan owns (a longer recipe run earlier) are removed."""
+    """Stage folders no stage of this plan owns (a longer recipe run earlier) are removed; nothing else."""
     folder = os.path.join(out_dir, "stages")
     keep = {s.folder for s in stages}
     for name in os.listdir(folder):
-        if name not in keep:
-            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+        path = os.path.join(folder, name)
+        if name not in keep and _STAGE_FOLDER.match(name) and os.path.exists(os.path.join(path, STAGE)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def start_run(out_dir: str, recipe) -> None:
+    """Under the lock: name the recipe this folder runs, and remove the temporary files a killed
+    run left beside its artefacts (the stages clean their own folders)."""
+    for name in (*ARTEFACTS.values(), RUN_FILE, os.path.join("stages", "sensitivity.json")):
+        remove_stale_temporaries(os.path.join(out_dir, name))
+    _write_json(os.path.join(out_dir, RUN_FILE), {"recipe": recipe.name, "path": os.path.abspath(recipe.path)})
 
 
 def summary_line(record: dict) -> str:

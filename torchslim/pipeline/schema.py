@@ -27,6 +27,7 @@ class Option:
     default: object = None
     help: str = ""
     store: str = "value"  # "value", "true", "false", "append"
+    parse: object = None  # the verb's range-checking argparse type (cli/checks.py), if it has one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +60,7 @@ RANGES = {
     "calib": (1, True, None, False), "calib_samples": (1, True, None, False),
     "weight_bits": (1, True, 8, True), "act_bits": (1, True, 8, True), "bits": (1, True, 16, True),
     "conv_bits": (1, True, 16, True), "subvector": (1, True, None, False), "subset": (1, True, None, False),
-    "holdout": _NONNEG, "seed": _NONNEG, "threads": (1, True, None, False), "opset": lambda: _opset_bounds(),
+    "holdout": _NONNEG, "seed": (0, True, 2**32 - 1, True), "threads": (1, True, None, False), "opset": lambda: _opset_bounds(),
     "nproc_per_node": (1, True, 64, True),
 }
 
@@ -87,7 +88,9 @@ STAGES: dict[str, StageSpec] = {spec.name: spec for spec in (
     StageSpec("finetune", "finetune", "train the current model further", managed=("file", "out", "json", "teacher"),
               distributed=True, extra=(_NPROC, _TEACHER)),
     StageSpec("quantize", "quantize", "binary / ternary / low-bit quantization",
-              managed=("file", "out", "json", "packed", "teacher"), extra=(_TEACHER,)),
+              managed=("file", "out", "json", "packed", "teacher"), extra=(_TEACHER,),
+              # int8 writes an ONNX Runtime model, which no later stage and no report can take
+              restrict=(("method", lambda: tuple(m for m in _runtime_choices("quantize", "method") if m != "int8")),)),
     StageSpec("compress_weights", "compress-weights", "sparsity, weight sharing, PQ or Q-CNN",
               managed=("file", "out", "json", "teacher"), extra=(_TEACHER,),
               restrict=(("method", ("kmeans", "magnitude", "pq", "qcnn")),)),
@@ -141,7 +144,7 @@ def _kind(action) -> tuple[str, str]:
         return "bool", "false"
     if isinstance(action, argparse._AppendAction):
         return "list", "append"
-    kind = {int: "int", float: "float"}.get(action.type, "str")
+    kind = getattr(action.type, "kind", None) or {int: "int", float: "float"}.get(action.type, "str")
     return kind, "value"
 
 
@@ -164,8 +167,9 @@ def stage_options(name: str) -> dict[str, Option]:
                 true_flag = next((a for a in verb_parser(spec.verb)._actions
                                   if a.dest == action.dest and isinstance(a, argparse._StoreTrueAction)), None)
                 flag, store = (max(true_flag.option_strings, key=len), "true") if true_flag else (flag, store)
+            parse = action.type if getattr(action.type, "kind", None) else None
             options[key] = Option(key, flag, kind, tuple(action.choices or ()), action.default, action.help or "",
-                                  store)
+                                  store, parse)
     for option in spec.extra:
         options[option.key] = option
     options.pop("data", None)
@@ -177,7 +181,7 @@ def choices_for(stage: str, option: Option) -> tuple:
     """The valid values of ``option`` (empty when any value of its type goes)."""
     restricted = dict(STAGES[stage].restrict).get(option.key)
     if restricted:
-        return tuple(restricted)
+        return tuple(restricted() if callable(restricted) else restricted)
     if option.choices:
         return tuple(option.choices)
     return _runtime_choices(STAGES[stage].verb, option.key)
@@ -206,7 +210,15 @@ def check_value(stage: str, option: Option, value) -> str | None:
     if choices and str(value) not in {str(c) for c in choices}:
         from ..errors import unknown_choice
 
+        if str(value) in {str(c) for c in _runtime_choices(STAGES[stage].verb, option.key)}:
+            return (f"{option.key} {value} cannot be used in a {stage} stage (its result is no model for the "
+                    f"next stages); choose from: {', '.join(str(c) for c in choices)}")
         return str(unknown_choice(f"{option.key} value", str(value), [str(c) for c in choices]))
+    if option.parse is not None:  # the verb's own range (seeds, threads, widths, ...)
+        try:
+            option.parse(str(value))
+        except argparse.ArgumentTypeError as exc:
+            return f"{option.key} {exc}"
     bounds = RANGES.get(option.key)
     bounds = bounds() if callable(bounds) else bounds  # a range only known at run time
     if bounds and kind in ("int", "float"):

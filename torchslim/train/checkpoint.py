@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
 import torch
@@ -24,3 +26,53 @@ def load_checkpoint(path) -> dict | None:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a torn or foreign file must not crash a resume with a traceback
         raise UserError(f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it to start over") from None
+
+
+def _tensor_digest(digest, tensor: torch.Tensor) -> None:
+    tensor = tensor.detach().cpu().contiguous()
+    digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())
+    digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """Names, shapes and values of the model's state: another architecture, width or start differs."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        _tensor_digest(digest, tensor)
+    return digest.hexdigest()[:16]
+
+
+def data_digest(dataset, sample: int = 4096) -> str:
+    """The data set's name, size, shape and classes, all its labels and an even sample of its images."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([str(getattr(dataset, "name", "")), len(dataset), list(dataset.input_shape),
+                              int(dataset.num_classes)]).encode())
+    labels = getattr(dataset, "labels", None)
+    if isinstance(labels, torch.Tensor):
+        _tensor_digest(digest, labels)
+    images = getattr(dataset, "images", None)
+    if isinstance(images, torch.Tensor) and len(images):
+        _tensor_digest(digest, images[:: max(1, len(images) // sample)])
+    return digest.hexdigest()[:16]
+
+
+def resume_key(model, dataset, settings: dict) -> dict:
+    """What a checkpoint must match to be resumed: the starting model, the data and the settings."""
+    return {"model": model_digest(model), "data": data_digest(dataset),
+            "settings": json.loads(json.dumps(settings, sort_keys=True, default=str))}
+
+
+def check_resume_key(path, state: dict, key: dict) -> None:
+    """One line, naming what differs, when ``state`` was written by another run than ``key`` describes."""
+    saved = state.get("key")
+    if saved == key:
+        return
+    if not isinstance(saved, dict):
+        differs = "it was written before runs were keyed"
+    else:
+        names = {"model": "model (architecture, width or starting weights)", "data": "data (set or --subset)",
+                 "settings": "training settings (seed, batch size, learning rate, ...)"}
+        differs = "its " + " and ".join(names[k] for k in names if saved.get(k) != key.get(k)) + " differ"
+    raise UserError(f"checkpoint {path} belongs to another run ({differs}); delete it to start over, "
+                    "or use another --out")

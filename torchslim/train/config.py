@@ -10,6 +10,7 @@ from ..errors import UserError, unknown_choice
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "onecycle", "step", "constant")
+SEED_MAX = 2**32 - 1
 
 
 @dataclass
@@ -41,6 +42,26 @@ class TrainConfig(ConfigMixin):
             )
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        _check_ranges(self)
+
+
+# field -> (test, what a good value is): plain numbers, so an impossible one is refused by
+# the library as well as by the CLI and recipes
+_RANGES = {
+    "lr": (lambda v: math.isfinite(v), "a finite number > 0"),
+    "weight_decay": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "step_size": (lambda v: v >= 1, "an integer >= 1"),
+    "seed": (lambda v: 0 <= v <= SEED_MAX, f"an integer in [0, {SEED_MAX}]"),
+}
+
+
+def _check_ranges(config: TrainConfig) -> None:
+    for name, (good, what) in _RANGES.items():
+        value = getattr(config, name)
+        if not good(value):
+            raise UserError(f"{name.replace('_', '-')} must be {what}, got {value!r}")
 
 
 def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:

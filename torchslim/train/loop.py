@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from ..data import BatchLoader
 from ..errors import UserError
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import check_resume_key, load_checkpoint, resume_key, save_checkpoint
 from .config import TrainConfig, lr_factor
 from .distributed import current as current_dist
 
@@ -131,17 +131,20 @@ def fit(
         train_set, batch_size=config.batch_size, shuffle=True, augment=config.augment,
         seed=config.seed, rank=dist_info.rank, world_size=dist_info.world_size, drop_last=True,
     )
-    steps = max(1, len(loader))
+    if len(loader) == 0:  # zero steps would save the untrained model as if it were trained
+        raise UserError(f"batch size {config.batch_size} is larger than the {len(train_set)} training images"
+                        f"{f' split over {dist_info.world_size} processes' if dist_info.world_size > 1 else ''}; "
+                        f"use a batch size of at most {max(1, len(train_set) // dist_info.world_size)}")
+    steps = len(loader)
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s, steps))
     loss_fn = loss_fn or default_loss(config.label_smoothing)
     history = {"epochs": [], "config": config.to_dict()}
     start_epoch = 0
+    key = resume_key(model, train_set, config.to_dict()) if checkpoint_path else None
     state = load_checkpoint(checkpoint_path) if checkpoint_path else None
     if state is not None:
-        if state["history"].get("config") != config.to_dict():
-            raise UserError(f"checkpoint {checkpoint_path} was written with other training settings; "
-                            "delete it to start over, or rerun with the same settings to resume")
+        check_resume_key(checkpoint_path, state, key)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -180,6 +183,6 @@ def fit(
         if checkpoint_path and dist_info.is_main:
             save_checkpoint(checkpoint_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
+                "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history, "key": key,
             })
     return history
