@@ -22,7 +22,7 @@ def run(args) -> int:
     from ..train import evaluate, resolve_device
 
     model = load(args.file)
-    dataset = load_data(args, args.split)
+    dataset = load_data(args, args.split, getattr(model, "input_shape", None))
     expected = tuple(getattr(model, "input_shape", ()) or ())
     if expected and tuple(dataset.input_shape) != expected:
         raise UserError(f"{args.file} expects input {'x'.join(map(str, expected))} but {args.data} gives "

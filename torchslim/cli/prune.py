@@ -124,7 +124,7 @@ def _load(args, config):
     input_shape = tuple(original.input_shape)
     train_set = test_set = None
     if args.data:
-        train_set, test_set = load_data(args, "train"), load_data(args, "test")
+        train_set, test_set = load_data(args, "train", input_shape), load_data(args, "test", input_shape)
         if tuple(train_set.input_shape) != input_shape:
             raise UserError(f"{args.file} expects input {'x'.join(map(str, input_shape))} but {args.data} gives "
                             f"{'x'.join(map(str, train_set.input_shape))}")
