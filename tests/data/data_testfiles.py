@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import struct
 
@@ -51,3 +52,30 @@ def cifar_batch(n: int, label_key: bytes, num_classes: int, seed: int) -> dict:
 def dump(path, obj, protocol=2) -> None:
     with open(path, "wb") as handle:
         pickle.dump(obj, handle, protocol=protocol)
+
+
+FORMATS = ("jpg", "png", "webp")
+
+
+def id_colour(index: int) -> tuple[int, int, int]:
+    """A colour that spells ``index`` (red = low byte, green = high byte), to tell decoded samples apart."""
+    return index % 256, index // 256, 77
+
+
+def colour_id(rgb) -> int:
+    return int(rgb[0]) + 256 * int(rgb[1])
+
+
+def write_id_folder(root, classes: int, per_class: int, size=(40, 30)) -> list[str]:
+    """``root/c<k>/<i>.png``: solid lossless images whose colour spells their global index; returns paths."""
+    from PIL import Image
+
+    paths = []
+    for k in range(classes):
+        folder = os.path.join(str(root), f"c{k}")
+        os.makedirs(folder, exist_ok=True)
+        for i in range(per_class):
+            path = os.path.join(folder, f"{len(paths):04d}.png")
+            Image.new("RGB", size, id_colour(len(paths))).save(path)
+            paths.append(path)
+    return paths

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from ..errors import UserError
@@ -29,6 +28,46 @@ def add_data_args(parser, required: bool = True) -> None:
                         help="use a deterministic N-sample subset (quick runs)")
     parser.add_argument("--holdout", type=NONNEG_INT, default=0, metavar="K",
                         help="reserve K training samples as a held-out calibration/validation split")
+    add_image_args(parser)
+
+
+def add_image_args(parser) -> None:
+    """Image-folder flags: crop size, normalisation, unreadable files (see docs/guides/data.md)."""
+    parser.add_argument("--image-size", type=int, default=None, metavar="PX",
+                        help="folder data: square input side (default: the model's, else 32); 64 and up "
+                             "stream from disk with resize + centre crop")
+    parser.add_argument("--mean", default=None, metavar="M[,M,M]", help="per-channel mean in 0..1 units")
+    parser.add_argument("--std", default=None, metavar="S[,S,S]", help="per-channel std in 0..1 units")
+    parser.add_argument("--bad-images", default=None, choices=["error", "skip"],
+                        help="folder data: stop at an unreadable image (default) or skip it and count")
+
+
+def data_options(args, name: str, input_shape=None) -> dict:
+    """The data set options the image flags ask for; ``input_shape`` (a model's) sets the default size."""
+    size, bad = getattr(args, "image_size", None), getattr(args, "bad_images", None)
+    if name != "folder":
+        if size is not None or bad is not None:
+            flag = "--image-size" if size is not None else "--bad-images"
+            raise UserError(f"{flag} applies to --data folder:DIR only; {name} has a fixed format")
+        return {}
+    options = {"bad_images": bad or "error"}
+    if size is not None or input_shape:
+        options["image_size"] = size if size is not None else int(input_shape[-1])
+    if input_shape and int(input_shape[0]) == 1:
+        options["grayscale"] = True
+    return options
+
+
+def _normalised(args, dataset):
+    """``dataset`` with --mean/--std in place of its own statistics (either flag alone keeps the other)."""
+    from ..data.preprocess import parse_stats, with_normalization
+
+    mean, std = getattr(args, "mean", None), getattr(args, "std", None)
+    if mean is None and std is None:
+        return dataset
+    mean = parse_stats(mean, "--mean") if mean is not None else dataset.mean
+    std = parse_stats(std, "--std") if std is not None else dataset.std
+    return with_normalization(dataset, mean, std)
 
 
 def add_training_args(parser) -> None:
@@ -84,19 +123,21 @@ def add_json_arg(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
 
-def load_data(args, split: str):
+def load_data(args, split: str, input_shape=None):
     """The split named by --data; --subset limits the training images, and the test images only when it is
-    smaller than the test split (a 20,000-image budget still evaluates on all 10,000 test images)."""
+    smaller than the test split (a 20,000-image budget still evaluates on all 10,000 test images).
+    ``input_shape`` (the model's, when known) gives an image folder its default size and channels."""
     from ..data import load_dataset, parse_data_arg
 
     name, root = parse_data_arg(args.data)
+    options = data_options(args, name, input_shape)
     if split == "train" or args.subset is None:
-        dataset = load_dataset(name, split=split, root=root, holdout=args.holdout, subset=args.subset)
+        dataset = load_dataset(name, split=split, root=root, holdout=args.holdout, subset=args.subset, **options)
     else:
-        full = load_dataset(name, split=split, root=root, holdout=args.holdout)
+        full = load_dataset(name, split=split, root=root, holdout=args.holdout, **options)
         dataset = full.subset(args.subset) if args.subset < len(full) else full
     require_images(dataset, split, args.data)
-    return dataset
+    return _normalised(args, dataset)
 
 
 def check_model_data(model, dataset, model_name: str, data_name: str = ""):

@@ -303,7 +303,8 @@ def run(args) -> int:
     torch.manual_seed(args.seed)
     model = load(args.file)
     _check_layer_names(model, args)
-    train_set, test_set = load_data(args, "train"), load_data(args, "test")
+    shape = getattr(model, "input_shape", None)
+    train_set, test_set = load_data(args, "train", shape), load_data(args, "test", shape)
     input_shape = train_set.input_shape
     check_model_data(model, train_set, args.file, args.data)
     args.loss_fn = _teacher_loss(args, model, input_shape)

@@ -22,7 +22,7 @@ def run(args) -> int:
     from ..train import evaluate, resolve_device
 
     model = load(args.file)
-    dataset = load_data(args, args.split)
+    dataset = load_data(args, args.split, getattr(model, "input_shape", None))
     check_model_data(model, dataset, args.file, args.data)
     device = resolve_device(args.device)
     metrics = evaluate(model.to(device), dataset, batch_size=args.batch_size, device=device, progress=not args.json)

@@ -47,7 +47,8 @@ def run(args) -> int:
     if os.path.abspath(args.out) == os.path.abspath(args.file):
         raise UserError("--out must differ from the input file")
     model = load(args.file)
-    train_set, test_set = load_data(args, "train"), load_data(args, "test")
+    shape = getattr(model, "input_shape", None)
+    train_set, test_set = load_data(args, "train", shape), load_data(args, "test", shape)
     check_model_data(model, train_set, args.file, args.data)
     loss_fn = _teacher_loss(args, model, train_set)
     dist_info = init_from_env(args.device)

@@ -126,7 +126,8 @@ def _load(args, config):
     train_set = test_set = None
     check_layer_patterns(original, args.ignore, "--ignore", args.file)
     if args.data:
-        train_set, test_set = load_data(args, "train"), load_data(args, "test")
+        input_shape = getattr(original, "input_shape", None)
+        train_set, test_set = load_data(args, "train", input_shape), load_data(args, "test", input_shape)
         check_model_data(original, train_set, args.file, args.data)
     return original, train_set, test_set
 

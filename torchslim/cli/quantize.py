@@ -107,7 +107,8 @@ def run(args) -> int:
     config = _check_args(args)
     torch.manual_seed(args.seed)
     model = load(args.file)
-    train, test = load_data(args, "train"), load_data(args, "test")
+    shape = getattr(model, "input_shape", None)
+    train, test = load_data(args, "train", shape), load_data(args, "test", shape)
     check_model_data(model, train, args.file, args.data)
     if config is not None:  # an unsupported layer is refused before any long work
         qmodel = quantize(model, config)

@@ -77,9 +77,10 @@ def run(args) -> int:
     if args.plot:
         check_out_path(args.plot, "--plot")
     model = load(args.file)
-    test_set = load_data(args, "test")
+    shape = getattr(model, "input_shape", None)
+    test_set = load_data(args, "test", shape)
     check_model_data(model, test_set, args.file, args.data)
-    calibration = load_data(args, "train") if criterion.needs_data else None
+    calibration = load_data(args, "train", shape) if criterion.needs_data else None
     quiet = args.json or not sys.stdout.isatty()
     result = sensitivity_sweep(model, test_set, ratios=ratios, criterion=args.criterion, max_images=args.images,
                                batch_size=args.batch_size, calibration=calibration,

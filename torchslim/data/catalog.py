@@ -15,10 +15,12 @@ import torch
 from ..errors import UserError
 from .cifar import CIFAR10, CIFAR100, CifarLayout, load_cifar
 from .digits import load_digits_arrays
-from .folder import load_folder
+from .folder import check_enough, check_headers, check_image_size, folder_files, load_folder
 from .idx import find_idx, load_idx_split
 from .imageset import ImageSet, channel_stats
+from .preprocess import default_stats
 from .registry import data_base_dirs, register_dataset
+from .stream import ImageFiles
 from .transforms import pad_to, resize_to, to_channels
 
 FASHION_MNIST_CLASSES = [
@@ -153,15 +155,43 @@ def cifar100(root=None):
 # --- image folders and digits ---------------------------------------------------------------
 
 
+STREAM_FROM = 64  # folder images this size or larger are read per batch, with ImageNet-style preprocessing
+
+
+def _folder_stream(root, image_size, grayscale, bad_images):
+    train_paths, train_labels, test_paths, test_labels, names = folder_files(root)
+    train_paths, train_labels = check_headers(train_paths, train_labels, bad_images, f"{root} (train)")
+    test_paths, test_labels = check_headers(test_paths, test_labels, bad_images, f"{root} (test)")
+    check_enough(train_labels, names, root, "train")
+    check_enough(test_labels, names, root, "test")
+    channels = 1 if grayscale else 3
+    mean, std = default_stats(channels)
+    common = dict(num_classes=len(names), mean=mean, std=std, name="folder", image_size=image_size,
+                  channels=channels, classes=list(names), bad_images=bad_images)
+    return (ImageFiles(train_paths, train_labels, split="train", **common),
+            ImageFiles(test_paths, test_labels, split="test", **common))
+
+
 @register_dataset("folder")
-def folder(root=None, image_size: int = 32, grayscale: bool = False):
-    """``root/<class>/*.png|jpg``, optional train/ and test/ (or val/); resized to image_size."""
+def folder(root=None, image_size: int = 32, grayscale: bool = False, stream: bool | None = None,
+           bad_images: str = "error"):
+    """``root/<class>/*.jpg|png|webp``, optional train/ and test/ (or val/).
+
+    Small images (``image_size`` < 64, unless ``stream=True``) are decoded once,
+    resized to a square and held in memory, normalised with the folder's own
+    statistics.  Larger ones are read per batch (:class:`ImageFiles`): shorter
+    side resized and centre-cropped, random resized crops for training, ImageNet
+    mean/std.  ``bad_images`` is ``"error"`` or ``"skip"``.
+    """
     if root is None:
         raise UserError(
             "the folder data set needs a directory; pass --data folder:DIR with DIR/<class>/*.png "
             "(optionally DIR/train and DIR/test)"
         )
-    train_images, train_labels, test_images, test_labels, names = load_folder(root, image_size, grayscale)
+    check_image_size(image_size)
+    if stream if stream is not None else image_size >= STREAM_FROM:
+        return _folder_stream(root, image_size, grayscale, bad_images)
+    train_images, train_labels, test_images, test_labels, names = load_folder(root, image_size, grayscale, bad_images)
     return _pair("folder", train_images, train_labels, test_images, test_labels, names, flip=True)
 
 

@@ -6,6 +6,11 @@ whole epoch costs a few tensor ops per batch instead of a Python call per
 sample.  Shuffling and sharding follow ``DistributedSampler``: the permutation
 comes from ``seed + epoch``, is padded by wrapping to a multiple of
 ``world_size``, and rank ``r`` takes every ``world_size``-th index from ``r``.
+
+Given an :class:`~torchslim.data.stream.ImageFiles` (a large image folder)
+instead, the same loader reads each batch from disk in worker processes, with
+``DistributedSampler`` choosing the indices and the standard random resized
+crop and flip as augmentation.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 
 from ..errors import UserError
 from .imageset import ImageSet
+from .stream import ImageFiles, shard_order, stream_batches
 from .transforms import normalize_uint8, random_crop_flip
 
 __all__ = ["BatchLoader"]
@@ -47,6 +53,7 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        workers: int | None = None,
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UserError(f"batch size must be a positive integer, got {batch_size!r}; fix --batch-size")
@@ -61,6 +68,8 @@ class BatchLoader:
         self.world_size = world_size
         self.drop_last = drop_last
         self.epoch = 0
+        self.workers = workers  # decoding processes for ImageFiles (None: the default)
+        self.skipped: list[str] = []  # unreadable files left out so far (ImageFiles, --bad-images skip)
         self.padding = imageset.input_shape[1] // 8
 
     @property
@@ -80,6 +89,9 @@ class BatchLoader:
     def indices(self) -> torch.Tensor:
         """The sample indices this rank visits in the current epoch, in order."""
         total = len(self.imageset)
+        if isinstance(self.imageset, ImageFiles):
+            return torch.tensor(shard_order(total, self.shuffle, self.seed, self.epoch, self.rank, self.world_size),
+                                dtype=torch.int64)
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(total, generator=generator)
@@ -91,7 +103,18 @@ class BatchLoader:
             order = order.repeat(repeats)[:padded]
         return order[self.rank : padded : self.world_size]
 
+    def _stream(self):
+        data = self.imageset
+        order = self.indices().tolist()
+        batches = stream_batches(data, order, self.batch_size, self.augment, self.seed, self.epoch,
+                                 drop_last=self.drop_last, workers=self.workers, skipped=self.skipped)
+        for images, labels in batches:
+            yield normalize_uint8(images, data.mean, data.std), labels
+
     def __iter__(self):
+        if isinstance(self.imageset, ImageFiles):
+            yield from self._stream()
+            return
         data = self.imageset
         mean, std = data.mean, data.std
         flip = self.augment and data.flip

@@ -74,7 +74,7 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 256, device="cpu", pro
     was_training = model.training
     model.eval()
     loader = BatchLoader(dataset, batch_size=batch_size)
-    correct1 = correct5 = 0
+    correct1 = correct5 = n = 0
     loss_sum = 0.0
     for x, y in tqdm(loader, desc="eval", leave=False, disable=not show_progress(progress)):
         x, y = x.to(device), y.to(device)
@@ -84,8 +84,9 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 256, device="cpu", pro
         hits = top.eq(y[:, None])
         correct1 += hits[:, 0].sum().item()
         correct5 += hits.any(dim=1).sum().item()
+        n += len(y)  # images actually scored: a streamed folder may skip unreadable ones
     model.train(was_training)
-    n = len(dataset.labels)
+    n = n or len(dataset.labels)
     return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss_sum / n, "n": n}
 
 
