@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .rules import Rule, at_dim, channel_dim, cut, node_slots, register_function_rule, register_rule
+from .rules import (Rule, at_dim, channel_dim, cut, node_slots, register_function_rule, register_rule,
+                    register_width_attribute)
 
 __all__ = ["MultiheadAttentionRule"]
 
@@ -144,3 +145,4 @@ register_function_rule(F.layer_norm, _layer_norm, any_dim=True)
 register_function_rule("torchvision.models.swin_transformer.shifted_window_attention", _window_attention,
                        any_dim=True)
 register_function_rule("torchvision.models.swin_transformer._patch_merging_pad", _patch_merging, any_dim=True)
+register_width_attribute("torchvision.models.vision_transformer.VisionTransformer", "hidden_dim")

@@ -151,7 +151,8 @@ class ChannelGraph:
         self.members: dict[tuple[str, str], Member] = {}
         self.slots: dict[str, object] = {}  # node name -> slots (list), tuple of slots, or None
         self.params: dict[str, str] = {}  # node name -> the parameter it reads ("blocks.0.gamma")
-        self.macs_owners: dict[str, tuple[str, ...]] = {}  # module -> members its own MACs belong to
+        self.macs_owners: dict[str, tuple[str, ...]] = {}
+        self.tap_dims: dict[str, int] = {}  # tap node -> its channel dimension, when not 1  # module -> members its own MACs belong to
         self.boundaries: list[str] = []
         self.graph_module: fx.GraphModule | None = None
         self.groups: list[ChannelGroup] = []
@@ -354,6 +355,8 @@ def _taps(graph: ChannelGraph, group: ChannelGroup):
         slots = graph.slots.get(member.input_node)
         if not isinstance(slots, list):
             continue
+        if channel_dim(slots) != 1:
+            graph.tap_dims[member.input_node] = channel_dim(slots)
         per_unit: list[list[int]] = [[] for _ in group.units]
         for position, var in enumerate(slots):
             unit = unit_index.get(graph.root(var))

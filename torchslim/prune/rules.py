@@ -23,7 +23,7 @@ from torch import fx, nn
 
 __all__ = [
     "Rule", "Slots", "at_dim", "channel_dim", "cut", "find_function_rule", "find_rule", "node_slots",
-    "qualified_name", "register_function_rule", "register_rule",
+    "qualified_name", "register_function_rule", "register_rule", "register_width_attribute", "width_attributes",
 ]
 
 
@@ -105,6 +105,7 @@ class Rule:
 
 
 _MODULES: dict[type, Rule | None] = {}
+_WIDTHS: dict[str, tuple[str, ...]] = {}
 _FUNCTIONS: dict = {}
 _METHODS: dict[str, tuple] = {}
 _NAMED: dict[str, tuple] = {}
@@ -121,6 +122,17 @@ def find_rule(module: nn.Module) -> Rule | None:
         if cls in _MODULES:
             return _MODULES[cls]
     return None
+
+
+def register_width_attribute(class_name: str, *attrs: str) -> None:
+    """Attributes of a module class (qualified name) that hold a channel count its forward
+    reshapes to (``x.reshape(n, self.hidden_dim, -1)``): surgery sets them to the count kept.
+    A reshape to any other constant channel count is a boundary."""
+    _WIDTHS[class_name] = _WIDTHS.get(class_name, ()) + attrs
+
+
+def width_attributes(module: nn.Module) -> tuple[str, ...]:
+    return _WIDTHS.get(qualified_name(type(module)), ())
 
 
 def register_function_rule(target, rule, any_dim: bool = False) -> None:

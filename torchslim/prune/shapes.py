@@ -15,7 +15,7 @@ import operator
 import torch
 from torch import fx
 
-from .rules import at_dim, channel_dim, node_slots, register_function_rule
+from .rules import at_dim, channel_dim, node_slots, register_function_rule, width_attributes
 
 __all__ = ["reshaped_slots"]
 
@@ -76,7 +76,39 @@ def _reshape(graph, node, meta):
     result = reshaped_slots(slots, in_shape, out_shape)
     if result is None:
         return graph.boundary(_inputs(graph, node), meta, "reshape that splits the channels")
+    literal = _literal_size(node, channel_dim(result))
+    if literal is not None:
+        owner = _width_owner(graph, node, literal)
+        if owner is None:
+            return graph.boundary(_inputs(graph, node), meta, f"reshape to a constant channel count ({literal})")
+        graph.add_member(owner[0], "=" + owner[1], result)
     return result
+
+
+def _literal_size(node, dim):
+    """The constant the reshape gives dimension ``dim`` (None when read at run time or -1)."""
+    if node.target in ("view", "reshape"):
+        sizes = list(node.args[1:])
+    elif node.target is torch.reshape:
+        sizes = [node.args[1] if len(node.args) > 1 else node.kwargs.get("shape")]
+    else:
+        return None
+    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+        sizes = list(sizes[0])
+    size = sizes[dim] if dim < len(sizes) else None
+    return size if isinstance(size, int) and size != -1 else None
+
+
+def _width_owner(graph, node, literal):
+    """(module path, attribute) of the registered width attribute the constant came from."""
+    stack = list((node.meta.get("nn_module_stack") or {}).values())
+    paths = [""] + [path for path, _ in stack]
+    for path in reversed(paths):
+        module = graph.model.get_submodule(path)
+        for attr in width_attributes(module):
+            if getattr(module, attr, None) == literal:
+                return path, attr
+    return None
 
 
 def _dims_arg(node):

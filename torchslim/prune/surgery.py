@@ -16,7 +16,9 @@ __all__ = ["apply_removal"]
 
 def _cut_member(module: nn.Module, role: str, index: torch.Tensor) -> None:
     rule = find_rule(module)
-    if "@" in role:  # a parameter the forward reads directly: "gamma@0"
+    if role.startswith("="):  # a channel count the forward reshapes to: "=hidden_dim"
+        setattr(module, role[1:], len(index))
+    elif "@" in role:  # a parameter the forward reads directly: "gamma@0"
         attr, _, dim = role.partition("@")
         if rule is not None:
             rule.prune_param(module, attr, int(dim), index)
