@@ -131,7 +131,7 @@ def test_config_round_trips_through_a_dict():
 
 
 def test_model_is_untouched_when_surgery_fails(monkeypatch):
-    from torchslim.prune import surgery
+    from torchslim.prune import layers as surgery
 
     model = build("resnet20")
     before = _state(model)

@@ -7,7 +7,7 @@ from torch import nn
 
 from torchslim.errors import UserError
 from torchslim.prune import PassThroughRule, build_graph, register_rule, remove_channels
-from torchslim.prune.surgery import _RULES
+from torchslim.prune.rules import _MODULES as _RULES
 
 from .conftest import build
 

@@ -5,8 +5,10 @@
                    scope="global", round_to=8), calibration=train_set)
     smaller = result.model          # plain nn layers with fewer channels; the input model is untouched
 
-Pieces: :mod:`~torchslim.prune.graph` (fx channel groups), :mod:`~torchslim.prune.surgery`
-(per-layer-type rules), :mod:`~torchslim.prune.criteria` (importance registry),
+Pieces: :mod:`~torchslim.prune.graph` (fx channel groups, the engine),
+:mod:`~torchslim.prune.rules` (the rule registries; built-in rules in :mod:`.layers`,
+:mod:`.ops`, :mod:`.shapes` and :mod:`.attention` register on import),
+:mod:`~torchslim.prune.surgery` (cuts the layers), :mod:`~torchslim.prune.criteria` (importance registry),
 :mod:`~torchslim.prune.select` (layer / global / greedy), :mod:`~torchslim.prune.schedule`
 (iterative rounds with checkpoints), :mod:`~torchslim.prune.regularize` (OICSR group lasso,
 slimming L1), :mod:`~torchslim.prune.quality` (Spearman against the oracle),
@@ -15,13 +17,14 @@ slimming L1), :mod:`~torchslim.prune.quality` (Spearman against the oracle),
 """
 
 from ..train.batchnorm import recalibrate_batchnorm
+from . import attention, layers, ops, shapes  # noqa: F401  (built-in rules register on import)
 from .api import PruneConfig, PruneResult, calibration_batches, prune, remove_channels
 from .criteria import CRITERIA, Context, get_criterion, list_criteria, register_criterion
 from .graph import ChannelGraph, ChannelGroup, build_graph, channel_groups
-from .ops import register_function_rule
+from .layers import PassThroughRule
 from .select import SCOPES
 from .sensitivity import sensitivity_sweep
-from .surgery import PassThroughRule, Rule, find_rule, register_rule
+from .rules import Rule, find_rule, register_function_rule, register_rule
 
 __all__ = [
     "CRITERIA", "ChannelGraph", "ChannelGroup", "Context", "PassThroughRule", "PruneConfig", "PruneResult",

@@ -231,8 +231,7 @@ def prune(model: nn.Module, example_inputs=None, config: PruneConfig | None = No
     cost = CostModel(work, graph, tuple(example.shape[1:]))
     scores = score_groups(config.criterion, graph.groups, ctx)
     if config.target_latency is None:
-        removed, counts = select_channels(graph.groups, scores, cost, config)
-        result = _finish(model, work, graph, example, removed, counts, cost)
+        result = _prune_to_macs(model, work, graph, example, scores, cost, config)
     else:
         with OtherLoad() as load:
             cost.latency = measure_tables(work, example, cost.sizes, list(cost.modules), config.latency_runtime,
@@ -245,6 +244,24 @@ def prune(model: nn.Module, example_inputs=None, config: PruneConfig | None = No
                           "alone; rerun on a quiet machine", stacklevel=2)
     if config.recalibrate_bn and batches:
         result.bn_recalibrated = recalibrate_batchnorm(result.model, batches)
+    return result
+
+
+def _prune_to_macs(model, work, graph, example, scores, cost, config, attempts: int = 4) -> PruneResult:
+    """Select and cut.  Where the cost model estimates some MACs (attention computed from
+    its layers' weights), the cut model is counted and the MAC target re-aimed until met."""
+    if config.target_macs is None or not graph.macs_owners:
+        removed, counts = select_channels(graph.groups, scores, cost, config)
+        return _finish(model, work, graph, example, removed, counts, cost)
+    asked = config.target_macs
+    for _ in range(attempts):
+        trial = dataclasses.replace(config, target_macs=asked)
+        removed, counts = select_channels(graph.groups, scores, cost, trial)
+        result = _finish(model, copy.deepcopy(work), graph, example, removed, counts, cost)
+        share = result.macs_after / max(result.macs_before, 1)
+        if share <= config.target_macs * (1 + 1e-4):
+            break
+        asked *= config.target_macs / share
     return result
 
 

@@ -105,7 +105,7 @@ class Context:
             if not self.batches:
                 raise UserError("this criterion needs calibration data (give --data or calibration batches)")
             taps = {name for group in self.graph.groups for name, _ in group.taps}
-            self._probe = Probe(self.graph.graph_module, taps)
+            self._probe = Probe(self.graph.graph_module, taps, getattr(self.graph, "tap_dims", None))
             was_training = self.model.training
             self.model.eval()
             try:

@@ -1,5 +1,7 @@
 """The channel dependency graph: which channels of which layers must be pruned together.
 
+This is the engine; the rules it applies come from :mod:`~torchslim.prune.rules`.
+
 The model is traced with ``torch.fx`` and every tensor's channel dimension (dim 1) is
 described by a list of *channel variables*, one per position.  Layers create variables
 (a conv's output channels), pass them through (BN, ReLU, pooling, depthwise conv) or
@@ -27,6 +29,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import UserError
+from .rules import channel_dim, find_function_rule, find_rule, node_slots, qualified_name
 
 __all__ = ["ChannelGraph", "ChannelGroup", "Member", "build_graph", "channel_groups"]
 
@@ -118,12 +121,13 @@ class ChannelGroup:
 
 
 class _Tracer(fx.Tracer):
-    """Leaves: every torch.nn module and every module type with a registered rule."""
+    """Leaves: every torch.nn module and every module type whose rule takes it whole."""
 
     def is_leaf_module(self, module: nn.Module, qualname: str) -> bool:
-        from .surgery import find_rule
-
-        return find_rule(module) is not None or super().is_leaf_module(module, qualname)
+        rule = find_rule(module)
+        if rule is not None:
+            return rule.is_leaf(module)
+        return super().is_leaf_module(module, qualname)
 
 
 def _channels(meta) -> int | None:
@@ -146,6 +150,9 @@ class ChannelGraph:
         self.vars = _Vars()
         self.members: dict[tuple[str, str], Member] = {}
         self.slots: dict[str, object] = {}  # node name -> slots (list), tuple of slots, or None
+        self.params: dict[str, str] = {}  # node name -> the parameter it reads ("blocks.0.gamma")
+        self.macs_owners: dict[str, tuple[str, ...]] = {}
+        self.tap_dims: dict[str, int] = {}  # tap node -> its channel dimension, when not 1  # module -> members its own MACs belong to
         self.boundaries: list[str] = []
         self.graph_module: fx.GraphModule | None = None
         self.groups: list[ChannelGroup] = []
@@ -178,10 +185,21 @@ class ChannelGraph:
             source = arg.name if isinstance(arg, fx.Node) else ""
         self.members[key] = Member(module, role, list(slots), source)
 
+    def add_param(self, path: str, dim: int, slots: list[int]) -> None:
+        """Parameter ``path`` (read by the forward, not by a layer rule) has the channels
+        ``slots`` along ``dim``: surgery cuts it with them."""
+        owner, _, attr = path.rpartition(".")
+        self.add_member(owner, f"{attr}@{dim}", slots)
+
+    def attribute_macs(self, owner: str, modules) -> None:
+        """The MACs counted in ``owner`` itself (functional attention reading its layers'
+        weights) scale with the members of ``modules``."""
+        self.macs_owners[owner] = tuple(modules)
+
     def boundary(self, inputs, out_meta, reason: str):
         """An operation no rule covers: pin its channels, or raise in strict mode."""
         node = self.node
-        label = f"{node.op} {node.target}" if node is not None else "operation"
+        label = f"{node.op} {qualified_name(node.target)}" if node is not None else "operation"
         if self.strict:
             raise UserError(f"cannot prune through node {node.name!r} ({label}): {reason}; "
                             "register a rule with torchslim.prune.register_rule or "
@@ -217,15 +235,6 @@ def _fresh_like(graph: ChannelGraph, meta, pinned: bool):
     return None if count is None else graph.new_channels(count, pinned)
 
 
-def _node_slots(graph: ChannelGraph, arg):
-    """Slots of an fx argument (nested lists/tuples of nodes become tuples)."""
-    if isinstance(arg, fx.Node):
-        return graph.slots.get(arg.name)
-    if isinstance(arg, (list, tuple)):
-        return tuple(_node_slots(graph, a) for a in arg)
-    return None
-
-
 def _trace(model: nn.Module) -> fx.GraphModule:
     try:
         return fx.GraphModule(model, _Tracer().trace(model))
@@ -244,29 +253,68 @@ def _propagate_shapes(gm: fx.GraphModule, example: torch.Tensor) -> None:
         raise UserError(f"the model cannot run on an input of shape {tuple(example.shape)} ({first})") from None
 
 
-def _visit(graph: ChannelGraph, gm: fx.GraphModule, node: fx.Node) -> None:
-    from .ops import trace_call
-    from .surgery import find_rule
+def _other_dim(slots) -> bool:
+    """Some input carries its channels outside dimension 1."""
+    return any(channel_dim(s) != 1 for s in _lists(slots))
 
+
+def _lists(slots):
+    if isinstance(slots, list):
+        yield slots
+    elif isinstance(slots, tuple):
+        for item in slots:
+            yield from _lists(item)
+
+
+def _call_module(graph: ChannelGraph, gm: fx.GraphModule, node: fx.Node, meta):
+    module = gm.get_submodule(node.target)
+    inputs = [node_slots(graph, a) for a in node.args]
+    rule = find_rule(module)
+    if rule is None:
+        return graph.boundary(inputs, meta, f"no rule for {type(module).__name__}")
+    if not rule.any_dim and _other_dim(inputs):
+        return graph.boundary(inputs, meta, f"{type(module).__name__} on channels outside dimension 1")
+    in_metas = [a.meta.get("tensor_meta") if isinstance(a, fx.Node) else None for a in node.args]
+    return rule.trace(graph, node.target, module, inputs, in_metas, meta)
+
+
+def _call_function(graph: ChannelGraph, node: fx.Node, meta):
+    found = find_function_rule(node)
+    inputs = [node_slots(graph, a) for a in (*node.args, *node.kwargs.values())]
+    if found is None:
+        if meta is None:  # not a tensor (sizes, shapes, Python values): nothing to follow
+            return None
+        return graph.boundary(inputs, meta, f"no rule for {qualified_name(node.target)}")
+    rule, any_dim = found
+    if not any_dim and _other_dim(inputs):
+        return graph.boundary(inputs, meta, f"{qualified_name(node.target)} on channels outside dimension 1")
+    return rule(graph, node, meta)
+
+
+def _get_attr(graph: ChannelGraph, gm: fx.GraphModule, node: fx.Node) -> None:
+    graph.slots[node.name] = None
+    owner, _, attr = node.target.rpartition(".")
+    try:
+        value = getattr(gm.get_submodule(owner), attr)
+    except AttributeError:
+        return
+    if isinstance(value, torch.Tensor):
+        graph.params[node.name] = node.target
+
+
+def _visit(graph: ChannelGraph, gm: fx.GraphModule, node: fx.Node) -> None:
     meta = node.meta.get("tensor_meta")
     graph.node = node
     if node.op == "placeholder":
         graph.slots[node.name] = _fresh_like(graph, meta, pinned=True)
     elif node.op == "get_attr":
-        graph.slots[node.name] = None
+        _get_attr(graph, gm, node)
     elif node.op == "output":
-        graph.pin(_node_slots(graph, node.args))
+        graph.pin(node_slots(graph, node.args))
     elif node.op == "call_module":
-        module = gm.get_submodule(node.target)
-        inputs = [_node_slots(graph, a) for a in node.args]
-        rule = find_rule(module)
-        if rule is None:
-            graph.slots[node.name] = graph.boundary(inputs, meta, f"no rule for {type(module).__name__}")
-        else:
-            in_metas = [a.meta.get("tensor_meta") if isinstance(a, fx.Node) else None for a in node.args]
-            graph.slots[node.name] = rule.trace(graph, node.target, module, inputs, in_metas, meta)
+        graph.slots[node.name] = _call_module(graph, gm, node, meta)
     else:
-        graph.slots[node.name] = trace_call(graph, node, meta)
+        graph.slots[node.name] = _call_function(graph, node, meta)
 
 
 def _collect_groups(graph: ChannelGraph) -> list[ChannelGroup]:
@@ -307,6 +355,8 @@ def _taps(graph: ChannelGraph, group: ChannelGroup):
         slots = graph.slots.get(member.input_node)
         if not isinstance(slots, list):
             continue
+        if channel_dim(slots) != 1:
+            graph.tap_dims[member.input_node] = channel_dim(slots)
         per_unit: list[list[int]] = [[] for _ in group.units]
         for position, var in enumerate(slots):
             unit = unit_index.get(graph.root(var))

@@ -4,7 +4,7 @@ Each rule is ``rule(graph, node, meta) -> slots``: it reads the slots of the nod
 arguments from ``graph.slots`` and returns the slots of the result (a list, a tuple of
 lists for ops returning several tensors, or None for non-tensors).  Operations without a
 rule become boundaries (their channels are pinned).  Register more with
-:func:`register_function_rule` (a callable target, or a method name such as ``"flatten"``).
+:func:`~torchslim.prune.rules.register_function_rule`.
 """
 
 from __future__ import annotations
@@ -16,15 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-__all__ = ["register_function_rule", "trace_call", "flatten_slots"]
+from .rules import at_dim, channel_dim, node_slots, register_function_rule
 
-_FUNCTIONS: dict = {}
-_METHODS: dict = {}
-
-
-def register_function_rule(target, rule) -> None:
-    """Register ``rule(graph, node, meta) -> slots`` for a function or a method name."""
-    (_METHODS if isinstance(target, str) else _FUNCTIONS)[target] = rule
+__all__ = ["flatten_slots"]
 
 
 def _meta(arg):
@@ -43,9 +37,7 @@ def _arg(node: fx.Node, index: int, name: str, default=None):
 
 
 def _all_inputs(graph, node):
-    from .graph import _node_slots
-
-    return [_node_slots(graph, a) for a in (*node.args, *node.kwargs.values())]
+    return [node_slots(graph, a) for a in (*node.args, *node.kwargs.values())]
 
 
 def _first(graph, node):
@@ -53,40 +45,35 @@ def _first(graph, node):
     return graph.slots.get(arg.name) if isinstance(arg, fx.Node) else None, _shape(_meta(arg))
 
 
-def trace_call(graph, node: fx.Node, meta):
-    table = _METHODS if node.op == "call_method" else _FUNCTIONS
-    rule = table.get(node.target)
-    if rule is not None:
-        return rule(graph, node, meta)
-    if meta is None:  # not a tensor (sizes, shapes, Python values): nothing to follow
-        return None
-    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
-    return graph.boundary(_all_inputs(graph, node), meta, f"no rule for {name}")
-
-
 def _passthrough(graph, node, meta):
-    """Element-wise or spatial ops: channel ``i`` in is channel ``i`` out."""
+    """Element-wise ops: channel ``i`` in is channel ``i`` out, in any layout."""
     slots, in_shape = _first(graph, node)
     out_shape = _shape(meta)
     if slots is None or out_shape is None or in_shape is None:
         return graph.boundary(_all_inputs(graph, node), meta, "input has no channel dimension") \
             if meta is not None else None
-    if len(in_shape) != len(out_shape) or in_shape[1] != out_shape[1]:
+    dim = channel_dim(slots)
+    if len(in_shape) != len(out_shape) or dim >= len(in_shape) or in_shape[dim] != out_shape[dim]:
         return graph.boundary(_all_inputs(graph, node), meta, "changes the channel dimension")
     return slots
 
 
 def _reduce(graph, node, meta):
-    """mean/sum/amax/amin over dims that do not include the channel dim."""
+    """mean/sum/amax/amin over dims that do not include the batch or the channels."""
     slots, in_shape = _first(graph, node)
     dims = _arg(node, 1, "dim")
+    keepdim = _arg(node, 2, "keepdim", False)
     out_shape = _shape(meta)
     if slots is None or in_shape is None or dims is None or out_shape is None or len(out_shape) < 2:
         return graph.boundary(_all_inputs(graph, node), meta, "reduces the channel dimension")
-    dims = [dims] if isinstance(dims, int) else list(dims)
-    if any(d % len(in_shape) in (0, 1) for d in dims) or out_shape[1] != in_shape[1]:
+    dim = channel_dim(slots)
+    dims = [d % len(in_shape) for d in ([dims] if isinstance(dims, int) else list(dims))]
+    if 0 in dims or dim in dims:
         return graph.boundary(_all_inputs(graph, node), meta, "reduces the batch or channel dimension")
-    return slots
+    after = dim if keepdim else dim - sum(d < dim for d in dims)
+    if after >= len(out_shape) or out_shape[after] != in_shape[dim]:
+        return graph.boundary(_all_inputs(graph, node), meta, "reduces the channel dimension")
+    return at_dim(slots, after)
 
 
 def flatten_slots(slots: list[int], in_shape) -> list[int]:
@@ -95,54 +82,75 @@ def flatten_slots(slots: list[int], in_shape) -> list[int]:
     return [var for var in slots for _ in range(spatial)]
 
 
-def _reshape(graph, node, meta):
-    """flatten(x, 1), x.view(N, -1), x.reshape(N, -1): channels become feature blocks."""
-    slots, in_shape = _first(graph, node)
-    out_shape = _shape(meta)
-    if slots is not None and in_shape and out_shape and in_shape == out_shape:
-        return slots
-    if (slots is not None and in_shape and out_shape and len(in_shape) >= 3 and len(out_shape) == 2
-            and out_shape[0] == in_shape[0]):
-        return flatten_slots(slots, in_shape)
-    return graph.boundary(_all_inputs(graph, node), meta, "reshape other than flattening (N, C, ...) to (N, -1)")
+def _operand_dim(graph, node, out_shape):
+    """The channel dimension of the output: the one every operand with channels agrees on."""
+    dims = set()
+    for arg in (*node.args, *node.kwargs.values()):
+        for item in (arg if isinstance(arg, (list, tuple)) else (arg,)):
+            slots = graph.slots.get(item.name) if isinstance(item, fx.Node) else None
+            shape = _shape(_meta(item))
+            if isinstance(slots, list) and shape is not None:
+                dims.add(channel_dim(slots) + len(out_shape) - len(shape))
+    return dims.pop() if len(dims) == 1 else None
 
 
 def _elementwise(graph, node, meta):
-    """Binary ops: operands with the full channel dim are coupled position by position."""
+    """Binary ops: operands with the full channel dim are coupled position by position; a
+    parameter operand (layer scale, positional embedding) is cut with them."""
     out_shape = _shape(meta)
     if out_shape is None or len(out_shape) < 2:
         return None if meta is None else graph.boundary(_all_inputs(graph, node), meta, "no channel dim")
-    full = []
+    dim = _operand_dim(graph, node, out_shape)
+    if dim is None:
+        dim = 1
+    full, params = [], []
     for arg in (*node.args, *node.kwargs.values()):
         shape = _shape(_meta(arg))
         if shape is None:
             continue  # a Python number
-        aligned = 1 - (len(out_shape) - len(shape))
+        aligned = dim - (len(out_shape) - len(shape))
         if aligned < 0 or shape[aligned] == 1:
             continue  # broadcast along the channels
         slots = graph.slots.get(arg.name)
-        if len(shape) != len(out_shape) or not isinstance(slots, list):
+        if isinstance(slots, list) and channel_dim(slots) == aligned:
+            full.append(slots)
+        elif arg.name in graph.params:
+            params.append((graph.params[arg.name], aligned))
+        else:
             return graph.boundary(_all_inputs(graph, node), meta, "operand with per-channel constants")
-        full.append(slots)
     if not full:
-        return graph.new_channels(out_shape[1], pinned=True)
+        return at_dim(graph.new_channels(out_shape[dim], pinned=True), dim)
     for other in full[1:]:
         graph.couple(full[0], other)
+    for path, aligned in params:
+        graph.add_param(path, aligned, full[0])
     return full[0]
 
 
 def _cat(graph, node, meta):
-    tensors = _arg(node, 0, "tensors")
-    dim = _arg(node, 1, "dim", 0)
+    """Concatenation along the channels joins the slots; along another dimension it couples
+    the operands (a class token or a parameter is cut with them)."""
+    tensors = list(_arg(node, 0, "tensors"))
     out_shape = _shape(meta)
-    slots = [graph.slots.get(t.name) if isinstance(t, fx.Node) else None for t in tensors]
-    if out_shape is None or any(not isinstance(s, list) for s in slots):
+    dim = _operand_dim(graph, node, out_shape) if out_shape is not None else None
+    if dim is None or any(not isinstance(t, fx.Node) for t in tensors):
         return graph.boundary(_all_inputs(graph, node), meta, "concatenates tensors without channels")
-    if dim % len(out_shape) == 1:
-        return [var for s in slots for var in s]
-    for other in slots[1:]:
-        graph.couple(slots[0], other)
-    return slots[0]
+    along = _arg(node, 1, "dim", 0) % len(out_shape)
+    slots = [graph.slots.get(t.name) for t in tensors]
+    if along == dim:
+        if any(not isinstance(s, list) for s in slots):
+            return graph.boundary(_all_inputs(graph, node), meta, "concatenates tensors without channels")
+        return at_dim([var for s in slots for var in s], dim)
+    full = [s for s in slots if isinstance(s, list)]
+    for tensor, s in zip(tensors, slots):
+        if isinstance(s, list):
+            continue
+        if tensor.name not in graph.params:
+            return graph.boundary(_all_inputs(graph, node), meta, "concatenates tensors without channels")
+        graph.add_param(graph.params[tensor.name], dim, full[0])
+    for other in full[1:]:
+        graph.couple(full[0], other)
+    return full[0]
 
 
 def _chunk(graph, node, meta):
@@ -162,17 +170,6 @@ def _chunk(graph, node, meta):
     for piece in pieces[1:]:
         graph.couple(pieces[0], piece)
     return tuple(pieces)
-
-
-def _getitem(graph, node, meta):
-    container = node.args[0]
-    index = node.args[1]
-    slots = graph.slots.get(container.name) if isinstance(container, fx.Node) else None
-    if isinstance(slots, tuple) and isinstance(index, int):
-        return slots[index]
-    if meta is None:
-        return None
-    return graph.boundary(_all_inputs(graph, node), meta, "indexing a tensor")
 
 
 def _pad(graph, node, meta):
@@ -208,34 +205,32 @@ def _getattr(graph, node, meta):
 
 _PASSTHROUGH_FUNCTIONS = (
     F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.mish,
-    F.softplus, F.dropout, F.dropout2d, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d,
-    F.adaptive_max_pool2d, F.max_pool1d, F.avg_pool1d, F.interpolate, F.hardtanh, F.sigmoid, F.tanh,
+    F.softplus, F.dropout, F.hardtanh, F.sigmoid, F.tanh,
     torch.relu, torch.sigmoid, torch.tanh, torch.clamp, torch.abs, torch.neg, operator.neg,
 )
+_SPATIAL_FUNCTIONS = (F.dropout2d, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
+                      F.max_pool1d, F.avg_pool1d, F.interpolate)
 _PASSTHROUGH_METHODS = ("relu", "relu_", "sigmoid", "tanh", "clamp", "clamp_", "abs", "neg", "contiguous",
                         "clone", "float", "double", "half", "to", "type", "detach", "cpu", "cuda")
 _ELEMENTWISE = (operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub,
                 operator.imul, torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum)
 _ELEMENTWISE_METHODS = ("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_")
+# torchvision's stochastic depth is an identity in eval (and scales whole samples in training)
+_NAMED_PASSTHROUGH = ("torchvision.ops.stochastic_depth.stochastic_depth",)
 
-for _fn in _PASSTHROUGH_FUNCTIONS:
+for _target in (*_PASSTHROUGH_FUNCTIONS, *_PASSTHROUGH_METHODS, *_NAMED_PASSTHROUGH):
+    register_function_rule(_target, _passthrough, any_dim=True)
+for _fn in _SPATIAL_FUNCTIONS:
     register_function_rule(_fn, _passthrough)
-for _name in _PASSTHROUGH_METHODS:
-    register_function_rule(_name, _passthrough)
-for _fn in _ELEMENTWISE:
-    register_function_rule(_fn, _elementwise)
-for _name in _ELEMENTWISE_METHODS:
-    register_function_rule(_name, _elementwise)
+for _target in (*_ELEMENTWISE, *_ELEMENTWISE_METHODS):
+    register_function_rule(_target, _elementwise, any_dim=True)
 for _target in (torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"):
-    register_function_rule(_target, _reduce)
-for _target in (torch.flatten, "flatten", "view", "reshape", torch.reshape):
-    register_function_rule(_target, _reshape)
+    register_function_rule(_target, _reduce, any_dim=True)
 for _target in (torch.cat, torch.concat):
-    register_function_rule(_target, _cat)
+    register_function_rule(_target, _cat, any_dim=True)
 for _target in (torch.chunk, "chunk"):
     register_function_rule(_target, _chunk)
-register_function_rule(operator.getitem, _getitem)
 register_function_rule(F.pad, _pad)
-register_function_rule(getattr, _getattr)
+register_function_rule(getattr, _getattr, any_dim=True)
 for _target in ("size", "dim"):
-    register_function_rule(_target, _nothing)
+    register_function_rule(_target, _nothing, any_dim=True)

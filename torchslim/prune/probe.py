@@ -43,15 +43,16 @@ class TapStats:
         self.count += flat.shape[1]
 
 
-def _per_channel(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, ...) -> (C, N * ...)."""
-    return x.detach().transpose(0, 1).reshape(x.shape[1], -1)
+def _per_channel(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """(N, C, ...) -> (C, N * ...), with the channels in dimension ``dim``."""
+    return x.detach().movedim(dim, 0).reshape(x.shape[dim], -1)
 
 
 class Probe:
     """A copy of the traced model with taps on ``tap_names``; shares the parameters."""
 
-    def __init__(self, graph_module: fx.GraphModule, tap_names):
+    def __init__(self, graph_module: fx.GraphModule, tap_names, dims: dict | None = None):
+        self.dims = dict(dims or {})  # tap name -> channel dimension, when not 1
         self.masks: dict[str, torch.Tensor] = {}
         self.stats: dict[str, TapStats] = {}
         self.recording = False
@@ -73,16 +74,19 @@ class Probe:
 
     def visit(self, name: str, x: torch.Tensor) -> torch.Tensor:
         mask = self.masks.get(name)
+        dim = self.dims.get(name, 1)
         if mask is not None:  # (C,) for every sample, or (N, C) per sample
-            x = x * mask.view(-1 if mask.dim() == 2 else 1, x.shape[1], *([1] * (x.dim() - 2)))
+            shape = [1] * x.dim()
+            shape[0], shape[dim] = (-1 if mask.dim() == 2 else 1), x.shape[dim]
+            x = x * mask.view(shape)
         if self.recording:
             stats = self.stats.setdefault(name, TapStats())
-            stats.add_activation(_per_channel(x))
+            stats.add_activation(_per_channel(x, dim))
             if x.requires_grad:
                 activation = x.detach()
 
-                def on_grad(grad, stats=stats, activation=activation):
-                    product = _per_channel(activation * grad)
+                def on_grad(grad, stats=stats, activation=activation, dim=dim):
+                    product = _per_channel(activation * grad, dim)
                     stats.grad_products.append(product.sum(1))
                     stats.grad_counts.append(product.shape[1])
 

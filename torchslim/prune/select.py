@@ -32,6 +32,7 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import UserError
 from ..profile import count_macs, count_params
@@ -46,6 +47,8 @@ class CostModel:
 
     def __init__(self, model: nn.Module, graph, input_shape):
         total, per_layer = count_macs(model, input_shape, per_layer=True)
+        if getattr(graph, "macs_owners", None):
+            per_layer = _attribute(model, input_shape, per_layer, graph.macs_owners)
         self.total_params = count_params(model)
         self.total_macs = total
         self.sizes = {key: len(m.slots) for key, m in graph.members.items()}
@@ -77,6 +80,31 @@ class CostModel:
         narrow_frac = frac_out if (name, "out") in self.sizes else 1.0
         ms = self.latency.layer_ms(name, kept_in, kept_out) if self.latency is not None else 0.0
         return macs * frac_in * frac_out, wide * frac_in * frac_out + narrow * narrow_frac, ms
+
+
+@torch.no_grad()
+def _attribute(model, input_shape, per_layer: dict, owners: dict) -> dict:
+    """Leaf counts plus the MACs counted in an owner module itself (functional attention on
+    its layers' weights), shared among its member modules by weight size.  The share is an
+    estimate (the attention products scale with one width, the projections with two):
+    :func:`torchslim.prune.prune` re-aims when the cut model misses the MAC target."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        with FlopCounterMode(display=False) as counter:
+            model(torch.randn(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+    counts, root = counter.get_flop_counts(), type(model).__name__
+    result = dict(per_layer)
+    for owner, names in owners.items():
+        inside = sum(v for k, v in per_layer.items() if k.startswith(owner + "."))
+        own = sum(counts.get(f"{root}.{owner}", {}).values()) // 2 - inside
+        sizes = [sum(p.numel() for p in model.get_submodule(n).parameters()) for n in names]
+        for name, size in zip(names, sizes):
+            result[name] = result.get(name, 0) + own * size / max(sum(sizes), 1)
+    return result
 
 
 class _State:

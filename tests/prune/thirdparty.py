@@ -1,0 +1,64 @@
+"""torchvision and timm models for the coverage tests.
+
+PyPI's torchvision wheel links its compiled ops against the CUDA build of torch; with the
+CPU build ``import torchvision`` fails with "operator torchvision::nms does not exist".
+The classification models are pure Python, so declaring the two schemas it looks up lets
+it load.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+_SCHEMAS = ("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+            "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+_LIBRARY = []  # kept alive: the definitions vanish with the Library object
+
+
+def import_torchvision():
+    """torchvision, or None when it is not installed."""
+    try:
+        import torchvision  # optional dependency
+    except ImportError:
+        return None
+    except RuntimeError as error:
+        if "torchvision::nms" not in str(error):
+            raise
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+            del sys.modules[name]
+        library = torch.library.Library("torchvision", "DEF")
+        for schema in _SCHEMAS:
+            library.define(schema)
+        _LIBRARY.append(library)
+        import torchvision  # optional dependency, now loadable
+    return torchvision
+
+
+# builders that need a larger input than 3x64x64, and their size
+INPUT_SIZE = {"inception_v3": 96, "maxvit_t": 224}
+# builders taking the image size as an argument (ViT: 224 by default)
+BUILD_KWARGS = {"vit_h_14": {"image_size": 56}}
+VIT_SIZE = 64
+
+
+def torchvision_builders() -> list[str]:
+    tv = import_torchvision()
+    return [] if tv is None else sorted(tv.models.list_models(module=tv.models))
+
+
+def build_torchvision(name: str, seed: int = 0):
+    """A random-init torchvision classifier (10 classes) in eval mode and its input shape."""
+    tv = import_torchvision()
+    kwargs = dict(BUILD_KWARGS.get(name, {}))
+    size = INPUT_SIZE.get(name, 64)
+    if name.startswith("vit_"):
+        kwargs.setdefault("image_size", VIT_SIZE)
+        size = kwargs["image_size"]
+    if name in ("googlenet", "inception_v3"):
+        kwargs["aux_logits"] = False
+        kwargs["init_weights"] = False
+    torch.manual_seed(seed)
+    model = tv.models.get_model(name, weights=None, num_classes=10, **kwargs)
+    return model.eval(), (3, size, size)

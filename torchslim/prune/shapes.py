@@ -1,0 +1,204 @@
+"""Rules for ops that move the channel dimension: reshape / view / flatten / squeeze,
+permute / transpose (channels-last blocks, tokens), expand (a class token) and indexing.
+
+Each follows the channel dimension from the shapes ShapeProp recorded, so sizes read at
+run time (``x.reshape(n, -1, c)``) keep working after pruning.  A reshape that splits the
+channels (``(N, L, 3C) -> (N, L, 3, heads, C/heads)``) is a boundary: the sizes it splits
+into are often constants of the module.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import torch
+from torch import fx
+
+from .rules import at_dim, channel_dim, node_slots, register_function_rule, width_attributes
+
+__all__ = ["reshaped_slots"]
+
+
+def _shape(node):
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else node
+    shape = getattr(meta, "shape", None)
+    return None if shape is None else tuple(int(s) for s in shape)
+
+
+def _inputs(graph, node):
+    return [node_slots(graph, a) for a in (*node.args, *node.kwargs.values())]
+
+
+def _is_edge_product(dims, value, from_end: bool) -> bool:
+    product = 1
+    if product == value:
+        return True
+    for size in (reversed(dims) if from_end else dims):
+        product *= size
+        if product == value:
+            return True
+    return False
+
+
+def reshaped_slots(slots, in_shape, out_shape):
+    """Slots after a reshape that keeps every channel whole, or None when it splits them.
+
+    The channel dimension may merge with neighbours (flatten: each channel becomes a block
+    of features; channels-last flatten: channels interleave) or move by itself."""
+    dim = channel_dim(slots)
+    size = in_shape[dim]
+    prefix = math.prod(in_shape[:dim])
+    before = 1
+    for out_dim, out_size in enumerate(out_shape):
+        if before > prefix:
+            break
+        if prefix % before == 0:
+            outer = prefix // before
+            if (out_size % (outer * size) == 0 and _is_edge_product(in_shape[:dim], outer, True)
+                    and _is_edge_product(in_shape[dim + 1:], out_size // (outer * size), False)):
+                inner = out_size // (outer * size)
+                return at_dim([slots[(p // inner) % size] for p in range(out_size)], out_dim)
+        before *= out_size
+    return None
+
+
+def _reshape(graph, node, meta):
+    source = node.args[0] if node.args else None
+    slots = graph.slots.get(source.name) if isinstance(source, fx.Node) else None
+    in_shape, out_shape = _shape(source), _shape(meta)
+    if in_shape is None or out_shape is None:
+        return None if meta is None else graph.boundary(_inputs(graph, node), meta, "reshape of a non-tensor")
+    if not isinstance(slots, list):
+        return graph.boundary(_inputs(graph, node), meta, "reshape of a tensor without channels")
+    if in_shape == out_shape:
+        return slots
+    result = reshaped_slots(slots, in_shape, out_shape)
+    if result is None:
+        return graph.boundary(_inputs(graph, node), meta, "reshape that splits the channels")
+    literal = _literal_size(node, channel_dim(result))
+    if literal is not None:
+        owner = _width_owner(graph, node, literal)
+        if owner is None:
+            return graph.boundary(_inputs(graph, node), meta, f"reshape to a constant channel count ({literal})")
+        graph.add_member(owner[0], "=" + owner[1], result)
+    return result
+
+
+def _literal_size(node, dim):
+    """The constant the reshape gives dimension ``dim`` (None when read at run time or -1)."""
+    if node.target in ("view", "reshape"):
+        sizes = list(node.args[1:])
+    elif node.target is torch.reshape:
+        sizes = [node.args[1] if len(node.args) > 1 else node.kwargs.get("shape")]
+    else:
+        return None
+    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+        sizes = list(sizes[0])
+    size = sizes[dim] if dim < len(sizes) else None
+    return size if isinstance(size, int) and size != -1 else None
+
+
+def _width_owner(graph, node, literal):
+    """(module path, attribute) of the registered width attribute the constant came from."""
+    stack = list((node.meta.get("nn_module_stack") or {}).values())
+    paths = [""] + [path for path, _ in stack]
+    for path in reversed(paths):
+        module = graph.model.get_submodule(path)
+        for attr in width_attributes(module):
+            if getattr(module, attr, None) == literal:
+                return path, attr
+    return None
+
+
+def _dims_arg(node):
+    """The permutation of ``x.permute(0, 2, 1)``, ``x.permute([0, 2, 1])`` or ``torch.permute(x, dims)``."""
+    rest = list(node.args[1:]) or [node.kwargs.get("dims")]
+    return list(rest[0]) if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
+
+
+def _permute(graph, node, meta):
+    slots = graph.slots.get(node.args[0].name) if isinstance(node.args[0], fx.Node) else None
+    out_shape = _shape(meta)
+    dims = _dims_arg(node)
+    if not isinstance(slots, list) or out_shape is None or any(not isinstance(d, int) for d in dims):
+        return graph.boundary(_inputs(graph, node), meta, "permute of a tensor without channels")
+    dims = [d % len(out_shape) for d in dims]
+    return at_dim(slots, dims.index(channel_dim(slots)))
+
+
+def _transpose(graph, node, meta):
+    slots = graph.slots.get(node.args[0].name) if isinstance(node.args[0], fx.Node) else None
+    out_shape = _shape(meta)
+    pair = [node.args[i] if len(node.args) > i else node.kwargs.get(k) for i, k in ((1, "dim0"), (2, "dim1"))]
+    if not isinstance(slots, list) or out_shape is None or any(not isinstance(d, int) for d in pair):
+        return graph.boundary(_inputs(graph, node), meta, "transpose of a tensor without channels")
+    a, b = (d % len(out_shape) for d in pair)
+    dim = channel_dim(slots)
+    return at_dim(slots, b if dim == a else a if dim == b else dim)
+
+
+def _expand(graph, node, meta):
+    """``cls_token.expand(n, -1, -1)``: a parameter stays a parameter (cut where it meets channels)."""
+    source = node.args[0]
+    if isinstance(source, fx.Node) and source.name in graph.params and _shape(source) is not None \
+            and len(_shape(source)) == len(_shape(meta) or ()):
+        graph.params[node.name] = graph.params[source.name]
+        return None
+    slots = graph.slots.get(source.name) if isinstance(source, fx.Node) else None
+    out_shape = _shape(meta)
+    if not isinstance(slots, list) or out_shape is None:
+        return graph.boundary(_inputs(graph, node), meta, "expand of a tensor without channels")
+    dim = channel_dim(slots) + len(out_shape) - len(_shape(source))
+    if out_shape[dim] != len(slots):
+        return graph.boundary(_inputs(graph, node), meta, "expand of the channels")
+    return at_dim(slots, dim)
+
+
+def _index_dim(index, in_shape, out_shape, dim):
+    """Where the channel dimension lands after ``x[index]``, or None if the index touches it."""
+    items = index if isinstance(index, tuple) else (index,)
+    allowed = (int, slice, type(None), type(Ellipsis))
+    if not all(isinstance(i, allowed) and not isinstance(i, bool) for i in items):
+        return None
+    explicit = sum(1 for i in items if i is not None and i is not Ellipsis)
+    expanded = []
+    for item in items:
+        expanded += [slice(None)] * (len(in_shape) - explicit) if item is Ellipsis else [item]
+    in_pos = out_pos = 0
+    for item in expanded:
+        if item is None:
+            out_pos += 1
+            continue
+        if in_pos == dim:
+            whole = isinstance(item, slice) and item.start in (None, 0) and item.step in (None, 1)
+            return out_pos if whole and out_shape[out_pos] == in_shape[dim] else None
+        in_pos += 1
+        out_pos += 0 if isinstance(item, int) else 1
+    return out_pos + dim - in_pos
+
+
+def _getitem(graph, node, meta):
+    container, index = node.args[0], node.args[1]
+    slots = graph.slots.get(container.name) if isinstance(container, fx.Node) else None
+    if isinstance(slots, tuple) and isinstance(index, int):
+        return slots[index]
+    if meta is None:
+        return None
+    in_shape, out_shape = _shape(container), _shape(meta)
+    if isinstance(slots, list) and in_shape is not None and out_shape is not None:
+        dim = _index_dim(index, in_shape, out_shape, channel_dim(slots))
+        if dim is not None:
+            return at_dim(slots, dim)
+    return graph.boundary(_inputs(graph, node), meta, "indexing the channels")
+
+
+for _target in ("view", "reshape", "flatten", "squeeze", "unsqueeze", torch.flatten, torch.reshape,
+                torch.squeeze, torch.unsqueeze):
+    register_function_rule(_target, _reshape, any_dim=True)
+for _target in ("permute", torch.permute):
+    register_function_rule(_target, _permute, any_dim=True)
+for _target in ("transpose", "swapaxes", torch.transpose, torch.swapaxes):
+    register_function_rule(_target, _transpose, any_dim=True)
+register_function_rule("expand", _expand, any_dim=True)
+register_function_rule(operator.getitem, _getitem, any_dim=True)
