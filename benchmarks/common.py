@@ -26,14 +26,54 @@ def command_line() -> str:
     return "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
 
 
+def _title(body: str) -> str | None:
+    match = re.search(r"^## (.+)$", body, re.M)
+    return match.group(1).strip() if match else None
+
+
+def _anchor(name: str) -> str:
+    # Outside the markers, so a re-render keeps it; the blank line ends the HTML block before the comment.
+    return f'<a id="{name}"></a>\n\n'
+
+
 def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section ``name`` of BENCHMARKS.md with ``body``."""
+    """Replace (or append) the section ``name`` of BENCHMARKS.md with ``body``.
+
+    A section is found by its markers.  Failing that, a section with the same ``## `` title is
+    replaced (and renamed): one claim, one section, from its latest run.  A deliberate variant
+    gives itself a title of its own.  A new section is appended with an anchor named after it,
+    which README and the documentation link to.
+    """
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     text = open(BENCHMARKS_MD).read() if os.path.exists(BENCHMARKS_MD) else "# Benchmarks\n"
     block = f"{begin}\n{body.strip()}\n{end}"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        same = _section_titled(text, _title(body))
+        if same is not None:
+            old_name, span = same
+            text = text[:span[0]] + block + text[span[1]:]
+            text = text.replace(_anchor(old_name), _anchor(name))
+        else:
+            text = text.rstrip() + "\n\n" + _anchor(name) + block + "\n"
     atomic_write_text(BENCHMARKS_MD, text)
+
+
+def sections(text: str) -> list[tuple[str, str, tuple[int, int]]]:
+    """``(name, title, span of the block)`` of every marked section of a BENCHMARKS.md text."""
+    found = []
+    for match in re.finditer(r"<!-- BEGIN (\S+) -->\n(.*?)<!-- END \1 -->", text, re.S):
+        found.append((match.group(1), _title(match.group(2)), match.span()))
+    return found
+
+
+def _section_titled(text: str, title: str | None):
+    for name, other, span in sections(text):
+        if title is not None and other == title:
+            return name, span
+    return None
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
