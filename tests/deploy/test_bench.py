@@ -1,6 +1,7 @@
 """`torchslim bench`: the JSON contract, consistent ratios, and one-line errors for bad input."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -80,3 +81,34 @@ def test_a_product_quantized_model_is_timed_on_lookup_tables(tmp_path):
     assert result["lookup_layers"] == pq_layers and pq_layers  # every PQ layer swapped
     if result["isa"] != "reference":  # with a compiler every one runs natively (all stride-1 convs)
         assert result["native_layers"] == pq_layers and result["decoded_layers"] == []
+
+
+def test_openvino_fp32_and_int8_are_timed_beside_the_others(quantized_file):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    proc = run_cli("bench", quantized_file, "--repeats", "3", "--no-layers", "--openvino", "require", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    first = result["runs"][0]
+    assert result["float_openvino_ms"] == first["float_openvino_ms"] > 0
+    assert result["int8_openvino_ms"] == first["int8_openvino_ms"] > 0
+    best = min(first["int8_ort_ms"], first["int8_openvino_ms"])
+    assert result["binary_vs_best_int8"] == pytest.approx(best / first["binary_ms"], rel=1e-12)
+    paths = result["isa_paths"]
+    assert paths["binary"] == result["isa"] and paths["binary"] in ("avx512-vpopcntdq", "popcnt+avx2+bmi", "portable")
+    assert paths["int8_openvino"] and paths["float_openvino"]  # the plugin's kernels, e.g. brgconv_avx512_I8
+    assert "OV int8" in proc.stdout and "ISA paths: binary: " + result["isa"] in proc.stdout
+
+
+def test_without_openvino_bench_notes_the_extra_and_require_is_one_line(quantized_file, monkeypatch, capsys):
+    from torchslim.cli.main import main
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    assert main(["bench", str(quantized_file), "--openvino", "require"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("torchslim: error:") and "torchslim[openvino]" in err[0]
+    assert main(["bench", str(quantized_file), "--repeats", "2", "--no-layers", "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert "float_openvino_ms" not in result["runs"][0] and "torchslim[openvino]" in result["note"]
+    assert "torchslim[openvino]" in captured.err

@@ -24,14 +24,14 @@ def _case(cin, cout, size, k, batch=2, seed=0):
     return x, codes, torch.rand(cout, generator=g) + 0.1, torch.randn(cout, generator=g)
 
 
-@pytest.fixture(params=["fast", "portable"])
+@pytest.fixture(params=build.ISA_NAMES)
 def isa(request):
-    lib = build.native_library()
-    if lib is None:
+    if build.native_library() is None:
         pytest.skip("no C compiler")
-    lib.bk_select_isa(0 if request.param == "portable" else -1)
-    yield request.param
-    lib.bk_select_isa(-1)
+    if request.param not in build.available_isas():
+        pytest.skip(f"this CPU has no {request.param}")
+    with build.use_isa(request.param):
+        yield request.param
 
 
 DOREFA2 = [i / 3 for i in range(4)]  # float32 of i / n: evenly spaced up to rounding
@@ -86,15 +86,11 @@ def test_fast_and_portable_kernels_match_the_reference_on_1_and_2_threads(shape,
     codes[:8] = -1
     bits, pops = pack_weight_codes(codes)
     want = reference_binary_conv2d(x, codes, scale, bias, (stride, stride), (pad, pad), thresholds, steps, binary)
-    lib = build.native_library()
-    try:
-        for force in (-1, 0):  # fast, then portable
-            lib.bk_select_isa(force)
+    for name in build.available_isas():  # every path this CPU has
+        with build.use_isa(name):
             got = binary_conv2d(x, bits, pops, cin, scale, bias, (stride, stride), (pad, pad), thresholds, steps,
                                 threads=threads, binary=binary)
-            assert torch.equal(got, want)
-    finally:
-        lib.bk_select_isa(-1)
+        assert torch.equal(got, want), name
 
 
 @needs_native

@@ -3,6 +3,8 @@ product-quantized model, its decoded float network against its lookup-table laye
 
 from __future__ import annotations
 
+import sys
+
 from ..errors import UserError
 from .common import add_json_arg, emit
 
@@ -18,7 +20,8 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("bench", help="time float, int8 and binary versions of a quantized model "
+    parser = subparsers.add_parser("bench", help="time float, int8 (ONNX Runtime, OpenVINO when installed) and "
+                                   "binary versions of a quantized model "
                                    "(or float against lookup tables for a PQ / Q-CNN model)")
     parser.add_argument("file", help="a quantized model saved by `torchslim quantize`, or a product-quantized one "
                                      "saved by `torchslim compress-weights --method pq|qcnn`")
@@ -26,17 +29,22 @@ def add_parser(subparsers):
     parser.add_argument("--threads", default="1", help="comma-separated thread counts (default 1)")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
+    parser.add_argument("--openvino", choices=("auto", "require", "off"), default="auto",
+                        help="time OpenVINO fp32 and int8 (NNCF): when installed (auto), or fail without the "
+                             "torchslim[openvino] extra (require), or never (off)")
     add_json_arg(parser)
     parser.set_defaults(run=run)
 
 
+COLUMNS = (("float_eager", "torch f32"), ("float_ort", "ORT f32"), ("int8_ort", "ORT int8"),
+           ("float_openvino", "OV f32"), ("int8_openvino", "OV int8"), ("binary", "binary"))
+
+
 def _table(result: dict) -> str:
-    lines = [f"{'batch':>5} {'threads':>7} {'torch f32':>10} {'ORT f32':>9} {'ORT int8':>9} {'binary':>9}"]
+    shown = [(key, title) for key, title in COLUMNS if any(f"{key}_ms" in r for r in result["runs"])]
+    lines = [f"{'batch':>5} {'threads':>7} " + " ".join(f"{title:>9}" for _, title in shown)]
     for r in result["runs"]:
-        ort_f, ort_q = r.get("float_ort_ms"), r.get("int8_ort_ms")
-        lines.append(f"{r['batch']:>5} {r['threads']:>7} {r['float_eager_ms']:>10.3f} "
-                     f"{ort_f if ort_f is None else round(ort_f, 3)!s:>9} "
-                     f"{ort_q if ort_q is None else round(ort_q, 3)!s:>9} {r['binary_ms']:>9.3f}")
+        lines.append(f"{r['batch']:>5} {r['threads']:>7} " + " ".join(f"{r[f'{key}_ms']:>9.3f}" for key, _ in shown))
     if result["layers"]:
         lines.append("")
         lines.append(f"{'layer':<22} {'input':<14} {'mode':<28} {'float ms':>9} {'binary ms':>10} {'speed-up':>9}")
@@ -49,6 +57,9 @@ def _table(result: dict) -> str:
                  f"{result['speedup_int8'] if result['speedup_int8'] is None else round(result['speedup_int8'], 2)}x; "
                  f"{mem['binary_layers']} packed layers hold {mem['packed_bytes']:,} B "
                  f"(float32: {mem['float32_bytes']:,} B)")
+    if result.get("binary_vs_best_int8"):
+        lines.append(f"binary vs the fastest int8: {result['binary_vs_best_int8']:.2f}x")
+    lines.append("ISA paths: " + "; ".join(f"{k}: {v}" for k, v in result.get("isa_paths", {}).items()))
     return "\n".join(lines)
 
 
@@ -85,8 +96,17 @@ def run(args) -> int:
                for m in model.modules()):
         raise UserError(f"{args.file} has no quantized or product-quantized layers; quantize it first with "
                         "`torchslim quantize` or `torchslim compress-weights --method pq|qcnn`")
+    if args.openvino == "require":
+        from ..export.openvino import require
+
+        require("--openvino require")
     result = bench_model(model, tuple(model.input_shape), batches, threads, args.repeats,
-                         per_layer=not args.no_layers)
+                         per_layer=not args.no_layers, openvino={"auto": None, "require": True, "off": False}[args.openvino])
+    from ..export.openvino import EXTRA, available
+
+    if args.openvino == "auto" and not available():
+        result["note"] = f"OpenVINO not timed: not installed ({EXTRA})"
+        print(f"torchslim: {result['note']}", file=sys.stderr)
     result["isa"] = isa()
     emit(args, result, _table(result))
     return 0

@@ -1,17 +1,19 @@
-"""``torchslim export FILE --format packed|onnx --out PATH``: write a deployable file.
+"""``torchslim export FILE --format packed|onnx|openvino --out PATH``: write a deployable file.
 
 ``packed`` is the compressed container (:mod:`torchslim.export.packed`): real
 bit-packed codes, sparse indices and codebooks, checksummed, readable by
 ``torchslim.load``.  ``onnx`` writes a float ONNX graph checked with onnxruntime.
+``openvino`` writes OpenVINO IR (.xml + .bin): fp32, or int8 by NNCF post-training
+quantization calibrated on ``--data`` (needs the ``torchslim[openvino]`` extra).
 ``compression_ratio`` is measured against the float32 file of the same model.
 """
 
 from __future__ import annotations
 
 from ..errors import UserError
-from .common import add_json_arg, check_out_path, emit, parse_shape
+from .common import add_data_args, add_json_arg, check_out_path, emit, load_data, parse_shape
 
-FORMATS = ("packed", "onnx")
+FORMATS = ("packed", "onnx", "openvino")
 SIDE_DTYPES = ("float32", "float16", "int8")
 # flag -> the formats it does something for; given with another format it is an error (cli/checks.py)
 FORMAT_ONLY = {"--huffman": ("packed",), "--dense": ("packed",), "--no-fold-bn": ("packed",),
@@ -19,7 +21,7 @@ FORMAT_ONLY = {"--huffman": ("packed",), "--dense": ("packed",), "--no-fold-bn":
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("export", help="write a packed (compressed) or ONNX file of a saved model")
+    parser = subparsers.add_parser("export", help="write a packed (compressed), ONNX or OpenVINO file of a saved model")
     parser.add_argument("file", help="a model saved by torchslim (or a packed file)")
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--out", required=True, help="the file to write")
@@ -31,7 +33,10 @@ def add_parser(subparsers):
     parser.add_argument("--side-dtype", choices=SIDE_DTYPES, default="float32",
                         help="packed: dtype of frozen low-bit layers' per-channel scale and bias (int8: one float32 "
                              "step per tensor; smaller, not exact)")
-    parser.add_argument("--input", help="onnx: input shape CxHxW (default: recorded in the file)")
+    parser.add_argument("--input", help="onnx, openvino: input shape CxHxW (default: recorded in the file)")
+    add_data_args(parser, required=False)
+    parser.add_argument("--calib", type=int, default=300,
+                        help="openvino: calibration images from --data for NNCF int8 (with --data; default 300)")
     parser.add_argument("--opset", type=int, default=17,
                         help="onnx: ONNX opset, within the range this torch's exporter supports")
     add_json_arg(parser)
@@ -48,6 +53,14 @@ def run(args) -> int:
     check_out_path(args.out)
     if args.format == "onnx":
         check_opset(args.opset)  # before loading, and before torch prints its warnings
+    if args.format == "openvino":
+        from ..export.openvino import require
+
+        require("--format openvino")  # before loading anything
+    elif args.data:
+        raise UserError("--data is only for --format openvino (int8 calibration)")
+    if args.calib < 1:
+        raise UserError(f"--calib must be at least 1 (got {args.calib})")
     if os.path.abspath(args.out) == os.path.abspath(args.file):
         raise UserError("--out must differ from the input file")
     model = load(args.file)
@@ -62,6 +75,8 @@ def run(args) -> int:
             os.remove(args.out)
             raise
         extra = {}
+    elif args.format == "openvino":
+        size, extra = _export_openvino(args, model)
     else:
         input_shape = parse_shape(args.input) if args.input else None
         try:
@@ -75,3 +90,23 @@ def run(args) -> int:
             f"({baseline:,} B)")
     emit(args, result, text)
     return 0
+
+
+def _export_openvino(args, model) -> tuple[int, dict]:
+    """IR files of ``model``: fp32, or int8 calibrated on ``--calib`` training images of ``--data``."""
+    import torch
+
+    from ..export.openvino import export_openvino
+    from ..quant.altupdate import calibration_batches
+
+    input_shape = parse_shape(args.input) if args.input else None
+    calibration = None
+    if args.data:
+        train = load_data(args, "train")
+        calibration = torch.cat(calibration_batches(train, args.calib))
+        input_shape = input_shape or tuple(train.input_shape)
+    try:
+        info = export_openvino(model, args.out, input_shape=input_shape, calibration=calibration)
+    except RuntimeError as exc:
+        raise UserError(f"OpenVINO export of {args.file} failed: {str(exc).splitlines()[0]}") from None
+    return info["size_bytes"], {key: info[key] for key in ("max_abs_diff", "top1_agreement", "precision", "bin")}

@@ -21,8 +21,9 @@ def add_parser(subparsers):
     parser.add_argument("--target-latency", type=float, metavar="F",
                         help="share of the batch-1 latency to keep on --latency-runtime, measured on this machine "
                              "(per-layer tables, then the cut model is timed and the aim corrected)")
-    parser.add_argument("--latency-runtime", choices=["torch", "ort"], default="torch",
-                        help="where --target-latency is measured: eager torch or ONNX Runtime")
+    parser.add_argument("--latency-runtime", choices=["torch", "ort", "openvino"], default="torch",
+                        help="where --target-latency is measured: eager torch, ONNX Runtime or OpenVINO fp32 "
+                             "(openvino needs the torchslim[openvino] extra)")
     parser.add_argument("--ratio", type=float, metavar="F", help="share of channels to remove, in [0, 1)")
     parser.add_argument("--scope", default="global", help="layer (uniform), global (normalised ranking) or "
                         "greedy (cost-aware global); default global")
@@ -93,6 +94,10 @@ def _config(args):
     from ..prune import PruneConfig
 
     check_args(args)
+    if getattr(args, "latency_runtime", "torch") == "openvino" and getattr(args, "target_latency", None) is not None:
+        from ..export.openvino import require
+
+        require("--latency-runtime openvino")  # one line naming the extra, before any work
     return PruneConfig(criterion=args.criterion, ratio=args.ratio, target_macs=args.target_macs,
                        target_params=args.target_params, target_latency=getattr(args, "target_latency", None),
                        latency_runtime=getattr(args, "latency_runtime", "torch"),

@@ -1,5 +1,6 @@
-"""Side-by-side timing of one network: float (eager and ONNX Runtime), ONNX Runtime int8,
-and the compiled binary model, interleaved in one run so the ratios are fair on a
+"""Side-by-side timing of one network: float (eager, ONNX Runtime and OpenVINO), int8
+(ONNX Runtime static QDQ, OpenVINO with NNCF post-training quantization) and the compiled
+binary model, interleaved in one run so the ratios are fair on a
 noisy machine.  Also times every packed layer against a float conv of the same shape.
 
 The runtimes are interleaved in blocks, not call by call: each keeps threads of its
@@ -21,8 +22,10 @@ import copy
 import torch
 from torch import nn
 
+from ..export import openvino as ov_runtime
 from ..profile.latency import compare_latency
 from . import ort
+from .build import isa
 from .compile import compile as compile_binary
 from .compile import memory_report
 from .modules import PackedBinaryConv2d
@@ -119,15 +122,23 @@ def _timed_runs(contenders, input_shape, batches, threads, repeats: int) -> list
 
 
 def bench_model(model: nn.Module, input_shape, batches=(1,), threads=(1,), repeats: int = 30,
-                calibration: torch.Tensor | None = None, per_layer: bool = True) -> dict:
-    """Time float / ONNX Runtime float / ONNX Runtime int8 / binary for each batch and thread count."""
+                calibration: torch.Tensor | None = None, per_layer: bool = True, openvino: bool | None = None) -> dict:
+    """Time float (eager, ONNX Runtime, OpenVINO) / int8 (ONNX Runtime, OpenVINO + NNCF) / binary
+    for each batch and thread count; each runtime found installed is timed, the rest left out
+    (``openvino``: None = when installed, True = required, False = never)."""
     twin = float_twin(model)
     binary = compile_binary(model)
-    use_ort = ort.available()
+    calibration = calibration if calibration is not None else torch.randn(16, *input_shape)
+    if openvino:
+        ov_runtime.require("timing on OpenVINO")
+    use_ort, use_ov = ort.available(), ov_runtime.available() and openvino is not False
     if use_ort:
         float_bytes = ort.export_onnx_bytes(twin, input_shape)
-        calibration = calibration if calibration is not None else torch.randn(16, *input_shape)
         int8_bytes = ort.quantize_int8(float_bytes, calibration)
+    if use_ov:
+        ov_models = ov_runtime.runtime_pair(twin, input_shape, calibration)
+    paths = {"binary": isa()}
+
     def contenders(thread_count):
         for m in binary.modules():
             if isinstance(m, PackedBinaryConv2d):
@@ -136,18 +147,25 @@ def bench_model(model: nn.Module, input_shape, batches=(1,), threads=(1,), repea
         if use_ort:
             found["float_ort"] = ort.OrtModule(float_bytes, thread_count)
             found["int8_ort"] = ort.OrtModule(int8_bytes, thread_count)
+        if use_ov:
+            found["float_openvino"] = ov_runtime.OpenVinoModule(ov_models[0], thread_count)
+            found["int8_openvino"] = ov_runtime.OpenVinoModule(ov_models[1], thread_count)
+            paths.update({k: ", ".join(found[k].isa) for k in ("float_openvino", "int8_openvino")})
         return found
 
     runs = _timed_runs(contenders, input_shape, batches, threads, repeats)
     first = runs[0]
     float_ms = first.get("float_ort_ms", first["float_eager_ms"])
+    int8_best = min((first[k] for k in ("int8_ort_ms", "int8_openvino_ms") if k in first), default=None)
     result = {
         "float_ms": float_ms, "float_eager_ms": first["float_eager_ms"], "float_ort_ms": first.get("float_ort_ms"),
+        "float_openvino_ms": first.get("float_openvino_ms"), "int8_openvino_ms": first.get("int8_openvino_ms"),
         "binary_ms": first["binary_ms"], "int8_ms": first.get("int8_ort_ms"),
         "speedup_binary": float_ms / first["binary_ms"],
         "speedup_int8": (float_ms / first["int8_ort_ms"]) if use_ort else None,
         "binary_vs_int8": (first["int8_ort_ms"] / first["binary_ms"]) if use_ort else None,
-        "runs": runs, "memory": memory_report(binary),
+        "binary_vs_best_int8": int8_best / first["binary_ms"] if int8_best else None,
+        "isa_paths": paths, "runs": runs, "memory": memory_report(binary),
         "layers": _layer_rows(binary, input_shape, threads[0], repeats) if per_layer else [],
     }
     return result

@@ -8,6 +8,7 @@ callers fall back to the pure-PyTorch reference path, with one warning.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -69,9 +70,18 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bk_pool_wake.restype = None
     for name in ("bk_pack_signs", "bk_pack", "bk_pack_weights"):
         getattr(lib, name).restype = None
-    force = os.environ.get("TORCHSLIM_ISA", "auto")
-    lib.bk_select_isa(0 if force == "portable" else -1)
+    lib.bk_select_isa(_requested_isa())
     return lib
+
+
+# The native paths, by the number bk_select_isa takes; the best the CPU supports runs by default.
+ISA_NAMES = ("portable", "popcnt+avx2+bmi", "avx512-vpopcntdq")
+_ISA_ALIASES = {"portable": 0, "avx2": 1, "avx512": 2, **{name: i for i, name in enumerate(ISA_NAMES)}}
+
+
+def _requested_isa() -> int:
+    """TORCHSLIM_ISA: auto (default), portable, avx2 or avx512 (the best below it the CPU has)."""
+    return _ISA_ALIASES.get(os.environ.get("TORCHSLIM_ISA", "auto"), -1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -104,8 +114,35 @@ def native_library() -> ctypes.CDLL | None:
 
 
 def isa() -> str:
-    """Which inner loops run: 'popcnt+avx2+bmi', 'portable', or 'reference' (no native library)."""
+    """Which inner loops run: 'avx512-vpopcntdq', 'popcnt+avx2+bmi', 'portable', or 'reference'
+    (no native library)."""
     lib = native_library()
     if lib is None:
         return "reference"
-    return "popcnt+avx2+bmi" if lib.bk_isa() == 1 else "portable"
+    return ISA_NAMES[lib.bk_isa()]
+
+
+def available_isas() -> list[str]:
+    """Every native path this CPU can run, portable first (empty without the native library)."""
+    lib = native_library()
+    if lib is None:
+        return []
+    current = lib.bk_isa()
+    try:
+        return [name for i, name in enumerate(ISA_NAMES) if lib.bk_select_isa(i) == i]
+    finally:
+        lib.bk_select_isa(current)
+
+
+@contextlib.contextmanager
+def use_isa(name: str):
+    """Run the native kernels on path ``name`` (one of :func:`available_isas`) inside the block."""
+    lib = native_library()
+    if lib is None or name not in available_isas():
+        raise ValueError(f"ISA path {name!r} is not available here; available: {available_isas()}")
+    current = lib.bk_isa()
+    lib.bk_select_isa(ISA_NAMES.index(name))
+    try:
+        yield name
+    finally:
+        lib.bk_select_isa(current)

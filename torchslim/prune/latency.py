@@ -4,7 +4,8 @@ MACs are a poor proxy for CPU time: a narrow layer at high resolution costs more
 than a wide deep one, and runtimes have fast and slow channel counts (ONNX Runtime's
 blocked conv kernels want multiples of 8).  So, for every layer whose channels pruning
 can change, :func:`measure_tables` times the layer alone, batch 1, on the runtime the
-model will ship with (eager ``torch`` or ``ort``, ONNX Runtime), over a grid of kept
+model will ship with (eager ``torch``, ``ort`` = ONNX Runtime, or ``openvino`` = OpenVINO
+fp32 on the CPU), over a grid of kept
 channel counts (in x out), and :class:`LayerTable` interpolates it bilinearly.
 
 The whole model is timed once too, and a pruned model's latency is predicted as the
@@ -13,7 +14,8 @@ differences of one layer's times enter, so the per-call overhead of timing a lay
 alone cancels.  On ``ort`` a layer's time is its kernel's, from the runtime's own
 profiler: a lone conv in the blocked NCHWc layout needs a reorder of its input and of
 its output, which inside a network happen once at its edges; counting them made every
-cut look up to twice as profitable as it was.  The base is then profiled whole too, and
+cut look up to twice as profitable as it was.  On ``openvino`` a layer is timed alone as
+a whole call; its fixed per-call cost cancels in the differences.  The base is then profiled whole too, and
 the tables are scaled to what its conv and linear kernels take inside it.  Elementwise
 layers that follow a pruned conv (BatchNorm in eager torch, PReLU, ...) are timed once at
 full width and scaled with their channels; BatchNorm costs nothing on ``ort``, which
@@ -36,7 +38,7 @@ from ..profile.latency import compare_latency
 
 __all__ = ["RUNTIMES", "LayerTable", "LatencyModel", "measure_tables", "measure_models_ms", "grid"]
 
-RUNTIMES = ("torch", "ort")
+RUNTIMES = ("torch", "ort", "openvino")
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CACHE: dict = {}
 
@@ -139,6 +141,12 @@ def _layer_ms(modules: dict, shapes: dict, runtime: str, threads: int, repeats: 
     lone blocked conv needs at its edges, which a network pays once, not per layer."""
     if runtime == "torch":
         return _median_ms({n: m.eval() for n, m in modules.items()}, shapes, threads, repeats)
+    if runtime == "openvino":
+        from ..export.openvino import OpenVinoModule, from_onnx_bytes  # optional dependency
+
+        timed = {name: OpenVinoModule(from_onnx_bytes(_onnx_layer(module, (1, *shapes[name]))), threads)
+                 for name, module in modules.items()}
+        return _median_ms(timed, shapes, threads, repeats)
     from ..deploy.ort import kernel_ms
 
     graphs = {name: _onnx_layer(module, (1, *shapes[name])) for name, module in modules.items()}
@@ -157,6 +165,12 @@ def measure_models_ms(models: dict, input_shape, runtime: str, threads: int = 1,
     """Median batch-1 latency of each whole model on ``runtime``, timed round-robin in one run."""
     from ..deploy.ort import OrtModule, export_onnx_bytes
 
+    if runtime == "openvino":
+        from ..export.openvino import OpenVinoModule, from_onnx_bytes  # optional dependency
+
+        timed = {name: OpenVinoModule(from_onnx_bytes(export_onnx_bytes(model, tuple(input_shape))), threads)
+                 for name, model in models.items()}
+        return _median_ms(timed, {name: tuple(input_shape) for name in timed}, threads, repeats)
     timed = {name: copy.deepcopy(model).eval() if runtime == "torch"
              else OrtModule(export_onnx_bytes(model, tuple(input_shape)), threads) for name, model in models.items()}
     return _median_ms(timed, {name: tuple(input_shape) for name in timed}, threads, repeats)
@@ -179,7 +193,7 @@ def _resized(module: nn.Module, in_dim: int, out_dim: int) -> nn.Module:
 
 
 def _elementwise_ms(module: nn.Module, shape: tuple, runtime: str, threads: int, repeats: int) -> float:
-    if runtime == "ort" and isinstance(module, nn.modules.batchnorm._BatchNorm):
+    if runtime in ("ort", "openvino") and isinstance(module, nn.modules.batchnorm._BatchNorm):
         return 0.0  # folded into the conv before it
     return _layer_ms({"m": copy.deepcopy(module)}, {"m": shape[1:]}, "torch", threads, repeats)["m"]
 
@@ -228,6 +242,11 @@ def measure_tables(model: nn.Module, example: torch.Tensor, sizes: dict, names, 
         raise unknown_choice("latency runtime", runtime, RUNTIMES)
     if runtime == "ort":
         _require_ort()
+    if runtime == "openvino":
+        from ..export.openvino import require  # optional dependency
+
+        require("latency runtime 'openvino'")
+        _require_ort()  # the layers reach OpenVINO as ONNX graphs
     shapes = {}
     modules = {name: model.get_submodule(name) for name in names}
     # every conv and linear layer's input shape: ONNX Runtime's tables are scaled to the network

@@ -31,8 +31,9 @@
  * non-overlapping windows (the maximum of thermometer bits is their OR), and
  * for a binary-weighted next layer turned into the bits of the level index.
  *
- * Two builds of the hot loops are selected at run time: one for POPCNT + AVX2 + BMI,
- * and a portable one.  Work is spread over a small thread pool (threadpool.h);
+ * Three builds of the hot loops are selected at run time (cpuid): one for
+ * AVX512_VPOPCNTDQ (a 512-bit popcount over 8 channels' words at once), one for
+ * POPCNT + AVX2 + BMI, and a portable one.  Work is spread over a small thread pool (threadpool.h);
  * packing of float tensors lives in bitpack.h.
  */
 #include <pthread.h>
@@ -48,9 +49,12 @@
 #include <immintrin.h>
 #define BK_X86 1
 #define TARGET_FAST __attribute__((target("popcnt,avx2,bmi")))
+/* Per-function targets: one library runs on every x86 CPU, each path picked at run time. */
+#define TARGET_512 __attribute__((target("popcnt,avx2,bmi,avx512f,avx512vl,avx512bw,avx512vpopcntdq")))
 #else
 #define BK_X86 0
 #define TARGET_FAST
+#define TARGET_512
 #endif
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
@@ -183,21 +187,108 @@ TARGET_FAST static void mk_split_fast(const uint64_t *sa, int64_t rows, const ui
     }
 }
 
+/* AVX512_VPOPCNTDQ: the 8 channels' weight words of one input word fill one 512-bit
+ * register; per row, the activation word is broadcast, ANDed with it and counted by
+ * one vpopcntq into 8 64-bit lane sums (3 ops per 8 channels x 64 bits, no nibble split,
+ * no byte-counter folding).  One weight load serves R rows.  With two binary-weighted
+ * planes (2-bit activations), both planes of a row are counted in the same pass over
+ * the weights into their own sums, joined at the end as low + 2 * high: one pass where
+ * Horner's rule took one per plane.  More planes fall back to Horner's rule. */
+TARGET_512 ALWAYS_INLINE void mk512_rows(const uint64_t *a, int64_t r, int64_t rows, const uint64_t *w,
+                                         const int64_t kwords, const int64_t planes, int32_t *acc, const int R) {
+    int64_t rr[8];
+    const uint64_t *ar[8];
+    for (int i = 0; i < R; i++) {
+        rr[i] = r + i < rows ? r + i : r;
+        ar[i] = a + rr[i] * planes * kwords;
+    }
+    __m512i v[8];
+    for (int i = 0; i < R; i++) v[i] = _mm512_setzero_si512();
+    if (planes <= 2) { /* fused: every plane of every row from one load of the weights */
+        __m512i hi[8];
+        for (int i = 0; i < R; i++) hi[i] = _mm512_setzero_si512();
+        for (int64_t k = 0; k < kwords; k++) {
+            const __m512i wk = _mm512_loadu_si512((const void *)(w + TILE * k));
+            for (int i = 0; i < R; i++) {
+                v[i] = _mm512_add_epi64(v[i], _mm512_popcnt_epi64(_mm512_and_si512(_mm512_set1_epi64((long long)ar[i][k]), wk)));
+                if (planes == 2)
+                    hi[i] = _mm512_add_epi64(
+                        hi[i], _mm512_popcnt_epi64(_mm512_and_si512(_mm512_set1_epi64((long long)ar[i][kwords + k]), wk)));
+            }
+        }
+        if (planes == 2)
+            for (int i = 0; i < R; i++) v[i] = _mm512_add_epi64(v[i], _mm512_add_epi64(hi[i], hi[i]));
+    } else {
+        for (int64_t p = planes - 1; p >= 0; p--) {
+            for (int i = 0; i < R; i++) v[i] = _mm512_add_epi64(v[i], v[i]);
+            for (int64_t k = 0; k < kwords; k++) {
+                const __m512i wk = _mm512_loadu_si512((const void *)(w + TILE * k));
+                for (int i = 0; i < R; i++)
+                    v[i] = _mm512_add_epi64(
+                        v[i], _mm512_popcnt_epi64(_mm512_and_si512(_mm512_set1_epi64((long long)ar[i][p * kwords + k]), wk)));
+            }
+        }
+    }
+    for (int i = 0; i < R; i++) /* sums stay far below 2^31: the low 32 bits of each lane */
+        if (i == 0 || rr[i] != r) _mm256_storeu_si256((__m256i *)(acc + rr[i] * TILE), _mm512_cvtepi64_epi32(v[i]));
+}
+
+TARGET_512 ALWAYS_INLINE void mk512_body(const uint64_t *a, int64_t rows, const uint64_t *w, const int64_t kwords,
+                                         const int64_t planes, int32_t *acc) {
+    int64_t r = 0;
+    if (planes == 1)
+        for (; r + 8 <= rows; r += 8) mk512_rows(a, r, rows, w, kwords, 1, acc, 8);
+    for (; r + 4 <= rows; r += 4) mk512_rows(a, r, rows, w, kwords, planes, acc, 4);
+    for (; r < rows; r += 2) mk512_rows(a, r, rows, w, kwords, planes, acc, 2);
+}
+
+TARGET_512 static void mk_avx512(const uint64_t *a, int64_t rows, const uint64_t *w, int64_t kwords, int64_t planes,
+                                 int32_t *acc) {
+    if (planes == 2) {
+        if (kwords == 9) mk512_body(a, rows, w, 9, 2, acc);
+        else if (kwords == 18) mk512_body(a, rows, w, 18, 2, acc);
+        else mk512_body(a, rows, w, kwords, 2, acc);
+    } else if (planes == 1) {
+        switch (kwords) { /* 3x3 taps of 64, 128, 192 and 256 channels */
+        case 9: mk512_body(a, rows, w, 9, 1, acc); break;
+        case 18: mk512_body(a, rows, w, 18, 1, acc); break;
+        case 27: mk512_body(a, rows, w, 27, 1, acc); break;
+        case 36: mk512_body(a, rows, w, 36, 1, acc); break;
+        default: mk512_body(a, rows, w, kwords, 1, acc);
+        }
+    } else {
+        mk512_body(a, rows, w, kwords, planes, acc);
+    }
+}
+
 #endif
 
-static int g_isa = 0; /* 0 portable, 1 popcnt+avx2+bmi */
+enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+static int g_isa = ISA_PORTABLE;
 
-/* Choose the inner loops: force < 0 picks the best the CPU supports, 0 the portable ones. */
-int bk_select_isa(int force) {
-    g_pack = pack_block_portable;
-    g_isa = 0;
+static int best_isa(void) {
 #if BK_X86
     __builtin_cpu_init();
-    if (force != 0 && __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("avx2") &&
-        __builtin_cpu_supports("bmi")) {
-        g_pack = pack_block_fast;
-        g_isa = 1;
-    }
+    if (!__builtin_cpu_supports("popcnt") || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("bmi"))
+        return ISA_PORTABLE;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vpopcntdq"))
+        return ISA_AVX512;
+    return ISA_AVX2;
+#else
+    return ISA_PORTABLE;
+#endif
+}
+
+/* Choose the inner loops: force < 0 picks the best the CPU supports, else the path
+ * numbered force (0 portable, 1 AVX2, 2 AVX-512) or the best below it the CPU has.
+ * Returns the path chosen. */
+int bk_select_isa(int force) {
+    const int best = best_isa();
+    g_isa = force < 0 || force > best ? best : force;
+    g_pack = pack_block_portable;
+#if BK_X86
+    if (g_isa >= ISA_AVX2) g_pack = pack_block_fast;
 #endif
     return g_isa;
 }
@@ -768,6 +859,9 @@ static int item_portable(const bk_conv_desc *d, scratch *s, int64_t b, int64_t u
 TARGET_FAST static int item_fast(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
     return conv_item(d, s, b, unit, chunk, mk_split_fast, epilogue_fast, 1); /* nibble-split im2col */
 }
+TARGET_512 static int item_avx512(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
+    return conv_item(d, s, b, unit, chunk, mk_avx512, epilogue_fast, 0); /* plain im2col words */
+}
 #endif
 
 typedef struct {
@@ -795,7 +889,8 @@ static void conv_task_item(void *arg, int64_t it, uint32_t job) {
 int64_t bk_conv(const bk_conv_desc *d) {
     item_fn fn = item_portable;
 #if BK_X86
-    if (g_isa == 1) fn = item_fast;
+    if (g_isa == ISA_AVX2) fn = item_fast;
+    if (g_isa == ISA_AVX512) fn = item_avx512;
 #endif
     const int threads = (int)(d->threads < 1 ? 1 : d->threads);
     bk_conv_desc local;

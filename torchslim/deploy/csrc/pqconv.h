@@ -273,7 +273,7 @@ int64_t bk_pq_conv(const float *x, int64_t n, int64_t S, int64_t d, int64_t H, i
     if (padded == NULL) return -1;
     memset(padded, 0, (size_t)(C * PX) * sizeof(float));
     pqc_task t = {padded, cbt, codes, bias, NULL, S, K, d, PX, OC, KH, KW, wpad, OH, OW, rows, ochunk, ochunks,
-                  g_isa == 1, 0};
+                  g_isa >= 1, 0};
     const int64_t items = (OH + rows - 1) / rows * ochunks;
     for (int64_t i = 0; i < n && !atomic_load(&t.failed); i++) {
         for (int64_t c = 0; c < C; c++)

@@ -169,7 +169,7 @@ static void pq_item(void *arg, int64_t it, uint32_t job) {
  * 8 * (S * K + S * d) floats (the batched path's table and transposed inputs). */
 void bk_pq_linear(const float *x, int64_t n, int64_t S, int64_t K, int64_t d, const float *cbt,
                   const uint8_t *codes, int64_t out, const float *bias, float *y, float *table, int threads) {
-    pq_task task = {table, codes, bias, NULL, S, K, out, g_isa == 1};
+    pq_task task = {table, codes, bias, NULL, S, K, out, g_isa >= 1};
     const int64_t items = (out + PQ_BLOCK - 1) / PQ_BLOCK;
 #if BK_X86
     if (task.fast && n > 1) {

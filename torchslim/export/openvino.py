@@ -1,0 +1,149 @@
+"""OpenVINO as a runtime: the float network as OpenVINO IR, fp32 or int8 (NNCF post-training
+quantization), compiled for the CPU, timed like any module, and written as IR files.
+
+OpenVINO with NNCF's int8 is the int8 a user gets in five minutes on x86 (VNNI/AMX
+kernels where the CPU has them), so it is the baseline the binary kernels must beat.
+Both packages are an optional extra (``pip install 'torchslim[openvino]'``); every entry
+point calls :func:`require` first, which fails in one line naming the extra.
+
+Compressed layers are replaced by their float equivalents first (:func:`float_copy`),
+as for ONNX.  The CPU plugin is asked for f32 inference precision: on CPUs with bf16 it
+would otherwise run float layers in bf16, and the fp32 row would not be fp32.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .onnx import float_copy
+
+EXTRA = "pip install 'torchslim[openvino]'"
+
+
+def available() -> bool:
+    try:
+        import nncf  # noqa: F401  (optional dependency)
+        import openvino  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def require(what: str) -> None:
+    """A one-line user error naming the extra when OpenVINO or NNCF is missing."""
+    if not available():
+        raise UserError(f"{what} needs OpenVINO and NNCF, which are not installed; install the extra: {EXTRA}")
+
+
+def convert(model: nn.Module, input_shape) -> "object":
+    """The float network as an ``openvino.Model`` with a static batch-1 input of ``input_shape``."""
+    import openvino as ov  # optional dependency
+
+    dense = float_copy(model)
+    shape = [1, *input_shape]
+    with torch.no_grad():
+        return ov.convert_model(dense, example_input=torch.zeros(shape), input=[shape])
+
+
+def from_onnx_bytes(data: bytes):
+    """An ``openvino.Model`` read from an ONNX graph in memory (milliseconds, where converting
+    a torch module takes most of a second: the per-layer latency tables read thousands)."""
+    import openvino as ov  # optional dependency
+
+    return ov.Core().read_model(data, ov.Tensor(type=ov.Type.u8, shape=[0]))
+
+
+def quantize_int8(ov_model, calibration: torch.Tensor, subset_size: int = 300):
+    """NNCF post-training int8 quantization of ``ov_model`` on ``calibration`` (N, C, H, W), one image a batch."""
+    import nncf  # optional dependency
+
+    samples = [calibration[i:i + 1].numpy() for i in range(len(calibration))]
+    return nncf.quantize(ov_model, nncf.Dataset(samples), subset_size=min(subset_size, len(samples)))
+
+
+def compile_model(ov_model, threads: int = 1):
+    """Compiled for the CPU at batch-1 latency: ``threads`` inference threads, one stream, no
+    pinning (other runtimes share the cores in a benchmark), f32 for what is not int8."""
+    import openvino as ov  # optional dependency
+
+    config = {"INFERENCE_NUM_THREADS": int(threads), "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+              "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
+    return ov.Core().compile_model(ov_model, "CPU", config)
+
+
+def kernel_names(compiled) -> list[str]:
+    """The CPU plugin's implementations of the convolutions and matrix products (its ISA path,
+    e.g. ``brgconv_avx512_I8``), as its runtime model records them."""
+    found = set()
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) in ("Convolution", "FullyConnected", "MatMul"):
+            found.add(info["primitiveType"].astype(str))
+    return sorted(found)
+
+
+class OpenVinoModule(nn.Module):
+    """A compiled OpenVINO model behind ``nn.Module.__call__``, so it times like the others."""
+
+    def __init__(self, ov_model, threads: int = 1):
+        super().__init__()
+        self.compiled = compile_model(ov_model, threads)
+        self.request = self.compiled.create_infer_request()
+        self.isa = kernel_names(self.compiled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = [self.request.infer([np.ascontiguousarray(xi.numpy())])[0].copy() for xi in x.split(1)]
+        return torch.from_numpy(np.concatenate(outputs))
+
+
+def runtime_pair(model: nn.Module, input_shape, calibration: torch.Tensor) -> tuple:
+    """(fp32, int8) ``openvino.Model`` of ``model``'s float network; int8 calibrated on ``calibration``."""
+    require("OpenVINO timing")
+    fp32 = convert(model, input_shape)
+    return fp32, quantize_int8(fp32, calibration)
+
+
+@torch.no_grad()
+def export_openvino(model: nn.Module, path: str, input_shape=None, calibration: torch.Tensor | None = None,
+                    rtol: float = 1e-3, atol: float = 1e-4) -> dict:
+    """Write ``model`` as OpenVINO IR (``path`` = the .xml; the weights go beside it as .bin).
+
+    fp32, or int8 (NNCF) when ``calibration`` is given.  The IR is compiled and run first: fp32
+    must match torch within rtol/atol, int8 must keep the top class on most of 16 inputs (its
+    error is reported, not bounded).  Both files appear together or not at all."""
+    require("--format openvino")
+    import openvino as ov  # optional dependency
+
+    if not str(path).endswith(".xml"):
+        raise UserError(f"--out for --format openvino must end in .xml (the weights go beside it as .bin), got {path!r}")
+    input_shape = tuple(input_shape or getattr(model, "input_shape", None) or ())
+    if not input_shape:
+        raise UserError("the model records no input shape; give one (CxHxW)")
+    ov_model = convert(model, input_shape)
+    if calibration is not None:
+        ov_model = quantize_int8(ov_model, calibration)
+    example = torch.randn(16, *input_shape, generator=torch.Generator().manual_seed(0))
+    expected = float_copy(model)(example)
+    got = OpenVinoModule(ov_model, 1)(example)
+    diff = float((got - expected).abs().max())
+    agree = float((got.argmax(1) == expected.argmax(1)).float().mean())
+    if calibration is None and not torch.allclose(got, expected, rtol=rtol, atol=atol):
+        raise RuntimeError(f"OpenVINO disagrees with torch on the converted model (max |diff| {diff:.3g})")
+    folder = os.path.dirname(os.path.abspath(path))
+    bin_path = path[:-4] + ".bin"
+    staging = tempfile.mkdtemp(dir=folder, prefix=".ov-")
+    try:  # write both files aside, then move the weights in first and the model file last
+        ov.save_model(ov_model, os.path.join(staging, "model.xml"), compress_to_fp16=False)
+        os.replace(os.path.join(staging, "model.bin"), bin_path)
+        os.replace(os.path.join(staging, "model.xml"), path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"size_bytes": os.path.getsize(path) + os.path.getsize(bin_path), "max_abs_diff": diff,
+            "top1_agreement": agree, "precision": "int8" if calibration is not None else "fp32", "bin": bin_path}
