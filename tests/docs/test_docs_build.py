@@ -181,3 +181,14 @@ def test_pictures_redraw_from_benchmarks(tmp_path):
     header = [c.strip() for c in lines[lines.index(row) - 2].strip("|").split("|")]
     assert ratios["HWGQ + BWN packed\nvgg14 w1.0"] == row.strip("|").split("|")[header.index("f32 / f32") + 1].strip()
     assert f"**{ratios['Deep Compression' + chr(10) + 'lenet300'].removesuffix('x')}x**" in text
+
+
+def test_documented_imports_resolve():
+    # Every import line of the Python examples in README and the guides names something that exists.
+    texts = [_read(README)] + [_read(os.path.join(root, name)) for root, _, names in os.walk(os.path.join(REPO, "docs"))
+                               for name in names if name.endswith(".md")]
+    imports = sorted({line.strip() for text in texts for block in re.findall(r"```python\n(.*?)```", text, re.S)
+                      for line in block.splitlines() if re.match(r"\s*(from \S+ )?import ", line)})
+    assert len(imports) >= 15
+    for line in imports:
+        exec(line, {})  # noqa: S102 - our own documentation's import lines, nothing else
