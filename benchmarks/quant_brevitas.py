@@ -278,7 +278,8 @@ def write_report(results: dict, section: str = "quant-brevitas") -> None:
     if "merged" in results:
         merged = (f"  \nRows of {', '.join(results['merged']['sides'])} from a run alongside with the same settings: "
                   f"`{results['merged']['command']}` (whole run: the two runs' minutes added)")
-    body = f"""## Quantization: HWGQ + BWN against Brevitas W1A2 (vgg14 width 0.25, fashion-mnist-32, {args['subset'] or 'all 60000'} training images, Adam lr {args['lr']})
+    # The epochs are in the title: runs that differ in budget are variants, not reruns of one claim.
+    body = f"""## Quantization: HWGQ + BWN against Brevitas W1A2 (vgg14 width 0.25, fashion-mnist-32, {args['epochs']} epochs on {args['subset'] or 'all 60000'} training images, Adam lr {args['lr']})
 
 Command: `{results['command']}`{merged}
 Hardware: {hardware()} (a shared machine: other jobs ran alongside, so seconds are indicative)

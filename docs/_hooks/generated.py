@@ -4,6 +4,8 @@
   command itself builds (``torchslim.cli.main.build_parser``);
 - ``benchmarks.md`` and ``benchmarks/history/*.md``: BENCHMARKS.md and its history files,
   copied from the repository root as they are.
+
+The docstrings' Sphinx roles (``:func:`save```) are shown as plain code.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import sys
 
 from mkdocs.structure.files import File
@@ -47,8 +50,16 @@ def on_page_markdown(markdown, page, config, files):
     return markdown
 
 
+_ROLE = re.compile(r":(?:func|class|meth|mod|attr|data|exc|obj):<code>(~?)([^<]+)</code>")
+
+
+def on_page_content(html, page, config, files):
+    # Docstrings use Sphinx cross-reference roles; show their target as plain code.
+    return _ROLE.sub(lambda m: f"<code>{m.group(2).rsplit('.', 1)[-1] if m.group(1) else m.group(2)}</code>", html)
+
+
 def cli_reference() -> str:
-    os.environ["COLUMNS"] = "100"  # argparse wraps usage lines to the terminal; fix the width
+    os.environ["COLUMNS"] = "88"  # argparse wraps usage lines to the terminal; fix the width
     from torchslim.cli.main import build_parser
 
     parser = build_parser()
@@ -93,4 +104,8 @@ def _row(parser, action) -> str:
 
 
 def _escape(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|").replace("<", "&lt;")
+    # One table cell: pipes split cells outside code spans only (inside, a backslash would show).
+    parts = " ".join(str(text).split()).split("`")
+    for i in range(0, len(parts), 2):
+        parts[i] = parts[i].replace("|", "\\|").replace("<", "&lt;")
+    return "`".join(parts)

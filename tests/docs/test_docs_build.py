@@ -162,3 +162,33 @@ def test_documented_commands_parse():
             parser.parse_args(shlex.split(command)[1:])
         except SystemExit as exc:
             pytest.fail(f"{command!r} does not parse (exit {exc.code})")
+
+
+def test_pictures_redraw_from_benchmarks(tmp_path):
+    # The pictures are drawn from the sections' tables; a section whose table changed shape breaks this.
+    spec = importlib.util.spec_from_file_location("benchmarks_plots", os.path.join(REPO, "benchmarks", "plots.py"))
+    plots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plots)
+    assert plots.main(["--out", str(tmp_path)]) == 0
+    for name in plots.PLOTS:
+        assert (tmp_path / name).stat().st_size > 10_000
+        assert os.path.exists(os.path.join(REPO, "docs", "img", name)), f"docs/img/{name} is not checked in"
+    text = _read(BENCHMARKS)
+    ratios = dict(plots.compression_ratios(plots.sections(text)))
+    # The packed table has three "ratio" columns; the picture shows the exact one, after "f32 / f32".
+    lines = plots.sections(text)["quant-compression"].splitlines()
+    row = next(line for line in lines if line.startswith("| vgg14 | 1.0 |"))
+    header = [c.strip() for c in lines[lines.index(row) - 2].strip("|").split("|")]
+    assert ratios["HWGQ + BWN packed\nvgg14 w1.0"] == row.strip("|").split("|")[header.index("f32 / f32") + 1].strip()
+    assert f"**{ratios['Deep Compression' + chr(10) + 'lenet300'].removesuffix('x')}x**" in text
+
+
+def test_documented_imports_resolve():
+    # Every import line of the Python examples in README and the guides names something that exists.
+    texts = [_read(README)] + [_read(os.path.join(root, name)) for root, _, names in os.walk(os.path.join(REPO, "docs"))
+                               for name in names if name.endswith(".md")]
+    imports = sorted({line.strip() for text in texts for block in re.findall(r"```python\n(.*?)```", text, re.S)
+                      for line in block.splitlines() if re.match(r"\s*(from \S+ )?import ", line)})
+    assert len(imports) >= 15
+    for line in imports:
+        exec(line, {})  # noqa: S102 - our own documentation's import lines, nothing else
