@@ -76,4 +76,4 @@ def test_bad_input_is_one_line_exit_2(args, message, tmp_path):
 def test_eval_on_data_of_the_wrong_shape(trained):
     out, _ = trained
     proc = run_cli("eval", out, "--data", "digits-32")
-    assert proc.returncode == 2 and "takes 1x8x8 images" in proc.stderr
+    assert proc.returncode == 2 and "cannot take input 3x32x32 from digits-32: it takes 1x8x8" in proc.stderr

@@ -220,12 +220,12 @@ def check_fits_data(model, dataset, model_name: str, data_name: str = ""):
     another number of classes than it has; returns the dry run's logits."""
     import torch
 
-    source = f" of {data_name}" if data_name else ""
+    source = f" from {data_name}" if data_name else ""
     recorded = tuple(getattr(model, "input_shape", ()) or ())
     data_shape = tuple(dataset.input_shape)
     if recorded and recorded != data_shape:
-        raise UserError(f"{model_name} takes {_shape(recorded)} images but the images{source} are "
-                        f"{_shape(data_shape)}{_shape_hint(recorded, data_shape)}")
+        raise UserError(f"{model_name} cannot take input {_shape(data_shape)}{source}: it takes "
+                        f"{_shape(recorded)} images{_shape_hint(recorded, data_shape)}")
     was_training = model.training
     model.eval()
     try:
@@ -233,7 +233,7 @@ def check_fits_data(model, dataset, model_name: str, data_name: str = ""):
             logits = model(torch.zeros(1, *data_shape))
     except RuntimeError as exc:
         first = str(exc).splitlines()[0][:160]
-        raise UserError(f"{model_name} cannot take the {_shape(data_shape)} images{source} ({first})"
+        raise UserError(f"{model_name} cannot take input {_shape(data_shape)}{source} ({first})"
                         f"{_shape_hint(recorded or (3, 32, 32), data_shape)}") from None
     finally:
         model.train(was_training)
@@ -247,7 +247,7 @@ def check_fits_data(model, dataset, model_name: str, data_name: str = ""):
 def require_images(dataset, split: str, data_name: str) -> None:
     """A split with no images (a folder with too few per class) is an error, not a division by zero."""
     if len(dataset.labels) == 0:
-        raise UserError(f"{data_name} has no images in its {split} split; a folder needs at least 5 images "
+        raise UserError(f"{data_name} has no images in its {split} split; a folder needs at least 3 images "
                         "per class for the 80/20 split, or its own train/ and test/ sub-folders")
 
 

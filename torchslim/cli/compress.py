@@ -45,10 +45,13 @@ def run(args) -> int:
     from ..errors import UserError
     from ..pipeline import compress, load_recipe, plan
     from ..pipeline.runner import stage_argv
+    from ..pipeline.validate import check_models_and_data, check_order
 
     recipe = load_recipe(args.recipe)
     if args.check:
         stages = plan(recipe, quick=args.quick, data=args.data, model=args.model)
+        check_order(recipe, stages)
+        check_models_and_data(recipe, stages, args.quick)
         lines = [f"{recipe.path}: {len(stages)} stages, valid"]
         lines += [f"  {s.index}. {s.name}: " + ("load " + s.file if s.verb is None else " ".join(
             ["torchslim", *stage_argv(s, "INPUT", "OUT", "ORIGINAL")])) for s in stages]

@@ -90,7 +90,8 @@ STAGES: dict[str, StageSpec] = {spec.name: spec for spec in (
     StageSpec("quantize", "quantize", "binary / ternary / low-bit quantization",
               managed=("file", "out", "json", "packed", "teacher"), extra=(_TEACHER,),
               # int8 writes an ONNX Runtime model, which no later stage and no report can take
-              restrict=(("method", lambda: tuple(m for m in _runtime_choices("quantize", "method") if m != "int8")),)),
+              restrict=(("method", lambda: tuple(m for m in _runtime_choices("quantize", "method")
+                                                 if m != "int8")),)),
     StageSpec("compress_weights", "compress-weights", "sparsity, weight sharing, PQ or Q-CNN",
               managed=("file", "out", "json", "teacher"), extra=(_TEACHER,),
               restrict=(("method", ("kmeans", "magnitude", "pq", "qcnn")),)),
