@@ -155,3 +155,11 @@ def test_only_the_folder_formats_are_decoded_whatever_the_file_is_named(tmp_path
     Image.new("RGB", (70, 70), (1, 2, 3)).save(gif, format="GIF")
     with pytest.raises(UserError, match="cannot decode image .*anim.png"):
         load_dataset("folder", "train", root=root, image_size=image_size)
+
+
+def test_a_training_split_smaller_than_one_batch_is_refused(tmp_path):
+    root = id_root(tmp_path)
+    train = load_dataset("folder", "train", root=root, image_size=64)
+    with pytest.raises(UserError, match=r"has 10 images \(5 per process\), fewer than one batch of 8"):
+        BatchLoader(train, batch_size=8, shuffle=True, rank=1, world_size=2, drop_last=True)
+    assert len(BatchLoader(train, batch_size=8)) == 2  # evaluation keeps the partial batch
