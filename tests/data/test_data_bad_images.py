@@ -6,11 +6,12 @@ import os
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from tests.conftest import run_cli
 from torchslim.cli.common import load_data
 from torchslim.data import BatchLoader, clear_cache, load_dataset
+from torchslim.data.decode import open_image
 from torchslim.errors import UserError
 from torchslim.models import create
 from torchslim.train import evaluate
@@ -134,3 +135,31 @@ def test_cli_eval_bad_image_exit_code_and_skip_count(tmp_path):
     assert skipped.returncode == 0, skipped.stderr
     assert json.loads(skipped.stdout.strip().splitlines()[-1])["n"] == 10
     assert "skipped 1 unreadable image" in skipped.stderr and bad in skipped.stderr
+
+
+@pytest.mark.parametrize("image_size", [16, 64])
+def test_only_the_folder_formats_are_decoded_whatever_the_file_is_named(tmp_path, image_size):
+    root = id_root(tmp_path)
+    eps = os.path.join(root, "train", "c0", "drawing.jpg")
+    with open(eps, "w") as handle:  # Pillow would hand EPS to Ghostscript: it must never get that far
+        handle.write("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    with Image.open(eps) as unrestricted:
+        assert unrestricted.format == "EPS"  # what plain Image.open would go on to render
+    with pytest.raises(UnidentifiedImageError):
+        open_image(eps)
+    with pytest.raises(UserError) as error:
+        load_dataset("folder", "train", root=root, image_size=image_size)
+    assert eps in str(error.value)
+    os.remove(eps)
+    gif = os.path.join(root, "train", "c0", "anim.png")
+    Image.new("RGB", (70, 70), (1, 2, 3)).save(gif, format="GIF")
+    with pytest.raises(UserError, match="cannot decode image .*anim.png"):
+        load_dataset("folder", "train", root=root, image_size=image_size)
+
+
+def test_a_training_split_smaller_than_one_batch_is_refused(tmp_path):
+    root = id_root(tmp_path)
+    train = load_dataset("folder", "train", root=root, image_size=64)
+    with pytest.raises(UserError, match=r"has 10 images \(5 per process\), fewer than one batch of 8"):
+        BatchLoader(train, batch_size=8, shuffle=True, rank=1, world_size=2, drop_last=True)
+    assert len(BatchLoader(train, batch_size=8)) == 2  # evaluation keeps the partial batch

@@ -14,11 +14,19 @@ from PIL import Image
 
 from .preprocess import center_crop_box, random_resized_crop_box, shorter_side_size
 
-__all__ = ["DECODE_ERRORS", "to_mode", "eval_image", "train_image", "read_square"]
+__all__ = ["DECODE_ERRORS", "FORMATS", "open_image", "to_mode", "eval_image", "train_image", "read_square"]
 
 # what a broken, truncated or hostile file raises (never anything else: those are bugs)
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 _BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
+# Pillow picks a decoder from the file's content, not its name: only these may be tried, so a file
+# named .jpg holding, say, EPS (which Pillow hands to Ghostscript) is refused, never run.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP")  # JPEG includes multi-picture (MPO) camera files
+
+
+def open_image(path: str) -> Image.Image:
+    """``Image.open`` restricted to the folder formats (headers only; pixels load lazily)."""
+    return Image.open(path, formats=FORMATS)
 
 
 def to_mode(image: Image.Image, mode: str) -> Image.Image:
@@ -67,7 +75,7 @@ def train_image(image: Image.Image, mode: str, image_size: int, rng: random.Rand
 
 def read_square(path: str, size: int, mode: str) -> np.ndarray:
     """The whole image squashed to ``size x size`` (the small in-memory sets): ``C x H x W`` uint8."""
-    with Image.open(path) as image:
+    with open_image(path) as image:
         image.load()
         image = to_mode(image, mode)
         if image.size != (size, size):

@@ -118,12 +118,10 @@ def decode_images(paths: list[str], size: int = 32, grayscale: bool = False, bad
 
 
 def _header_ok(path: str):
-    from PIL import Image  # Pillow loads on first read, not on import
-
-    from .decode import DECODE_ERRORS
+    from .decode import DECODE_ERRORS, open_image  # Pillow loads on first read, not on import
 
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.size  # noqa: B018  (Image.open parses the header only)
         return None
     except DECODE_ERRORS as exc:

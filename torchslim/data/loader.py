@@ -71,6 +71,10 @@ class BatchLoader:
         self.workers = workers  # decoding processes for ImageFiles (None: the default)
         self.skipped: list[str] = []  # unreadable files left out so far (ImageFiles, --bad-images skip)
         self.padding = imageset.input_shape[1] // 8
+        if drop_last and 0 < self.num_samples < batch_size:  # would train on nothing at all
+            each = f" ({self.num_samples} per process)" if world_size > 1 else ""
+            raise UserError(f"the {imageset.split} split of {imageset.name} has {len(imageset)} images{each}, "
+                            f"fewer than one batch of {batch_size}; lower --batch-size or add images")
 
     @property
     def num_samples(self) -> int:

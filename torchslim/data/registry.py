@@ -137,10 +137,12 @@ def load_dataset(
     seed: int = 0,
     **options,
 ) -> ImageSet:
-    """Load one split of a registered data set as an in-memory :class:`ImageSet`.
+    """Load one split of a registered data set: an in-memory :class:`ImageSet`, or
+    for an image folder at 64 px and up an :class:`~torchslim.data.ImageFiles` read per batch.
 
     ``name`` may carry its folder (``"cifar10:/data/cifar"``).  ``options`` go to
-    the data set's loader (``folder`` takes ``image_size`` and ``grayscale``).
+    the data set's loader (``folder`` takes ``image_size``, ``grayscale``,
+    ``stream`` and ``bad_images``).
     Repeated calls reuse the tensors read the first time: treat them as read-only.
     Raises :class:`UserError` (one line) for a bad name, split, size or data folder.
     """

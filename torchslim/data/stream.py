@@ -124,14 +124,12 @@ class _Decoder(Dataset):
         return len(self.paths)
 
     def __getitem__(self, key):
-        from PIL import Image  # Pillow loads in the workers, not on import
-
-        from .decode import DECODE_ERRORS, eval_image, train_image
+        from .decode import DECODE_ERRORS, eval_image, open_image, train_image  # Pillow loads in the workers
 
         index, draw_seed = key
         path = self.paths[index]
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 if self.augment:
                     array = train_image(image, self.mode, self.size, random.Random(draw_seed), self.flip)
                 else:
