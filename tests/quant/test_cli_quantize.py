@@ -30,6 +30,7 @@ def test_quantize_end_to_end_json(tmp_path):
     assert payload["size_bytes_packed"] == packed.stat().st_size
     assert payload["compression_ratio"] > 3
     assert all(r["error_after"] <= r["error_before"] for r in payload["alt_update"])
+    assert payload["teacher"] == "self" and payload["alt_guard"] is True  # the measured-best defaults
     assert len(payload["alt_init"]) == len(payload["alt_update"]) == 7
     assert all(r["error_after"] <= r["error_before"] for r in payload["alt_init"])
     assert len(payload["act_scales"]) == 8 and all(s > 0 for s in payload["act_scales"].values())
@@ -71,7 +72,10 @@ def test_bad_method_and_bits_are_one_line_errors(tmp_path):
                            (["--method", "hwgq-bwn", "--act-bits", "7"], "cannot use 7 bits"),
                            (["--method", "int8"], ".onnx"),
                            (["--method", "hwgq-bwn", "--act-scale", "max"], "--act-scale"),
-                           (["--method", "bwn", "--temperature", "2"], "need --teacher"),
+                           (["--method", "bwn", "--no-teacher", "--temperature", "2"], "need --teacher"),
+                           (["--method", "bwn", "--teacher", "--no-teacher"], "contradict"),
+                           (["--method", "int8", "--no-teacher"], "--no-teacher apply to the other methods"),
+                           (["--method", "hwgq-bwn", "--no-alt-guard"], "add --alt-update"),
                            (["--method", "bwn", "--act-bits", "2"], "keeps activations float"),
                            (["--method", "int8", "--packed", str(tmp_path / "x.packed")], "--packed apply to the other methods"),
                            (["--method", "int8", "--epochs", "2", "--alt-update"], "--epochs, --alt-update"),
@@ -82,3 +86,20 @@ def test_bad_method_and_bits_are_one_line_errors(tmp_path):
         assert result.stderr.startswith("torchslim: error:") and message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
         assert not out.exists() and not (tmp_path / "x.packed").exists()
+
+
+def test_explicit_flags_restore_the_unguarded_update_without_a_teacher(tmp_path):
+    source = _float_file(tmp_path)
+    runs = {}
+    for name, flags in (("default", []), ("old", ["--no-teacher", "--no-alt-guard"])):
+        out = tmp_path / f"{name}.safetensors"
+        result = run_cli("quantize", source, "--method", "hwgq-bwn", "--epochs", "1", "--alt-update", *flags,
+                         "--data", "digits-32", "--subset", "200", "--calib", "32", "--out", out, "--json")
+        assert result.returncode == 0, result.stderr
+        runs[name] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (runs["default"]["teacher"], runs["default"]["alt_guard"]) == ("self", True)
+    assert (runs["old"]["teacher"], runs["old"]["alt_guard"]) == (None, False)
+    # unguarded, every layer takes its refit, which lowers its own reconstruction error
+    assert all(r["error_after"] <= r["error_before"] for r in runs["old"]["alt_update"])
+    # the teacher changes the fine-tune: the two runs' training losses differ from the first epoch
+    assert runs["default"]["history"][0] != runs["old"]["history"][0]
