@@ -35,11 +35,15 @@ def save(model, path, **meta):
     return _save(model, path, **meta)
 
 
-def load(path, map_location="cpu"):
-    """Rebuild a model saved by :func:`save`, in any process."""
+def load(path, map_location="cpu", trust=()):
+    """Rebuild a model saved by :func:`save`, in any process.
+
+    ``trust`` names packages whose code may be imported to rebuild a model made from the
+    user's own source (``PKG.MODULE:CALLABLE``); nothing else a file names is ever imported.
+    """
     from .io.serialize import load as _load
 
-    return _load(path, map_location=map_location)
+    return _load(path, map_location=map_location, trust=trust)
 
 
 def profile(model, input_shape=None, **kwargs):

@@ -18,20 +18,26 @@ Layout (packed format 2):
   record per module (a field is ``[name, stored dtype, shape, original dtype]``,
   in storage order), the element count of every dtype tensor, and one SHA-256
   over those tensors (names, dtypes, shapes, bytes);
-* metadata ``torchslim.packed``: the format number.
+* metadata ``torchslim.packed``: the format number; ``torchslim.sha256``: the SHA-256 of
+  the whole file (:mod:`torchslim.io.container`), so no byte can change unnoticed, the
+  safetensors JSON and its padding included (files written before it lack this entry
+  and are checked by the two inner checksums only).
 
 :func:`load_packed` refuses a file whose length differs from what its header
 declares (truncated or padded), whose header or any tensor fails its checksum,
 whose fields do not exactly fill its tensors, or whose decoded state does not fit
 the architecture: a damaged file is never loaded as a wrong model.  Files of the
 older format 1 are refused with a message saying to export them again.
-:func:`torchslim.load` dispatches here by itself.
+The model is decoded against its meta-device skeleton and built only once every shape
+fits.  :func:`torchslim.load` dispatches here by itself.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
+import math
 import os
 import zlib
 
@@ -40,7 +46,9 @@ from torch import nn
 
 from ..errors import UserError
 from ..io import atomic_write_bytes
-from ..io.serialize import build_from_header, build_header
+from ..io.container import is_sealed, placeholder_metadata, read_container, seal, verify
+from ..io.serialize import (build_from_header, build_header, check_state_shapes, checked_skeleton,
+                            source_model, state_metadata)
 from ..io.spec import describe_modules
 from .compact import BlobReader, BlobWriter, expand_modules, modules_delta
 from .registry import PackOptions, find_packer, packer_by_name
@@ -49,6 +57,7 @@ PACKED_KEY = "torchslim.packed"
 PACKED_FORMAT = 2
 HEADER_TENSOR = "header"
 _DIGEST_BYTES = 32
+_MAX_HEADER_TEXT = 1 << 28
 
 
 def _digest(tensors: dict) -> str:
@@ -61,10 +70,8 @@ def _digest(tensors: dict) -> str:
     return digest.hexdigest()
 
 
-def _fresh_description(arch: dict) -> list:
-    from ..models import create
-
-    return describe_modules(create(arch["name"], **arch.get("kwargs", {})))
+def _fresh_description(arch: dict, trust=()) -> list:
+    return describe_modules(source_model(arch, trust, meta=True))
 
 
 def _compact_model_header(model: nn.Module, meta: dict) -> dict:
@@ -119,7 +126,7 @@ def pack_model(model: nn.Module, options: PackOptions | None = None, **meta) -> 
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     head = hashlib.sha256(text).digest() + zlib.compress(text, 9)
     blobs[HEADER_TENSOR] = torch.frombuffer(bytearray(head), dtype=torch.uint8)
-    return st_save(blobs, metadata={PACKED_KEY: str(PACKED_FORMAT)})
+    return seal(st_save(blobs, metadata={PACKED_KEY: str(PACKED_FORMAT), **placeholder_metadata()}))
 
 
 def save_packed(model: nn.Module, path, options: PackOptions | None = None, **meta) -> int:
@@ -134,31 +141,12 @@ def packed_size(model: nn.Module, options: PackOptions | None = None) -> int:
     return len(pack_model(model, options))
 
 
-def raw_header(path) -> tuple[dict, int]:
-    """The safetensors JSON header of ``path`` and the file size it implies."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise UserError(f"model file not found: {path}")
-    size = os.path.getsize(path)
-    try:
-        with open(path, "rb") as handle:
-            length = int.from_bytes(handle.read(8), "little")
-            if length <= 0 or length > min(size - 8, 1 << 28):
-                raise ValueError
-            header = json.loads(handle.read(length))
-        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError, OSError):
-        raise UserError(f"{path} is not a torchslim file, or is truncated (unreadable header)") from None
-    return header, 8 + length + max(ends, default=0)
-
-
 def is_packed(path) -> bool:
     """True when ``path`` looks like a packed container (header only; nothing is verified)."""
     try:
-        header, _ = raw_header(path)
+        return PACKED_KEY in read_container(path).metadata
     except UserError:
         return False
-    return PACKED_KEY in (header.get("__metadata__") or {})
 
 
 def _check_format(path, value) -> None:
@@ -183,23 +171,29 @@ def _header_bytes(path, entry: dict) -> bytes:
         return handle.read(end - start)
 
 
-def read_packed_header(path) -> dict:
-    """The verified JSON header of a packed file (raises UserError when damaged)."""
+def read_packed_header(path, trust=()) -> dict:
+    """The verified JSON header of a packed file (raises UserError when damaged).
+
+    Files sealed with a whole-file checksum are checked against it; the ones written before
+    it carry only the header and tensor checksums.
+    """
     path = os.fspath(path)
-    header, expected = raw_header(path)
-    metadata = header.get("__metadata__") or {}
+    container = read_container(path)
+    metadata = container.metadata
     if PACKED_KEY not in metadata:
         raise UserError(f"{path} is not a packed torchslim file")
+    if is_sealed(container):
+        verify(container)
     _check_format(path, metadata[PACKED_KEY])
-    actual = os.path.getsize(path)
-    if actual != expected:
-        raise UserError(f"{path} is corrupt: {actual} bytes on disk, its header declares {expected} "
-                        f"({'truncated' if actual < expected else 'trailing data'})")
+    header = json.loads(container.header_bytes)
     if HEADER_TENSOR not in header:
         raise UserError(f"{path} is corrupt: it has no {HEADER_TENSOR!r} tensor")
     head = _header_bytes(path, header[HEADER_TENSOR])
     try:
-        text = zlib.decompress(head[_DIGEST_BYTES:])
+        inflater = zlib.decompressobj()
+        text = inflater.decompress(head[_DIGEST_BYTES:], _MAX_HEADER_TEXT)
+        if inflater.unconsumed_tail:
+            raise UserError(f"{path} is corrupt: its header inflates past {_MAX_HEADER_TEXT} bytes")
     except zlib.error:
         raise UserError(f"{path} is corrupt: its header cannot be decoded") from None
     if hashlib.sha256(text).digest() != head[:_DIGEST_BYTES]:
@@ -207,7 +201,7 @@ def read_packed_header(path) -> dict:
     try:
         packed = json.loads(text)
         packed["model"]["modules"] = expand_modules(packed["model"]["modules"],
-                                                    _fresh_description(packed["model"]["arch"]))
+                                                    _fresh_description(packed["model"]["arch"], trust))
     except (ValueError, KeyError, TypeError):
         raise UserError(f"{path} is corrupt: its header does not describe a model") from None
     return packed
@@ -246,26 +240,44 @@ def _decoded_state(path, model: nn.Module, packed: dict, blobs: dict) -> dict:
     return state
 
 
-def load_packed(path, map_location="cpu") -> nn.Module:
-    """Rebuild the compressed model stored in a packed file, in eval mode."""
+def _check_field_sizes(path, skeleton: nn.Module, packed: dict) -> None:
+    """No field may decode to more elements than its layer's largest tensor (checked before decoding)."""
+    for layer_path, _, layer_meta, _ in packed["layers"]:
+        module = skeleton.get_submodule(layer_path) if layer_path else skeleton
+        limit = max((t.numel() for t in module.state_dict().values()), default=0)
+        stack = [layer_meta]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, list):
+                stack.extend(item)
+            elif isinstance(item, dict):
+                stack.extend(item.values())
+                sizes = [item.get("count", 0), math.prod(item.get("shape") or [0])]
+                if any(not isinstance(v, int) or v < 0 or v > limit for v in sizes):
+                    raise UserError(f"{path} is corrupt: a field of {layer_path or 'the model'!r} "
+                                    f"declares more elements than the layer holds")
+
+
+def load_packed(path, map_location="cpu", trust=()) -> nn.Module:
+    """Rebuild the compressed model stored in a packed file, in eval mode.
+
+    The state is decoded against the model's meta-device skeleton, and the model is built
+    only once every decoded shape matches it.
+    """
     from . import packers  # noqa: F401
 
-    packed = read_packed_header(path)
-    blobs = _verified_blobs(path, packed)
+    packed = read_packed_header(path, trust)
     try:
-        model = build_from_header(packed["model"])
-        state = _decoded_state(path, model, packed, blobs)
+        skeleton = checked_skeleton(path, packed["model"], trust)
+        _check_field_sizes(path, skeleton, packed)
+        blobs = _verified_blobs(path, packed)
+        state = _decoded_state(path, skeleton, packed, blobs)
+        check_state_shapes(path, skeleton, {key: value.shape for key, value in state.items()})
+        model = build_from_header(packed["model"], trust)
         expected = model.state_dict()
-        if set(state) != set(expected):
-            missing = sorted(set(expected) - set(state))[:3]
-            raise UserError(f"{path} does not match its architecture (missing {missing}, "
-                            f"unexpected {sorted(set(state) - set(expected))[:3]})")
-        for key, value in state.items():
-            if tuple(value.shape) != tuple(expected[key].shape):
-                raise UserError(f"{path} is corrupt: {key} has shape {tuple(value.shape)}, "
-                                f"the architecture needs {tuple(expected[key].shape)}")
-            state[key] = value.to(expected[key].dtype)
+        state = collections.OrderedDict((key, value.to(expected[key].dtype)) for key, value in state.items())
+        state._metadata = state_metadata(model, packed["model"])
         model.load_state_dict(state, strict=True)
-    except (ValueError, KeyError, IndexError, TypeError, RuntimeError) as exc:
+    except (ValueError, KeyError, IndexError, TypeError, RuntimeError, AttributeError) as exc:
         raise UserError(f"{path} is corrupt: {str(exc).splitlines()[0][:200]}") from None
     return model.to(map_location).eval()

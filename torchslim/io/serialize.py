@@ -1,13 +1,21 @@
 """``save`` / ``load``: one safetensors file holding the state and a JSON header.
 
-The header records how to rebuild the network (zoo name + kwargs + per-layer
-description, see :mod:`torchslim.io.spec`), its input shape and class count, and
-free-form metadata from the step that produced it.  No pickle is involved, so a
-file can be loaded in any process and cannot run code.
+The header records how to rebuild the network (its source + kwargs + per-layer
+description, see :mod:`torchslim.io.spec`), its input shape and class count, the
+modules' state-dict versions, and free-form metadata from the step that produced it.
+No pickle is involved, so a file can be loaded in any process and cannot run code.
+
+Files of format 2 carry a whole-file SHA-256 (:mod:`torchslim.io.container`), checked
+on every load: a damaged file is refused.  Files of format 1, written before the
+checksum existed, still load, without that check.
+
+Loading first rebuilds the model on the meta device and compares every state shape
+with the tensors the file stores; memory is allocated only after that check passes.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 
@@ -17,16 +25,19 @@ from torch import nn
 from .. import __version__
 from ..errors import UserError
 from .atomic import atomic_write_bytes
+from .container import is_sealed, placeholder_metadata, read_container, seal, verify
 from .spec import apply_description, describe_modules
 
 HEADER_KEY = "torchslim"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_EXTRA_BYTES = 1 << 30  # memory a rebuilt model may hold beyond its file (source model, buffers)
+_SOURCE_RATIO = 64  # a source model may be this many times larger than the file that shrank it
 
 
-def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+def _state_tensors(state: dict) -> dict[str, torch.Tensor]:
     tensors = {}
     seen = {}
-    for key, value in model.state_dict().items():
+    for key, value in state.items():
         if value is None:
             continue
         ptr = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
@@ -36,12 +47,19 @@ def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def build_header(model: nn.Module, **meta) -> dict:
+def _state_versions(state: dict) -> dict[str, int]:
+    """The per-module ``version`` of a state dict's metadata, where it is not the default 1."""
+    metadata = getattr(state, "_metadata", None) or {}
+    return {prefix: entry["version"] for prefix, entry in metadata.items()
+            if isinstance(entry.get("version"), int) and entry["version"] != 1}
+
+
+def build_header(model: nn.Module, state: dict | None = None, **meta) -> dict:
     arch = getattr(model, "torchslim_arch", None)
     if arch is None:
         raise UserError(
-            f"{type(model).__name__} was not built by torchslim.models.create; "
-            "register it with @torchslim.models.register_model to save it"
+            f"{type(model).__name__} was not built by torchslim.models.create; wrap it with "
+            "torchslim.models.wrap(model, source=...) or register it with @torchslim.models.register_model"
         )
     input_shape = meta.pop("input_shape", None) or getattr(model, "input_shape", None)
     num_classes = meta.pop("num_classes", None) or arch.get("kwargs", {}).get("num_classes")
@@ -52,10 +70,21 @@ def build_header(model: nn.Module, **meta) -> dict:
         "torchslim_version": __version__,
         "arch": arch,
         "modules": describe_modules(model),
+        "state_versions": _state_versions(model.state_dict() if state is None else state),
         "input_shape": list(input_shape) if input_shape else None,
         "num_classes": num_classes,
         "meta": extra,
     }
+
+
+def model_bytes(model: nn.Module, **meta) -> bytes:
+    """The bytes :func:`save` writes for ``model``."""
+    from safetensors.torch import save as st_save
+
+    state = model.state_dict()
+    header = build_header(model, state, **meta)
+    metadata = {HEADER_KEY: json.dumps(header), **placeholder_metadata()}
+    return seal(st_save(_state_tensors(state), metadata=metadata))
 
 
 def save(model: nn.Module, path, **meta) -> str:
@@ -63,34 +92,42 @@ def save(model: nn.Module, path, **meta) -> str:
 
     Extra keyword arguments are stored as JSON metadata (e.g. ``top1=0.91``).
     """
-    from safetensors.torch import save as st_save
-
-    header = build_header(model, **meta)
-    data = st_save(_state_tensors(model), metadata={HEADER_KEY: json.dumps(header)})
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, model_bytes(model, **meta))
     return os.fspath(path)
 
 
-def read_header(path) -> dict:
-    """The JSON header of a torchslim file, without loading the weights."""
+def _parse_header(container) -> dict:
+    try:
+        header = json.loads(container.metadata[HEADER_KEY])
+        if not isinstance(header, dict) or not isinstance(header.get("arch"), dict):
+            raise ValueError
+        version = header.get("format", 0)
+        if not isinstance(version, int):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{container.path} is not a torchslim model file (no torchslim header)") from None
+    if version > FORMAT_VERSION:
+        raise UserError(f"{container.path} was written by a newer torchslim (format {version})")
+    return header
+
+
+def _checked_header(container) -> dict:
+    """The header of a verified file: a sealed file must pass its checksum; format 2 must be sealed."""
+    if is_sealed(container):
+        verify(container)
+    header = _parse_header(container)
+    if not is_sealed(container) and header.get("format", 0) >= 2:
+        raise UserError(f"{container.path} is corrupt: it has lost its checksum")
+    return header
+
+
+def read_header(path, trust=()) -> dict:
+    """The JSON header of a torchslim file, without loading the weights (nor checking them)."""
     path = os.fspath(path)
     packed = _packed_module(path)
     if packed is not None:  # a packed container (torchslim.export): its embedded model header
-        return packed.read_packed_header(path)["model"]
-    if not os.path.isfile(path):
-        raise UserError(f"model file not found: {path}")
-    try:
-        with open(path, "rb") as handle:
-            size = int.from_bytes(handle.read(8), "little")
-            if size <= 0 or size > os.path.getsize(path) - 8 or size > 1 << 28:
-                raise ValueError("bad header length")
-            raw = json.loads(handle.read(size))
-        header = json.loads(raw["__metadata__"][HEADER_KEY])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise UserError(f"{path} is not a torchslim model file (no torchslim header)") from None
-    if header.get("format", 0) > FORMAT_VERSION:
-        raise UserError(f"{path} was written by a newer torchslim (format {header['format']})")
-    return header
+        return packed.read_packed_header(path, trust=trust)["model"]
+    return _parse_header(read_container(path))
 
 
 def _packed_module(path):
@@ -100,34 +137,114 @@ def _packed_module(path):
     return packed if packed.is_packed(path) else None
 
 
-def build_from_header(header: dict) -> nn.Module:
-    """Rebuild the (untrained) architecture a header describes."""
-    from ..models import create
+def source_model(arch: dict, trust=(), meta: bool = False) -> nn.Module:
+    """The source model an ``arch`` record names, before any change (on the meta device if asked)."""
+    from ..models import sources
 
-    arch = header["arch"]
-    model = create(arch["name"], **arch.get("kwargs", {}))
-    apply_description(model, header["modules"])
-    if header.get("input_shape"):
-        model.input_shape = tuple(header["input_shape"])
+    kwargs = arch.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise UserError("saved model has malformed model options")
+    build = sources.build_on_meta if meta else sources.build
+    return build(arch.get("name"), kwargs, trust)
+
+
+def _finish(model: nn.Module, header: dict) -> nn.Module:
+    apply_description(model, header.get("modules") or [])
+    shape = header.get("input_shape")
+    if shape:
+        if not (isinstance(shape, list) and all(isinstance(v, int) and v > 0 for v in shape)):
+            raise UserError("saved model has a malformed input shape")
+        model.input_shape = tuple(shape)
     model.torchslim_meta = dict(header.get("meta") or {})
     return model
 
 
-def load(path, map_location="cpu") -> nn.Module:
-    """Rebuild the model saved at ``path`` with its exact weights, in eval mode."""
+def build_from_header(header: dict, trust=()) -> nn.Module:
+    """Rebuild the (untrained) architecture a header describes."""
+    return _finish(source_model(header["arch"], trust), header)
+
+
+def _nbytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def check_sizes(path, skeleton: nn.Module, source_bytes: int) -> None:
+    """Refuse a model whose rebuild would need far more memory than its file justifies."""
+    file_bytes = os.path.getsize(path)
+    state = skeleton.state_dict()
+    extra = _nbytes(b for name, b in skeleton.named_buffers() if name not in state)
+    if extra > _EXTRA_BYTES or source_bytes > _SOURCE_RATIO * file_bytes + _EXTRA_BYTES:
+        raise UserError(f"{path} describes a model far larger than the file ({source_bytes + extra} bytes "
+                        f"to build for {file_bytes} on disk); refusing to allocate it")
+
+
+def check_state_shapes(path, skeleton: nn.Module, shapes: dict) -> None:
+    """Every state entry of ``skeleton`` must be in ``shapes`` with that shape, and nothing more."""
+    expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    if missing or unexpected:
+        raise UserError(f"{path} does not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for key, shape in expected.items():
+        if tuple(shapes[key]) != shape:
+            raise UserError(f"{path} does not match its architecture: {key} is {tuple(shapes[key])} "
+                            f"in the file, {shape} in the model")
+
+
+def checked_skeleton(path, header: dict, trust=()) -> nn.Module:
+    """The model of ``header`` on the meta device, refused when it needs far more memory than the file."""
+    model = source_model(header["arch"], trust, meta=True)
+    check_sizes(path, model, _nbytes([*model.parameters(), *model.buffers()]))
+    with torch.device("meta"):
+        model = _finish(model, header)
+    check_sizes(path, model, 0)
+    return model
+
+
+def checked_build(path, header: dict, shapes: dict, trust=()) -> nn.Module:
+    """The model of ``header``, built for real only once its skeleton fits ``shapes`` and the file."""
+    check_state_shapes(path, checked_skeleton(path, header, trust), shapes)
+    return build_from_header(header, trust)
+
+
+def state_metadata(model: nn.Module, header: dict) -> collections.OrderedDict:
+    """The state dict metadata to load with: the rebuilt modules' own, with the file's versions."""
+    metadata = collections.OrderedDict((k, dict(v)) for k, v in model.state_dict()._metadata.items())
+    versions = header.get("state_versions")
+    if versions is None:  # older files: the versions of the code that rebuilt the model
+        return metadata
+    if not isinstance(versions, dict) or not all(isinstance(v, int) for v in versions.values()):
+        raise UserError("saved model has malformed state versions")
+    for prefix, entry in metadata.items():
+        entry["version"] = versions.get(prefix, 1)
+    return metadata
+
+
+def load(path, map_location="cpu", trust=()) -> nn.Module:
+    """Rebuild the model saved at ``path`` with its exact weights, in eval mode.
+
+    ``trust`` names the packages whose code may be imported to rebuild a model made from
+    the user's own source (``PKG.MODULE:CALLABLE``); zoo, torchvision and timm need none.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     packed = _packed_module(path)
     if packed is not None:
-        return packed.load_packed(path, map_location=map_location)
-    header = read_header(path)
-    model = build_from_header(header)
+        return packed.load_packed(path, map_location=map_location, trust=trust)
+    container = read_container(path)
+    header = _checked_header(container)
+    try:
+        model = checked_build(path, header, {k: shape for k, (_, shape) in container.tensors.items()}, trust)
+    except (KeyError, TypeError):
+        raise UserError(f"{path} is not a torchslim model file (its header is malformed)") from None
     try:
         tensors = load_file(os.fspath(path), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"{path} is corrupt: {str(exc).splitlines()[0]}") from None
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    state = collections.OrderedDict(tensors)
+    state._metadata = state_metadata(model, header)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise UserError(
             f"{path} does not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]})"

@@ -99,7 +99,7 @@ def _check_width(width_mult) -> float:
     return float(width_mult)
 
 
-def _check_input_size(input_size, default: tuple[int, int]) -> tuple[int, int]:
+def check_input_size(input_size, default: tuple[int, int]) -> tuple[int, int]:
     if input_size is None:
         return default
     if isinstance(input_size, int) and not isinstance(input_size, bool):
@@ -141,7 +141,7 @@ def create(name: str, num_classes: int = 10, in_channels: int | None = None,
     num_classes = _positive_int("num_classes", num_classes)
     in_channels = _positive_int("in_channels", channels if in_channels is None else in_channels)
     width_mult = _check_width(width_mult)
-    size = _check_input_size(input_size, tuple(default_size))
+    size = check_input_size(input_size, tuple(default_size))
     _check_options(entry, kwargs)
 
     build_args = dict(num_classes=num_classes, in_channels=in_channels, width_mult=width_mult)

@@ -31,14 +31,13 @@ class Profile:
 
 def serialized_size(model: nn.Module) -> int:
     """Bytes that :func:`torchslim.save` would write for ``model``."""
-    import json
-
     from safetensors.torch import save as st_save
 
-    from ..io.serialize import HEADER_KEY, _state_tensors, build_header
+    from ..io.serialize import _state_tensors, model_bytes
 
-    header = build_header(model) if hasattr(model, "torchslim_arch") else {}
-    return len(st_save(_state_tensors(model), metadata={HEADER_KEY: json.dumps(header)}))
+    if hasattr(model, "torchslim_arch"):
+        return len(model_bytes(model))
+    return len(st_save(_state_tensors(model.state_dict())))
 
 
 def profile_model(
