@@ -37,7 +37,7 @@ def stale_checkpoint(tmp_path_factory):
 
 
 @pytest.mark.parametrize("change", [
-    ["--subset", "500"], ["--data", "digits-32"], ["--model", "lenet5"], ["--width-mult", "0.5"],
+    ["--subset", "500"], ["--data", "digits-32"], ["--model", "shallow2"], ["--width-mult", "0.5"],
     ["--seed", "3"], ["--lr", "0.01"], ["--batch-size", "8"],
 ], ids=["subset", "data", "model", "width", "seed", "lr", "batch-size"])
 def test_a_checkpoint_of_another_run_is_refused_not_resumed(change, stale_checkpoint, tmp_path):

@@ -174,7 +174,8 @@ def test_a_second_run_on_the_same_folder_is_refused(finished):
 
 def test_a_failing_stage_is_one_line_and_resumable(tmp_path):
     recipe = tmp_path / "bad.yaml"
-    recipe.write_text("data: digits\nstages:\n  - train: {model: vgg14, epochs: 1}\n")  # 8x8 is too small
+    # only the stage can find this out: its batch is larger than its own subset
+    recipe.write_text("data: digits\nstages:\n  - train: {model: lenet300, epochs: 1, subset: 64, batch_size: 100}\n")
     command, env = _cli("compress", "--recipe", str(recipe), "--out", str(tmp_path / "out"))
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
