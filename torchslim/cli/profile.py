@@ -9,7 +9,8 @@ from .common import add_json_arg, check_input_fits, emit, parse_shape
 def add_parser(subparsers):
     parser = subparsers.add_parser("profile", help="measure a saved model or a zoo model")
     parser.add_argument("file", nargs="?", help="a model saved by torchslim")
-    parser.add_argument("--model", help="profile a fresh zoo model instead of a file")
+    parser.add_argument("--model", metavar="SOURCE", help="profile a fresh model instead of a file: a zoo "
+                        "name, torchvision:NAME, timm:NAME or PKG.MODULE:CALLABLE")
     parser.add_argument("--width-mult", type=float, default=1.0)
     parser.add_argument("--input", help="input shape CxHxW (default: recorded in the file, or the model's)")
     parser.add_argument("--num-classes", type=int, default=10)
@@ -45,12 +46,12 @@ def run(args) -> int:
         model = load(args.file)
         name = args.file
     else:
-        model = models.create(args.model, num_classes=args.num_classes, width_mult=args.width_mult)
+        model = models.create_for_data(args.model, num_classes=args.num_classes, width_mult=args.width_mult)
         name = args.model
     input_shape = parse_shape(args.input) if args.input else tuple(model.input_shape)
     if args.model and tuple(input_shape) != tuple(model.input_shape):
-        model = models.create(args.model, num_classes=args.num_classes, width_mult=args.width_mult,
-                              in_channels=input_shape[0], input_size=input_shape[1:])
+        model = models.create_for_data(args.model, num_classes=args.num_classes, width_mult=args.width_mult,
+                                       in_channels=input_shape[0], input_size=input_shape[1:])
     check_input_fits(model, input_shape, name)
     result = profile_model(model, input_shape, path=args.file, batch_sizes=_batch_sizes(args.batch_sizes),
                            threads=args.threads, repeats=args.repeats)

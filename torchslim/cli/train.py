@@ -11,7 +11,9 @@ from .common import (add_data_args, add_json_arg, add_training_args, check_input
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("train", help="train a zoo model and save it")
-    parser.add_argument("--model", required=True, help="zoo model name (see `torchslim profile --list`)")
+    parser.add_argument("--model", required=True, metavar="SOURCE",
+                        help="zoo model name (see `torchslim profile --list`), torchvision:NAME, timm:NAME "
+                             "or PKG.MODULE:CALLABLE")
     parser.add_argument("--width-mult", type=float, default=1.0)
     add_data_args(parser)
     add_training_args(parser)
@@ -33,8 +35,8 @@ def run(args) -> int:
     test_set = load_data(args, "test")
     channels, height, width = train_set.input_shape
     seed_everything(config.seed)  # the initial weights too: the same command gives the same model
-    model = models.create(args.model, num_classes=train_set.num_classes, in_channels=channels,
-                          width_mult=args.width_mult, input_size=(height, width))
+    model = models.create_for_data(args.model, num_classes=train_set.num_classes, in_channels=channels,
+                                   width_mult=args.width_mult, input_size=(height, width))
     check_input_fits(model, train_set.input_shape, args.model, args.data)
     dist_info = init_from_env(args.device)
     checkpoint = args.out + ".ckpt"
