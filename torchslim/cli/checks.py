@@ -268,7 +268,7 @@ def create_model(name: str, flag: str = "--width-mult", build: bool = True, **kw
 
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):  # the real weights draw the same numbers
-            probe = models.create(name, **kwargs)
+            probe = models.create_for_data(name, **kwargs)
         params = sum(p.numel() for p in probe.parameters())
     except UserError:
         raise
@@ -279,4 +279,4 @@ def create_model(name: str, flag: str = "--width-mult", build: bool = True, **kw
         raise UserError(f"{name} at {flag} {kwargs.get('width_mult', 1.0):g} has {params:.3g} parameters "
                         f"({params * 4 / 2**30:,.1f} GiB of float32 weights); this machine has "
                         f"{memory / 2**30:.0f} GiB: choose a smaller {flag}")
-    return models.create(name, **kwargs) if build else None
+    return models.create_for_data(name, **kwargs) if build else None

@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for verb in verb_modules():
         importlib.import_module(f"torchslim.cli.{verb}").add_parser(subparsers)
+    for verb_parser in subparsers.choices.values():  # every verb that loads a file may need it
+        verb_parser.add_argument("--trust", action="append", default=[], metavar="PKG",
+                                 help="allow importing PKG to rebuild a model made from your own code "
+                                      "(PKG.MODULE:CALLABLE); files never import anything else")
     return parser
 
 
@@ -56,7 +60,10 @@ def _checked_args(argv):
 def main(argv=None) -> int:
     try:
         args = _checked_args(argv)
-        return int(args.run(args) or 0)
+        from ..io.serialize import trusting  # imports torch, which --help and usage errors do without
+
+        with trusting(args.trust):
+            return int(args.run(args) or 0)
     except UserError as exc:
         print("torchslim: error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2

@@ -10,7 +10,8 @@ from .common import add_json_arg, check_input_fits, emit, parse_shape
 def add_parser(subparsers):
     parser = subparsers.add_parser("profile", help="measure a saved model or a zoo model")
     parser.add_argument("file", nargs="?", help="a model saved by torchslim")
-    parser.add_argument("--model", help="profile a fresh zoo model instead of a file")
+    parser.add_argument("--model", metavar="SOURCE", help="profile a fresh model instead of a file: a zoo "
+                        "name, torchvision:NAME, timm:NAME or PKG.MODULE:CALLABLE")
     parser.add_argument("--width-mult", type=WIDTH, default=1.0, help="channel width multiplier, in (0, 64]")
     parser.add_argument("--input", help="input shape CxHxW (default: recorded in the file, or the model's)")
     parser.add_argument("--num-classes", type=POSITIVE_INT, default=10)

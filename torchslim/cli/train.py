@@ -12,7 +12,9 @@ from .common import (add_data_args, add_json_arg, add_training_args, check_input
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("train", help="train a zoo model and save it")
-    parser.add_argument("--model", required=True, help="zoo model name (see `torchslim profile --list`)")
+    parser.add_argument("--model", required=True, metavar="SOURCE",
+                        help="zoo model name (see `torchslim profile --list`), torchvision:NAME, timm:NAME "
+                             "or PKG.MODULE:CALLABLE")
     parser.add_argument("--width-mult", type=WIDTH, default=1.0, help="channel width multiplier, in (0, 64]")
     add_data_args(parser)
     add_training_args(parser)

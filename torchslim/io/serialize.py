@@ -16,6 +16,8 @@ with the tensors the file stores; memory is allocated only after that check pass
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import json
 import os
 
@@ -32,6 +34,19 @@ HEADER_KEY = "torchslim"
 FORMAT_VERSION = 2
 _EXTRA_BYTES = 1 << 30  # memory a rebuilt model may hold beyond its file (source model, buffers)
 _SOURCE_RATIO = 64  # a source model may be this many times larger than the file that shrank it
+_TRUSTED = contextvars.ContextVar("torchslim_trusted_packages", default=())
+
+
+@contextlib.contextmanager
+def trusting(packages):
+    """Within the block, :func:`load` may also import ``packages`` (the CLI's ``--trust``)."""
+    from ..models.sources import check_trust
+
+    token = _TRUSTED.set(_TRUSTED.get() + check_trust(packages))
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
 
 
 def _state_tensors(state: dict) -> dict[str, torch.Tensor]:
@@ -141,6 +156,7 @@ def source_model(arch: dict, trust=(), meta: bool = False) -> nn.Module:
     """The source model an ``arch`` record names, before any change (on the meta device if asked)."""
     from ..models import sources
 
+    trust = sources.check_trust(trust) + _TRUSTED.get()
     kwargs = arch.get("kwargs") or {}
     if not isinstance(kwargs, dict):
         raise UserError("saved model has malformed model options")

@@ -9,6 +9,6 @@ from . import alexnet, lenet, mobilenet, resnet, shufflenet, vgg  # noqa: F401  
 from . import binary  # noqa: F401  (registration: networks built for binarization)
 from . import shallow  # noqa: F401  (registration: distillation students)
 from .registry import list_models, model_input_shape, register_model
-from .sources import create, parse_source, wrap
+from .sources import create, create_for_data, parse_source, wrap
 
-__all__ = ["create", "list_models", "model_input_shape", "parse_source", "register_model", "wrap"]
+__all__ = ["create", "create_for_data", "list_models", "model_input_shape", "parse_source", "register_model", "wrap"]

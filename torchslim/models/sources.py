@@ -12,6 +12,8 @@ by itself, and imports a user's module only when the caller trusts its package.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
 import re
 import sys
@@ -137,7 +139,9 @@ def _build_torchvision(source: Source, kwargs: dict) -> tuple[nn.Module, tuple]:
 def _build_timm(source: Source, kwargs: dict) -> tuple[nn.Module, tuple]:
     timm = import_timm()
     if not timm.is_model(source.name):
-        raise unknown_choice("timm model", source.name, timm.list_models(f"*{source.name[:4]}*") or ["resnet18"])
+        guess = difflib.get_close_matches(source.name, timm.list_models(), n=3)
+        hint = f" (did you mean {', '.join(guess)}?)" if guess else ""
+        raise UserError(f"unknown timm model {source.name!r}{hint}; timm.list_models() names them all")
     model = _call(lambda **kw: timm.create_model(source.name, pretrained=False, **kw), source, kwargs)
     shape = (getattr(model, "pretrained_cfg", None) or {}).get("input_size") or (3, 224, 224)
     return model, tuple(int(v) for v in shape)
@@ -250,3 +254,52 @@ def wrap(model: nn.Module, source: str, kwargs: dict | None = None, input_shape=
     if parsed.kind == "zoo":
         model.torchslim_arch["kwargs"] = dict(reference.torchslim_arch["kwargs"])
     return model
+
+
+def split_options(text: str) -> tuple[str, dict]:
+    """``'timm:resnet18{"drop_rate": 0.1}'`` -> ``("timm:resnet18", {"drop_rate": 0.1})`` (the CLI's form)."""
+    if not isinstance(text, str) or "{" not in text:
+        return text, {}
+    source, brace, rest = text.partition("{")
+    try:
+        options = json.loads(brace + rest)
+    except ValueError:
+        options = None
+    if not isinstance(options, dict):
+        raise UserError(f"model options after {source!r} must be a JSON object, got {(brace + rest)[:80]!r}")
+    return source.rstrip(":"), options
+
+
+def _accepts(source: Source, argument: str) -> bool:
+    if source.kind in ("torchvision", "timm"):
+        return True
+    module_name, _, attribute = source.name.partition(":")
+    try:  # the caller typed this source: importing it is theirs to ask
+        params = inspect.signature(getattr(__import__(module_name, fromlist=["_"]), attribute)).parameters.values()
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return False  # build() names the problem
+    return any(p.name == argument or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def create_for_data(text: str, num_classes: int, in_channels: int | None = None, width_mult: float = 1.0,
+                    input_size=None) -> nn.Module:
+    """A model from a CLI ``--model`` value, shaped for a data set (classes, channels, image size).
+
+    A zoo source takes all four; the others take ``num_classes`` (and timm ``in_chans``), and the
+    image size only sets the recorded input shape.  ``--width-mult`` is the zoo's alone.
+    """
+    source_text, kwargs = split_options(text)
+    source = parse_source(source_text)
+    if source.kind == "zoo":
+        return registry.create(source.name, num_classes=num_classes, in_channels=in_channels,
+                               width_mult=width_mult, input_size=input_size, **kwargs)
+    if width_mult != 1.0:
+        raise UserError(f"--width-mult applies to zoo models, not {source.text}")
+    if "num_classes" not in kwargs and _accepts(source, "num_classes"):
+        kwargs["num_classes"] = num_classes
+    if in_channels not in (None, 3):
+        if source.kind != "timm":
+            raise UserError(f"{source.text} takes 3-channel images but the data has {in_channels}; "
+                            "use a 3-channel data set (e.g. fashion-mnist-32)")
+        kwargs.setdefault("in_chans", in_channels)
+    return build(source_text, kwargs, trust=True, input_size=input_size)
