@@ -28,7 +28,8 @@ model = nn.Sequential(nn.Conv2d(3, 8, 8, stride=8), nn.ReLU(), nn.AdaptiveAvgPoo
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 train = load_dataset("folder", "train", root=root, image_size=128)
 test = load_dataset("folder", "test", root=root, image_size=128)
-history = fit(model, train, TrainConfig(epochs=1, batch_size=16, lr=0.02, optimizer="adam"), eval_set=test, progress=False)
+config = TrainConfig(epochs=1, batch_size=16, lr=0.02, optimizer="adam")
+history = fit(model, train, config, eval_set=test, progress=False)
 metrics = evaluate(model, test, batch_size=32)
 print(json.dumps({
     "kind": type(train).__name__, "train": len(train), "test": metrics["n"], "before": before,
