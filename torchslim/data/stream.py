@@ -184,8 +184,10 @@ def stream_batches(files: ImageFiles, order: list[int], batch_size: int, augment
     """
     keys = _Keys(order, batch_size, drop_last, seed, epoch)
     workers = min(default_workers() if workers is None else workers, len(keys))
+    # its own generator: starting the workers must not consume the global RNG (dropout, init)
     loader = DataLoader(_Decoder(files, augment), batch_sampler=keys, num_workers=workers,
-                        collate_fn=_collate, prefetch_factor=2 if workers else None)
+                        collate_fn=_collate, prefetch_factor=2 if workers else None,
+                        generator=torch.Generator().manual_seed(seed + epoch))
     skipped = [] if skipped is None else skipped
     before = len(skipped)
     for images, indices, bad in loader:
