@@ -29,7 +29,7 @@ EXTRA = "pip install 'torchslim[openvino]'"
 
 def available() -> bool:
     try:
-        import nncf  # noqa: F401  (optional dependency)
+        import nncf  # noqa: F401 - optional dependency
         import openvino  # noqa: F401
         return True
     except ImportError:
@@ -134,7 +134,8 @@ def export_openvino(model: nn.Module, path: str, input_shape=None, calibration: 
     import openvino as ov  # optional dependency
 
     if not str(path).endswith(".xml"):
-        raise UserError(f"--out for --format openvino must end in .xml (the weights go beside it as .bin), got {path!r}")
+        raise UserError(f"--out for --format openvino must end in .xml (the weights go beside it as .bin), "
+                        f"got {path!r}")
     input_shape = tuple(input_shape or getattr(model, "input_shape", None) or ())
     if not input_shape:
         raise UserError("the model records no input shape; give one (CxHxW)")
