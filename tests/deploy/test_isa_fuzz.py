@@ -91,3 +91,18 @@ def test_isa_paths_are_named_and_the_default_is_the_best():
     with pytest.raises(ValueError, match="not available"):
         with build.use_isa("sparc"):
             pass
+
+
+@pytest.mark.parametrize("cap, want", [("portable", "portable"), ("avx2", "popcnt+avx2+bmi"),
+                                       ("avx512", "avx512-vpopcntdq")])
+def test_the_environment_caps_the_path_for_a_process(cap, want):
+    import os
+    import subprocess
+    import sys
+
+    if want not in build.available_isas():  # the best path at or below the cap instead
+        want = build.available_isas()[-1]
+    env = {**os.environ, "TORCHSLIM_ISA": cap}
+    out = subprocess.run([sys.executable, "-c", "from torchslim.deploy import isa; print(isa())"], env=env,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == want

@@ -107,3 +107,25 @@ def test_an_out_path_without_xml_is_refused(tmp_path, capsys):
     source = _saved_mlp(tmp_path)
     assert main(["export", str(source), "--format", "openvino", "--out", str(tmp_path / "m.onnx")]) == 2
     assert ".xml" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
+
+
+def test_the_runtime_module_matches_torch_at_any_batch_and_its_int8_stays_close():
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from torchslim.export.openvino import OpenVinoModule, runtime_pair
+
+    torch.manual_seed(0)
+    model = models.create("vgg11", width_mult=0.25).eval()
+    g = torch.Generator().manual_seed(1)
+    fp32, int8 = runtime_pair(model, (3, 32, 32), torch.randn(16, 3, 32, 32, generator=g))
+    x = torch.randn(5, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        want = model(x)
+    for threads in (1, 2):
+        runtime = OpenVinoModule(fp32, threads)
+        assert runtime.isa and all(isinstance(name, str) for name in runtime.isa)
+        torch.testing.assert_close(runtime(x), want, rtol=1e-4, atol=1e-5)  # batch 5: a reshaped copy
+        torch.testing.assert_close(runtime(x[:1]), want[:1], rtol=1e-4, atol=1e-5)
+    got = OpenVinoModule(int8, 1)(x)
+    assert got.shape == want.shape
+    assert (got - want).abs().mean() < 0.1 * want.abs().mean()  # int8 rounding of the same network

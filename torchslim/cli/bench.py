@@ -100,8 +100,9 @@ def run(args) -> int:
         from ..export.openvino import require
 
         require("--openvino require")
+    openvino = {"auto": None, "require": True, "off": False}[args.openvino]
     result = bench_model(model, tuple(model.input_shape), batches, threads, args.repeats,
-                         per_layer=not args.no_layers, openvino={"auto": None, "require": True, "off": False}[args.openvino])
+                         per_layer=not args.no_layers, openvino=openvino)
     from ..export.openvino import EXTRA, available
 
     if args.openvino == "auto" and not available():

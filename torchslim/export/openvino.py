@@ -29,7 +29,7 @@ EXTRA = "pip install 'torchslim[openvino]'"
 
 def available() -> bool:
     try:
-        import nncf  # noqa: F401  (optional dependency)
+        import nncf  # noqa: F401 - optional dependency
         import openvino  # noqa: F401
         return True
     except ImportError:
@@ -90,17 +90,29 @@ def kernel_names(compiled) -> list[str]:
 
 
 class OpenVinoModule(nn.Module):
-    """A compiled OpenVINO model behind ``nn.Module.__call__``, so it times like the others."""
+    """A compiled OpenVINO model behind ``nn.Module.__call__``, so it times like the others.
+
+    The IR has a static batch of 1 (the fastest plan for batch-1 latency); another batch size
+    compiles a reshaped copy once, on first use."""
 
     def __init__(self, ov_model, threads: int = 1):
         super().__init__()
+        self.ov_model, self.threads = ov_model, int(threads)
         self.compiled = compile_model(ov_model, threads)
-        self.request = self.compiled.create_infer_request()
+        self.requests = {1: self.compiled.create_infer_request()}
         self.isa = kernel_names(self.compiled)
 
+    def _request(self, batch: int):
+        if batch not in self.requests:
+            reshaped = self.ov_model.clone()
+            shape = list(reshaped.inputs[0].get_partial_shape().to_shape())
+            reshaped.reshape([batch, *shape[1:]])
+            self.requests[batch] = compile_model(reshaped, self.threads).create_infer_request()
+        return self.requests[batch]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = [self.request.infer([np.ascontiguousarray(xi.numpy())])[0].copy() for xi in x.split(1)]
-        return torch.from_numpy(np.concatenate(outputs))
+        request = self._request(len(x))
+        return torch.from_numpy(request.infer([np.ascontiguousarray(x.numpy())])[0].copy())
 
 
 def runtime_pair(model: nn.Module, input_shape, calibration: torch.Tensor) -> tuple:
@@ -122,7 +134,8 @@ def export_openvino(model: nn.Module, path: str, input_shape=None, calibration: 
     import openvino as ov  # optional dependency
 
     if not str(path).endswith(".xml"):
-        raise UserError(f"--out for --format openvino must end in .xml (the weights go beside it as .bin), got {path!r}")
+        raise UserError(f"--out for --format openvino must end in .xml (the weights go beside it as .bin), "
+                        f"got {path!r}")
     input_shape = tuple(input_shape or getattr(model, "input_shape", None) or ())
     if not input_shape:
         raise UserError("the model records no input shape; give one (CxHxW)")
