@@ -18,7 +18,8 @@ _NOT_VERBS = {"main", "common", "checks"}
 def verb_modules() -> list[str]:
     """Every module of this package but the helpers is a verb with ``add_parser``.
 
-    A new technique adds ``cli/<verb>.py`` and nothing else changes here.
+    A new technique adds ``cli/<verb>.py`` and nothing else changes here (``import_.py`` holds
+    the ``import`` verb, whose name is a Python keyword).
     """
     names = [m.name for m in pkgutil.iter_modules([os.path.dirname(os.path.abspath(__file__))])]
     return sorted(n for n in names if n not in _NOT_VERBS and not n.startswith("_"))

@@ -38,7 +38,7 @@ _SKIP_ARGS = {"self", "device", "dtype", "args", "kwargs", "inplace"}
 # The torchslim modules that define layer types (a fixed list, never taken from a file):
 # imported on the first load so their types register, without io importing them eagerly.
 _LAYER_MODULES = ("torchslim.quant.modules", "torchslim.codebook.modules", "torchslim.deploy.modules")
-_PATH = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+_PATH = re.compile(r"[^.\s]+(\.[^.\s]+)*")  # module names: anything but dots and blanks
 
 
 def register_module_type(cls):

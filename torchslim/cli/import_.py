@@ -1,0 +1,69 @@
+"""``torchslim import``: a torchvision, timm or own model, with its weights, as a torchslim file."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..errors import UserError
+from .common import add_json_arg, check_input_fits, check_out_path, emit, parse_shape
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("import", help="bring a torchvision, timm or own model (and its weights) in")
+    parser.add_argument("source", help="zoo NAME, torchvision:NAME, timm:NAME or PKG.MODULE:CALLABLE, optionally "
+                                       "followed by JSON options, e.g. 'timm:resnet18{\"drop_rate\": 0.1}'")
+    parser.add_argument("--out", required=True, help="the torchslim file to write (.safetensors)")
+    parser.add_argument("--weights", metavar="FILE",
+                        help="a state dict: .pt/.pth (read with weights_only=True) or .safetensors")
+    parser.add_argument("--num-classes", type=int, default=None, metavar="N",
+                        help="replace the classifier head with a fresh one for N classes")
+    parser.add_argument("--input", metavar="CxHxW", help="input shape (default: the source model's)")
+    parser.add_argument("--options", metavar="JSON", default=None, help="keyword arguments for the source's builder")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a replaced head's initial weights")
+    add_json_arg(parser)
+    parser.set_defaults(run=run)
+
+
+def _options(text):
+    if text is None:
+        return {}
+    try:
+        options = json.loads(text)
+    except ValueError:
+        options = None
+    if not isinstance(options, dict):
+        raise UserError(f"--options must be a JSON object such as '{{\"drop_rate\": 0.1}}', got {text!r}")
+    return options
+
+
+def _check_paths(args) -> None:
+    check_out_path(args.out)
+    if args.weights and os.path.exists(args.out) and os.path.samefile(args.out, args.weights):
+        raise UserError(f"--out {args.out} is the --weights file; write the torchslim file elsewhere")
+    if args.num_classes is not None and args.num_classes < 1:
+        raise UserError(f"--num-classes must be a positive integer, got {args.num_classes}")
+
+
+def run(args) -> int:
+    from .. import save
+    from ..models.importer import ImportConfig, import_model
+    from ..profile import count_params
+
+    _check_paths(args)
+    input_shape = parse_shape(args.input) if args.input else None
+    config = ImportConfig(source=args.source, weights=args.weights, num_classes=args.num_classes,
+                          input_shape=input_shape, options=_options(args.options), seed=args.seed)
+    model, done = import_model(config)
+    shape = tuple(model.input_shape)
+    classes = int(check_input_fits(model, shape, done["source"]).shape[-1])
+    save(model, args.out, input_shape=shape, num_classes=classes,
+         imported={"source": args.source, "weights": os.path.basename(args.weights) if args.weights else None})
+    result = {"out": args.out, "source": done["source"], "input_shape": list(shape), "num_classes": classes,
+              "params": count_params(model), "tensors_loaded": done["tensors_loaded"],
+              "head_replaced": done["head_replaced"]}
+    weights = f" with {done['tensors_loaded']} tensors from {args.weights}" if args.weights else " (fresh weights)"
+    head = f"; new {classes}-class head ({', '.join(done['head_replaced'])})" if done["head_replaced"] else ""
+    emit(args, result, f"{done['source']}{weights}{head}: input {'x'.join(map(str, shape))}, "
+                       f"{result['params']:,} params; saved {args.out}")
+    return 0
