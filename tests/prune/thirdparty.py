@@ -8,6 +8,8 @@ it load.
 
 from __future__ import annotations
 
+import math
+import re
 import sys
 
 import torch
@@ -62,3 +64,26 @@ def build_torchvision(name: str, seed: int = 0):
     torch.manual_seed(seed)
     model = tv.models.get_model(name, weights=None, num_classes=10, **kwargs)
     return model.eval(), (3, size, size)
+
+
+def family(name: str) -> str:
+    """``resnet`` for resnet18, ``efficientnet`` for efficientnet_v2_s, ``wide`` for wide_resnet50_2."""
+    return re.split(r"[_\d]", name)[0]
+
+
+def builder_size(name: str) -> int:
+    """Parameters of the builder's published weights (metadata only, nothing downloaded)."""
+    tv = import_torchvision()
+    weights = list(tv.models.get_model_weights(name))
+    return int(weights[0].meta.get("num_params", 0)) if weights else 0
+
+
+def representative_third(names) -> list[str]:
+    """The smallest third (rounded up) of each family: deterministic, every family kept."""
+    chosen = []
+    by_family: dict[str, list[str]] = {}
+    for name in names:
+        by_family.setdefault(family(name), []).append(name)
+    for members in by_family.values():
+        chosen += sorted(members, key=lambda n: (builder_size(n), n))[:math.ceil(len(members) / 3)]
+    return sorted(chosen)

@@ -1,0 +1,79 @@
+"""Every torchvision classification builder through prune: parametrised over
+``torchvision.models.list_models``, so a new release is covered as it lands.
+
+A representative third (the smallest third of each family) runs by
+default; the full list is marked slow.  Each model is pruned to 0.5 of its MACs with l2
+(global) and to 0.33 with taylor; the pruned model keeps the output shape and meets the
+target, and the caller's model is unchanged.  A model that cannot be pruned must be
+refused with a one-line UserError whose text is the same from run to run.
+"""
+
+import pytest
+import torch
+
+from torchslim.errors import UserError
+from torchslim.prune import PruneConfig, prune
+
+from .thirdparty import build_torchvision, representative_third, torchvision_builders
+
+ALL = torchvision_builders()
+DEFAULT = representative_third(ALL) if ALL else []
+SETTINGS = (("l2", 0.5), ("taylor", 0.33))
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _prune(model, shape, criterion, target):
+    generator = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(2, *shape, generator=generator), torch.randint(0, 10, (2,), generator=generator))]
+    example = torch.randn(1, *shape, generator=generator)
+    return prune(model, example, PruneConfig(criterion=criterion, target_macs=target, scope="global"),
+                 calibration=batches)
+
+
+def _check(name: str) -> None:
+    model, shape = build_torchvision(name)
+    before = _state(model)
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = model(x)
+    for criterion, target in SETTINGS:
+        try:
+            result = _prune(model, shape, criterion, target)
+        except UserError as error:
+            message = str(error)
+            assert "\n" not in message and " at 0x" not in message, message
+            with pytest.raises(UserError) as again:
+                _prune(model, shape, criterion, target)
+            assert str(again.value) == message  # the same words every run
+            continue
+        with torch.no_grad():
+            assert result.model(x).shape == expected.shape
+        assert result.macs_after <= target * result.macs_before * (1 + 1e-3)
+        assert result.macs_after < result.macs_before
+    after = _state(model)
+    assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    with torch.no_grad():
+        assert torch.equal(model(x), expected)
+
+
+def test_the_default_third_covers_every_family():
+    if not ALL:
+        pytest.skip("torchvision is not installed")
+    from .thirdparty import family
+
+    assert {family(n) for n in DEFAULT} == {family(n) for n in ALL}
+    assert len(ALL) / 3 <= len(DEFAULT) < len(ALL) / 2
+
+
+@pytest.mark.parametrize("name", DEFAULT)
+def test_torchvision_builder_prunes(name):
+    _check(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in ALL if n not in DEFAULT])
+def test_torchvision_builder_prunes_full_list(name):
+    _check(name)
