@@ -34,7 +34,7 @@ from torchslim.io import atomic_write_text
 from torchslim.quant import QuantConfig, clip_latent_weights, freeze, quantize
 from torchslim.quant.altupdate import alternating_update, calibration_batches
 from torchslim.quant.calibrate import calibrate_act_scales
-from torchslim.quant.packed import load_packed, save_packed
+from torchslim.export.frozen import load_packed, save_packed
 from torchslim.train import TrainConfig, evaluate, fit
 
 OUT = os.path.join(ROOT, "benchmarks", "out")

@@ -38,7 +38,7 @@ from torchslim.profile import serialized_size
 from torchslim.quant import QuantConfig, clip_latent_weights, freeze, quantize
 from torchslim.quant.altupdate import alternating_update, calibration_batches
 from torchslim.quant.calibrate import calibrate_act_scales
-from torchslim.quant.packed import load_packed, save_packed
+from torchslim.export.frozen import load_packed, save_packed
 from torchslim.train import TrainConfig, evaluate, fit
 
 OUT = os.path.join(ROOT, "benchmarks", "out")

@@ -25,7 +25,7 @@ from torchslim.quant import FrozenConv2d, FrozenLinear, QuantConfig, freeze, qua
 from torchslim.data import load_dataset
 from torchslim.quant.altupdate import alternating_update, calibration_batches
 from torchslim.quant.calibrate import calibrate_act_scales
-from torchslim.quant.packed import load_packed, save_packed
+from torchslim.export.frozen import load_packed, save_packed
 from torchslim.train import evaluate
 
 BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", "shared",

@@ -38,7 +38,7 @@ from torchslim.io import atomic_write_text
 from torchslim.profile import serialized_size
 from torchslim.quant import QuantConfig, clip_latent_weights, freeze, quantize
 from torchslim.quant.altupdate import alternating_update, calibration_batches, recalibrate_bn
-from torchslim.quant.packed import load_packed, save_packed
+from torchslim.export.frozen import load_packed, save_packed
 from torchslim.train import TrainConfig, evaluate, fit
 
 OUT = os.path.join(ROOT, "benchmarks", "out")

@@ -30,7 +30,7 @@ def __dir__():
 
 def save(model, path, **meta):
     """Save ``model`` as an architecture spec plus a safetensors state (atomic write)."""
-    from .io.serialize import save as _save
+    from .io.serialize import save as _save  # lazy: importing torchslim stays cheap
 
     return _save(model, path, **meta)
 
@@ -41,7 +41,8 @@ def load(path, map_location="cpu", trust=()):
     ``trust`` names packages whose code may be imported to rebuild a model made from the
     user's own source (``PKG.MODULE:CALLABLE``); nothing else a file names is ever imported.
     """
-    from .io.serialize import load as _load
+    from . import export  # noqa: F401  # lazy: registers the packed file format with io
+    from .io.serialize import load as _load  # lazy: importing torchslim stays cheap
 
     return _load(path, map_location=map_location, trust=trust)
 
@@ -52,6 +53,6 @@ def profile(model, input_shape=None, **kwargs):
     ``torchslim.profile`` is also the measurement subpackage: once that is imported
     the attribute is the (callable) subpackage, which behaves the same when called.
     """
-    from .profile.report import profile_model
+    from .profile.report import profile_model  # lazy: importing torchslim stays cheap
 
     return profile_model(model, input_shape=input_shape, **kwargs)

@@ -6,7 +6,7 @@ import torch
 import torchslim
 from torchslim import models
 from torchslim.quant import FrozenConv2d
-from torchslim.quant.packed import load_packed
+from torchslim.export.frozen import load_packed
 
 from ..conftest import run_cli
 

@@ -5,7 +5,8 @@ import torchslim
 from torchslim import models
 from torchslim.errors import UserError
 from torchslim.quant import FrozenConv2d, QuantConfig, freeze, quantize
-from torchslim.quant.packed import fold_batchnorm, load_packed, packed_size, save_packed
+from torchslim.export.frozen import load_packed, packed_size, save_packed
+from torchslim.quant.packed import fold_batchnorm
 
 
 def _frozen(method):
@@ -79,7 +80,7 @@ def test_files_of_the_earlier_layout_are_refused_with_a_way_out(tmp_path):
 
     frozen = _frozen("twn")
     header = {**build_header(frozen), "packed": {"layout": 2, "layers": {}}}
-    (tmp_path / "old.packed").write_bytes(st_save(_state_tensors(frozen), metadata={HEADER_KEY: json.dumps(header)}))
+    (tmp_path / "old.packed").write_bytes(st_save(_state_tensors(frozen.state_dict()), metadata={HEADER_KEY: json.dumps(header)}))
     with pytest.raises(UserError, match="earlier quantization-only packed layout"):
         load_packed(tmp_path / "old.packed")
 

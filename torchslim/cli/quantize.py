@@ -114,7 +114,7 @@ def run(args) -> int:
     from ..quant import clip_latent_weights, freeze, quantize
     from ..quant.altupdate import alternating_update, calibration_batches, recalibrate_bn
     from ..quant.calibrate import calibrate_act_scales
-    from ..quant.packed import packed_size, save_packed
+    from ..export.frozen import packed_size, save_packed  # lazy: the parser loads every verb; its work loads when it runs
     from ..train import TrainConfig, evaluate, fit
 
     config = _check_args(args)

@@ -46,10 +46,13 @@ from torch import nn
 
 from ..errors import UserError
 from ..io import atomic_write_bytes
+from ..io.formats import LoadFormat, register_load_format
 from ..io.container import is_sealed, placeholder_metadata, read_container, seal, verify
 from ..io.serialize import (build_from_header, build_header, check_state_shapes, checked_skeleton,
                             source_model, state_metadata)
 from ..io.spec import describe_modules
+from ..quant.modules import FrozenConv2d, FrozenLinear
+from ..quant.packed import fold_batchnorm
 from .compact import BlobReader, BlobWriter, expand_modules, modules_delta
 from .registry import PackOptions, find_packer, packer_by_name
 
@@ -83,11 +86,6 @@ def _compact_model_header(model: nn.Module, meta: dict) -> dict:
 
 def _fold_frozen_batchnorm(model: nn.Module) -> nn.Module:
     """The model with each BatchNorm after a frozen low-bit layer folded into it (a copy), or itself."""
-    try:
-        from ..quant.modules import FrozenConv2d, FrozenLinear
-        from ..quant.packed import fold_batchnorm
-    except ImportError:  # quantization not installed in this build
-        return model
     if not any(isinstance(m, FrozenConv2d | FrozenLinear) for m in model.modules()):
         return model
     return fold_batchnorm(model)
@@ -264,7 +262,7 @@ def load_packed(path, map_location="cpu", trust=()) -> nn.Module:
     The state is decoded against the model's meta-device skeleton, and the model is built
     only once every decoded shape matches it.
     """
-    from . import packers  # noqa: F401
+    from . import packers  # noqa: F401  # lazy: the built-in packers register on first use
 
     packed = read_packed_header(path, trust)
     try:
@@ -281,3 +279,11 @@ def load_packed(path, map_location="cpu", trust=()) -> nn.Module:
     except (ValueError, KeyError, IndexError, TypeError, RuntimeError, AttributeError) as exc:
         raise UserError(f"{path} is corrupt: {str(exc).splitlines()[0][:200]}") from None
     return model.to(map_location).eval()
+
+
+def _packed_model_header(path, trust=()) -> dict:
+    return read_packed_header(path, trust=trust)["model"]
+
+
+# torchslim.load reads packed files through this hook: io never imports export.
+register_load_format(LoadFormat("packed", is_packed, _packed_model_header, load_packed))

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..codebook import huffman
 from ..codebook.modules import CodebookConv2d, CodebookLinear, PQConv2d, PQLinear
+from ..quant.modules import FrozenConv2d, FrozenLinear
 from ..sparse.storage import (RelativeSparse, best_index_bits, decode_positions, encode_relative, encode_sparse,
                               flat_order, unflatten_order)
 from .bitpack import bits_for, pack_codes, pack_signs, pack_ternary, unpack_codes, unpack_signs, unpack_ternary
@@ -289,10 +290,6 @@ def _frozen_to_float(module):
 
 
 def _register_quant_packers() -> None:
-    try:
-        from ..quant.modules import FrozenConv2d, FrozenLinear
-    except ImportError:  # quantization not installed in this build
-        return
     for frozen in (FrozenConv2d, FrozenLinear):
         register_packer(frozen, _pack_frozen, _unpack_frozen, to_float=_frozen_to_float)
 

@@ -28,6 +28,7 @@ from .. import __version__
 from ..errors import UserError
 from .atomic import atomic_write_bytes
 from .container import is_sealed, placeholder_metadata, read_container, seal, verify
+from .formats import format_of
 from .spec import apply_description, describe_modules
 
 HEADER_KEY = "torchslim"
@@ -139,17 +140,10 @@ def _checked_header(container) -> dict:
 def read_header(path, trust=()) -> dict:
     """The JSON header of a torchslim file, without loading the weights (nor checking them)."""
     path = os.fspath(path)
-    packed = _packed_module(path)
-    if packed is not None:  # a packed container (torchslim.export): its embedded model header
-        return packed.read_packed_header(path, trust=trust)["model"]
+    fmt = format_of(path)
+    if fmt is not None:  # a packed container (torchslim.export): its embedded model header
+        return fmt.read_header(path, trust)
     return _parse_header(read_container(path))
-
-
-def _packed_module(path):
-    """``torchslim.export.packed`` when ``path`` is a packed container, else None."""
-    from ..export import packed
-
-    return packed if packed.is_packed(path) else None
 
 
 def source_model(arch: dict, trust=(), meta: bool = False) -> nn.Module:
@@ -245,9 +239,9 @@ def load(path, map_location="cpu", trust=()) -> nn.Module:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    packed = _packed_module(path)
-    if packed is not None:
-        return packed.load_packed(path, map_location=map_location, trust=trust)
+    fmt = format_of(path)
+    if fmt is not None:
+        return fmt.load(path, map_location, trust)
     container = read_container(path)
     header = _checked_header(container)
     try:
