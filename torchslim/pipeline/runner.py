@@ -138,6 +138,10 @@ def run_command(command: list[str], progress: bool, echo) -> dict:
 def run_stage(stage: PlannedStage, folder: str, fingerprint: str, input_file: str | None, original: str | None,
               measure, progress: bool, echo) -> dict:
     """Run (or reuse) one stage; returns its result record."""
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):  # temporaries of a write that was killed: never a finished file
+            if name.startswith(".tmp-"):
+                os.remove(os.path.join(folder, name))
     done = _read_json(os.path.join(folder, RESULT))
     output = os.path.join(folder, stage.output)
     if done and done.get("fingerprint") == fingerprint and os.path.exists(output):
@@ -147,9 +151,6 @@ def run_stage(stage: PlannedStage, folder: str, fingerprint: str, input_file: st
     if started is None or started.get("fingerprint") != fingerprint:
         shutil.rmtree(folder, ignore_errors=True)  # another recipe's leftovers: nothing here is ours
     os.makedirs(folder, exist_ok=True)
-    for name in os.listdir(folder):  # temporaries of a write that was killed: never a finished file
-        if name.startswith(".tmp-"):
-            os.remove(os.path.join(folder, name))
     began = time.perf_counter()
     if stage.name == "load":
         command = None
