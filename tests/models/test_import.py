@@ -117,3 +117,13 @@ def test_an_imported_model_goes_through_every_verb(tmp_path):
     assert results["prune"]["macs_after"] <= 0.5 * results["prune"]["macs_before"] * 1.01
     assert results["quantize"]["size_bytes_packed"] < results["quantize"]["size_bytes_float"] / 3
     assert results["export"]["max_abs_diff"] < 1e-3
+
+
+def test_weights_already_made_for_the_new_classes_keep_their_head(tmp_path):
+    torch.manual_seed(2)
+    state = import_torchvision().models.resnet18(num_classes=10).state_dict()
+    torch.save(state, tmp_path / "w.pt")
+    model, done = import_model(ImportConfig(source="torchvision:resnet18", weights=str(tmp_path / "w.pt"),
+                                            num_classes=10))
+    assert done["head_replaced"] == [] and torch.equal(model.fc.weight, state["fc.weight"])
+    assert model.torchslim_arch["kwargs"] == {"num_classes": 10}

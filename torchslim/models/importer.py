@@ -51,6 +51,11 @@ def _new_head(model: nn.Module, text: str, options: dict, config: ImportConfig) 
     return fresh, replaced
 
 
+def _fits(model: nn.Module, state: dict) -> bool:
+    expected = model.state_dict()
+    return all(k in expected and expected[k].shape == v.shape for k, v in state.items())
+
+
 def _size(config: ImportConfig):
     return tuple(config.input_shape[1:]) if config.input_shape else None
 
@@ -60,12 +65,16 @@ def import_model(config: ImportConfig) -> tuple[nn.Module, dict]:
     text, options = _source_options(config)
     torch.manual_seed(config.seed)
     model = build(text, options, trust=True, input_size=_size(config))
-    loaded = 0
-    if config.weights:
-        state = read_state_file(config.weights, model.state_dict().keys())
+    state = read_state_file(config.weights, model.state_dict().keys()) if config.weights else {}
+    if state and config.num_classes is not None and "num_classes" not in options:
+        # Weights already made for N classes (a fine-tuned checkpoint) fit the N-class model as they are.
+        torch.manual_seed(config.seed)
+        sized = build(text, {**options, "num_classes": config.num_classes}, trust=True, input_size=_size(config))
+        if _fits(sized, state):
+            model, options = sized, {**options, "num_classes": config.num_classes}
+    if state:
         fit_state(model, state, config.weights, text)
-        loaded = len(state)
     replaced = []
-    if config.num_classes is not None:
+    if config.num_classes is not None and options.get("num_classes") != config.num_classes:
         model, replaced = _new_head(model, text, options, config)
-    return model.eval(), {"source": text, "tensors_loaded": loaded, "head_replaced": replaced}
+    return model.eval(), {"source": text, "tensors_loaded": len(state), "head_replaced": replaced}
