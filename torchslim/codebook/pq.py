@@ -28,6 +28,7 @@ from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
 from .kmeans import kmeans
 from .modules import PQConv2d, PQLinear, pq_matrix
+from ..sparse.magnitude import prunable_layers
 
 PQ_TYPES = {nn.Linear: PQLinear, nn.Conv2d: PQConv2d}
 METHODS: dict = {}
@@ -102,7 +103,6 @@ def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
 
 
 def plan_layers(model: nn.Module, config: PQConfig) -> tuple[dict, dict]:
-    from ..sparse.magnitude import prunable_layers
 
     chosen, skipped = {}, {}
     for path, layer in prunable_layers(model, config.exclude).items():

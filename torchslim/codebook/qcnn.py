@@ -21,6 +21,8 @@ layer also compensates the error its quantized predecessors left behind.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -160,8 +162,6 @@ def _sample_rows(rows_f, rows_q, limit, generator):
 
 @register_pq_method("qcnn")
 def _qcnn(model, layers, config, calib_set, progress: bool = False):
-    import copy
-
     reference = copy.deepcopy(model).eval()
     images = calibration_batch(calib_set, config.calib_samples, config.seed)
     generator = torch.Generator().manual_seed(config.seed)

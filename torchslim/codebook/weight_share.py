@@ -21,6 +21,7 @@ from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
 from .kmeans import INITS, kmeans_1d
 from .modules import CodebookConv2d, CodebookLinear
+from ..sparse.magnitude import prunable_layers
 
 SHAREABLE = {nn.Linear: CodebookLinear, nn.Conv2d: CodebookConv2d}
 
@@ -78,8 +79,6 @@ def share_layer(layer: nn.Module, bits: int, init: str = "linear", iters: int = 
 def weight_share(model: nn.Module, config: WeightShareConfig) -> nn.Module:
     """A copy of ``model`` with every shareable layer clustered; the caller's model is untouched."""
     shared = copy.deepcopy(model)
-    from ..sparse.magnitude import prunable_layers
-
     candidates = {p: m for p, m in prunable_layers(shared, config.exclude).items() if type(m) in SHAREABLE}
     if not candidates:
         raise UserError("the model has no Linear or Conv2d layer to share weights in")

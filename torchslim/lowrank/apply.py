@@ -20,6 +20,8 @@ from torch import nn
 from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
 from . import decompose as dec
+from ..profile import count_macs
+from ..sparse.magnitude import prunable_layers
 
 METHODS: dict = {}
 
@@ -126,9 +128,6 @@ def _spatial_sizes(model, paths, input_shape) -> dict:
 
 def plan_factorization(model: nn.Module, config: LowRankConfig, input_shape) -> tuple[list, dict]:
     """``(candidates, {path: ranks})`` for the chosen energy or MAC target; changes nothing."""
-    from ..profile import count_macs
-    from ..sparse.magnitude import prunable_layers
-
     conv_rule, linear_rule = METHODS[config.method]
     candidates = []
     layers = prunable_layers(model, config.exclude)

@@ -363,7 +363,7 @@ QUANT_LAYERS = (QuantConv2d, QuantLinear, FrozenConv2d, FrozenLinear, ActQuant)
 
 def symbolic_trace(model: nn.Module):
     """``torch.fx`` trace that keeps the quantized layers as single (leaf) modules."""
-    import torch.fx
+    import torch.fx  # lazy: torch.fx loads only to trace
 
     class _Tracer(torch.fx.Tracer):
         def is_leaf_module(self, module, qualname):

@@ -62,7 +62,7 @@ def folded_magnitudes(model: nn.Module, layers: dict[str, nn.Module]) -> dict[st
     weights are the ones the deployed (and weight-shared) layer computes with.
     Layers without a BatchNorm after them score as ``|w|``.
     """
-    from ..export.fold import fold_batchnorm
+    from ..prune.deploy import fold_batchnorm  # lazy: torch.fx tracing loads only for the "folded" criterion
 
     folded = dict(fold_batchnorm(model).named_modules())
     return {path: folded[path].weight.detach().abs() for path in layers}

@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modules import PQConv2d, PQLinear
+from ..codebook.modules import PQConv2d, PQLinear
+from . import build
 
 SMALL_BATCH = 4  # up to this many inputs, gather each input's sums with torch.take
 
@@ -53,9 +54,7 @@ class _NativeBuffers(nn.Module):
     def _prepare(self):
         """(library, pointers of the layer's native buffers), or False when the kernel cannot run
         (no compiler, buffers not float32 on the CPU); cached until the module is moved or cast."""
-        from ..deploy.build import native_library
-
-        lib = native_library()
+        lib = build.native_library()
         floats = (self.codebooks_t,) + (() if self.bias is None else (self.bias,))
         ok = lib is not None and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in floats)
         self._prepared = ok and (lib, self.codebooks_t.data_ptr(), self.codes_u8.data_ptr(),
