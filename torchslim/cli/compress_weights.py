@@ -15,6 +15,7 @@ import time
 
 from ..errors import UserError
 from ..checks import POSITIVE_INT, SEED
+from ..nn import record_meta
 from .common import (
     add_data_args,
     add_json_arg,
@@ -317,10 +318,8 @@ def run(args) -> int:
     compressed = METHODS[args.method][0](source, args, train_set)
     seconds = time.perf_counter() - began
     after = evaluate(compressed, test_set)["top1"]
-    meta = dict(getattr(compressed, "torchslim_meta", {}) or {})
-    meta.update(compress_weights={"method": args.method, "source": args.file, "teacher": args.teacher},
+    record_meta(compressed, compress_weights={"method": args.method, "source": args.file, "teacher": args.teacher},
                 top1=after, data=args.data)
-    compressed.torchslim_meta = meta
     save(compressed, args.out, input_shape=input_shape)
     packed, baseline = packed_size(compressed), float32_size(model)  # against the input model in float32
     report = sparsity_report(compressed)

@@ -7,6 +7,7 @@ import os
 
 from ..errors import UserError
 from ..checks import POSITIVE_INT, SEED, THREADS, check_layer_patterns, float_range
+from ..nn import record_meta
 from .common import (add_data_args, add_json_arg, add_kd_args, check_model_data, check_out_path, emit, kd_loss_for,
                      load_data)
 
@@ -232,11 +233,9 @@ def run(args) -> int:
     pruned.eval()
     top1_after = evaluate(pruned, test_set)["top1"] if test_set is not None else None
     deployed = fold_batchnorm(pruned) if args.fold_bn else pruned
-    meta = dict(getattr(original, "torchslim_meta", {}) or {})
-    meta.update(pruned=config.to_dict(), top1=top1_after, finetune_epochs=args.finetune_epochs,
+    record_meta(deployed, original, pruned=config.to_dict(), top1=top1_after, finetune_epochs=args.finetune_epochs,
                 teacher=args.teacher, temperature=args.temperature, alpha=args.alpha, regularize=args.regularize,
                 bn_folded=bool(args.fold_bn))
-    deployed.torchslim_meta = meta
     save(deployed, args.out)
     if folder:
         clear_rounds(folder)

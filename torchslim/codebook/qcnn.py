@@ -29,7 +29,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import BatchLoader
-from .pq import PQ_TYPES, _replace, pq_weight_fit, register_pq_method
+from ..nn import set_submodule
+from .pq import PQ_TYPES, pq_weight_fit, register_pq_method
 
 
 def calibration_batch(calib_set, samples: int, seed: int = 0) -> torch.Tensor:
@@ -171,7 +172,7 @@ def _qcnn(model, layers, config, calib_set, progress: bool = False):
         rows_q = unfolded_rows(layer, layer_inputs(model, path, images))
         rows_q, rows_f = _sample_rows(rows_f, rows_q, config.max_rows, generator)
         codebooks, codes = qcnn_fit(layer, rows_q, rows_f, config, seed=config.seed + 1000 * index)
-        _replace(model, path, PQ_TYPES[type(layer)].from_layer(layer, codebooks, codes))
+        set_submodule(model, path, PQ_TYPES[type(layer)].from_layer(layer, codebooks, codes))
 
 
 @torch.no_grad()

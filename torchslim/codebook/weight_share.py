@@ -19,6 +19,7 @@ from torch import nn
 
 from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
+from ..nn import set_submodule
 from .kmeans import INITS, kmeans_1d
 from .modules import CodebookConv2d, CodebookLinear
 from ..sparse.magnitude import prunable_layers
@@ -88,8 +89,7 @@ def weight_share(model: nn.Module, config: WeightShareConfig) -> nn.Module:
     for index, (path, layer) in enumerate(candidates.items()):
         new = share_layer(layer, config.bits_for(layer, path), config.init, config.iters, config.keep_zeros,
                           config.seed + index)
-        parent_path, _, name = path.rpartition(".")
-        setattr(shared.get_submodule(parent_path) if parent_path else shared, name, new)
+        set_submodule(shared, path, new)
     return shared.eval()
 
 

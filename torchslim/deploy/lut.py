@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..codebook.modules import PQConv2d, PQLinear
+from ..nn import set_submodule
 from . import build
 
 SMALL_BATCH = 4  # up to this many inputs, gather each input's sums with torch.take
@@ -187,8 +188,6 @@ def use_lookup_tables(model: nn.Module) -> list[str]:
     swapped = []
     for path, module in list(model.named_modules()):
         if type(module) in LOOKUP_TYPES:
-            parent_path, _, name = path.rpartition(".")
-            parent = model.get_submodule(parent_path) if parent_path else model
-            setattr(parent, name, LOOKUP_TYPES[type(module)](module))
+            set_submodule(model, path, LOOKUP_TYPES[type(module)](module))
             swapped.append(path)
     return swapped

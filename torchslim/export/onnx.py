@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..io import atomic_path
+from ..nn import set_submodule
 from .registry import find_packer
 
 
@@ -31,8 +32,7 @@ def float_copy(model: nn.Module) -> nn.Module:
     for path, module in list(dense.named_modules()):
         packer = find_packer(module)
         if path and packer.to_float is not None:
-            parent_path, _, name = path.rpartition(".")
-            setattr(dense.get_submodule(parent_path) if parent_path else dense, name, packer.to_float(module))
+            set_submodule(dense, path, packer.to_float(module))
     return dense.eval()
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import UserError, unknown_choice
 from ..io import register_module_type
+from ..nn import pair as _pair
 from . import functions as qf
 from .hwgq import hwgq_levels, zero_uniform_levels
 
@@ -238,10 +239,6 @@ class QuantLinear(_QuantWeightMixin, nn.Linear):
     def get_config(self) -> dict:
         return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
                 "weight_quant": self.weight_quant, "weight_bits": self.weight_bits}
-
-
-def _pair(value):
-    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
 
 
 class _FrozenMixin:

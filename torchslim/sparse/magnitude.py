@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, unknown_choice
+from ..nn import Registry
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 SCOPES = ("layer", "global")
@@ -69,7 +70,7 @@ def folded_magnitudes(model: nn.Module, layers: dict[str, nn.Module]) -> dict[st
 
 
 # criterion name -> (model, {path: layer}) -> {path: non-negative score per weight}
-CRITERIA = {"magnitude": weight_magnitudes, "folded": folded_magnitudes}
+CRITERIA = Registry("sparsity criterion", {"magnitude": weight_magnitudes, "folded": folded_magnitudes})
 
 
 def magnitude_masks(layers: dict[str, nn.Module], sparsity, scope: str = "layer",
