@@ -35,7 +35,7 @@ from torchslim.data import load_dataset
 from torchslim.distill import kd_loss_fn
 from torchslim.export import PackOptions, find_packer, pack_model
 from torchslim.export.compact import narrowest
-from torchslim.export.fold import fold_batchnorm
+from torchslim.prune.deploy import fold_batchnorm
 from torchslim.profile import serialized_size
 from torchslim.sparse import SparsityConfig, sparsify, sparsity_report
 from torchslim.train import TrainConfig, evaluate, fit

@@ -5,7 +5,7 @@
 For each shape (in, out, sub-vector d, codewords K) a PQ layer with random
 codebooks and codes is timed three ways on the same inputs: the float
 ``nn.Linear`` holding its decoded weight (one GEMM), and
-:class:`torchslim.codebook.lut.PQLookupLinear` (tables ``x_s . C[s, k]``, then
+:class:`torchslim.deploy.lut.PQLookupLinear` (tables ``x_s . C[s, k]``, then
 sums by code) on the native kernel (csrc/pqlut.h: AVX2 gathers of 8 table
 entries) and on its PyTorch path (``torch.take`` per input at batch 1,
 ``embedding_bag`` at batch 32).  Calls alternate and the medians are compared,
@@ -16,7 +16,7 @@ orders, nothing else differs.
 
 Convolutions: vgg14's 3x3 layer shapes at batch 1, a random PQ conv (codebooks
 shared by the kernel's taps, as Q-CNN has them) timed as torch's float conv with
-the decoded weight against :class:`torchslim.codebook.lut.PQLookupConv2d`
+the decoded weight against :class:`torchslim.deploy.lut.PQLookupConv2d`
 (csrc/pqconv.h: per-pixel tables, 8 outputs per table load).  Then whole
 networks: vgg14 (width 1) with every 3x3 conv but the first product-quantized
 (random codes: speed does not depend on their values), lookup tables against
@@ -35,7 +35,7 @@ from common import command_line, hardware, markdown_table, write_section
 from torch import nn
 
 from torchslim import models
-from torchslim.codebook.lut import PQLookupConv2d, PQLookupLinear, use_lookup_tables
+from torchslim.deploy.lut import PQLookupConv2d, PQLookupLinear, use_lookup_tables
 from torchslim.codebook.modules import PQConv2d, PQLinear, materialize
 from torchslim.deploy import isa, ort
 from torchslim.profile.hardware import OtherLoad

@@ -32,7 +32,7 @@ from common import OtherLoad, command_line, hardware, markdown_table, write_sect
 
 from torchslim import models
 from torchslim.deploy import PackedBinaryConv2d, build, compile
-from torchslim.deploy import ort
+from torchslim.profile import ort
 from torchslim.deploy.bench import compare_blocks, float_twin
 from torchslim.export import openvino as ov_runtime
 from torchslim.quant import QuantConfig, freeze, quantize

@@ -34,7 +34,7 @@ from common import ROOT, OtherLoad, command_line, hardware, markdown_table, writ
 import torchslim
 from torchslim import models
 from torchslim.data import BatchLoader, load_dataset
-from torchslim.deploy import ort
+from torchslim.profile import ort
 from torchslim.distill import kd_loss_fn
 from torchslim.errors import UserError
 from torchslim.io import atomic_write_text

@@ -27,7 +27,7 @@ import torch
 from common import command_line, hardware, markdown_table, write_section
 
 from torchslim import models
-from torchslim.deploy import ort
+from torchslim.profile import ort
 from torchslim.profile import compare_latency, count_macs, serialized_size
 from torchslim.prune import PruneConfig, prune
 from torchslim.prune.deploy import fold_batchnorm

@@ -219,7 +219,7 @@ def test_onnx_export_matches_onnxruntime(case, tmp_path):
 
 
 def test_batchnorm_folding_keeps_outputs_and_round_trips(tmp_path):
-    from torchslim.export.fold import fold_batchnorm
+    from torchslim.prune.deploy import fold_batchnorm
 
     model = _lenet5()
     folded = fold_batchnorm(model)

@@ -164,7 +164,7 @@ def test_prune_to_a_latency_target_reports_the_measurement(runtime):
 
 def test_the_runtime_profiler_times_each_kernel_and_leaves_the_layout_reorders_out():
     pytest.importorskip("onnxruntime")
-    from torchslim.deploy.ort import profile_nodes
+    from torchslim.profile.ort import profile_nodes
 
     # a conv ONNX Runtime runs in its blocked layout (channels a multiple of 8), one it
     # does not (3 input channels: no input reorder), and a matrix product
@@ -183,7 +183,7 @@ def test_the_runtime_profiler_times_each_kernel_and_leaves_the_layout_reorders_o
 
 
 def test_kernel_time_sums_the_nodes_but_the_reorders(monkeypatch):
-    from torchslim.deploy import ort
+    from torchslim.profile import ort
 
     nodes = {"a": {"r_in": ("ReorderInput", 0.004), "c": ("Conv", 0.030), "r_out": ("ReorderOutput", 0.002)},
              "b": {"g": ("Gemm", 0.010), "f": ("Flatten", 0.001)}}
@@ -193,7 +193,7 @@ def test_kernel_time_sums_the_nodes_but_the_reorders(monkeypatch):
 
 
 def test_ort_tables_are_scaled_to_the_layers_kernels_inside_the_network(monkeypatch):
-    from torchslim.deploy import ort
+    from torchslim.profile import ort
     from torchslim.prune import latency
 
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),

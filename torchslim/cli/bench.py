@@ -80,9 +80,9 @@ def run(args) -> int:
     batches, threads = _ints(args.batch, "--batch"), _ints(args.threads, "--threads")
     if args.repeats < 1:
         raise UserError(f"--repeats must be at least 1 (got {args.repeats})")
-    from .. import load
-    from ..deploy.bench import bench_lookup_model, bench_model, has_product_codebooks
-    from ..deploy.build import isa
+    from .. import load  # lazy: loads when the verb runs
+    from ..deploy.bench import bench_lookup_model, bench_model, has_product_codebooks  # lazy: loads when the verb runs
+    from ..deploy.build import isa  # lazy: loads when the verb runs
 
     model = load(args.file)
     quantized = any(type(m).__name__ in ("FrozenConv2d", "QuantConv2d", "FrozenLinear", "QuantLinear")
@@ -97,13 +97,13 @@ def run(args) -> int:
         raise UserError(f"{args.file} has no quantized or product-quantized layers; quantize it first with "
                         "`torchslim quantize` or `torchslim compress-weights --method pq|qcnn`")
     if args.openvino == "require":
-        from ..export.openvino import require
+        from ..export.openvino import require  # lazy: loads when the verb runs
 
         require("--openvino require")
     openvino = {"auto": None, "require": True, "off": False}[args.openvino]
     result = bench_model(model, tuple(model.input_shape), batches, threads, args.repeats,
                          per_layer=not args.no_layers, openvino=openvino)
-    from ..export.openvino import EXTRA, available
+    from ..export.openvino import EXTRA, available  # lazy: loads when the verb runs
 
     if args.openvino == "auto" and not available():
         result["note"] = f"OpenVINO not timed: not installed ({EXTRA})"

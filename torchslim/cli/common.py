@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..errors import UserError
-from .checks import (NONNEG_INT, POSITIVE_INT, SEED, check_fits_data, float_range, probe_writable,
+from ..checks import (NONNEG_INT, POSITIVE_INT, SEED, check_fits_data, float_range, probe_writable,
                      require_images)
 
 
@@ -60,7 +60,7 @@ def data_options(args, name: str, input_shape=None) -> dict:
 
 def _normalised(args, dataset):
     """``dataset`` with --mean/--std in place of its own statistics (either flag alone keeps the other)."""
-    from ..data.preprocess import parse_stats, with_normalization
+    from ..data.preprocess import parse_stats, with_normalization  # lazy: loads when the verb runs
 
     mean, std = getattr(args, "mean", None), getattr(args, "std", None)
     if mean is None and std is None:
@@ -100,7 +100,7 @@ def kd_loss_for(args, teacher, student=None, input_shape=None, teacher_name: str
         if args.temperature is not None or args.alpha is not None:
             raise UserError("--temperature and --alpha need --teacher")
         return None
-    from ..distill import kd_loss_fn
+    from ..distill import kd_loss_fn  # lazy: loads when the verb runs
 
     if student is not None:
         check_teacher_fits(teacher, student, input_shape, teacher_name, getattr(args, "data", ""))
@@ -110,7 +110,7 @@ def kd_loss_for(args, teacher, student=None, input_shape=None, teacher_name: str
 
 def training_config(args):
     """The TrainConfig that :func:`add_training_args` flags describe."""
-    from ..train import TrainConfig
+    from ..train import TrainConfig  # lazy: loads when the verb runs
 
     return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
@@ -127,7 +127,7 @@ def load_data(args, split: str, input_shape=None):
     """The split named by --data; --subset limits the training images, and the test images only when it is
     smaller than the test split (a 20,000-image budget still evaluates on all 10,000 test images).
     ``input_shape`` (the model's, when known) gives an image folder its default size and channels."""
-    from ..data import load_dataset, parse_data_arg
+    from ..data import load_dataset, parse_data_arg  # lazy: loads when the verb runs
 
     name, root = parse_data_arg(args.data)
     options = data_options(args, name, input_shape)
@@ -161,7 +161,7 @@ def emit(args, payload: dict, text: str = "") -> None:
 
 def check_input_fits(model, input_shape, model_name: str, data_name: str = ""):
     """A dry run, so a shape mismatch is a one-line error rather than a traceback; returns the output."""
-    import torch
+    import torch  # lazy: loads when the verb runs
 
     model.eval()
     try:
@@ -178,7 +178,7 @@ def check_input_fits(model, input_shape, model_name: str, data_name: str = ""):
 def check_teacher_fits(teacher, student, input_shape, teacher_name: str, data_name: str = "") -> None:
     """One-line errors, before any training, for a teacher that cannot take the data's input or
     predicts another number of classes than the student."""
-    from ..distill.teacher import check_same_classes
+    from ..distill.teacher import check_same_classes  # lazy: loads when the verb runs
 
     theirs = check_input_fits(teacher, input_shape, teacher_name, data_name)
     ours = check_input_fits(student, input_shape, "being trained", data_name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .checks import THREADS
+from ..checks import THREADS
 from .common import add_json_arg, emit
 
 
@@ -42,10 +42,10 @@ def format_table(table: list[dict]) -> str:
 
 
 def run(args) -> int:
-    from ..errors import UserError
-    from ..pipeline import compress, load_recipe, plan
-    from ..pipeline.runner import stage_argv
-    from ..pipeline.validate import check_models_and_data, check_order
+    from ..errors import UserError  # lazy: loads when the verb runs
+    from ..pipeline import compress, load_recipe, plan  # lazy: loads when the verb runs
+    from ..pipeline.runner import stage_argv  # lazy: loads when the verb runs
+    from ..pipeline.validate import check_models_and_data, check_order  # lazy: loads when the verb runs
 
     recipe = load_recipe(args.recipe)
     if args.check:

@@ -10,10 +10,12 @@ its real compressed bytes.
 
 from __future__ import annotations
 
+import copy
 import time
 
 from ..errors import UserError
-from .checks import POSITIVE_INT, SEED
+from ..checks import POSITIVE_INT, SEED
+from ..nn import record_meta
 from .common import (
     add_data_args,
     add_json_arg,
@@ -149,8 +151,8 @@ def _layer_bits(args) -> dict:
 
 def _check_layer_names(model, args) -> None:
     """Unknown layer names in --layer-sparsity / --layer-bits fail before any data is loaded."""
-    from ..errors import unknown_choice
-    from ..sparse.magnitude import prunable_layers
+    from ..errors import unknown_choice  # lazy: loads when the verb runs
+    from ..sparse.magnitude import prunable_layers  # lazy: loads when the verb runs
 
     layers = prunable_layers(model, _exclude(args))
     for flag, names in (("--layer-sparsity", _layer_sparsity(args)), ("--layer-bits", _layer_bits(args))):
@@ -160,7 +162,7 @@ def _check_layer_names(model, args) -> None:
 
 
 def _finetune_config(args):
-    from ..train import TrainConfig
+    from ..train import TrainConfig  # lazy: loads when the verb runs
 
     _, optimizer, lr, weight_decay = METHODS[args.method]
     return TrainConfig(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.lr or lr,
@@ -170,7 +172,7 @@ def _finetune_config(args):
 
 
 def _fit(model, args, train_set, on_step=None):
-    from ..train import fit
+    from ..train import fit  # lazy: loads when the verb runs
 
     if args.finetune_epochs > 0:
         fit(model, train_set, _finetune_config(args), loss_fn=args.loss_fn, on_step=on_step,
@@ -180,7 +182,7 @@ def _fit(model, args, train_set, on_step=None):
 
 @register_method("magnitude", "sgd", 0.01, 5e-4)
 def _magnitude(model, args, train_set):
-    from ..sparse import SparsityConfig, prunable_layers, sparsify
+    from ..sparse import SparsityConfig, prunable_layers, sparsify  # lazy: loads when the verb runs
 
     layer_sparsity = _layer_sparsity(args)
     if layer_sparsity:  # the layers not named keep the global --sparsity
@@ -196,7 +198,7 @@ def _magnitude(model, args, train_set):
 
 @register_method("kmeans", "adam", 1e-4, 0.0)
 def _kmeans(model, args, train_set):
-    from ..codebook import WeightShareConfig, round_side_data, weight_share
+    from ..codebook import WeightShareConfig, round_side_data, weight_share  # lazy: loads when the verb runs
 
     config = WeightShareConfig(bits=args.bits or 5, conv_bits=args.conv_bits or 8, init=args.init,
                                exclude=_exclude(args), seed=args.seed, layer_bits=_layer_bits(args))
@@ -205,7 +207,7 @@ def _kmeans(model, args, train_set):
 
 def _product(method):
     def compress(model, args, train_set):
-        from ..codebook import PQConfig, product_quantize
+        from ..codebook import PQConfig, product_quantize  # lazy: loads when the verb runs
 
         config = PQConfig(subvector=args.subvector, bits=args.bits or 6, method=method, exclude=_exclude(args),
                           calib_samples=args.calib_samples, seed=args.seed)
@@ -220,7 +222,7 @@ register_method("qcnn", "adam", 1e-4, 0.0)(_product("qcnn"))
 
 def _lowrank(method):
     def compress(model, args, train_set):
-        from ..lowrank import LowRankConfig, factorize
+        from ..lowrank import LowRankConfig, factorize  # lazy: loads when the verb runs
 
         energy = args.rank_energy if args.rank_energy is not None else (None if args.target_macs else 0.9)
         config = LowRankConfig(method=method, energy=energy, target_macs=args.target_macs, exclude=_exclude(args))
@@ -279,9 +281,7 @@ def _teacher_loss(args, model, input_shape):
     """Distillation from ``--teacher`` (a saved model) or, with ``--distill``, from the input model."""
     if not (args.distill or args.teacher):
         return None
-    import copy
-
-    from .. import load
+    from .. import load  # lazy: loads when the verb runs
 
     if not args.teacher:
         return kd_loss_for(args, copy.deepcopy(model))
@@ -289,14 +289,14 @@ def _teacher_loss(args, model, input_shape):
 
 
 def run(args) -> int:
-    import torch
+    import torch  # lazy: loads when the verb runs
 
-    from .. import load, save
-    from ..export.onnx import float32_size
-    from ..export.packed import packed_size
-    from ..profile import count_macs, count_params
-    from ..sparse import format_sparsity_report, sparsity_report
-    from ..train import evaluate
+    from .. import load, save  # lazy: loads when the verb runs
+    from ..export.onnx import float32_size  # lazy: loads when the verb runs
+    from ..export.packed import packed_size  # lazy: loads when the verb runs
+    from ..profile import count_macs, count_params  # lazy: loads when the verb runs
+    from ..sparse import format_sparsity_report, sparsity_report  # lazy: loads when the verb runs
+    from ..train import evaluate  # lazy: loads when the verb runs
 
     _check_args(args)
     check_out_path(args.out)
@@ -312,16 +312,14 @@ def run(args) -> int:
     began = time.perf_counter()
     source = model
     if args.fold_bn:
-        from ..export.fold import fold_batchnorm
+        from ..prune.deploy import fold_batchnorm  # lazy: loads when the verb runs
 
         source = fold_batchnorm(model)
     compressed = METHODS[args.method][0](source, args, train_set)
     seconds = time.perf_counter() - began
     after = evaluate(compressed, test_set)["top1"]
-    meta = dict(getattr(compressed, "torchslim_meta", {}) or {})
-    meta.update(compress_weights={"method": args.method, "source": args.file, "teacher": args.teacher},
+    record_meta(compressed, compress_weights={"method": args.method, "source": args.file, "teacher": args.teacher},
                 top1=after, data=args.data)
-    compressed.torchslim_meta = meta
     save(compressed, args.out, input_shape=input_shape)
     packed, baseline = packed_size(compressed), float32_size(model)  # against the input model in float32
     report = sparsity_report(compressed)

@@ -9,11 +9,12 @@ Fashion-MNIST is not installed.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
 from ..errors import UserError
-from .checks import THREADS
+from ..checks import THREADS
 from .common import add_json_arg, emit
 
 DEMO_RECIPES = (("taylor", "pruned (Taylor, 50% MACs)"), ("hwgq-bwn", "binary (HWGQ + BWN)"),
@@ -30,7 +31,7 @@ def add_parser(subparsers):
 
 
 def _data_name() -> str:
-    from ..data import load_dataset
+    from ..data import load_dataset  # lazy: loads when the verb runs
 
     try:
         load_dataset("fashion-mnist-32", "test", subset=10)
@@ -42,10 +43,10 @@ def _data_name() -> str:
 
 def train_base(out: str, data: str, quick: bool, log=print) -> str:
     """The baseline VGG14 (width 0.25), trained once and cached in ``out``."""
-    from .. import models, save
-    from ..data import load_dataset
-    from ..train import TrainConfig, fit
-    from ..train.loop import seed_everything
+    from .. import models, save  # lazy: loads when the verb runs
+    from ..data import load_dataset  # lazy: loads when the verb runs
+    from ..train import TrainConfig, fit  # lazy: loads when the verb runs
+    from ..train.loop import seed_everything  # lazy: loads when the verb runs
 
     subset = 500 if quick else (20000 if data.startswith("fashion") else None)
     epochs = 1 if quick else 2
@@ -68,17 +69,15 @@ def train_base(out: str, data: str, quick: bool, log=print) -> str:
 
 def _combined_report(reports: dict, base_path: str, out: str, data: str, threads: int, quick: bool, log) -> dict:
     """One table for the four models, timed side by side in one interleaved run."""
-    import json
+    import torch  # lazy: loads when the verb runs
 
-    import torch
-
-    from .. import load
-    from ..data import load_dataset
-    from ..io import atomic_write_text
-    from ..pipeline.measure import latency_rows
-    from ..profile.hardware import hardware
-    from ..quant.altupdate import calibration_batches
-    from ..report import render_html
+    from .. import load  # lazy: loads when the verb runs
+    from ..data import load_dataset  # lazy: loads when the verb runs
+    from ..io import atomic_write_text  # lazy: loads when the verb runs
+    from ..pipeline.measure import latency_rows  # lazy: loads when the verb runs
+    from ..profile.hardware import hardware  # lazy: loads when the verb runs
+    from ..quant.altupdate import calibration_batches  # lazy: loads when the verb runs
+    from ..report import render_html  # lazy: loads when the verb runs
 
     first = next(iter(reports.values()))
     models = {"original": load(base_path)}
@@ -104,9 +103,9 @@ def _combined_report(reports: dict, base_path: str, out: str, data: str, threads
 
 
 def run(args) -> int:
-    from ..pipeline import compress
-    from ..pipeline.recipe import RECIPES_DIR
-    from .compress import format_table
+    from ..pipeline import compress  # lazy: loads when the verb runs
+    from ..pipeline.recipe import RECIPES_DIR  # lazy: loads when the verb runs
+    from .compress import format_table  # lazy: loads when the verb runs
 
     began = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)

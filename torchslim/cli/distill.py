@@ -7,7 +7,7 @@ import os
 import time
 
 from ..errors import UserError
-from .checks import WIDTH
+from ..checks import WIDTH
 from .common import add_data_args, add_json_arg, add_training_args, check_out_path, emit, load_data, training_config
 
 
@@ -46,7 +46,7 @@ def _shape(shape) -> str:
 
 
 def _load_teacher(args, train_set):
-    from .. import load, models
+    from .. import load, models  # lazy: loads when the verb runs
 
     if args.online and not os.path.exists(args.teacher) and args.teacher in models.list_models():
         channels, height, width = train_set.input_shape
@@ -65,11 +65,11 @@ def _load_teacher(args, train_set):
 
 
 def _make_student(args, teacher, train_set):
-    from .. import models
-    from ..distill import create_student, thin_student
+    from .. import models  # lazy: loads when the verb runs
+    from ..distill import create_student, thin_student  # lazy: loads when the verb runs
 
     if args.student not in models.list_models():
-        from ..errors import unknown_choice
+        from ..errors import unknown_choice  # lazy: loads when the verb runs
 
         raise unknown_choice("student model", args.student, models.list_models())
     if args.student == (getattr(teacher, "torchslim_arch", None) or {}).get("name"):
@@ -79,12 +79,12 @@ def _make_student(args, teacher, train_set):
 
 
 def run(args) -> int:
-    import torch
+    import torch  # lazy: loads when the verb runs
 
-    from .. import save
-    from ..distill import DistillConfig, distill, train_online
-    from ..profile import count_macs, count_params
-    from ..train import evaluate, fit
+    from .. import save  # lazy: loads when the verb runs
+    from ..distill import DistillConfig, distill, train_online  # lazy: loads when the verb runs
+    from ..profile import count_macs, count_params  # lazy: loads when the verb runs
+    from ..train import evaluate, fit  # lazy: loads when the verb runs
 
     kd = DistillConfig(temperature=args.temperature, alpha=args.alpha, loss=args.loss, cache_dir=args.cache_dir,
                        hints=tuple(args.hint), hint_weight=args.hint_weight)

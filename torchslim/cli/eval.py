@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .checks import POSITIVE_INT
+from ..checks import POSITIVE_INT
 from .common import add_data_args, add_json_arg, check_model_data, emit, load_data
 
 
@@ -18,8 +18,8 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from .. import load
-    from ..train import evaluate, resolve_device
+    from .. import load  # lazy: loads when the verb runs
+    from ..train import evaluate, resolve_device  # lazy: loads when the verb runs
 
     model = load(args.file)
     dataset = load_data(args, args.split, getattr(model, "input_shape", None))

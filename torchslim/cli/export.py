@@ -10,6 +10,8 @@ quantization calibrated on ``--data`` (needs the ``torchslim[openvino]`` extra).
 
 from __future__ import annotations
 
+import os
+
 from ..errors import UserError
 from .common import add_data_args, add_json_arg, check_out_path, emit, load_data, parse_shape
 
@@ -44,17 +46,15 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    import os
-
-    from .. import load
-    from ..export import PackOptions, load_packed, save_packed
-    from ..export.onnx import check_opset, export_onnx, float32_size
+    from .. import load  # lazy: loads when the verb runs
+    from ..export import PackOptions, load_packed, save_packed  # lazy: loads when the verb runs
+    from ..export.onnx import check_opset, export_onnx, float32_size  # lazy: loads when the verb runs
 
     check_out_path(args.out)
     if args.format == "onnx":
         check_opset(args.opset)  # before loading, and before torch prints its warnings
     if args.format == "openvino":
-        from ..export.openvino import require
+        from ..export.openvino import require  # lazy: loads when the verb runs
 
         require("--format openvino")  # before loading anything
     elif args.data:
@@ -94,10 +94,10 @@ def run(args) -> int:
 
 def _export_openvino(args, model) -> tuple[int, dict]:
     """IR files of ``model``: fp32, or int8 calibrated on ``--calib`` training images of ``--data``."""
-    import torch
+    import torch  # lazy: loads when the verb runs
 
-    from ..export.openvino import export_openvino
-    from ..quant.altupdate import calibration_batches
+    from ..export.openvino import export_openvino  # lazy: loads when the verb runs
+    from ..quant.altupdate import calibration_batches  # lazy: loads when the verb runs
 
     input_shape = parse_shape(args.input) if args.input else None
     calibration = None

@@ -32,15 +32,15 @@ def add_parser(subparsers):
 def _teacher_loss(args, model, train_set):
     if args.teacher is None:
         return kd_loss_for(args, None)
-    from .. import load
+    from .. import load  # lazy: loads when the verb runs
 
     return kd_loss_for(args, load(args.teacher), model, train_set.input_shape, f"teacher {args.teacher}")
 
 
 def run(args) -> int:
-    from .. import load, save
-    from ..train import evaluate, fit, init_from_env
-    from ..train.distributed import barrier
+    from .. import load, save  # lazy: loads when the verb runs
+    from ..train import evaluate, fit, init_from_env  # lazy: loads when the verb runs
+    from ..train.distributed import barrier  # lazy: loads when the verb runs
 
     config = training_config(args)
     check_out_path(args.out)

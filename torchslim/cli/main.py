@@ -10,7 +10,7 @@ import sys
 
 from .. import __version__
 from ..errors import UserError
-from .checks import check_applies, check_paths, given_dests
+from ..checks import check_applies, check_paths, given_dests
 
 _NOT_VERBS = {"main", "common", "checks"}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import UserError
-from .checks import POSITIVE_INT, THREADS, WIDTH, create_model
+from ..checks import POSITIVE_INT, THREADS, WIDTH, create_model
 from .common import add_json_arg, check_input_fits, emit, parse_shape
 
 
@@ -34,8 +34,8 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def run(args) -> int:
-    from .. import load, models
-    from ..profile import format_profile, profile_model
+    from .. import load, models  # lazy: loads when the verb runs
+    from ..profile import format_profile, profile_model  # lazy: loads when the verb runs
 
     if args.list:
         names = models.list_models()

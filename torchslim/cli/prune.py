@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 from ..errors import UserError
-from .checks import POSITIVE_INT, SEED, THREADS, check_layer_patterns, float_range
+from ..checks import POSITIVE_INT, SEED, THREADS, check_layer_patterns, float_range
+from ..nn import record_meta
 from .common import (add_data_args, add_json_arg, add_kd_args, check_model_data, check_out_path, emit, kd_loss_for,
                      load_data)
 
@@ -83,7 +85,7 @@ def check_args(args) -> None:
     if args.teacher is None and (args.temperature is not None or args.alpha is not None):
         raise UserError("--temperature and --alpha need --teacher original")
     if args.teacher is not None and (args.temperature is not None or args.alpha is not None):
-        from ..distill import check_kd_args, get_loss
+        from ..distill import check_kd_args, get_loss  # lazy: loads when the verb runs
 
         hinton = get_loss("hinton")
         check_kd_args(hinton.default_temperature if args.temperature is None else args.temperature,
@@ -91,11 +93,11 @@ def check_args(args) -> None:
 
 
 def _config(args):
-    from ..prune import PruneConfig
+    from ..prune import PruneConfig  # lazy: loads when the verb runs
 
     check_args(args)
     if getattr(args, "latency_runtime", "torch") == "openvino" and getattr(args, "target_latency", None) is not None:
-        from ..export.openvino import require
+        from ..export.openvino import require  # lazy: loads when the verb runs
 
         require("--latency-runtime openvino")  # one line naming the extra, before any work
     return PruneConfig(criterion=args.criterion, ratio=args.ratio, target_macs=args.target_macs,
@@ -114,15 +116,15 @@ def _check(args, config, needs_data: bool) -> None:
 
 
 def _train_config(args, epochs: int):
-    from ..train import TrainConfig
+    from ..train import TrainConfig  # lazy: loads when the verb runs
 
     return TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
 
 
 def _load(args, config):
     """The saved model and the train/test splits (checked against the model's input)."""
-    from .. import load
-    from ..prune import get_criterion
+    from .. import load  # lazy: loads when the verb runs
+    from ..prune import get_criterion  # lazy: loads when the verb runs
 
     needs_data = get_criterion(config.criterion).needs_data or args.finetune_epochs > 0 or bool(args.regularize)
     _check(args, config, needs_data)
@@ -140,10 +142,8 @@ def _load(args, config):
 def _loss_and_start(args, original, train_set):
     """The fine-tune loss (distillation from the original with --teacher) and the model to
     prune (after the regularised training with --regularize)."""
-    import copy
-
-    from ..prune.regularize import Regularizer, regularized_loss
-    from ..train import fit
+    from ..prune.regularize import Regularizer, regularized_loss  # lazy: loads when the verb runs
+    from ..train import fit  # lazy: loads when the verb runs
 
     loss_fn = kd_loss_for(args, copy.deepcopy(original) if args.teacher == "original" else None)
     model = original
@@ -158,9 +158,9 @@ def _loss_and_start(args, original, train_set):
 
 def _prune(args, config, model, train_set, test_set, loss_fn):
     """One-shot or iterative pruning with fine-tuning; returns (model, rounds, rounds folder)."""
-    from ..prune import prune
-    from ..prune.schedule import iterative_prune
-    from ..train import evaluate, fit
+    from ..prune import prune  # lazy: loads when the verb runs
+    from ..prune.schedule import iterative_prune  # lazy: loads when the verb runs
+    from ..train import evaluate, fit  # lazy: loads when the verb runs
 
     def finetune(pruned, round_index, checkpoint):
         if args.finetune_epochs:
@@ -186,8 +186,8 @@ def _prune(args, config, model, train_set, test_set, loss_fn):
 
 
 def _measure(args, config, original, deployed, top1_before, top1_after, rounds) -> dict:
-    from ..profile import compare_latency, count_macs, count_params
-    from ..prune.deploy import fold_batchnorm
+    from ..profile import compare_latency, count_macs, count_params  # lazy: loads when the verb runs
+    from ..prune.deploy import fold_batchnorm  # lazy: loads when the verb runs
 
     shape = tuple(original.input_shape)
     timing = compare_latency({"before": fold_batchnorm(original) if args.fold_bn else original,
@@ -209,7 +209,7 @@ def _target_latency(config, original, deployed, shape) -> dict:
     target was set for (the figures above are eager torch, whatever the target)."""
     if config.target_latency is None:
         return {}
-    from ..prune.latency import measure_models_ms
+    from ..prune.latency import measure_models_ms  # lazy: loads when the verb runs
 
     ms = measure_models_ms({"before": original, "after": deployed}, shape, config.latency_runtime,
                            config.latency_threads, repeats=50)
@@ -219,10 +219,10 @@ def _target_latency(config, original, deployed, shape) -> dict:
 
 
 def run(args) -> int:
-    from .. import save
-    from ..prune.deploy import fold_batchnorm
-    from ..prune.schedule import clear_rounds
-    from ..train import evaluate, resolve_device
+    from .. import save  # lazy: loads when the verb runs
+    from ..prune.deploy import fold_batchnorm  # lazy: loads when the verb runs
+    from ..prune.schedule import clear_rounds  # lazy: loads when the verb runs
+    from ..train import evaluate, resolve_device  # lazy: loads when the verb runs
 
     config = _config(args)
     resolve_device(args.device)
@@ -233,11 +233,9 @@ def run(args) -> int:
     pruned.eval()
     top1_after = evaluate(pruned, test_set)["top1"] if test_set is not None else None
     deployed = fold_batchnorm(pruned) if args.fold_bn else pruned
-    meta = dict(getattr(original, "torchslim_meta", {}) or {})
-    meta.update(pruned=config.to_dict(), top1=top1_after, finetune_epochs=args.finetune_epochs,
+    record_meta(deployed, original, pruned=config.to_dict(), top1=top1_after, finetune_epochs=args.finetune_epochs,
                 teacher=args.teacher, temperature=args.temperature, alpha=args.alpha, regularize=args.regularize,
                 bn_folded=bool(args.fold_bn))
-    deployed.torchslim_meta = meta
     save(deployed, args.out)
     if folder:
         clear_rounds(folder)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from .checks import SEED
+from ..checks import SEED
 from .common import (add_data_args, add_json_arg, add_kd_args, check_model_data, check_out_path, emit, kd_loss_for,
                      load_data)
 from .export import SIDE_DTYPES
@@ -67,7 +67,7 @@ _QAT_ONLY = {"epochs": "--epochs", "alt_update": "--alt-update", "alt_init": "--
 
 
 def _check_args(args):
-    from ..errors import UserError, unknown_choice
+    from ..errors import UserError, unknown_choice  # lazy: loads when the verb runs
 
     if args.method not in CLI_METHODS:
         raise unknown_choice("quantization method", args.method, CLI_METHODS)
@@ -101,21 +101,22 @@ def _check_args(args):
         check_out_path(args.packed, "--packed")
     if args.method == "int8":
         return None
-    from ..quant import QuantConfig  # validates the bit widths for the method before anything is loaded
+    from ..quant import QuantConfig  # lazy: loads when the verb runs; checks bit widths first
 
     return QuantConfig(method=args.method, weight_bits=args.weight_bits, act_bits=args.act_bits,
                        keep_first_last=args.keep_first_last)
 
 
 def run(args) -> int:
-    import torch
+    import torch  # lazy: loads when the verb runs
 
-    from .. import load, save
-    from ..quant import clip_latent_weights, freeze, quantize
-    from ..quant.altupdate import alternating_update, calibration_batches, recalibrate_bn
-    from ..quant.calibrate import calibrate_act_scales
-    from ..export.frozen import packed_size, save_packed  # lazy: the parser loads every verb; its work loads when it runs
-    from ..train import TrainConfig, evaluate, fit
+    from .. import load, save  # lazy: loads when the verb runs
+    from ..quant import clip_latent_weights, freeze, quantize  # lazy: loads when the verb runs
+    from ..quant.altupdate import (alternating_update, calibration_batches,  # lazy: loads when the verb runs
+                                   recalibrate_bn)
+    from ..quant.calibrate import calibrate_act_scales  # lazy: loads when the verb runs
+    from ..export.frozen import packed_size, save_packed  # lazy: loads when the verb runs
+    from ..train import TrainConfig, evaluate, fit  # lazy: loads when the verb runs
 
     config = _check_args(args)
     torch.manual_seed(args.seed)
@@ -188,14 +189,14 @@ def _teacher_loss(args, model, input_shape):
         return kd_loss_for(args, None)
     if args.teacher == "self":
         return kd_loss_for(args, model)
-    from .. import load
+    from .. import load  # lazy: loads when the verb runs
 
     return kd_loss_for(args, load(args.teacher), model, input_shape, f"teacher {args.teacher}")
 
 
 def _run_int8(args, model, batches, train, test, before, float_bytes):
-    from ..quant.int8 import quantize_int8
-    from ..train import evaluate
+    from ..quant.int8 import quantize_int8  # lazy: loads when the verb runs
+    from ..train import evaluate  # lazy: loads when the verb runs
 
     int8_model = quantize_int8(model, batches, train.input_shape, path=args.out)
     after = evaluate(int8_model, test)["top1"]

@@ -25,7 +25,7 @@ def add_parser(subparsers):
 
 def parse_ratios(text: str) -> list[float]:
     """``"0.25,0.5"`` -> ``[0.25, 0.5]``, each strictly between 0 and 1."""
-    from ..prune.sensitivity import check_ratios
+    from ..prune.sensitivity import check_ratios  # lazy: loads when the verb runs
 
     try:
         values = [float(part) for part in text.split(",") if part.strip()]
@@ -56,19 +56,19 @@ def format_table(result: dict) -> str:
 
 
 def _write_plot(path: str, result: dict) -> None:
-    from ..io import atomic_write_bytes
+    from ..io import atomic_write_bytes  # lazy: loads when the verb runs
 
     try:
-        from ..report.plots import sensitivity_png
+        from ..report.plots import sensitivity_png  # lazy: loads when the verb runs
     except ImportError:
         raise UserError("--plot needs matplotlib: pip install 'torchslim[report]'") from None
     atomic_write_bytes(path, sensitivity_png(result))
 
 
 def run(args) -> int:
-    from .. import load
-    from ..prune import get_criterion
-    from ..prune.sensitivity import sensitivity_sweep
+    from .. import load  # lazy: loads when the verb runs
+    from ..prune import get_criterion  # lazy: loads when the verb runs
+    from ..prune.sensitivity import sensitivity_sweep  # lazy: loads when the verb runs
 
     ratios = parse_ratios(args.ratios)
     criterion = get_criterion(args.criterion)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from .checks import WIDTH, create_model
+from ..checks import WIDTH, create_model
 from .common import (add_data_args, add_json_arg, add_training_args, check_input_fits, check_out_path, emit,
                      load_data, training_config)
 
@@ -24,11 +24,11 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from .. import save
-    from ..profile import count_macs, count_params
-    from ..train import evaluate, fit, init_from_env
-    from ..train.loop import seed_everything
-    from ..train.distributed import barrier
+    from .. import save  # lazy: loads when the verb runs
+    from ..profile import count_macs, count_params  # lazy: loads when the verb runs
+    from ..train import evaluate, fit, init_from_env  # lazy: loads when the verb runs
+    from ..train.loop import seed_everything  # lazy: loads when the verb runs
+    from ..train.distributed import barrier  # lazy: loads when the verb runs
 
     config = training_config(args)
     check_out_path(args.out)

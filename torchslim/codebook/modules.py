@@ -24,14 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io import register_module_type
+from ..nn import pair as _pair, set_submodule
 
 
 def code_dtype(num_values: int) -> torch.dtype:
     return torch.uint8 if num_values <= 256 else torch.int32
-
-
-def _pair(value):
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 class SharedWeightLayer(nn.Module):
@@ -238,7 +235,5 @@ def materialize(model: nn.Module) -> nn.Module:
     """Replace every layer that has ``to_float()`` by its plain equivalent, in place."""
     for path, module in list(model.named_modules()):
         if path and hasattr(module, "to_float") and callable(module.to_float):
-            parent_path, _, name = path.rpartition(".")
-            parent = model.get_submodule(parent_path) if parent_path else model
-            setattr(parent, name, module.to_float())
+            set_submodule(model, path, module.to_float())
     return model

@@ -26,11 +26,13 @@ from torch import nn
 
 from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
+from ..nn import Registry, record_meta, set_submodule
 from .kmeans import kmeans
 from .modules import PQConv2d, PQLinear, pq_matrix
+from ..sparse.magnitude import prunable_layers
 
 PQ_TYPES = {nn.Linear: PQLinear, nn.Conv2d: PQConv2d}
-METHODS: dict = {}
+METHODS = Registry("product quantization method")
 
 
 def register_pq_method(name: str):
@@ -96,13 +98,7 @@ def pq_weight_fit(layer: nn.Module, config: PQConfig, seed: int = 0) -> tuple[to
     return codebooks, codes
 
 
-def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
-    parent_path, _, name = path.rpartition(".")
-    setattr(model.get_submodule(parent_path) if parent_path else model, name, new)
-
-
 def plan_layers(model: nn.Module, config: PQConfig) -> tuple[dict, dict]:
-    from ..sparse.magnitude import prunable_layers
 
     chosen, skipped = {}, {}
     for path, layer in prunable_layers(model, config.exclude).items():
@@ -118,7 +114,7 @@ def plan_layers(model: nn.Module, config: PQConfig) -> tuple[dict, dict]:
 def _weight_error_pq(model, layers, config, calib_set):
     for index, (path, layer) in enumerate(layers.items()):
         codebooks, codes = pq_weight_fit(layer, config, seed=config.seed + 1000 * index)
-        _replace(model, path, PQ_TYPES[type(layer)].from_layer(layer, codebooks, codes))
+        set_submodule(model, path, PQ_TYPES[type(layer)].from_layer(layer, codebooks, codes))
 
 
 def product_quantize(model: nn.Module, config: PQConfig, calib_set=None, progress: bool = False) -> nn.Module:
@@ -131,9 +127,7 @@ def product_quantize(model: nn.Module, config: PQConfig, calib_set=None, progres
         raise UserError(f"no layer can be product-quantized with sub-vectors of {config.subvector}: "
                         + "; ".join(f"{p}: {r}" for p, r in list(skipped.items())[:3]))
     METHODS[config.method](quantized, layers, config, calib_set)
-    meta = dict(getattr(quantized, "torchslim_meta", {}) or {})
-    meta["pq_skipped"] = skipped
-    quantized.torchslim_meta = meta
+    record_meta(quantized, pq_skipped=skipped)
     return quantized.eval()
 
 

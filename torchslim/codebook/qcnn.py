@@ -21,13 +21,16 @@ layer also compensates the error its quantized predecessors left behind.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from ..data import BatchLoader
-from .pq import PQ_TYPES, _replace, pq_weight_fit, register_pq_method
+from ..nn import set_submodule
+from .pq import PQ_TYPES, pq_weight_fit, register_pq_method
 
 
 def calibration_batch(calib_set, samples: int, seed: int = 0) -> torch.Tensor:
@@ -160,8 +163,6 @@ def _sample_rows(rows_f, rows_q, limit, generator):
 
 @register_pq_method("qcnn")
 def _qcnn(model, layers, config, calib_set, progress: bool = False):
-    import copy
-
     reference = copy.deepcopy(model).eval()
     images = calibration_batch(calib_set, config.calib_samples, config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -171,7 +172,7 @@ def _qcnn(model, layers, config, calib_set, progress: bool = False):
         rows_q = unfolded_rows(layer, layer_inputs(model, path, images))
         rows_q, rows_f = _sample_rows(rows_f, rows_q, config.max_rows, generator)
         codebooks, codes = qcnn_fit(layer, rows_q, rows_f, config, seed=config.seed + 1000 * index)
-        _replace(model, path, PQ_TYPES[type(layer)].from_layer(layer, codebooks, codes))
+        set_submodule(model, path, PQ_TYPES[type(layer)].from_layer(layer, codebooks, codes))
 
 
 @torch.no_grad()

@@ -19,8 +19,10 @@ from torch import nn
 
 from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
+from ..nn import set_submodule
 from .kmeans import INITS, kmeans_1d
 from .modules import CodebookConv2d, CodebookLinear
+from ..sparse.magnitude import prunable_layers
 
 SHAREABLE = {nn.Linear: CodebookLinear, nn.Conv2d: CodebookConv2d}
 
@@ -78,8 +80,6 @@ def share_layer(layer: nn.Module, bits: int, init: str = "linear", iters: int = 
 def weight_share(model: nn.Module, config: WeightShareConfig) -> nn.Module:
     """A copy of ``model`` with every shareable layer clustered; the caller's model is untouched."""
     shared = copy.deepcopy(model)
-    from ..sparse.magnitude import prunable_layers
-
     candidates = {p: m for p, m in prunable_layers(shared, config.exclude).items() if type(m) in SHAREABLE}
     if not candidates:
         raise UserError("the model has no Linear or Conv2d layer to share weights in")
@@ -89,8 +89,7 @@ def weight_share(model: nn.Module, config: WeightShareConfig) -> nn.Module:
     for index, (path, layer) in enumerate(candidates.items()):
         new = share_layer(layer, config.bits_for(layer, path), config.init, config.iters, config.keep_zeros,
                           config.seed + index)
-        parent_path, _, name = path.rpartition(".")
-        setattr(shared.get_submodule(parent_path) if parent_path else shared, name, new)
+        set_submodule(shared, path, new)
     return shared.eval()
 
 

@@ -67,9 +67,9 @@ def _numpy_globals() -> dict[tuple[str, str], object]:
     """The numpy callables an array pickle needs, under the module names that
     numpy 1.x (``numpy.core``) and 2.x (``numpy._core``) write."""
     try:
-        from numpy._core import multiarray, numeric
+        from numpy._core import multiarray, numeric  # lazy: numpy 2 or 1 layout, for pickles
     except ImportError:  # numpy < 2
-        from numpy.core import multiarray, numeric
+        from numpy.core import multiarray, numeric  # lazy: numpy 2 or 1 layout, for pickles
     allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
     for package in ("numpy.core", "numpy._core"):
         allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct

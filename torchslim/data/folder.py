@@ -87,7 +87,7 @@ def _check_bad_images(bad_images: str) -> None:
 
 
 def _decode_or_none(path: str, size: int, mode: str, bad_images: str):
-    from .decode import DECODE_ERRORS, read_square  # Pillow loads on first decode, not on import
+    from .decode import DECODE_ERRORS, read_square  # lazy: Pillow loads on first read
 
     try:
         return read_square(path, size, mode)
@@ -118,7 +118,7 @@ def decode_images(paths: list[str], size: int = 32, grayscale: bool = False, bad
 
 
 def _header_ok(path: str):
-    from .decode import DECODE_ERRORS, open_image  # Pillow loads on first read, not on import
+    from .decode import DECODE_ERRORS, open_image  # lazy: Pillow loads on first read
 
     try:
         with open_image(path) as image:

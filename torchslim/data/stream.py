@@ -124,7 +124,7 @@ class _Decoder(Dataset):
         return len(self.paths)
 
     def __getitem__(self, key):
-        from .decode import DECODE_ERRORS, eval_image, open_image, train_image  # Pillow loads in the workers
+        from .decode import DECODE_ERRORS, eval_image, open_image, train_image  # lazy: Pillow loads in the workers
 
         index, draw_seed = key
         path = self.paths[index]

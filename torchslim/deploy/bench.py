@@ -22,12 +22,14 @@ import copy
 import torch
 from torch import nn
 
+from ..codebook.modules import PQConv2d, PQLinear, materialize
 from ..export import openvino as ov_runtime
+from ..profile import ort
 from ..profile.latency import compare_latency
-from . import ort
 from .build import isa
 from .compile import compile as compile_binary
 from .compile import memory_report
+from .lut import PQLookupConv2d, use_lookup_tables
 from .modules import PackedBinaryConv2d
 
 
@@ -172,17 +174,12 @@ def bench_model(model: nn.Module, input_shape, batches=(1,), threads=(1,), repea
 
 
 def has_product_codebooks(model: nn.Module) -> bool:
-    from ..codebook.modules import PQConv2d, PQLinear
-
     return any(isinstance(m, (PQConv2d, PQLinear)) for m in model.modules())
 
 
 def bench_lookup_model(model: nn.Module, input_shape, batches=(1,), threads=(1,), repeats: int = 30) -> dict:
     """Time a product-quantized model's decoded float network (eager torch, ONNX Runtime float32)
-    against the same model on lookup tables (:func:`torchslim.codebook.lut.use_lookup_tables`)."""
-    from ..codebook.lut import PQLookupConv2d, use_lookup_tables
-    from ..codebook.modules import materialize
-
+    against the same model on lookup tables (:func:`torchslim.deploy.lut.use_lookup_tables`)."""
     dense = materialize(copy.deepcopy(model)).eval()
     lookup = copy.deepcopy(model).eval()
     swapped = use_lookup_tables(lookup)

@@ -144,8 +144,8 @@ def compile(model: nn.Module, threads: int | None = None, chain: bool = True,
     call (see the module doc; None leaves torch's setting alone).  The cap is a
     forward hook: a compiled model saved and loaded again runs without it.
     """
-    from ..quant import freeze
-    from ..quant.modules import QuantConv2d, QuantLinear
+    from ..quant import freeze  # lazy: quantization loads only for latent models
+    from ..quant.modules import QuantConv2d, QuantLinear  # lazy: quantization loads only for latent models
 
     if any(isinstance(m, (QuantConv2d, QuantLinear)) for m in model.modules()):
         model = freeze(model)

@@ -18,6 +18,7 @@ from ..train import TrainConfig, fit
 from .hints import HintedStudent, hint_loss_fn, parse_hint
 from .losses import check_kd_args, get_loss
 from .teacher import KDLoss, freeze
+from .cache import LogitCache
 
 __all__ = ["DistillConfig", "distill", "train_online", "JointModel"]
 
@@ -95,7 +96,6 @@ def distill(student: nn.Module, teacher: nn.Module, train_set, config: TrainConf
     check_pair(student, teacher, train_set.input_shape, train_set.num_classes)
     cache = None
     if kd.cache_dir and kd.alpha > 0:
-        from .cache import LogitCache
 
         cache = LogitCache(kd.cache_dir, freeze(teacher),
                            data_key=f"{train_set.name}/{train_set.split}/n={len(train_set)}/augment={config.augment}",

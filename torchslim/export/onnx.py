@@ -10,7 +10,9 @@ after onnxruntime reproduced the torch outputs.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -18,19 +20,19 @@ from torch import nn
 
 from ..errors import UserError
 from ..io import atomic_path
+from ..nn import set_submodule
 from .registry import find_packer
 
 
 def float_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in which every compressed layer is its plain float equivalent."""
-    from . import packers  # noqa: F401
+    from . import packers  # noqa: F401  # lazy: profile loads only to measure
 
     dense = copy.deepcopy(model)
     for path, module in list(dense.named_modules()):
         packer = find_packer(module)
         if path and packer.to_float is not None:
-            parent_path, _, name = path.rpartition(".")
-            setattr(dense.get_submodule(parent_path) if parent_path else dense, name, packer.to_float(module))
+            set_submodule(dense, path, packer.to_float(module))
     return dense.eval()
 
 
@@ -40,7 +42,7 @@ def float32_size(model: nn.Module) -> int:
     The notes in ``torchslim_meta`` are left out: a model's packed copy carries fewer of them
     than its .safetensors file, and the baseline must not depend on which one was read.
     """
-    from ..profile import serialized_size
+    from ..profile import serialized_size  # lazy: profile loads only to measure
 
     dense = float_copy(model)
     dense.torchslim_meta = {}
@@ -69,14 +71,12 @@ def export_onnx(model: nn.Module, path, input_shape=None, opset: int = 17, check
 
 
 def _dynamo_exporter() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("onnxscript") is not None
 
 
 def supported_opsets() -> range:
     """The opsets the exporter :func:`export_onnx` uses accepts, as torch.onnx declares them."""
-    from torch.onnx import _constants
+    from torch.onnx import _constants  # lazy: torch.onnx loads only to export
 
     high = _constants.ONNX_MAX_OPSET if _dynamo_exporter() else _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
     return range(_constants.ONNX_MIN_OPSET, high + 1)
@@ -92,8 +92,6 @@ def check_opset(opset: int) -> None:
 
 def _export(model, example, path, opset) -> None:
     """torch's exporter: the torch.export-based one when onnxscript is installed, else TorchScript's."""
-    import warnings
-
     if _dynamo_exporter():
         torch.onnx.export(model, (example,), path, input_names=["input"], output_names=["logits"],
                           dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True)

@@ -93,9 +93,9 @@ def _fold_frozen_batchnorm(model: nn.Module) -> nn.Module:
 
 def pack_model(model: nn.Module, options: PackOptions | None = None, **meta) -> bytes:
     """The bytes of the packed file for ``model``."""
-    from safetensors.torch import save as st_save
+    from safetensors.torch import save as st_save  # lazy: safetensors loads on the first read or write
 
-    from . import packers  # noqa: F401  (built-in packers)
+    from . import packers  # noqa: F401  # lazy: the built-in packers register on first use
 
     options = options or PackOptions()
     if options.fold_bn:
@@ -206,8 +206,8 @@ def read_packed_header(path, trust=()) -> dict:
 
 
 def _verified_blobs(path, packed: dict) -> dict:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError  # lazy: safetensors loads on the first read or write
+    from safetensors.torch import load_file  # lazy: safetensors loads on the first read or write
 
     try:
         tensors = load_file(os.fspath(path), device="cpu")

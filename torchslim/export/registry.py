@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..errors import unknown_choice
+
 
 FLOAT_DTYPES = ("float32", "float16")
 SIDE_DTYPES = (*FLOAT_DTYPES, "int8")
@@ -45,7 +47,6 @@ class PackOptions:
     float_dtype: str = "float32"
 
     def __post_init__(self):
-        from ..errors import unknown_choice
 
         if self.side_dtype not in SIDE_DTYPES:
             raise unknown_choice("side dtype", self.side_dtype, SIDE_DTYPES)
@@ -101,6 +102,6 @@ def find_packer(module: nn.Module) -> Packer:
 
 
 def packer_by_name(name: str) -> Packer | None:
-    from . import packers  # noqa: F401  (built-in packers)
+    from . import packers  # noqa: F401  # lazy: the built-in packers register on first use
 
     return _BY_NAME.get(name)

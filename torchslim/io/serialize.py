@@ -95,7 +95,7 @@ def build_header(model: nn.Module, state: dict | None = None, **meta) -> dict:
 
 def model_bytes(model: nn.Module, **meta) -> bytes:
     """The bytes :func:`save` writes for ``model``."""
-    from safetensors.torch import save as st_save
+    from safetensors.torch import save as st_save  # lazy: safetensors loads on the first read or write
 
     state = model.state_dict()
     header = build_header(model, state, **meta)
@@ -148,7 +148,7 @@ def read_header(path, trust=()) -> dict:
 
 def source_model(arch: dict, trust=(), meta: bool = False) -> nn.Module:
     """The source model an ``arch`` record names, before any change (on the meta device if asked)."""
-    from ..models import sources
+    from ..models import sources  # lazy: the model sources load only to rebuild
 
     trust = sources.check_trust(trust) + _TRUSTED.get()
     kwargs = arch.get("kwargs") or {}
@@ -236,8 +236,8 @@ def load(path, map_location="cpu", trust=()) -> nn.Module:
     ``trust`` names the packages whose code may be imported to rebuild a model made from
     the user's own source (``PKG.MODULE:CALLABLE``); zoo, torchvision and timm need none.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError  # lazy: safetensors loads on the first read or write
+    from safetensors.torch import load_file  # lazy: safetensors loads on the first read or write
 
     fmt = format_of(path)
     if fmt is not None:

@@ -19,9 +19,12 @@ from torch import nn
 
 from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
+from ..nn import Registry, record_meta, set_submodule
 from . import decompose as dec
+from ..profile import count_macs
+from ..sparse.magnitude import prunable_layers
 
-METHODS: dict = {}
+METHODS = Registry("low-rank method")
 
 
 def register_method(name: str, conv_rule, linear_rule):
@@ -126,9 +129,6 @@ def _spatial_sizes(model, paths, input_shape) -> dict:
 
 def plan_factorization(model: nn.Module, config: LowRankConfig, input_shape) -> tuple[list, dict]:
     """``(candidates, {path: ranks})`` for the chosen energy or MAC target; changes nothing."""
-    from ..profile import count_macs
-    from ..sparse.magnitude import prunable_layers
-
     conv_rule, linear_rule = METHODS[config.method]
     candidates = []
     layers = prunable_layers(model, config.exclude)
@@ -180,12 +180,8 @@ def factorize(model: nn.Module, config: LowRankConfig, input_shape=None) -> nn.M
     for cand in candidates:
         if cand.path not in chosen:
             continue
-        parent_path, _, name = cand.path.rpartition(".")
-        parent = factored.get_submodule(parent_path) if parent_path else factored
-        setattr(parent, name, cand.build(chosen[cand.path]))
+        set_submodule(factored, cand.path, cand.build(chosen[cand.path]))
         records[cand.path] = {"ranks": list(chosen[cand.path]), "macs_before": cand.macs(),
                               "macs_after": cand.macs_at(chosen[cand.path])}
-    meta = dict(getattr(factored, "torchslim_meta", {}) or {})
-    meta["lowrank"] = {"method": config.method, "layers": records}
-    factored.torchslim_meta = meta
+    record_meta(factored, lowrank={"method": config.method, "layers": records})
     return factored

@@ -20,6 +20,7 @@ from torch import nn
 
 from .layers import init_weights, scale_channels
 from .registry import register_model
+from .vgg import VGG_CONFIGS
 
 __all__ = ["BinaryResidualUnit", "BinaryResNet", "BinaryVGG", "binary_resnet20", "binary_vgg14"]
 
@@ -128,6 +129,4 @@ def binary_resnet20(num_classes: int = 10, in_channels: int = 3, width_mult: flo
 @register_model("binary_vgg14")
 def binary_vgg14(num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> BinaryVGG:
     """The vgg14 layout with BN -> act -> conv ordering for binary and HWGQ activations."""
-    from .vgg import VGG_CONFIGS
-
     return BinaryVGG(VGG_CONFIGS["vgg14"], num_classes, in_channels, width_mult)

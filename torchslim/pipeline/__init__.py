@@ -21,10 +21,10 @@ __all__ = ["STAGES", "PlannedStage", "Recipe", "Stage", "compress", "load_recipe
 
 def _eval_data(recipe: Recipe, stages: list, quick: bool):
     """The test split every stage is measured on, and a few training images to calibrate int8 with."""
-    import torch
+    import torch  # lazy: importing this module stays torch-free
 
-    from ..data import load_dataset, parse_data_arg
-    from ..quant.altupdate import calibration_batches
+    from ..data import load_dataset, parse_data_arg  # lazy: importing the pipeline stays cheap
+    from ..quant.altupdate import calibration_batches  # lazy: importing the pipeline stays cheap
 
     name, root = parse_data_arg(next(s.data for s in stages if s.data))
     subset = recipe.quick.get("subset") if quick else None
@@ -40,10 +40,11 @@ def compress(recipe: str | Recipe, out_dir: str, model: str | None = None, data:
     ``out_dir`` must be new, empty or a run of the same recipe (which is resumed); ``force`` writes into
     any folder (the run's files are replaced, others are left alone).
     """
-    from .finish import build_report
-    from .measure import model_metrics
-    from .runner import exclusive, run_stages, start_run
-    from .validate import check_models_and_data, check_order, check_out_folder
+    from .finish import build_report  # lazy: importing the pipeline stays cheap
+    from .measure import model_metrics  # lazy: importing the pipeline stays cheap
+    from .runner import exclusive, run_stages, start_run  # lazy: importing the pipeline stays cheap
+    from .validate import (check_models_and_data, check_order,  # lazy: importing the pipeline stays cheap
+                           check_out_folder)
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     stages = plan(recipe, quick=quick, data=data, model=model)

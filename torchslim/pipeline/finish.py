@@ -8,6 +8,7 @@ import shutil
 
 from ..io import atomic_path, atomic_write_text
 from .measure import channels_kept, latency_rows
+from ..errors import UserError
 
 ARTEFACTS = {"model": "model.safetensors", "packed": "model.packed", "onnx": "model.onnx",
              "json": "report.json", "html": "report.html"}
@@ -30,10 +31,9 @@ def write_artefacts(final_path: str, out_dir: str, exported: dict, log=print) ->
 
     A recipe's own export of the final model (with its options, e.g. Huffman coding) is used as is.
     """
-    from .. import load
-    from ..errors import UserError
-    from ..export import load_packed, save_packed
-    from ..export.onnx import export_onnx
+    from .. import load  # lazy: heavy: loads when a run needs it
+    from ..export import load_packed, save_packed  # lazy: heavy: loads when a run needs it
+    from ..export.onnx import export_onnx  # lazy: heavy: loads when a run needs it
 
     paths = {key: os.path.join(out_dir, name) for key, name in ARTEFACTS.items()}
     with atomic_path(paths["model"]) as tmp:
@@ -86,8 +86,8 @@ def _stage_rows(records: list[dict], recipe_name: str) -> list[dict]:
 
 def sensitivity(original_path: str, test_set, options: dict, out_dir: str, quick: bool, log=print) -> dict:
     """The per-layer pruning sweep of the starting model, cached beside the stages."""
-    from .. import load
-    from ..prune.sensitivity import sensitivity_sweep
+    from .. import load  # lazy: heavy: loads when a run needs it
+    from ..prune.sensitivity import sensitivity_sweep  # lazy: heavy: loads when a run needs it
 
     options = dict(options)
     if quick:
@@ -120,10 +120,10 @@ def _read(path):
 def build_report(recipe, records: list[dict], out_dir: str, test_set, calibration, quick: bool,
                  threads: int = 1, log=print) -> dict:
     """Measure, write the artefacts, report.json and report.html; returns the report."""
-    from .. import load
-    from ..export import packed_size
-    from ..profile.hardware import hardware
-    from ..report import render_html
+    from .. import load  # lazy: heavy: loads when a run needs it
+    from ..export import packed_size  # lazy: heavy: loads when a run needs it
+    from ..profile.hardware import hardware  # lazy: heavy: loads when a run needs it
+    from ..report import render_html  # lazy: heavy: loads when a run needs it
 
     models = [r for r in records if r["name"] != "export"]
     original_path = os.path.join(out_dir, models[0]["output"])

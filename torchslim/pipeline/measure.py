@@ -7,6 +7,8 @@ import os
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 
 def is_quantized(model: nn.Module) -> bool:
     return any(type(m).__name__ in ("FrozenConv2d", "FrozenLinear", "QuantConv2d", "QuantLinear")
@@ -15,17 +17,17 @@ def is_quantized(model: nn.Module) -> bool:
 
 def weight_count(model: nn.Module) -> int:
     """Parameters of the network's float equivalent: quantized codes and codebook indices count as weights."""
-    from ..export.onnx import float_copy
-    from ..profile import count_params
+    from ..export.onnx import float_copy  # lazy: heavy: loads when a run needs it
+    from ..profile import count_params  # lazy: heavy: loads when a run needs it
 
     return count_params(float_copy(model))
 
 
 def model_metrics(path: str, test_set) -> dict:
     """top-1 on ``test_set``, params, MACs and bytes on disk of a saved model."""
-    from .. import load
-    from ..profile import count_macs
-    from ..train import evaluate
+    from .. import load  # lazy: heavy: loads when a run needs it
+    from ..profile import count_macs  # lazy: heavy: loads when a run needs it
+    from ..train import evaluate  # lazy: heavy: loads when a run needs it
 
     model = load(path)
     shape = tuple(model.input_shape)
@@ -35,15 +37,14 @@ def model_metrics(path: str, test_set) -> dict:
 
 def float_version(model: nn.Module) -> nn.Module:
     """The same architecture in plain float layers: what the float row of the table times."""
-    from ..deploy.bench import float_twin
-    from ..export.onnx import float_copy
+    from ..deploy.bench import float_twin  # lazy: heavy: loads when a run needs it
+    from ..export.onnx import float_copy  # lazy: heavy: loads when a run needs it
 
     return float_twin(float_copy(model))
 
 
 def _binary_contenders(model: nn.Module, prefix: str) -> dict:
-    from ..deploy.compile import compile as compile_binary
-    from ..errors import UserError
+    from ..deploy.compile import compile as compile_binary  # lazy: heavy: loads when a run needs it
 
     contenders = {f"{prefix}float": float_version(model)}
     try:
@@ -62,8 +63,8 @@ def latency_rows(models: dict, input_shape, calibration: torch.Tensor, threads: 
     Every contender is timed in one run, in interleaved turns, so the ratios between rows
     hold even on a busy machine.  Returns ``{name: {"float": ms, "int8": ms or None, "binary": ms or None}}``.
     """
-    from ..deploy import ort
-    from ..deploy.bench import compare_blocks
+    from ..profile import ort  # lazy: heavy: loads when a run needs it
+    from ..deploy.bench import compare_blocks  # lazy: heavy: loads when a run needs it
 
     if ort.available():
         import onnxruntime

@@ -12,8 +12,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 
-from ..cli.checks import check_applies, given_dests
+from ..checks import check_applies, given_dests
 from ..errors import UserError
 from .recipe import Recipe, Stage
 from .schema import STAGES, stage_options, to_argv, verb_parser
@@ -164,6 +165,4 @@ def _check_command(where, stage, spec, argv, data, teacher) -> None:
 
 def _recipe_words(message: str) -> str:
     """argparse speaks of --flags; a recipe author wrote keys."""
-    import re
-
     return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_"), message)

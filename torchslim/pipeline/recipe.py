@@ -68,7 +68,7 @@ class _Located:
 
     def convert(self, node, value):
         """(value, line, {key: (child value, key line, child node)}) for a composed node and its data."""
-        import yaml
+        import yaml  # lazy: PyYAML loads only to read a recipe
 
         line = node.start_mark.line + 1
         if not isinstance(node, yaml.MappingNode):
@@ -99,7 +99,7 @@ def shipped_recipes() -> list[str]:
 
 def load_recipe(name_or_path: str) -> Recipe:
     """Read and check a recipe; raises UserError naming the file, line and key of the first mistake."""
-    import yaml
+    import yaml  # lazy: PyYAML loads only to read a recipe
 
     path = resolve_recipe_path(name_or_path)
     try:
@@ -186,7 +186,7 @@ def _check_sensitivity(key, item) -> str | None:
     if key == "images":
         good = isinstance(item, int) and not isinstance(item, bool) and item >= 1
         return None if good else f"images must be an integer >= 1, got {item!r}"
-    from ..prune import list_criteria
+    from ..prune import list_criteria  # lazy: heavy: loads when a run needs it
 
     return None if item in list_criteria() else str(unknown_choice("criterion", str(item), list_criteria()))
 

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from ..cli.checks import remove_stale_temporaries
+from ..checks import remove_stale_temporaries
 from ..errors import UserError
 from ..io import atomic_path, atomic_write_text
 from .finish import ARTEFACTS
@@ -57,7 +57,7 @@ def _write_json(path: str, payload: dict) -> None:
 @contextlib.contextmanager
 def exclusive(folder: str):
     """Refuse a second run on the same folder; the lock goes with the process, even on kill -9."""
-    import fcntl
+    import fcntl  # lazy: POSIX only
 
     os.makedirs(folder, exist_ok=True)
     handle = open(os.path.join(folder, ".lock"), "w")
@@ -75,7 +75,7 @@ def exclusive(folder: str):
 def _die_with_parent() -> None:
     """In the child: get SIGKILL when the runner dies, so no orphan keeps writing (Linux)."""
     try:
-        import ctypes
+        import ctypes  # lazy: loads only on this platform's path
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):

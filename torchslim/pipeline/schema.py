@@ -15,6 +15,8 @@ import importlib
 import math
 from functools import lru_cache
 
+from ..errors import unknown_choice
+
 
 @dataclasses.dataclass(frozen=True)
 class Option:
@@ -27,7 +29,7 @@ class Option:
     default: object = None
     help: str = ""
     store: str = "value"  # "value", "true", "false", "append"
-    parse: object = None  # the verb's range-checking argparse type (cli/checks.py), if it has one
+    parse: object = None  # the verb's range-checking argparse type (torchslim/checks.py), if it has one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +70,7 @@ RANGES = {
 
 def _opset_bounds() -> tuple:
     """The exporter's own range, so a recipe is refused at planning, not at its last stage."""
-    from ..export.onnx import supported_opsets
+    from ..export.onnx import supported_opsets  # lazy: heavy: loads when a run needs it
 
     opsets = supported_opsets()
     return (opsets.start, True, opsets.stop - 1, True)
@@ -132,7 +134,7 @@ def _runtime_choices(verb: str | None, key: str) -> tuple:
 @lru_cache(maxsize=None)
 def verb_parser(verb: str) -> argparse.ArgumentParser:
     """The verb's argparse parser, built once (read-only: dry runs build their own, see plan.py)."""
-    from ..cli.main import build_parser
+    from ..cli.main import build_parser  # lazy: the stages are CLI verbs (see layering.EXCEPTIONS)
 
     subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return subparsers.choices[verb]
@@ -209,7 +211,6 @@ def check_value(stage: str, option: Option, value) -> str | None:
         return f"{option.key} must be {_type_name(kind)}, got {value!r}"
     choices = choices_for(stage, option)
     if choices and str(value) not in {str(c) for c in choices}:
-        from ..errors import unknown_choice
 
         if str(value) in {str(c) for c in _runtime_choices(STAGES[stage].verb, option.key)}:
             return (f"{option.key} {value} cannot be used in a {stage} stage (its result is no model for the "

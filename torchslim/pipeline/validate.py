@@ -18,7 +18,7 @@ import re
 import torch
 
 from .. import load, models
-from ..cli.checks import check_fits_data, create_model, require_images
+from ..checks import check_fits_data, create_model, require_images
 from ..data import load_dataset, parse_data_arg
 from ..errors import UserError
 from .finish import ARTEFACTS

@@ -10,7 +10,7 @@ import time
 
 def hardware() -> str:
     """CPU model, cores/threads, torch version and thread count: one line."""
-    import torch
+    import torch  # lazy: importing this module stays torch-free
 
     model = platform.processor() or "unknown CPU"
     try:

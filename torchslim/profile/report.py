@@ -31,9 +31,9 @@ class Profile:
 
 def serialized_size(model: nn.Module) -> int:
     """Bytes that :func:`torchslim.save` would write for ``model``."""
-    from safetensors.torch import save as st_save
+    from safetensors.torch import save as st_save  # lazy: safetensors loads on the first read or write
 
-    from ..io.serialize import _state_tensors, model_bytes
+    from ..io.serialize import _state_tensors, model_bytes  # lazy: io loads only to count bytes on disk
 
     if hasattr(model, "torchslim_arch"):
         return len(model_bytes(model))

@@ -26,6 +26,8 @@ from .graph import build_graph
 from .latency import measure_models_ms, measure_tables
 from .select import SCOPES, CostModel, predicted_state, select_channels
 from .surgery import apply_removal
+from ..data import BatchLoader
+from .latency import RUNTIMES
 
 __all__ = ["PruneConfig", "PruneResult", "prune", "remove_channels", "calibration_batches"]
 
@@ -90,8 +92,6 @@ class PruneConfig(ConfigMixin):
         _fraction("target_latency", self.target_latency, False)
         if self.ratio is not None and self.has_target:
             raise UserError("give either ratio or targets (target_macs, target_params, target_latency), not both")
-        from .latency import RUNTIMES
-
         if self.latency_runtime not in RUNTIMES:
             raise unknown_choice("latency runtime", self.latency_runtime, RUNTIMES)
         for name in ("group_importance", "recalibrate_bn", "strict"):
@@ -156,7 +156,6 @@ def calibration_batches(data, count: int, batch_size: int, seed: int = 0, device
     if data is None:
         return []
     if hasattr(data, "labels") and hasattr(data, "input_shape"):
-        from ..data import BatchLoader
 
         data = BatchLoader(data, batch_size=batch_size, shuffle=True, seed=seed)
     batches = []
@@ -197,7 +196,7 @@ def _finish(model, work, graph, example, removed, counts, cost) -> PruneResult:
 @torch.no_grad()
 def _macs_and_output(model, x):
     """MACs as :func:`torchslim.profile.count_macs` counts them, and the output, in one pass."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode  # lazy: loads only to count FLOPs
 
     with FlopCounterMode(display=False) as counter:
         output = model(x)

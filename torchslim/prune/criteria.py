@@ -36,7 +36,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import unknown_choice
+from ..errors import UserError, unknown_choice
+from .oracle import oracle_scores
+from .probe import Probe
 
 __all__ = ["CRITERIA", "Criterion", "Context", "register_criterion", "list_criteria", "get_criterion",
            "score_groups"]
@@ -99,9 +101,6 @@ class Context:
     def probe(self):
         """The calibration pass, run once on first use."""
         if self._probe is None:
-            from ..errors import UserError
-            from .probe import Probe
-
             if not self.batches:
                 raise UserError("this criterion needs calibration data (give --data or calibration batches)")
             taps = {name for group in self.graph.groups for name, _ in group.taps}
@@ -287,8 +286,6 @@ def taylor_group(group, ctx):
 @register_criterion("oracle", needs_data=True)
 def oracle(group, ctx):
     """The exact loss change when the channel is zeroed, on the calibration batches."""
-    from .oracle import oracle_scores
-
     return oracle_scores(group, ctx)
 
 

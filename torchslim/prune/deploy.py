@@ -14,17 +14,12 @@ import copy
 import torch
 from torch import fx, nn
 
+from ..nn import set_submodule
 from .graph import _Tracer
 
 __all__ = ["fold_batchnorm"]
 
 _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-def _set(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent_path, _, name = path.rpartition(".")
-    parent = model.get_submodule(parent_path) if parent_path else model
-    setattr(parent, name, module)
 
 
 @torch.no_grad()
@@ -58,5 +53,5 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         if layer.weight.shape[0] != bn.num_features:
             continue
         _fold(layer, bn)
-        _set(folded, node.target, nn.Identity())
+        set_submodule(folded, node.target, nn.Identity())
     return folded

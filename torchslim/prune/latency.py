@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, unknown_choice
+from ..profile import openvino, ort
 from ..profile.latency import compare_latency
 
 __all__ = ["RUNTIMES", "LayerTable", "LatencyModel", "measure_tables", "measure_models_ms", "grid"]
@@ -104,7 +105,7 @@ class LatencyModel:
 def _onnx_layer(module: nn.Module, shape: tuple) -> bytes:
     """A one-node ONNX model of ``module`` (conv or linear) on inputs of ``shape``, built
     directly: exporting through torch would cost 50x the timing itself."""
-    import numpy as np
+    import numpy as np  # lazy: with onnx, only to build a layer's graph
     from onnx import TensorProto, helper, numpy_helper
 
     weight = module.weight.detach().numpy().astype(np.float32)
@@ -142,15 +143,12 @@ def _layer_ms(modules: dict, shapes: dict, runtime: str, threads: int, repeats: 
     if runtime == "torch":
         return _median_ms({n: m.eval() for n, m in modules.items()}, shapes, threads, repeats)
     if runtime == "openvino":
-        from ..export.openvino import OpenVinoModule, from_onnx_bytes  # optional dependency
-
-        timed = {name: OpenVinoModule(from_onnx_bytes(_onnx_layer(module, (1, *shapes[name]))), threads)
+        timed = {name: openvino.OpenVinoModule(openvino.from_onnx_bytes(_onnx_layer(module, (1, *shapes[name]))),
+                                               threads)
                  for name, module in modules.items()}
         return _median_ms(timed, shapes, threads, repeats)
-    from ..deploy.ort import kernel_ms
-
     graphs = {name: _onnx_layer(module, (1, *shapes[name])) for name, module in modules.items()}
-    return kernel_ms(graphs, shapes, threads, repeats=repeats)
+    return ort.kernel_ms(graphs, shapes, threads, repeats=repeats)
 
 
 def _require_ort() -> None:
@@ -163,16 +161,14 @@ def _require_ort() -> None:
 
 def measure_models_ms(models: dict, input_shape, runtime: str, threads: int = 1, repeats: int = 30) -> dict:
     """Median batch-1 latency of each whole model on ``runtime``, timed round-robin in one run."""
-    from ..deploy.ort import OrtModule, export_onnx_bytes
-
     if runtime == "openvino":
-        from ..export.openvino import OpenVinoModule, from_onnx_bytes  # optional dependency
-
-        timed = {name: OpenVinoModule(from_onnx_bytes(export_onnx_bytes(model, tuple(input_shape))), threads)
-                 for name, model in models.items()}
+        graphs = {name: ort.export_onnx_bytes(model, tuple(input_shape)) for name, model in models.items()}
+        timed = {name: openvino.OpenVinoModule(openvino.from_onnx_bytes(graph), threads)
+                 for name, graph in graphs.items()}
         return _median_ms(timed, {name: tuple(input_shape) for name in timed}, threads, repeats)
     timed = {name: copy.deepcopy(model).eval() if runtime == "torch"
-             else OrtModule(export_onnx_bytes(model, tuple(input_shape)), threads) for name, model in models.items()}
+             else ort.OrtModule(ort.export_onnx_bytes(model, tuple(input_shape)), threads)
+             for name, model in models.items()}
     return _median_ms(timed, {name: tuple(input_shape) for name in timed}, threads, repeats)
 
 
@@ -243,9 +239,7 @@ def measure_tables(model: nn.Module, example: torch.Tensor, sizes: dict, names, 
     if runtime == "ort":
         _require_ort()
     if runtime == "openvino":
-        from ..export.openvino import require  # optional dependency
-
-        require("latency runtime 'openvino'")
+        openvino.require("latency runtime 'openvino'")
         _require_ort()  # the layers reach OpenVINO as ONNX graphs
     shapes = {}
     modules = {name: model.get_submodule(name) for name in names}
@@ -296,10 +290,8 @@ def _in_network(model, example, tables, computing, shapes, threads, repeats) -> 
     Returns the base's time in the profiler's units (every node, reorders included; with
     the profiler's own cost it can run up to 30% over a plain call, so only shares of it
     are used) and the scaled tables."""
-    from ..deploy.ort import export_onnx_bytes, profile_nodes
-
     shape = tuple(example.shape[1:])
-    nodes = profile_nodes({"m": export_onnx_bytes(model, shape)}, {"m": shape}, threads,
+    nodes = ort.profile_nodes({"m": ort.export_onnx_bytes(model, shape)}, {"m": shape}, threads,
                           repeats=max(repeats, 30))["m"]
     base_ms = sum(ms for _, ms in nodes.values())
     in_network = sum(ms for op, ms in nodes.values() if op in _COMPUTE_OPS)

@@ -19,6 +19,7 @@ from torch import nn
 from ..errors import UserError
 from ..io import atomic_write_text
 from .api import PruneConfig, PruneResult, prune
+from ..profile import count_macs, count_params
 
 __all__ = ["iterative_prune"]
 
@@ -78,8 +79,7 @@ def iterative_prune(model: nn.Module, config: PruneConfig, folder, finetune=None
     place (``fit`` with its checkpoint); ``evaluate(model) -> top1``.  Returns the final
     model and the round log.
     """
-    from .. import load, save
-    from ..profile import count_macs, count_params
+    from .. import load, save  # lazy: io loads only to checkpoint rounds
 
     os.makedirs(folder, exist_ok=True)
     state = _read_log(folder)

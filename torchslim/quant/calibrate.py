@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .modules import ActQuant
+from .altupdate import recalibrate_bn
 
 __all__ = ["fit_level_scale", "level_mse", "calibrate_act_scales", "scalable"]
 
@@ -98,8 +99,6 @@ def calibrate_act_scales(model: nn.Module, batches, max_values: int = 2_000_000)
     then fitted from one pass (at most ``max_values`` values per layer, evenly strided) and
     the BatchNorm statistics are re-estimated again for the new scales.
     """
-    from .altupdate import recalibrate_bn
-
     batches = list(batches)
     names = [name for name, module in model.named_modules() if scalable(module)]
     if not names:

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
+from ..nn import record_meta, set_submodule
 from .modules import (ActQuant, FrozenConv2d, FrozenLinear, QuantConv2d, QuantLinear, get_act_quantizer,
                       get_weight_quantizer, symbolic_trace)
 
@@ -193,12 +194,6 @@ def _warn_on(plans: list[LayerPlan], modules: dict) -> None:
                           "accuracy for the extra cost", stacklevel=3)
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
-
-
 def _quant_layer(module: nn.Module, plan: LayerPlan) -> nn.Module:
     if isinstance(module, nn.Conv2d):
         layer = QuantConv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
@@ -221,12 +216,11 @@ def quantize(model: nn.Module, config: QuantConfig | None = None) -> nn.Module:
     for plan in plans:
         source = modules[plan.name]
         if plan.kind == "weight":
-            _set_module(quantized, plan.name, _quant_layer(source, plan))
+            set_submodule(quantized, plan.name, _quant_layer(source, plan))
         else:
-            _set_module(quantized, plan.name, ActQuant(plan.quantizer, plan.bits).to(_device(model)))
-    meta = dict(getattr(model, "torchslim_meta", {}) or {})
-    meta["quant"] = {"config": config.to_dict(), "layers": [str(p) for p in plans], "frozen": False}
-    quantized.torchslim_meta = meta
+            set_submodule(quantized, plan.name, ActQuant(plan.quantizer, plan.bits).to(_device(model)))
+    record_meta(quantized, model, quant={"config": config.to_dict(), "layers": [str(p) for p in plans],
+                                         "frozen": False})
     clip_latent_weights(quantized)
     return quantized
 
@@ -260,8 +254,7 @@ def freeze(model: nn.Module) -> nn.Module:
     frozen = copy.deepcopy(model).eval()
     for name, module in list(frozen.named_modules()):
         if isinstance(module, (QuantConv2d, QuantLinear)):
-            _set_module(frozen, name, _frozen_layer(module))
-    meta = dict(getattr(model, "torchslim_meta", {}) or {})
-    meta["quant"] = {**meta.get("quant", {}), "frozen": True}
-    frozen.torchslim_meta = meta
+            set_submodule(frozen, name, _frozen_layer(module))
+    noted = dict(getattr(model, "torchslim_meta", {}) or {}).get("quant", {})
+    record_meta(frozen, model, quant={**noted, "frozen": True})
     return frozen

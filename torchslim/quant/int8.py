@@ -86,8 +86,8 @@ def quantize_int8_onnx(model: nn.Module, batches, path, input_shape, per_channel
 @torch.no_grad()
 def quantize_int8_torch(model: nn.Module, batches, input_shape) -> nn.Module:
     """PyTorch FX static int8 (x86 backend) of ``model`` calibrated on ``batches``."""
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    from torch.ao.quantization import get_default_qconfig_mapping  # lazy: torch.ao loads only for eager int8
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx  # lazy: torch.ao loads only for eager int8
 
     torch.backends.quantized.engine = "x86"
     float_model = copy.deepcopy(model).eval().cpu()

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import UserError, unknown_choice
 from ..io import register_module_type
+from ..nn import pair as _pair
 from . import functions as qf
 from .hwgq import hwgq_levels, zero_uniform_levels
 
@@ -240,10 +241,6 @@ class QuantLinear(_QuantWeightMixin, nn.Linear):
                 "weight_quant": self.weight_quant, "weight_bits": self.weight_bits}
 
 
-def _pair(value):
-    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
-
-
 class _FrozenMixin:
     """``codes`` (int8, the weight's shape) and ``scale`` (float [out]) buffers, optional bias."""
 
@@ -363,7 +360,7 @@ QUANT_LAYERS = (QuantConv2d, QuantLinear, FrozenConv2d, FrozenLinear, ActQuant)
 
 def symbolic_trace(model: nn.Module):
     """``torch.fx`` trace that keeps the quantized layers as single (leaf) modules."""
-    import torch.fx
+    import torch.fx  # lazy: torch.fx loads only to trace
 
     class _Tracer(torch.fx.Tracer):
         def is_leaf_module(self, module, qualname):

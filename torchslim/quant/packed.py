@@ -12,6 +12,7 @@ import copy
 import torch
 from torch import nn
 
+from ..nn import set_submodule
 from .modules import FrozenConv2d, FrozenLinear, symbolic_trace
 
 __all__ = ["fold_batchnorm"]
@@ -43,8 +44,6 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             bias = bias + layer.bias * gain
         replacement = type(layer)(**{**layer.get_config(), "bias": True})
         replacement.load_codes(layer.codes, layer.scale * gain, bias)
-        parent, _, child = layer_name.rpartition(".")
-        setattr(folded.get_submodule(parent) if parent else folded, child, replacement)
-        parent, _, child = bn_name.rpartition(".")
-        setattr(folded.get_submodule(parent) if parent else folded, child, nn.Identity())
+        set_submodule(folded, layer_name, replacement)
+        set_submodule(folded, bn_name, nn.Identity())
     return folded

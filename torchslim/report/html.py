@@ -106,7 +106,7 @@ def figures(report: dict) -> list[tuple[str, str, str, bytes]]:
     if not any(wanted):
         return []
     try:
-        from . import plots
+        from . import plots  # lazy: matplotlib loads only to draw
     except ImportError:
         raise UserError("the report's figures need matplotlib: pip install 'torchslim[report]'") from None
     out = []

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, unknown_choice
+from ..nn import Registry
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 SCOPES = ("layer", "global")
@@ -62,14 +63,14 @@ def folded_magnitudes(model: nn.Module, layers: dict[str, nn.Module]) -> dict[st
     weights are the ones the deployed (and weight-shared) layer computes with.
     Layers without a BatchNorm after them score as ``|w|``.
     """
-    from ..export.fold import fold_batchnorm
+    from ..prune.deploy import fold_batchnorm  # lazy: torch.fx tracing loads only for the "folded" criterion
 
     folded = dict(fold_batchnorm(model).named_modules())
     return {path: folded[path].weight.detach().abs() for path in layers}
 
 
 # criterion name -> (model, {path: layer}) -> {path: non-negative score per weight}
-CRITERIA = {"magnitude": weight_magnitudes, "folded": folded_magnitudes}
+CRITERIA = Registry("sparsity criterion", {"magnitude": weight_magnitudes, "folded": folded_magnitudes})
 
 
 def magnitude_masks(layers: dict[str, nn.Module], sparsity, scope: str = "layer",

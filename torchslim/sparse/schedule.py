@@ -26,6 +26,7 @@ from torch import nn
 from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
 from .magnitude import CRITERIA, SCOPES, MaskSet, _check_sparsity, magnitude_masks, prunable_layers
+from ..train import fit
 
 SCHEDULES: dict = {}
 
@@ -144,7 +145,6 @@ class _Finetune:
         return self.epochs(share) * (len(self.train_set) // self.train_config.batch_size)
 
     def __call__(self, model, on_step, share: float) -> None:
-        from ..train import fit
 
         epochs = self.epochs(share)
         if epochs:

@@ -94,7 +94,7 @@ def _wrap_distributed(model: nn.Module, device: torch.device) -> nn.Module:
     dist_info = current_dist()
     if not dist_info.enabled:
         return model
-    from torch.nn.parallel import DistributedDataParallel
+    from torch.nn.parallel import DistributedDataParallel  # lazy: only under torchrun
 
     ids = [device.index or 0] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
@@ -103,7 +103,7 @@ def _wrap_distributed(model: nn.Module, device: torch.device) -> nn.Module:
 def _sync_buffers(model: nn.Module) -> None:
     """DDP syncs buffers at the start of each forward, so the last batch leaves each
     rank with its own BN statistics; copy rank 0's so every rank ends identical."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: only under torchrun
 
     for buffer in model.buffers():
         dist.broadcast(buffer.data, src=0)

@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 
-from ..errors import UserError
+from .errors import UserError
 
 # Flags whose value is a path the verb writes; and those naming a file it reads (when that file exists).
 OUTPUT_DESTS = ("out", "packed", "plot", "teacher_out")
@@ -218,7 +218,7 @@ def _shape_hint(model_shape, data_shape) -> str:
 def check_fits_data(model, dataset, model_name: str, data_name: str = ""):
     """One line, before any work, when ``model`` cannot take ``dataset``'s images or predicts
     another number of classes than it has; returns the dry run's logits."""
-    import torch
+    import torch  # lazy: the command-line parser loads this module without torch
 
     source = f" from {data_name}" if data_name else ""
     recorded = tuple(getattr(model, "input_shape", ()) or ())
@@ -262,9 +262,9 @@ def create_model(name: str, flag: str = "--width-mult", build: bool = True, **kw
     """``models.create``, after building the model on the meta device to count its parameters:
     a width that needs more than a quarter of this machine's memory for float32 weights (training
     needs about four times that) is refused before anything is allocated."""
-    import torch
+    import torch  # lazy: the command-line parser loads this module without torch
 
-    from .. import models
+    from . import models  # lazy: the model zoo loads only when a model is made
 
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):  # the real weights draw the same numbers

@@ -7,6 +7,7 @@ so the float and int8 rows come from ONNX Runtime when it is installed.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import tempfile
@@ -63,8 +64,6 @@ def profile_nodes(models: dict, shapes: dict, threads: int = 1, warmup: int = 3,
     ``models`` are ONNX bytes with an input named "input" of shape ``(1, *shapes[name])``.
     They run in turns of ``block`` calls each, so a small layer's weights stay in cache as
     they would inside a network, while a slow spell of the machine spreads over all models."""
-    import json
-
     with tempfile.TemporaryDirectory() as folder:
         sessions = {name: _session(data, threads, os.path.join(folder, f"m{index}"))
                     for index, (name, data) in enumerate(models.items())}

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from torchslim.codebook import PQConfig, product_quantize
-from torchslim.codebook.lut import SMALL_BATCH, PQLookupConv2d, PQLookupLinear, use_lookup_tables
+from torchslim.deploy.lut import SMALL_BATCH, PQLookupConv2d, PQLookupLinear, use_lookup_tables
 from torchslim.codebook.modules import PQConv2d, PQLinear
 
 

@@ -36,7 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modules import PQConv2d, PQLinear
+from ..codebook.modules import PQConv2d, PQLinear
+from ..nn import set_submodule
+from . import build
 
 SMALL_BATCH = 4  # up to this many inputs, gather each input's sums with torch.take
 
@@ -53,9 +55,7 @@ class _NativeBuffers(nn.Module):
     def _prepare(self):
         """(library, pointers of the layer's native buffers), or False when the kernel cannot run
         (no compiler, buffers not float32 on the CPU); cached until the module is moved or cast."""
-        from ..deploy.build import native_library
-
-        lib = native_library()
+        lib = build.native_library()
         floats = (self.codebooks_t,) + (() if self.bias is None else (self.bias,))
         ok = lib is not None and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in floats)
         self._prepared = ok and (lib, self.codebooks_t.data_ptr(), self.codes_u8.data_ptr(),
@@ -188,8 +188,6 @@ def use_lookup_tables(model: nn.Module) -> list[str]:
     swapped = []
     for path, module in list(model.named_modules()):
         if type(module) in LOOKUP_TYPES:
-            parent_path, _, name = path.rpartition(".")
-            parent = model.get_submodule(parent_path) if parent_path else model
-            setattr(parent, name, LOOKUP_TYPES[type(module)](module))
+            set_submodule(model, path, LOOKUP_TYPES[type(module)](module))
             swapped.append(path)
     return swapped
