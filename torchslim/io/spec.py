@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import re
 
 import torch
@@ -200,8 +201,9 @@ def _set_tensor_shapes(module: nn.Module, shapes, path: str) -> None:
         current = store.get(key)
         if current is None:
             raise UserError(f"saved model has a tensor {path}.{str(key)[:40]} the source model lacks")
-        if not (isinstance(shape, list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                for s in shape)):
+        if not (isinstance(shape, list) and len(shape) <= 8 and all(
+                isinstance(s, int) and not isinstance(s, bool) and 0 <= s < _MAX_ELEMENTS for s in shape)
+                and math.prod(shape) < _MAX_ELEMENTS):
             raise UserError(f"saved model has a malformed shape for {path}.{key}")
         if list(current.shape) == shape:
             continue
@@ -210,6 +212,7 @@ def _set_tensor_shapes(module: nn.Module, shapes, path: str) -> None:
 
 
 _MISSING = object()
+_MAX_ELEMENTS = 1 << 40  # no tensor of a file comes near; larger numbers are damage, not models
 
 
 def _restore_foreign(current, type_name: str, config, path: str) -> None:
@@ -230,7 +233,7 @@ def _construct(type_name: str, config: dict, path: str) -> nn.Module:
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()}
     try:
         return cls(**kwargs)
-    except (TypeError, ValueError, RuntimeError, AssertionError) as exc:
+    except (TypeError, ValueError, RuntimeError, AssertionError, OverflowError) as exc:
         raise UserError(f"saved model cannot rebuild {type_name} at {path!r}: {str(exc).splitlines()[0][:120]}") from None
 
 
