@@ -31,7 +31,8 @@ import torch
 
 from common import ROOT, command_line, hardware, markdown_table, write_section
 
-from tests.prune.thirdparty import build_torchvision, smallest_per_family, torchvision_builders  # noqa: E402
+from tests.prune.thirdparty import (build_torchvision, import_torchvision, smallest_per_family,  # noqa: E402
+                                    torchvision_builders)
 
 SETTINGS = (("l2", 0.5), ("taylor", 0.33))
 TIMM = ("resnet18", "resnet50", "efficientnet_b0", "efficientnet_lite0", "mobilenetv3_large_100",
@@ -49,6 +50,7 @@ def _build(source: str):
     kind, name = source.split(":", 1)
     if kind == "torchvision":
         return build_torchvision(name)
+    import_torchvision()  # timm imports torchvision when it is installed
     import timm  # optional dependency (benchmark only)
 
     kwargs = {"img_size": TIMM_VIT_SIZE} if name.startswith(("vit_", "deit_")) else {}

@@ -150,3 +150,30 @@ def test_messages_name_ops_by_qualified_name_without_addresses():
         messages.append(str(error.value))
     assert messages[0] == messages[1]
     assert "torch.cumsum" in messages[0] and "0x" not in messages[0] and "\n" not in messages[0]
+
+
+class _ScaledConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3)
+        self.gamma = nn.Parameter(torch.rand(6) + 0.5)
+        self.fc = nn.Linear(6, 2)
+        self.input_shape = (3, 8, 8)
+
+    def forward(self, x):
+        return self.fc((self.conv(x) * self.gamma.reshape(1, -1, 1, 1)).mean((2, 3)))
+
+
+def test_a_reshaped_parameter_scale_is_cut_with_the_channels_exactly():
+    torch.manual_seed(0)
+    model = _ScaledConv().eval()
+    graph = build_graph(model)
+    group = graph.groups[0]
+    assert {(m.module, m.role) for m in group.members} == {("conv", "out"), ("", "gamma@0"), ("fc", "in")}
+    with torch.no_grad():
+        model.conv.weight[[1, 4]] = 0
+        model.conv.bias[[1, 4]] = 0
+    pruned = remove_channels(model, {0: [1, 4]}).model
+    assert pruned.gamma.shape == (4,)
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(pruned(x), model(x), rtol=0, atol=1e-6)

@@ -63,12 +63,31 @@ def reshaped_slots(slots, in_shape, out_shape):
     return None
 
 
+def _reshape_param(graph, node, source, in_shape, out_shape) -> bool:
+    """``gamma.reshape(1, -1, 1, 1)``: a parameter with size-1 dims added or removed stays a
+    parameter, its dims followed; False for any other reshape of it."""
+    kept_in = [d for d, size in enumerate(in_shape) if size != 1]
+    kept_out = [d for d, size in enumerate(out_shape) if size != 1]
+    if [in_shape[d] for d in kept_in] != [out_shape[d] for d in kept_out]:
+        return False
+    before = graph.param_dims.get(source.name, tuple(range(len(in_shape))))
+    mapping = [None] * len(out_shape)
+    for d_in, d_out in zip(kept_in, kept_out):
+        mapping[d_out] = before[d_in]
+    graph.params[node.name] = graph.params[source.name]
+    graph.param_dims[node.name] = tuple(mapping)
+    return True
+
+
 def _reshape(graph, node, meta):
     source = node.args[0] if node.args else None
     slots = graph.slots.get(source.name) if isinstance(source, fx.Node) else None
     in_shape, out_shape = _shape(source), _shape(meta)
     if in_shape is None or out_shape is None:
         return None if meta is None else graph.boundary(_inputs(graph, node), meta, "reshape of a non-tensor")
+    if isinstance(source, fx.Node) and source.name in graph.params and \
+            _reshape_param(graph, node, source, in_shape, out_shape):
+        return None
     if not isinstance(slots, list):
         return graph.boundary(_inputs(graph, node), meta, "reshape of a tensor without channels")
     if in_shape == out_shape:
@@ -181,6 +200,8 @@ def _expand(graph, node, meta):
     if isinstance(source, fx.Node) and source.name in graph.params and _shape(source) is not None \
             and len(_shape(source)) == len(_shape(meta) or ()):
         graph.params[node.name] = graph.params[source.name]
+        if source.name in graph.param_dims:
+            graph.param_dims[node.name] = graph.param_dims[source.name]
         return None
     slots = graph.slots.get(source.name) if isinstance(source, fx.Node) else None
     out_shape = _shape(meta)
