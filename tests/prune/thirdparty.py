@@ -39,7 +39,7 @@ def import_torchvision():
 
 
 # builders that need a larger input than 3x64x64, and their size
-INPUT_SIZE = {"inception_v3": 96, "maxvit_t": 224}
+INPUT_SIZE = {"inception_v3": 96, "maxvit_t": 224, "alexnet": 224}  # alexnet: ONNX needs 6x6 features
 # builders taking the image size as an argument (ViT: 224 by default)
 BUILD_KWARGS = {"vit_h_14": {"image_size": 56}}
 VIT_SIZE = 64
@@ -87,3 +87,10 @@ def representative_third(names) -> list[str]:
     for members in by_family.values():
         chosen += sorted(members, key=lambda n: (builder_size(n), n))[:math.ceil(len(members) / 3)]
     return sorted(chosen)
+
+
+def smallest_per_family(names) -> list[str]:
+    by_family: dict[str, list[str]] = {}
+    for name in names:
+        by_family.setdefault(family(name), []).append(name)
+    return sorted(min(members, key=lambda n: (builder_size(n), n)) for members in by_family.values())

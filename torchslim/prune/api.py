@@ -246,7 +246,7 @@ def prune(model: nn.Module, example_inputs=None, config: PruneConfig | None = No
     return result
 
 
-def _prune_to_macs(model, work, graph, example, scores, cost, config, attempts: int = 4) -> PruneResult:
+def _prune_to_macs(model, work, graph, example, scores, cost, config, attempts: int = 6) -> PruneResult:
     """Select and cut.  Where the cost model estimates some MACs (attention computed from
     its layers' weights), the cut model is counted and the MAC target re-aimed until met."""
     if config.target_macs is None or not graph.macs_owners:
@@ -260,7 +260,7 @@ def _prune_to_macs(model, work, graph, example, scores, cost, config, attempts: 
         share = result.macs_after / max(result.macs_before, 1)
         if share <= config.target_macs * (1 + 1e-4):
             break
-        asked *= config.target_macs / share
+        asked *= (config.target_macs / share) ** 2  # overshoot a little: each miss costs a cut
     return result
 
 

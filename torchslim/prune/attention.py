@@ -62,7 +62,7 @@ def _layer_norm(graph, node, meta):
         if isinstance(param, fx.Node):
             if param.name not in graph.params:
                 return graph.boundary(_inputs(graph, node), meta, "layer_norm with computed weights")
-            graph.add_param(graph.params[param.name], 0, slots)
+            graph.add_param(param.name, 0, slots)
     return slots
 
 

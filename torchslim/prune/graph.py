@@ -151,6 +151,7 @@ class ChannelGraph:
         self.members: dict[tuple[str, str], Member] = {}
         self.slots: dict[str, object] = {}  # node name -> slots (list), tuple of slots, or None
         self.params: dict[str, str] = {}  # node name -> the parameter it reads ("blocks.0.gamma")
+        self.param_dims: dict[str, tuple] = {}  # node name -> parameter dim of each of its dims, if reshaped
         self.macs_owners: dict[str, tuple[str, ...]] = {}
         self.tap_dims: dict[str, int] = {}  # tap node -> its channel dimension, when not 1  # module -> members its own MACs belong to
         self.boundaries: list[str] = []
@@ -185,11 +186,12 @@ class ChannelGraph:
             source = arg.name if isinstance(arg, fx.Node) else ""
         self.members[key] = Member(module, role, list(slots), source)
 
-    def add_param(self, path: str, dim: int, slots: list[int]) -> None:
-        """Parameter ``path`` (read by the forward, not by a layer rule) has the channels
-        ``slots`` along ``dim``: surgery cuts it with them."""
-        owner, _, attr = path.rpartition(".")
-        self.add_member(owner, f"{attr}@{dim}", slots)
+    def add_param(self, node: str, dim: int, slots: list[int]) -> None:
+        """The parameter node ``node`` reads (``graph.params``; directly or reshaped) has the
+        channels ``slots`` along its dimension ``dim``: surgery cuts it with them."""
+        owner, _, attr = self.params[node].rpartition(".")
+        mapping = self.param_dims.get(node)
+        self.add_member(owner, f"{attr}@{dim if mapping is None else mapping[dim]}", slots)
 
     def attribute_macs(self, owner: str, modules) -> None:
         """The MACs counted in ``owner`` itself (functional attention reading its layers'

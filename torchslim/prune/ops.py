@@ -115,15 +115,15 @@ def _elementwise(graph, node, meta):
         if isinstance(slots, list) and channel_dim(slots) == aligned:
             full.append(slots)
         elif arg.name in graph.params:
-            params.append((graph.params[arg.name], aligned))
+            params.append((arg.name, aligned))
         else:
             return graph.boundary(_all_inputs(graph, node), meta, "operand with per-channel constants")
     if not full:
         return at_dim(graph.new_channels(out_shape[dim], pinned=True), dim)
     for other in full[1:]:
         graph.couple(full[0], other)
-    for path, aligned in params:
-        graph.add_param(path, aligned, full[0])
+    for name, aligned in params:
+        graph.add_param(name, aligned, full[0])
     return full[0]
 
 
@@ -147,7 +147,7 @@ def _cat(graph, node, meta):
             continue
         if tensor.name not in graph.params:
             return graph.boundary(_all_inputs(graph, node), meta, "concatenates tensors without channels")
-        graph.add_param(graph.params[tensor.name], dim, full[0])
+        graph.add_param(tensor.name, dim, full[0])
     for other in full[1:]:
         graph.couple(full[0], other)
     return full[0]

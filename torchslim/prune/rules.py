@@ -49,6 +49,9 @@ def qualified_name(target) -> str:
     stable from run to run (no memory addresses)."""
     if isinstance(target, str):
         return target
+    short = getattr(target, "__name__", None)
+    if short and getattr(torch, short, None) is target:  # C builtins: torch.cumsum, not its class
+        return f"torch.{short}"
     module = getattr(target, "__module__", None) or ""
     name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or type(target).__name__
     return f"{module}.{name}" if module else name

@@ -63,12 +63,31 @@ def reshaped_slots(slots, in_shape, out_shape):
     return None
 
 
+def _reshape_param(graph, node, source, in_shape, out_shape) -> bool:
+    """``gamma.reshape(1, -1, 1, 1)``: a parameter with size-1 dims added or removed stays a
+    parameter, its dims followed; False for any other reshape of it."""
+    kept_in = [d for d, size in enumerate(in_shape) if size != 1]
+    kept_out = [d for d, size in enumerate(out_shape) if size != 1]
+    if [in_shape[d] for d in kept_in] != [out_shape[d] for d in kept_out]:
+        return False
+    before = graph.param_dims.get(source.name, tuple(range(len(in_shape))))
+    mapping = [None] * len(out_shape)
+    for d_in, d_out in zip(kept_in, kept_out):
+        mapping[d_out] = before[d_in]
+    graph.params[node.name] = graph.params[source.name]
+    graph.param_dims[node.name] = tuple(mapping)
+    return True
+
+
 def _reshape(graph, node, meta):
     source = node.args[0] if node.args else None
     slots = graph.slots.get(source.name) if isinstance(source, fx.Node) else None
     in_shape, out_shape = _shape(source), _shape(meta)
     if in_shape is None or out_shape is None:
         return None if meta is None else graph.boundary(_inputs(graph, node), meta, "reshape of a non-tensor")
+    if isinstance(source, fx.Node) and source.name in graph.params and \
+            _reshape_param(graph, node, source, in_shape, out_shape):
+        return None
     if not isinstance(slots, list):
         return graph.boundary(_inputs(graph, node), meta, "reshape of a tensor without channels")
     if in_shape == out_shape:
@@ -76,27 +95,64 @@ def _reshape(graph, node, meta):
     result = reshaped_slots(slots, in_shape, out_shape)
     if result is None:
         return graph.boundary(_inputs(graph, node), meta, "reshape that splits the channels")
-    literal = _literal_size(node, channel_dim(result))
-    if literal is not None:
-        owner = _width_owner(graph, node, literal)
+    sizes = _size_args(node)
+    for position, size in enumerate(sizes):
+        if isinstance(size, fx.Node) and not _sized_by(graph, result, position, size):
+            return graph.boundary(_inputs(graph, node), meta, "reshape to a channel count read from another tensor")
+    size = sizes[channel_dim(result)] if channel_dim(result) < len(sizes) else None
+    if isinstance(size, int) and size != -1:
+        owner = _width_owner(graph, node, size)
         if owner is None:
-            return graph.boundary(_inputs(graph, node), meta, f"reshape to a constant channel count ({literal})")
+            return graph.boundary(_inputs(graph, node), meta, f"reshape to a constant channel count ({size})")
         graph.add_member(owner[0], "=" + owner[1], result)
     return result
 
 
-def _literal_size(node, dim):
-    """The constant the reshape gives dimension ``dim`` (None when read at run time or -1)."""
+def _sized_by(graph, result, position: int, size: fx.Node) -> bool:
+    """A size read at run time (``b, g, p, d = x.shape``).  Where it is another tensor's
+    channel count, that tensor's channels and the result's stay equal: they are coupled
+    when they land in the result's channel dimension; elsewhere they are pinned and the
+    reshape is a boundary (False).  A size computed otherwise may not give the channels."""
+    source = _shape_source(size)
+    if source is None:
+        return position != channel_dim(result)
+    tensor, dim = source
+    slots = graph.slots.get(tensor.name) if isinstance(tensor, fx.Node) else None
+    shape = _shape(tensor)
+    if not isinstance(slots, list) or shape is None or channel_dim(slots) != dim % len(shape):
+        return True  # a size that is not a channel count
+    if position == channel_dim(result) and len(slots) == len(result):
+        graph.couple(slots, result)
+        return True
+    graph.pin(slots)
+    return False
+
+
+def _shape_source(size: fx.Node):
+    """(tensor node, dim) for ``x.size(dim)``, ``x.size()[dim]`` or ``x.shape[dim]``; else None."""
+    if size.op == "call_method" and size.target == "size" and len(size.args) == 2:
+        return (size.args[0], size.args[1]) if isinstance(size.args[1], int) else None
+    if size.op != "call_function" or size.target is not operator.getitem or not isinstance(size.args[1], int):
+        return None
+    whole = size.args[0]
+    if not isinstance(whole, fx.Node):
+        return None
+    if whole.op == "call_method" and whole.target == "size" and len(whole.args) == 1:
+        return whole.args[0], size.args[1]
+    if whole.op == "call_function" and whole.target is getattr and whole.args[1] == "shape":
+        return whole.args[0], size.args[1]
+    return None
+
+
+def _size_args(node) -> list:
+    """The sizes a view/reshape asks for (ints, or nodes read at run time); [] for flatten."""
     if node.target in ("view", "reshape"):
         sizes = list(node.args[1:])
     elif node.target is torch.reshape:
         sizes = [node.args[1] if len(node.args) > 1 else node.kwargs.get("shape")]
     else:
-        return None
-    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
-        sizes = list(sizes[0])
-    size = sizes[dim] if dim < len(sizes) else None
-    return size if isinstance(size, int) and size != -1 else None
+        return []
+    return list(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else sizes
 
 
 def _width_owner(graph, node, literal):
@@ -144,6 +200,8 @@ def _expand(graph, node, meta):
     if isinstance(source, fx.Node) and source.name in graph.params and _shape(source) is not None \
             and len(_shape(source)) == len(_shape(meta) or ()):
         graph.params[node.name] = graph.params[source.name]
+        if source.name in graph.param_dims:
+            graph.param_dims[node.name] = graph.param_dims[source.name]
         return None
     slots = graph.slots.get(source.name) if isinstance(source, fx.Node) else None
     out_shape = _shape(meta)
