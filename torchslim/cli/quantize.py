@@ -180,8 +180,9 @@ def run(args) -> int:
 
 def _is_float(model) -> bool:
     """No quantized layer (quantization-aware or frozen) in ``model``."""
-    return not any(type(m).__name__ in ("QuantConv2d", "QuantLinear", "FrozenConv2d", "FrozenLinear", "ActQuant")
-                   for m in model.modules())
+    from ..quant.modules import QUANT_LAYERS  # lazy: loads when the verb runs
+
+    return not any(isinstance(m, QUANT_LAYERS) for m in model.modules())
 
 
 def _teacher_loss(args, model, input_shape):
