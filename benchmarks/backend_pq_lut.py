@@ -37,7 +37,8 @@ from torch import nn
 from torchslim import models
 from torchslim.deploy.lut import PQLookupConv2d, PQLookupLinear, use_lookup_tables
 from torchslim.codebook.modules import PQConv2d, PQLinear, materialize
-from torchslim.deploy import isa, ort
+from torchslim.deploy import isa
+from torchslim.profile import ort
 from torchslim.profile.hardware import OtherLoad
 from torchslim.profile.latency import compare_latency
 

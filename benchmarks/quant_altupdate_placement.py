@@ -34,7 +34,7 @@ from torchslim.io import atomic_write_text
 from torchslim.quant import QuantConfig, clip_latent_weights, freeze, quantize
 from torchslim.quant.altupdate import alternating_update, calibration_batches
 from torchslim.quant.calibrate import calibrate_act_scales
-from torchslim.export.frozen import load_packed, save_packed
+from torchslim.export.frozen import load_frozen, save_frozen
 from torchslim.train import TrainConfig, evaluate, fit
 
 OUT = os.path.join(ROOT, "benchmarks", "out")
@@ -45,8 +45,8 @@ AFTER = ("none", "plain", "guarded")
 
 def packed_top1(model, test, tag: str) -> float:
     path = os.path.join(OUT, f"altplace-{tag}.packed.safetensors")
-    save_packed(freeze(model), path)
-    top1 = evaluate(load_packed(path), test)["top1"]
+    save_frozen(freeze(model), path)
+    top1 = evaluate(load_frozen(path), test)["top1"]
     os.remove(path)
     return top1
 

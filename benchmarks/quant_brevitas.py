@@ -38,7 +38,7 @@ from torchslim.profile import serialized_size
 from torchslim.quant import QuantConfig, clip_latent_weights, freeze, quantize
 from torchslim.quant.altupdate import alternating_update, calibration_batches
 from torchslim.quant.calibrate import calibrate_act_scales
-from torchslim.export.frozen import load_packed, save_packed
+from torchslim.export.frozen import load_frozen, save_frozen
 from torchslim.train import TrainConfig, evaluate, fit
 
 OUT = os.path.join(ROOT, "benchmarks", "out")
@@ -52,8 +52,8 @@ def train_config(args) -> TrainConfig:
 
 def _packed_top1(model, test, path) -> tuple[float, int, int]:
     frozen = freeze(model)
-    packed = save_packed(frozen, path)
-    return evaluate(load_packed(path), test)["top1"], counted_bytes(frozen), packed
+    packed = save_frozen(frozen, path)
+    return evaluate(load_frozen(path), test)["top1"], counted_bytes(frozen), packed
 
 
 def run_ours(base, train, test, args) -> dict:

@@ -25,7 +25,7 @@ from torchslim.quant import FrozenConv2d, FrozenLinear, QuantConfig, freeze, qua
 from torchslim.data import load_dataset
 from torchslim.quant.altupdate import alternating_update, calibration_batches
 from torchslim.quant.calibrate import calibrate_act_scales
-from torchslim.export.frozen import load_packed, save_packed
+from torchslim.export.frozen import load_frozen, save_frozen
 from torchslim.train import evaluate
 
 BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", "shared",
@@ -45,8 +45,8 @@ def storage_top1(folder) -> list[list]:
     rows = [["frozen model (no file)", "-", f"{evaluate(frozen, test)['top1']:.4f}"]]
     for float_dtype, side_dtype in VARIANTS:
         path = os.path.join(folder, "trained.packed")
-        size = save_packed(frozen, path, float_dtype=float_dtype, side_dtype=side_dtype)
-        rows.append([f"{float_dtype} / {side_dtype}", size, f"{evaluate(load_packed(path), test)['top1']:.4f}"])
+        size = save_frozen(frozen, path, float_dtype=float_dtype, side_dtype=side_dtype)
+        rows.append([f"{float_dtype} / {side_dtype}", size, f"{evaluate(load_frozen(path), test)['top1']:.4f}"])
     return rows
 
 
@@ -63,7 +63,7 @@ def main():
                 float_bytes = os.path.getsize(float_path)
                 frozen = freeze(quantize(model, QuantConfig(method="hwgq-bwn")))
                 binary = sum(m.codes.numel() for m in frozen.modules() if isinstance(m, (FrozenConv2d, FrozenLinear)))
-                sizes = [save_packed(frozen, os.path.join(folder, "model.packed"), float_dtype=f, side_dtype=d)
+                sizes = [save_frozen(frozen, os.path.join(folder, "model.packed"), float_dtype=f, side_dtype=d)
                          for f, d in VARIANTS]
                 rows.append([name, width, f"{sum(p.numel() for p in model.parameters()):,}", float_bytes,
                              f"{binary / 8:,.0f}"] + [cell for size in sizes

@@ -38,7 +38,7 @@ from torchslim.io import atomic_write_text
 from torchslim.profile import serialized_size
 from torchslim.quant import QuantConfig, clip_latent_weights, freeze, quantize
 from torchslim.quant.altupdate import alternating_update, calibration_batches, recalibrate_bn
-from torchslim.export.frozen import load_packed, save_packed
+from torchslim.export.frozen import load_frozen, save_frozen
 from torchslim.train import TrainConfig, evaluate, fit
 
 OUT = os.path.join(ROOT, "benchmarks", "out")
@@ -91,8 +91,8 @@ def qat(base, method, wbits, abits, train, args, batches):
 def measure(label, model, test, float_bytes, epoch_seconds, folder, device="cpu"):
     frozen = freeze(copy.deepcopy(model).cpu())
     path = os.path.join(folder, label.split(" ")[0].lower() + ".packed.safetensors")
-    packed = save_packed(frozen, path)
-    top1_packed = evaluate(load_packed(path).to(device), test, device=device)["top1"]
+    packed = save_frozen(frozen, path)
+    top1_packed = evaluate(load_frozen(path).to(device), test, device=device)["top1"]
     return {"label": label, "top1": top1_packed, "packed_bytes": packed,
             "ratio": float_bytes / packed, "epoch_s": sum(epoch_seconds) / max(len(epoch_seconds), 1)}
 

@@ -41,7 +41,7 @@ def test_compress_weights_then_export_packed(tmp_path):
 def test_export_of_a_frozen_model_folds_bn_unless_told_and_shrinks_side_data(tmp_path):
     from torchslim import models
     from torchslim.quant import FrozenConv2d, FrozenLinear, QuantConfig, freeze, quantize
-    from torchslim.quant.packed import fold_batchnorm
+    from torchslim.quant.packed import fold_frozen_batchnorm
 
     torch.manual_seed(0)
     frozen = freeze(quantize(models.create("vgg11", width_mult=0.0625), QuantConfig(method="xnor")).eval())
@@ -56,8 +56,8 @@ def test_export_of_a_frozen_model_folds_bn_unless_told_and_shrinks_side_data(tmp
     assert sizes["int8"] < sizes["folded"] < sizes["exact"]
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(torchslim.load(tmp_path / "exact")(x), frozen(x))
-    assert torch.equal(torchslim.load(tmp_path / "folded")(x), fold_batchnorm(frozen)(x))
-    lossy, folded = torchslim.load(tmp_path / "int8"), fold_batchnorm(frozen)
+    assert torch.equal(torchslim.load(tmp_path / "folded")(x), fold_frozen_batchnorm(frozen)(x))
+    lossy, folded = torchslim.load(tmp_path / "int8"), fold_frozen_batchnorm(frozen)
     for name, layer in folded.named_modules():
         if isinstance(layer, FrozenConv2d | FrozenLinear):  # codes exact; scales within half an int8 step
             assert torch.equal(lossy.get_submodule(name).codes, layer.codes)

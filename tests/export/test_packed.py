@@ -93,11 +93,11 @@ def test_packed_round_trip_is_exact(case, huffman, tmp_path):
 
 @pytest.mark.parametrize("case", ["frozen-sign", "frozen-ternary", "frozen-kbit"])
 def test_frozen_layers_pack_with_their_batchnorm_folded_by_default(case, tmp_path):
-    """The deployment form: BN after a frozen layer becomes its scale and bias, exactly as fold_batchnorm does."""
-    from torchslim.quant.packed import fold_batchnorm
+    """BN after a frozen layer becomes its scale and bias, exactly as fold_frozen_batchnorm does."""
+    from torchslim.quant.packed import fold_frozen_batchnorm
 
     model = FACTORIES[case]().eval()
-    folded = fold_batchnorm(model)
+    folded = fold_frozen_batchnorm(model)
     size = save_packed(model, tmp_path / "m.packed")
     assert size < packed_size(model, PackOptions(fold_bn=False))
     loaded, x = torchslim.load(tmp_path / "m.packed"), torch.randn(3, 1, 28, 28)

@@ -112,5 +112,14 @@ def test_bad_recipe_is_one_line_with_file_and_line(tmp_path, capsys, name, text,
     assert not (tmp_path / "out").exists()  # nothing ran, nothing was written
 
 
-def test_at_least_twenty_distinct_mistakes():
-    assert len({case[2] for case in BAD_RECIPES}) >= 20
+def test_at_least_twenty_distinct_mistakes(tmp_path, capsys):
+    """The library refuses at least twenty different mistakes, each with its own message."""
+    refusals = set()
+    for name, text, _ in BAD_RECIPES:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        assert main(["compress", "--recipe", str(path), "--out", str(tmp_path / "out")]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("torchslim: error: ") and err.count("\n") == 1, (name, err)
+        refusals.add(err.replace(str(path), "RECIPE"))
+    assert len(refusals) >= 20

@@ -6,7 +6,7 @@ import torch
 import torchslim
 from torchslim import models
 from torchslim.quant import FrozenConv2d
-from torchslim.export.frozen import load_packed
+from torchslim.export.frozen import load_frozen
 
 from ..conftest import run_cli
 
@@ -39,7 +39,7 @@ def test_quantize_end_to_end_json(tmp_path):
     assert float(scaled.levels[-1]) == pytest.approx(1.894 * next(iter(payload["act_scales"].values())), rel=1e-3)
     assert any(isinstance(m, FrozenConv2d) for m in frozen.modules())
     x = torch.randn(2, 3, 32, 32)
-    assert torch.allclose(load_packed(packed)(x), frozen(x), atol=1e-4)
+    assert torch.allclose(load_frozen(packed)(x), frozen(x), atol=1e-4)
 
 
 def test_packed_size_is_what_export_writes(tmp_path):

@@ -83,17 +83,16 @@ def run(args) -> int:
     from .. import load  # lazy: loads when the verb runs
     from ..deploy.bench import bench_lookup_model, bench_model, has_product_codebooks  # lazy: loads when the verb runs
     from ..deploy.build import isa  # lazy: loads when the verb runs
+    from ..quant.modules import has_quantized_weights  # lazy: loads when the verb runs
 
     model = load(args.file)
-    quantized = any(type(m).__name__ in ("FrozenConv2d", "QuantConv2d", "FrozenLinear", "QuantLinear")
-                    for m in model.modules())
+    quantized = has_quantized_weights(model)
     if not quantized and has_product_codebooks(model):
         result = bench_lookup_model(model, tuple(model.input_shape), batches, threads, args.repeats)
         result["isa"] = isa()
         emit(args, result, _lookup_table(result))
         return 0
-    if not any(type(m).__name__ in ("FrozenConv2d", "QuantConv2d", "FrozenLinear", "QuantLinear")
-               for m in model.modules()):
+    if not quantized:
         raise UserError(f"{args.file} has no quantized or product-quantized layers; quantize it first with "
                         "`torchslim quantize` or `torchslim compress-weights --method pq|qcnn`")
     if args.openvino == "require":

@@ -115,7 +115,7 @@ def run(args) -> int:
     from ..quant.altupdate import (alternating_update, calibration_batches,  # lazy: loads when the verb runs
                                    recalibrate_bn)
     from ..quant.calibrate import calibrate_act_scales  # lazy: loads when the verb runs
-    from ..export.frozen import packed_size, save_packed  # lazy: loads when the verb runs
+    from ..export.frozen import frozen_size, save_frozen  # lazy: loads when the verb runs
     from ..train import TrainConfig, evaluate, fit  # lazy: loads when the verb runs
 
     config = _check_args(args)
@@ -161,8 +161,8 @@ def run(args) -> int:
          num_classes=train.num_classes)
     # Measured on the saved model, so it is the size `torchslim export OUT --format packed` writes.
     saved = load(args.out)
-    packed = save_packed(saved, args.packed, side_dtype=args.packed_side) if args.packed \
-        else packed_size(saved, side_dtype=args.packed_side)
+    packed = save_frozen(saved, args.packed, side_dtype=args.packed_side) if args.packed \
+        else frozen_size(saved, side_dtype=args.packed_side)
     result = {"top1_before": before, "top1_after": after, "size_bytes_float": float_bytes,
               "size_bytes_packed": packed, "packed_side": args.packed_side,
               "compression_ratio": float_bytes / packed, "method": args.method,
@@ -180,8 +180,9 @@ def run(args) -> int:
 
 def _is_float(model) -> bool:
     """No quantized layer (quantization-aware or frozen) in ``model``."""
-    return not any(type(m).__name__ in ("QuantConv2d", "QuantLinear", "FrozenConv2d", "FrozenLinear", "ActQuant")
-                   for m in model.modules())
+    from ..quant.modules import QUANT_LAYERS  # lazy: loads when the verb runs
+
+    return not any(isinstance(m, QUANT_LAYERS) for m in model.modules())
 
 
 def _teacher_loss(args, model, input_shape):

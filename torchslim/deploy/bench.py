@@ -24,8 +24,10 @@ from torch import nn
 
 from ..codebook.modules import PQConv2d, PQLinear, materialize
 from ..export import openvino as ov_runtime
+from ..nn import set_submodule
 from ..profile import ort
 from ..profile.latency import compare_latency
+from ..quant.modules import ActQuant, FrozenConv2d, FrozenLinear, QuantConv2d, QuantLinear
 from .build import isa
 from .compile import compile as compile_binary
 from .compile import memory_report
@@ -37,14 +39,13 @@ def float_twin(model: nn.Module) -> nn.Module:
     """The same network in plain float layers: quantized weights decoded, activation quantizers -> ReLU."""
     twin = copy.deepcopy(model).eval()
     for name, module in list(twin.named_modules()):
-        kind = type(module).__name__
         replacement = None
-        if kind in ("FrozenConv2d", "QuantConv2d"):
+        if isinstance(module, (FrozenConv2d, QuantConv2d)):
             replacement = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
                                     module.padding, module.dilation, module.groups, module.bias is not None)
-        elif kind in ("FrozenLinear", "QuantLinear"):
+        elif isinstance(module, (FrozenLinear, QuantLinear)):
             replacement = nn.Linear(module.in_features, module.out_features, module.bias is not None)
-        elif kind == "ActQuant":
+        elif isinstance(module, ActQuant):
             replacement = nn.ReLU()
         if replacement is None:
             continue
@@ -52,8 +53,7 @@ def float_twin(model: nn.Module) -> nn.Module:
             replacement.weight.data.copy_(module.weight.detach())
             if module.bias is not None:
                 replacement.bias.data.copy_(module.bias.detach())
-        parent, _, child = name.rpartition(".")
-        setattr(twin.get_submodule(parent) if parent else twin, child, replacement)
+        set_submodule(twin, name, replacement)
     return twin
 
 

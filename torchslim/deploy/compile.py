@@ -34,6 +34,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import UserError
+from ..nn import record_meta, set_submodule
+from ..quant import freeze
+from ..quant.modules import ActQuant, FrozenConv2d, FrozenLinear, QuantConv2d, QuantLinear
 from .fuse import fuse_chains, fuse_input_quantizers
 from .modules import (
     PackedBinaryConv2d,
@@ -62,7 +65,7 @@ def _quantized_input_levels(node: fx.Node, modules: dict) -> list | None:
     while isinstance(source, fx.Node):
         if source.op == "call_module":
             module = modules[source.target]
-            if type(module).__name__ == "ActQuant":
+            if isinstance(module, ActQuant):
                 return [float(v) for v in module.levels]
             if not isinstance(module, _VALUE_PRESERVING_MODULES):
                 return None
@@ -144,9 +147,6 @@ def compile(model: nn.Module, threads: int | None = None, chain: bool = True,
     call (see the module doc; None leaves torch's setting alone).  The cap is a
     forward hook: a compiled model saved and loaded again runs without it.
     """
-    from ..quant import freeze  # lazy: quantization loads only for latent models
-    from ..quant.modules import QuantConv2d, QuantLinear  # lazy: quantization loads only for latent models
-
     if any(isinstance(m, (QuantConv2d, QuantLinear)) for m in model.modules()):
         model = freeze(model)
     compiled = copy.deepcopy(model).eval()
@@ -157,26 +157,21 @@ def compile(model: nn.Module, threads: int | None = None, chain: bool = True,
     modules = dict(compiled.named_modules())
     replaced = []
     for node in graph.nodes:
-        if node.op != "call_module" or type(modules[node.target]).__name__ not in ("FrozenConv2d", "FrozenLinear"):
+        if node.op != "call_module" or not isinstance(modules[node.target], (FrozenConv2d, FrozenLinear)):
             continue
         levels = _quantized_input_levels(node, modules)
         packed = _packed_replacement(modules[node.target], levels) if levels else None
         if packed is None:
             continue
         packed.threads = threads
-        parent_name, _, child = node.target.rpartition(".")
-        setattr(compiled.get_submodule(parent_name) if parent_name else compiled, child, packed)
+        set_submodule(compiled, node.target, packed)
         replaced.append(node.target)
     chained = fuse_chains(compiled, graph) if chain else []
     folded = fuse_input_quantizers(compiled, graph) if chain else []
     _skip_folded(compiled)
     if float_threads is not None and replaced:
         ThreadPolicy(float_threads, threads).attach(compiled)
-    meta = dict(getattr(compiled, "torchslim_meta", {}) or {})
-    meta["compiled_layers"] = replaced
-    meta["chained_layers"] = chained
-    meta["folded_quantizers"] = folded
-    compiled.torchslim_meta = meta
+    record_meta(compiled, compiled_layers=replaced, chained_layers=chained, folded_quantizers=folded)
     return compiled
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
+from ..quant.modules import ActQuant
 from .kernels import MAX_NATIVE_PLANES
 from .modules import PackedBinaryConv2d, threshold_count
 
@@ -130,7 +131,7 @@ def _chain(node: fx.Node, modules: dict, calls: dict):
             return None
         middle.append(nxt)
         nxt = _single_user(nxt)
-    if nxt is None or type(modules[nxt.target]).__name__ != "ActQuant":
+    if nxt is None or not isinstance(modules[nxt.target], ActQuant):
         return None
     act = modules[nxt.target]
     middle.append(nxt)
@@ -191,7 +192,7 @@ def fuse_input_quantizers(model: nn.Module, graph: fx.Graph) -> list[str]:
         if layer.packed_input or layer.in_compare is not None or not isinstance(source, fx.Node):
             continue
         act = modules.get(source.target) if source.op == "call_module" else None
-        if type(act).__name__ != "ActQuant" or len(source.users) != 1 or calls[source.target] != 1:
+        if not isinstance(act, ActQuant) or len(source.users) != 1 or calls[source.target] != 1:
             continue
         if [float(v) for v in act.levels] != layer.levels:
             continue

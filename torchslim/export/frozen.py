@@ -6,7 +6,7 @@ architecture: the same file ``torchslim export --format packed`` writes, checksu
 by :func:`torchslim.load`.  Here the defaults are the deployment form:
 
 * ``fold_bn`` (default): each BatchNorm that directly follows a frozen layer is folded into that
-  layer's scale and bias (:func:`torchslim.quant.packed.fold_batchnorm`), so a binary conv is
+  layer's scale and bias (:func:`torchslim.quant.packed.fold_frozen_batchnorm`), so a binary conv is
   ``integer product * scale + bias``, the form the bit-serial kernels use;
 * ``float_dtype``: float32 (the packed model computes what the folded frozen model computes) or
   float16 for every float tensor;
@@ -26,7 +26,7 @@ from ..quant.modules import FrozenConv2d, FrozenLinear
 from . import packed
 from .registry import PackOptions
 
-__all__ = ["pack_options", "save_packed", "load_packed", "packed_size"]
+__all__ = ["pack_options", "save_frozen", "load_frozen", "frozen_size"]
 
 
 def pack_options(float_dtype: str = "float32", fold_bn: bool = True, side_dtype: str | None = None):
@@ -36,24 +36,24 @@ def pack_options(float_dtype: str = "float32", fold_bn: bool = True, side_dtype:
 
 def _frozen_only(model: nn.Module) -> None:
     if not any(isinstance(m, FrozenConv2d | FrozenLinear) for m in model.modules()):
-        raise UserError("save_packed needs a frozen model: call torchslim.quant.freeze first")
+        raise UserError("save_frozen needs a frozen model: call torchslim.quant.freeze first")
 
 
-def save_packed(model: nn.Module, path, float_dtype: str = "float32", fold_bn: bool = True,
+def save_frozen(model: nn.Module, path, float_dtype: str = "float32", fold_bn: bool = True,
                 side_dtype: str | None = None, **meta) -> int:
     """Write a frozen model as a packed file (atomically); returns its size in bytes."""
     _frozen_only(model)
     return packed.save_packed(model, path, pack_options(float_dtype, fold_bn, side_dtype), **meta)
 
 
-def packed_size(model: nn.Module, float_dtype: str = "float32", fold_bn: bool = True,
+def frozen_size(model: nn.Module, float_dtype: str = "float32", fold_bn: bool = True,
                 side_dtype: str | None = None, **meta) -> int:
-    """Bytes :func:`save_packed` writes for ``model``."""
+    """Bytes :func:`save_frozen` writes for ``model``."""
     _frozen_only(model)
     return len(packed.pack_model(model, pack_options(float_dtype, fold_bn, side_dtype), **meta))
 
 
-def load_packed(path) -> nn.Module:
+def load_frozen(path) -> nn.Module:
     """Rebuild the frozen (float32) model from a packed file, in eval mode."""
     if not packed.is_packed(path):
         header = read_header(path)  # a clear error for a missing or foreign file

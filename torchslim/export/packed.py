@@ -52,7 +52,7 @@ from ..io.serialize import (build_from_header, build_header, check_state_shapes,
                             source_model, state_metadata)
 from ..io.spec import describe_modules
 from ..quant.modules import FrozenConv2d, FrozenLinear
-from ..quant.packed import fold_batchnorm
+from ..quant.packed import fold_frozen_batchnorm
 from .compact import BlobReader, BlobWriter, expand_modules, modules_delta
 from .registry import PackOptions, find_packer, packer_by_name
 
@@ -88,7 +88,7 @@ def _fold_frozen_batchnorm(model: nn.Module) -> nn.Module:
     """The model with each BatchNorm after a frozen low-bit layer folded into it (a copy), or itself."""
     if not any(isinstance(m, FrozenConv2d | FrozenLinear) for m in model.modules()):
         return model
-    return fold_batchnorm(model)
+    return fold_frozen_batchnorm(model)
 
 
 def pack_model(model: nn.Module, options: PackOptions | None = None, **meta) -> bytes:

@@ -7,12 +7,13 @@ import os
 import torch
 from torch import nn
 
+from ..deploy.modules import PackedBinaryConv2d
 from ..errors import UserError
+from ..quant.modules import has_quantized_weights
 
 
 def is_quantized(model: nn.Module) -> bool:
-    return any(type(m).__name__ in ("FrozenConv2d", "FrozenLinear", "QuantConv2d", "QuantLinear")
-               for m in model.modules())
+    return has_quantized_weights(model)
 
 
 def weight_count(model: nn.Module) -> int:
@@ -51,7 +52,7 @@ def _binary_contenders(model: nn.Module, prefix: str) -> dict:
         compiled = compile_binary(model, threads=1)
     except UserError:
         return contenders
-    if any(type(m).__name__.startswith("Packed") for m in compiled.modules()):
+    if any(isinstance(m, PackedBinaryConv2d) for m in compiled.modules()):  # PackedBinaryLinear is one too
         contenders[f"{prefix}binary"] = compiled
     return contenders
 

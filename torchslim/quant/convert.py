@@ -136,7 +136,7 @@ def _trace(model: nn.Module):
 
 
 def _execution_order(graph_module) -> tuple[list[str], dict[str, str | None]]:
-    """Module names in call order, and for each module the type of its input's producer."""
+    """Module names in call order, and for each module the module producing its input (None: an op)."""
     modules = dict(graph_module.named_modules())
     order, producer = [], {}
     for node in graph_module.graph.nodes:
@@ -144,8 +144,7 @@ def _execution_order(graph_module) -> tuple[list[str], dict[str, str | None]]:
             continue
         order.append(node.target)
         source = node.args[0] if node.args else None
-        producer[node.target] = (type(modules[source.target]).__name__
-                                 if getattr(source, "op", None) == "call_module" else None)
+        producer[node.target] = modules[source.target] if getattr(source, "op", None) == "call_module" else None
     return order, producer
 
 
@@ -171,10 +170,12 @@ def plan_quantization(model: nn.Module, config: QuantConfig) -> list[LayerPlan]:
             plans.append(LayerPlan(name, "weight", settings["weight"], settings["weight_bits"]))
         elif isinstance(module, ACTIVATIONS) and settings["act"]:
             quantizer = get_act_quantizer(settings["act"], settings["act_bits"])
-            if quantizer.needs_bn and not (producer.get(name) or "").startswith("BatchNorm"):
+            source = producer.get(name)
+            if quantizer.needs_bn and not isinstance(source, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
                 raise UserError(
                     f"{settings['act']} needs BatchNorm right before the activation, but {name!r} follows "
-                    f"{producer.get(name) or 'a non-module op (e.g. a residual add)'}; in Python keep such layers "
+                    f"{type(source).__name__ if source is not None else 'a non-module op (e.g. a residual add)'}; "
+                    f"in Python keep such layers "
                     f"float, e.g. QuantConfig(overrides={{{name!r}: 'float'}}); on the command line use a method "
                     f"without HWGQ activations (bwn, xnor, dorefa, ...) or a model with BatchNorm before every "
                     f"activation (binary_resnet20)")

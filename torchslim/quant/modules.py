@@ -355,7 +355,13 @@ class ActQuant(nn.Module):
         return f"method={self.method}, bits={self.bits}"
 
 
-QUANT_LAYERS = (QuantConv2d, QuantLinear, FrozenConv2d, FrozenLinear, ActQuant)
+QUANT_WEIGHT_LAYERS = (QuantConv2d, QuantLinear, FrozenConv2d, FrozenLinear)  # the layers holding quantized weights
+QUANT_LAYERS = (*QUANT_WEIGHT_LAYERS, ActQuant)
+
+
+def has_quantized_weights(model: nn.Module) -> bool:
+    """True when a layer of ``model`` holds quantized weights (quantization-aware or frozen)."""
+    return any(isinstance(m, QUANT_WEIGHT_LAYERS) for m in model.modules())
 
 
 def symbolic_trace(model: nn.Module):

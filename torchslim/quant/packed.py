@@ -15,7 +15,7 @@ from torch import nn
 from ..nn import set_submodule
 from .modules import FrozenConv2d, FrozenLinear, symbolic_trace
 
-__all__ = ["fold_batchnorm"]
+__all__ = ["fold_frozen_batchnorm"]
 
 
 def _bn_after_frozen(model: nn.Module) -> list[tuple[str, str]]:
@@ -33,7 +33,7 @@ def _bn_after_frozen(model: nn.Module) -> list[tuple[str, str]]:
 
 
 @torch.no_grad()
-def fold_batchnorm(model: nn.Module) -> nn.Module:
+def fold_frozen_batchnorm(model: nn.Module) -> nn.Module:
     """A copy with each BatchNorm that follows a frozen layer folded into its scale and bias."""
     folded = copy.deepcopy(model).eval()
     for layer_name, bn_name in _bn_after_frozen(folded):
