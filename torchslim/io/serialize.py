@@ -50,7 +50,10 @@ def trusting(packages):
         _TRUSTED.reset(token)
 
 
-def _state_tensors(state: dict) -> dict[str, torch.Tensor]:
+def _state_tensors(state) -> dict[str, torch.Tensor]:
+    """The tensors to store for a state dict (or a module's), each self-contained."""
+    if isinstance(state, nn.Module):
+        state = state.state_dict()
     tensors = {}
     seen = {}
     for key, value in state.items():

@@ -213,6 +213,7 @@ def _set_tensor_shapes(module: nn.Module, shapes, path: str) -> None:
 
 _MISSING = object()
 _MAX_ELEMENTS = 1 << 40  # no tensor of a file comes near; larger numbers are damage, not models
+_MAX_FALLBACK_ELEMENTS = 1 << 28  # a layer built on the CPU before the checks: at most ~2 GiB of int64
 
 
 def _restore_foreign(current, type_name: str, config, path: str) -> None:
@@ -228,11 +229,31 @@ def _restore_foreign(current, type_name: str, config, path: str) -> None:
     _set_tensor_shapes(current, config.get("tensors"), path)
 
 
+def _config_elements(config: dict) -> int:
+    """The product of a config's integers: a bound on the elements its layer can hold."""
+    numbers = [v for v in config.values() if isinstance(v, int) and not isinstance(v, bool) and v > 1]
+    return math.prod(numbers)
+
+
+def _build(cls, kwargs: dict) -> nn.Module:
+    try:
+        return cls(**kwargs)
+    except RuntimeError as exc:
+        if torch.empty(0).device.type != "meta" or "meta" not in str(exc):
+            raise
+    # A torchslim layer that computes tables from tensor values while building cannot be built on the
+    # meta device: build it on the CPU (its size bounded first), then move it to meta.
+    if _config_elements(kwargs) > _MAX_FALLBACK_ELEMENTS:
+        raise ValueError(f"its configuration sizes exceed {_MAX_FALLBACK_ELEMENTS} elements")
+    with torch.device("cpu"):
+        return cls(**kwargs).to("meta")
+
+
 def _construct(type_name: str, config: dict, path: str) -> nn.Module:
     cls = _constructible_type(type_name)
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()}
     try:
-        return cls(**kwargs)
+        return _build(cls, kwargs)
     except (TypeError, ValueError, RuntimeError, AssertionError, OverflowError) as exc:
         raise UserError(f"saved model cannot rebuild {type_name} at {path!r}: {str(exc).splitlines()[0][:120]}") from None
 
