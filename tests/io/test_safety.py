@@ -180,3 +180,16 @@ def test_a_header_value_of_the_wrong_kind_is_a_one_line_error(kind, key, tmp_pat
             assert (key in ("num_classes", "state_versions", "input_shape", "format") or value in (None, [])
                     or (key == "meta" and isinstance(value, dict)))
             assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_a_packed_file_cannot_declare_a_huge_model_it_would_decode(tmp_path):
+    """Layer shapes and field counts edited together (consistent, but far beyond the file)."""
+    def huge(header):
+        for record in header["modules"]:
+            if record[1] == "nn.Linear":
+                record[2]["in_features"] = 400_000
+                record[2]["out_features"] = 120_000
+                break
+
+    with pytest.raises(UserError, match="far larger than the file"):
+        torchslim.load(_packed_file(tmp_path, huge))

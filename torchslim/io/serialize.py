@@ -219,7 +219,7 @@ def checked_skeleton(path, header: dict, trust=()) -> nn.Module:
     check_sizes(path, model, _nbytes([*model.parameters(), *model.buffers()]))
     with torch.device("meta"):
         model = _finish(model, header)
-    check_sizes(path, model, 0)
+    check_sizes(path, model, _nbytes(model.state_dict().values()))  # bounds what a packed file decodes to
     return model
 
 
