@@ -154,3 +154,42 @@ def test_a_user_source_loads_only_when_trusted(tmp_path, monkeypatch):
     loaded = torchslim.load(path, trust=["userpkg"])
     x = torch.randn(2, 3, 2, 2)
     assert torch.equal(loaded(x), model.eval()(x))
+
+
+@pytest.mark.parametrize("kind", ["plain", "packed"])
+@pytest.mark.parametrize("key", ["arch", "modules", "input_shape", "meta", "state_versions", "format", "num_classes"])
+def test_a_header_value_of_the_wrong_kind_is_a_one_line_error(kind, key, tmp_path):
+    make = _plain_file if kind == "plain" else _packed_file
+    for index, value in enumerate([None, [], "x", 1e308, {}, -1, [[1, 2, 3]], {"name": 5},
+                                   {"name": "lenet5", "kwargs": [1]}]):
+        folder = tmp_path / str(index)
+        folder.mkdir()
+
+        def tamper(header, value=value):
+            header[key] = value
+
+        try:
+            path = make(folder, tamper)
+        except (TypeError, KeyError, AttributeError, ValueError):
+            continue  # not even a file can be written with it (the packed layer delta needs a list)
+        try:
+            model = torchslim.load(path)
+        except UserError as error:
+            assert "\n" not in str(error)
+        else:  # a value load does not need (a note, the class count) may stay: the model is still whole
+            assert (key in ("num_classes", "state_versions", "input_shape", "format") or value in (None, [])
+                    or (key == "meta" and isinstance(value, dict)))
+            assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_a_packed_file_cannot_declare_a_huge_model_it_would_decode(tmp_path):
+    """Layer shapes and field counts edited together (consistent, but far beyond the file)."""
+    def huge(header):
+        for record in header["modules"]:
+            if record[1] == "nn.Linear":
+                record[2]["in_features"] = 400_000
+                record[2]["out_features"] = 120_000
+                break
+
+    with pytest.raises(UserError, match="far larger than the file"):
+        torchslim.load(_packed_file(tmp_path, huge))

@@ -154,9 +154,9 @@ def source_model(arch: dict, trust=(), meta: bool = False) -> nn.Module:
     from ..models import sources  # lazy: the model sources load only to rebuild
 
     trust = sources.check_trust(trust) + _TRUSTED.get()
-    kwargs = arch.get("kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise UserError("saved model has malformed model options")
+    kwargs = arch.get("kwargs") if isinstance(arch, dict) else None
+    if not isinstance(kwargs or {}, dict) or not isinstance(arch, dict):
+        raise UserError("saved model has a malformed source record")
     build = sources.build_on_meta if meta else sources.build
     return build(arch.get("name"), kwargs, trust)
 
@@ -168,7 +168,10 @@ def _finish(model: nn.Module, header: dict) -> nn.Module:
         if not (isinstance(shape, list) and all(isinstance(v, int) and v > 0 for v in shape)):
             raise UserError("saved model has a malformed input shape")
         model.input_shape = tuple(shape)
-    model.torchslim_meta = dict(header.get("meta") or {})
+    meta = header.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise UserError("saved model has malformed notes")
+    model.torchslim_meta = dict(meta)
     return model
 
 
@@ -210,7 +213,7 @@ def checked_skeleton(path, header: dict, trust=()) -> nn.Module:
     check_sizes(path, model, _nbytes([*model.parameters(), *model.buffers()]))
     with torch.device("meta"):
         model = _finish(model, header)
-    check_sizes(path, model, 0)
+    check_sizes(path, model, _nbytes(model.state_dict().values()))  # bounds what a packed file decodes to
     return model
 
 

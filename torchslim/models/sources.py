@@ -189,9 +189,9 @@ def build(source_text: str, kwargs: dict | None = None, trust=(), input_size=Non
     ``trust=True`` trusts any package (the caller typed the source).
     """
     source = parse_source(source_text)
-    kwargs = dict(kwargs or {})
-    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+    if not isinstance(kwargs or {}, dict) or not all(isinstance(k, str) for k in kwargs or {}):
         raise UserError(f"options for model {source_text} must be a JSON object")
+    kwargs = dict(kwargs or {})
     if source.kind == "zoo":
         if input_size is not None:
             kwargs["input_size"] = input_size
