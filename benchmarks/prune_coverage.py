@@ -103,8 +103,15 @@ def _state(model):
 def _onnx_agrees(model, shape) -> None:
     from torchslim.export.onnx import export_onnx
 
-    with tempfile.TemporaryDirectory() as folder:
-        export_onnx(model, os.path.join(folder, "m.onnx"), shape)
+    # nn.MultiheadAttention's eval fast path (aten::_native_multi_head_attention) has no ONNX
+    # export, pruned or not: export the composite path
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            export_onnx(model, os.path.join(folder, "m.onnx"), shape)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
 
 
 def _case(tool, model, shape, criterion, target) -> dict:
