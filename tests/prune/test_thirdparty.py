@@ -77,3 +77,16 @@ def test_torchvision_builder_prunes(name):
 @pytest.mark.parametrize("name", [n for n in ALL if n not in DEFAULT])
 def test_torchvision_builder_prunes_full_list(name):
     _check(name)
+
+
+def test_stochastic_depth_leaves_the_residual_channels_prunable():
+    if not ALL:
+        pytest.skip("torchvision is not installed")
+    from torchslim.prune import build_graph
+
+    model, shape = build_torchvision("efficientnet_b0")
+    graph = build_graph(model, torch.randn(1, *shape))
+    assert graph.boundaries == []
+    # the two blocks of stage 2 add their outputs: one group holds both projections
+    members = [{m.module for m in g.members} for g in graph.groups]
+    assert any({"features.2.0.block.3.0", "features.2.1.block.3.0"} <= names for names in members)

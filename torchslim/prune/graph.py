@@ -1,8 +1,8 @@
 """The channel dependency graph: which channels of which layers must be pruned together.
 
 This is the engine; the rules it applies come from :mod:`~torchslim.prune.rules`.
-
-The model is traced with ``torch.fx`` and every tensor's channel dimension (dim 1) is
+The model is traced with ``torch.fx`` and every tensor's channel dimension (dim 1, or
+the one a :class:`~torchslim.prune.rules.Slots` names: tokens, channels-last maps) is
 described by a list of *channel variables*, one per position.  Layers create variables
 (a conv's output channels), pass them through (BN, ReLU, pooling, depthwise conv) or
 couple them (a residual add joins position ``i`` of both operands, a channel shuffle
@@ -255,8 +255,7 @@ def _propagate_shapes(gm: fx.GraphModule, example: torch.Tensor) -> None:
         raise UserError(f"the model cannot run on an input of shape {tuple(example.shape)} ({first})") from None
 
 
-def _other_dim(slots) -> bool:
-    """Some input carries its channels outside dimension 1."""
+def _other_dim(slots) -> bool:  # some input carries its channels outside dimension 1
     return any(channel_dim(s) != 1 for s in _lists(slots))
 
 
