@@ -120,8 +120,7 @@ def test_the_resume_key_tells_models_and_data_apart():
     torch.manual_seed(0)
     a = _Tiny()
     torch.manual_seed(1)
-    b = _Tiny()
-    assert model_digest(a) != model_digest(b) and model_digest(a) == model_digest(a)
+    assert model_digest(a) == model_digest(_Tiny()) != model_digest(_Tiny(7))
     digits = load_dataset("digits", "train")
     assert data_digest(digits) != data_digest(digits.subset(500)) == data_digest(digits.subset(500))
 
@@ -137,3 +136,16 @@ def test_fit_refuses_a_batch_larger_than_the_data():
 def test_train_config_refuses_impossible_numbers(field, value):
     with pytest.raises(UserError):
         TrainConfig(**{field: value})
+
+
+def test_a_checkpoint_of_another_starting_file_is_refused(tmp_path):
+    data = load_dataset("digits", "train", subset=128)
+    config = TrainConfig(epochs=1, batch_size=64)
+    fit(_Tiny(), data, config, checkpoint_path=tmp_path / "c.ckpt", progress=False, resume_extra={"start": "a"})
+    with pytest.raises(UserError, match="belongs to another run .*starting file"):
+        fit(_Tiny(), data, config, checkpoint_path=tmp_path / "c.ckpt", progress=False, resume_extra={"start": "b"})
+    with pytest.raises(UserError, match="belongs to another run .*model"):
+        fit(_Tiny(7), data, config, checkpoint_path=tmp_path / "c.ckpt", progress=False, resume_extra={"start": "a"})
+    history = fit(_Tiny(), data, config, checkpoint_path=tmp_path / "c.ckpt", progress=False,
+                  resume_extra={"start": "a"})
+    assert [e["epoch"] for e in history["epochs"]] == [1]

@@ -131,13 +131,25 @@ def test_a_recipe_started_from_a_file_that_is_no_model_names_the_users_file(tiny
     assert "stages" not in line and not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("delay", [0.3, 0.6, 1.0, 1.6])
-def test_ctrl_c_during_start_up_exits_130_without_a_traceback(delay, tmp_path):
+def _loading_torch(pid: int) -> bool:
+    """True once torch's shared libraries are mapped into the process: its import has begun."""
+    try:
+        with open(f"/proc/{pid}/maps") as handle:
+            return "torch/lib" in handle.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("moment", ["torch-import-begun", "torch-import-plus-0.2s", "torch-import-plus-0.5s"])
+def test_ctrl_c_during_start_up_exits_130_without_a_traceback(moment, tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO)
     process = subprocess.Popen([sys.executable, "-m", "torchslim", "train", "--model", "lenet300", "--data",
                                 "digits", "--epochs", "200", "--out", str(tmp_path / "m.safetensors")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    time.sleep(delay)
+    deadline = time.time() + 60
+    while not _loading_torch(process.pid) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    time.sleep({"torch-import-begun": 0.0, "torch-import-plus-0.2s": 0.2, "torch-import-plus-0.5s": 0.5}[moment])
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]

@@ -40,6 +40,7 @@ def _teacher_loss(args, model, train_set):
 def run(args) -> int:
     from .. import load, save  # lazy: loads when the verb runs
     from ..train import evaluate, fit, init_from_env  # lazy: loads when the verb runs
+    from ..train.checkpoint import file_digest  # lazy: loads when the verb runs
     from ..train.distributed import barrier  # lazy: loads when the verb runs
 
     config = training_config(args)
@@ -55,7 +56,9 @@ def run(args) -> int:
     top1_before = evaluate(model, test_set)["top1"] if dist_info.is_main else None
     checkpoint = args.out + ".ckpt"
     began = time.perf_counter()
-    history = fit(model, train_set, config, checkpoint_path=checkpoint, loss_fn=loss_fn, progress=not args.json)
+    start = {"start": file_digest(args.file), "teacher": file_digest(args.teacher) if args.teacher else None}
+    history = fit(model, train_set, config, checkpoint_path=checkpoint, loss_fn=loss_fn, progress=not args.json,
+                  resume_extra=start)
     seconds = time.perf_counter() - began
     if not dist_info.is_main:
         barrier()

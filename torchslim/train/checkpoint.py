@@ -35,11 +35,18 @@ def _tensor_digest(digest, tensor: torch.Tensor) -> None:
 
 
 def model_digest(model: torch.nn.Module) -> str:
-    """Names, shapes and values of the model's state: another architecture, width or start differs."""
+    """Names, shapes and dtypes of the model's state: another architecture or width differs.  The
+    values are left out: a resume takes them from the checkpoint (callers add a digest of their
+    starting file through ``extra`` where the start matters)."""
+    layout = [(name, tuple(t.shape), str(t.dtype)) for name, t in model.state_dict().items()]
+    return hashlib.sha256(json.dumps(layout).encode()).hexdigest()[:16]
+
+
+def file_digest(path) -> str:
     digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        _tensor_digest(digest, tensor)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
     return digest.hexdigest()[:16]
 
 
@@ -57,8 +64,9 @@ def data_digest(dataset, sample: int = 4096) -> str:
     return digest.hexdigest()[:16]
 
 
-def resume_key(model, dataset, settings: dict) -> dict:
-    """What a checkpoint must match to be resumed: the starting model, the data and the settings."""
+def resume_key(model, dataset, settings: dict, extra: dict | None = None) -> dict:
+    """What a checkpoint must match to be resumed: the model, the data, the settings and ``extra``."""
+    settings = {**settings, **(extra or {})}
     return {"model": model_digest(model), "data": data_digest(dataset),
             "settings": json.loads(json.dumps(settings, sort_keys=True, default=str))}
 
@@ -71,8 +79,8 @@ def check_resume_key(path, state: dict, key: dict) -> None:
     if not isinstance(saved, dict):
         differs = "it was written before runs were keyed"
     else:
-        names = {"model": "model (architecture, width or starting weights)", "data": "data (set or --subset)",
-                 "settings": "training settings (seed, batch size, learning rate, ...)"}
+        names = {"model": "model (architecture or width)", "data": "data (set or --subset)",
+                 "settings": "settings (seed, batch size, learning rate, starting file, ...)"}
         differs = "its " + " and ".join(names[k] for k in names if saved.get(k) != key.get(k)) + " differ"
     raise UserError(f"checkpoint {path} belongs to another run ({differs}); delete it to start over, "
                     "or use another --out")

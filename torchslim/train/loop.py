@@ -118,11 +118,13 @@ def fit(
     loss_fn=None,
     on_step=None,
     progress: bool = True,
+    resume_extra: dict | None = None,
 ) -> dict:
     """Train ``model`` in place on ``train_set`` (an ImageSet); returns the history.
 
     With ``checkpoint_path``, state is saved atomically after every epoch and a
-    rerun resumes after the last finished epoch with identical results.
+    rerun resumes after the last finished epoch with identical results.  A checkpoint written for
+    another model layout, data set, config or ``resume_extra`` (e.g. the starting file's digest) is refused.
     """
     device = resolve_device(config.device)
     seed_everything(config.seed)
@@ -142,7 +144,7 @@ def fit(
     loss_fn = loss_fn or default_loss(config.label_smoothing)
     history = {"epochs": [], "config": config.to_dict()}
     start_epoch = 0
-    key = resume_key(model, train_set, config.to_dict()) if checkpoint_path else None
+    key = resume_key(model, train_set, config.to_dict(), resume_extra) if checkpoint_path else None
     state = load_checkpoint(checkpoint_path) if checkpoint_path else None
     if state is not None:
         check_resume_key(checkpoint_path, state, key)
