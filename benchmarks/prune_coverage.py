@@ -187,13 +187,17 @@ def _report(results: dict, tools, seconds: float, ran: str | None = None) -> str
     for tool in tools:
         for family in ("torchvision", "timm"):
             chosen = {s: r for s, r in results.items() if s.startswith(family)
-                      and (f"{tool}/l2" in r or "status" in r)}
+                      and (f"{tool}/l2" in r or r.get("status") not in (None, "timeout"))}
             statuses = [[r.get(f"{tool}/{c}", r).get("status") for c, _ in SETTINGS] for r in chosen.values()]
             passed = sum(all(s == "pass" for s in row) for row in statuses)
             refused = sum("refused" in row and all(s in ("pass", "refused") for s in row) for row in statuses)
             if chosen:
                 lines.append(f"- **{tool}**, {family}: {passed}/{len(chosen)} models pass both settings "
                              f"({100 * passed / len(chosen):.1f}%); {refused} more refused with one line.")
+    unfinished = [s for s, r in results.items() if r.get("status") == "timeout"]
+    if unfinished:
+        lines.append(f"- Not finished within the per-model time limit (counted for neither tool): "
+                     f"{', '.join(unfinished)}.")
     return "\n".join([
         "## Pruning coverage: torchvision and timm classifiers",
         "",
