@@ -19,7 +19,7 @@ from ..report.format import RUNTIMES
 from .common import add_json_arg, emit
 
 INT8_KEYS = ("int8", "openvino_int8")  # the int8 runtimes among RUNTIMES
-WIDTH = 0.5  # the baseline VGG14's width_mult: where the binary kernels beat int8 at batch 1 (BENCHMARKS.md)
+WIDTH = 0.25  # the baseline VGG14's width_mult: on the AVX-512 path the binary row already beats int8 here
 
 DEMO_RECIPES = (("taylor", "pruned (Taylor, 50% MACs)"), ("hwgq-bwn", "binary (HWGQ + BWN)"),
                 ("kd", "student (MobileNetV2 KD)"))
