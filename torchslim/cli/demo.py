@@ -15,7 +15,6 @@ import time
 
 from ..errors import UserError
 from ..checks import THREADS
-from ..report.format import RUNTIMES
 from .common import add_json_arg, emit
 
 INT8_KEYS = ("int8", "openvino_int8")  # the int8 runtimes among RUNTIMES
@@ -74,6 +73,8 @@ def train_base(out: str, data: str, quick: bool, log=print) -> str:
 def verdict(table: list[dict]) -> dict:
     """What the table says: the binary row against the fastest int8 of the original, the pruned
     row's speed-up on each int8 runtime, and the largest top-1 loss of a compressed row."""
+    from ..report.format import RUNTIMES  # lazy: the report package loads torch; parsing the CLI stays cheap
+
     original, pruned, binary = table[0], table[1], table[2]
     int8 = {k: original["latency_ms"].get(k) for k in INT8_KEYS if original["latency_ms"].get(k) is not None}
     best = min(int8, key=int8.get) if int8 else None
