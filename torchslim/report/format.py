@@ -10,7 +10,8 @@ import math
 
 from ..errors import UserError
 
-__all__ = ["RUNTIMES", "COLUMNS", "percent", "integer", "millis", "seconds", "cell_value", "shown_columns", "text_table"]
+__all__ = ["RUNTIMES", "COLUMNS", "percent", "integer", "millis", "seconds", "cell_value", "shown_columns",
+           "text_table"]
 
 MISSING = "-"
 

@@ -162,7 +162,8 @@ def build_html(report: dict) -> str:
         parts.append(f"<p class=summary>{escape(str(report['summary']))}</p>")
     meta = _meta_line(report)
     parts.append(f"<p class=meta>{meta}</p>")
-    parts.append(f"<section><h2>Before and after</h2>{_results_table(report['table'], report.get('runtimes'))}</section>")
+    results = _results_table(report["table"], report.get("runtimes"))
+    parts.append(f"<section><h2>Before and after</h2>{results}</section>")
     for key, heading, caption, png in figures(report):
         data = base64.b64encode(png).decode("ascii")
         parts.append(f'<section id="figure-{key}"><figure><h2>{escape(heading)}</h2>'
