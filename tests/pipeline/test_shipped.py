@@ -66,6 +66,24 @@ def test_demo_quick(tmp_path):
     original, pruned, binary, student = report["table"]
     assert pruned["macs"] <= 0.55 * original["macs"] and student["macs"] < original["macs"]
     assert binary["latency_ms"]["binary"] is not None and binary["packed_bytes"] < original["packed_bytes"] / 4
+    # every row on every int8 runtime, the binary row also on our kernels, each column naming its runtime
+    for row in report["table"]:
+        assert row["latency_ms"]["float"] > 0 and row["latency_ms"]["int8"] > 0
+        assert ("openvino_int8" in row["latency_ms"]) == ("openvino_int8" in report["runtimes"])
+    assert report["runtimes"]["float"].startswith("eager torch fp32 (torch ")
+    assert report["runtimes"]["int8"].startswith("ONNX Runtime int8 (onnxruntime ")
+    assert report["runtimes"]["binary"].startswith("torchslim binary kernels (compiled, ")
+    assert report["runtimes"]["binary"].endswith(" path)") and "reference" not in report["runtimes"]["binary"]
+    found = report["verdict"]
+    assert found["binary_vs_best_int8"] == pytest.approx(
+        found["best_int8_of_original"]["ms"] / binary["latency_ms"]["binary"], rel=1e-2)
+    assert set(found["pruned_speedup"]) >= {"eager torch fp32", "ONNX Runtime int8"}
+    assert found["max_top1_loss"] == pytest.approx(original["top1"] - min(r["top1"] for r in report["table"][1:]),
+                                                   abs=1e-4)
+    lines = result.stdout.splitlines()
+    head = next(line for line in lines if line.startswith("model "))
+    assert "eager torch fp32" in head and "ONNX Runtime int8" in head and "torchslim binary kernels" in head
+    assert any(line.startswith("binary row on torchslim binary kernels: ") for line in lines)
     assert f"report: {tmp_path}/report.html" in result.stdout
     assert (tmp_path / "report.html").stat().st_size > 10_000
     assert json.loads((tmp_path / "report.json").read_text())["table"] == report["table"]

@@ -17,6 +17,9 @@ from ..errors import UserError
 from ..checks import THREADS
 from .common import add_json_arg, emit
 
+INT8_KEYS = ("int8", "openvino_int8")  # the int8 runtimes among RUNTIMES
+WIDTH = 0.25  # the baseline VGG14's width_mult: on the AVX-512 path the binary row already beats int8 here
+
 DEMO_RECIPES = (("taylor", "pruned (Taylor, 50% MACs)"), ("hwgq-bwn", "binary (HWGQ + BWN)"),
                 ("kd", "student (MobileNetV2 KD)"))
 
@@ -42,7 +45,7 @@ def _data_name() -> str:
 
 
 def train_base(out: str, data: str, quick: bool, log=print) -> str:
-    """The baseline VGG14 (width 0.25), trained once and cached in ``out``."""
+    """The baseline VGG14 (width ``WIDTH``), trained once and cached in ``out``."""
     from .. import models, save  # lazy: loads when the verb runs
     from ..data import load_dataset  # lazy: loads when the verb runs
     from ..train import TrainConfig, fit  # lazy: loads when the verb runs
@@ -50,21 +53,54 @@ def train_base(out: str, data: str, quick: bool, log=print) -> str:
 
     subset = 500 if quick else (20000 if data.startswith("fashion") else None)
     epochs = 1 if quick else 2
-    path = os.path.join(out, f"base-vgg14-w0.25-{data}-n{subset or 'all'}-e{epochs}.safetensors")
+    path = os.path.join(out, f"base-vgg14-w{WIDTH}-{data}-n{subset or 'all'}-e{epochs}.safetensors")
     if os.path.exists(path):
         log(f"reusing the trained baseline {path}")
         return path
     train_set = load_dataset(data, "train", subset=subset)
-    log(f"training the baseline vgg14 (width 0.25) on {data}: {len(train_set)} images, {epochs} epoch(s)")
+    log(f"training the baseline vgg14 (width {WIDTH}) on {data}: {len(train_set)} images, {epochs} epoch(s)")
     config = TrainConfig(epochs=epochs, batch_size=128, lr=0.05, schedule="onecycle", seed=0)
     seed_everything(0)
     model = models.create("vgg14", num_classes=train_set.num_classes, in_channels=train_set.input_shape[0],
-                          width_mult=0.25)
+                          width_mult=WIDTH)
     fit(model, train_set, config, checkpoint_path=path + ".ckpt")
     save(model, path, data=data, train=config.to_dict(), input_shape=train_set.input_shape,
          num_classes=train_set.num_classes)
     os.remove(path + ".ckpt")
     return path
+
+
+def verdict(table: list[dict]) -> dict:
+    """What the table says: the binary row against the fastest int8 of the original, the pruned
+    row's speed-up on each int8 runtime, and the largest top-1 loss of a compressed row."""
+    from ..report.format import RUNTIMES  # lazy: the report package loads torch; parsing the CLI stays cheap
+
+    original, pruned, binary = table[0], table[1], table[2]
+    int8 = {k: original["latency_ms"].get(k) for k in INT8_KEYS if original["latency_ms"].get(k) is not None}
+    best = min(int8, key=int8.get) if int8 else None
+    binary_ms = binary["latency_ms"].get("binary")
+    return {
+        "best_int8_of_original": {"runtime": RUNTIMES[best], "ms": int8[best]} if best else None,
+        "binary_vs_best_int8": round(int8[best] / binary_ms, 3) if best and binary_ms else None,
+        "pruned_speedup": {RUNTIMES[k]: round(original["latency_ms"][k] / pruned["latency_ms"][k], 3)
+                           for k in ("float", *INT8_KEYS)
+                           if original["latency_ms"].get(k) and pruned["latency_ms"].get(k)},
+        "max_top1_loss": round(max(original["top1"] - row["top1"] for row in table[1:]), 4),
+    }
+
+
+def verdict_lines(found: dict) -> list[str]:
+    lines = []
+    if found["binary_vs_best_int8"] is not None:
+        best = found["best_int8_of_original"]
+        word = "faster" if found["binary_vs_best_int8"] >= 1 else "SLOWER"
+        lines.append(f"binary row on torchslim binary kernels: {found['binary_vs_best_int8']:.2f}x the speed of the "
+                     f"original's best int8 ({best['runtime']}, {best['ms']:.3f} ms): {word}")
+    if found["pruned_speedup"]:
+        lines.append("pruned row against the original on the same runtime: " + ", ".join(
+            f"{name} {ratio:.2f}x" for name, ratio in found["pruned_speedup"].items()))
+    lines.append(f"largest top-1 loss of a compressed row: {found['max_top1_loss'] * 100:.2f} points")
+    return lines
 
 
 def _combined_report(reports: dict, base_path: str, out: str, data: str, threads: int, quick: bool, log) -> dict:
@@ -74,7 +110,7 @@ def _combined_report(reports: dict, base_path: str, out: str, data: str, threads
     from .. import load  # lazy: loads when the verb runs
     from ..data import load_dataset  # lazy: loads when the verb runs
     from ..io import atomic_write_text  # lazy: loads when the verb runs
-    from ..pipeline.measure import latency_rows  # lazy: loads when the verb runs
+    from ..pipeline.measure import measure_latency  # lazy: loads when the verb runs
     from ..profile.hardware import hardware  # lazy: loads when the verb runs
     from ..quant.altupdate import calibration_batches  # lazy: loads when the verb runs
     from ..report import render_html  # lazy: loads when the verb runs
@@ -82,21 +118,26 @@ def _combined_report(reports: dict, base_path: str, out: str, data: str, threads
     first = next(iter(reports.values()))
     models = {"original": load(base_path)}
     models.update({label: load(os.path.join(r["out_dir"], "model.safetensors")) for label, r in reports.items()})
-    calibration = torch.cat(calibration_batches(load_dataset(data, "train", subset=1000), 64))
-    log("timing the original and the three results side by side (batch 1, interleaved)")
-    latency = latency_rows(models, tuple(models["original"].input_shape), calibration, threads=threads,
-                           repeats=10 if quick else 30)
+    calibration = torch.cat(calibration_batches(load_dataset(data, "train", subset=256 if quick else 1000), 64))
+    log("timing the four models on every runtime, side by side (batch 1, interleaved)")
+    load_before = os.getloadavg()[0]
+    latency, runtimes = measure_latency(models, tuple(models["original"].input_shape), calibration,
+                                        threads=threads, repeats=10 if quick else 30, openvino=None)
     table = [{**first["table"][0], "model": "original", "latency_ms": latency["original"]}]
     for label, r in reports.items():
         table.append({**r["table"][1], "model": label, "latency_ms": latency[label]})
     taylor = reports[DEMO_RECIPES[0][1]]
-    report = {"title": "torchslim demo", "summary": "A width-0.25 VGG14 compressed three ways: structured "
+    report = {"title": "torchslim demo", "summary": f"A width-{WIDTH} VGG14 compressed three ways: structured "
               "pruning, binarization and distillation.", "data": data, "hardware": hardware(),
               "threads": threads, "seconds": round(sum(r["seconds"] for r in reports.values()), 1),
-              "table": table, "stages": [s for r in reports.values() for s in r["stages"]],
+              "load": f"{load_before:.2f} -> {os.getloadavg()[0]:.2f} (1 min, {os.cpu_count()} CPUs)",
+              "table": table, "runtimes": runtimes, "verdict": verdict(table),
+              "stages": [s for r in reports.values() for s in r["stages"]],
               "pruning_rounds": taylor["pruning_rounds"], "channels": taylor["channels"],
               "sensitivity": taylor["sensitivity"],
               "recipes": {label: os.path.join(r["out_dir"], "report.html") for label, r in reports.items()}}
+    if "openvino_int8" not in runtimes:
+        report["note"] = "OpenVINO int8 not timed: not installed (pip install 'torchslim[openvino]')"
     atomic_write_text(os.path.join(out, "report.json"), json.dumps(report, indent=1) + "\n")
     render_html(report, os.path.join(out, "report.html"))
     return report
@@ -105,7 +146,7 @@ def _combined_report(reports: dict, base_path: str, out: str, data: str, threads
 def run(args) -> int:
     from ..pipeline import compress  # lazy: loads when the verb runs
     from ..pipeline.recipe import RECIPES_DIR  # lazy: loads when the verb runs
-    from .compress import format_table  # lazy: loads when the verb runs
+    from ..report.format import text_table  # lazy: loads when the verb runs
 
     began = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
@@ -120,7 +161,8 @@ def run(args) -> int:
     report = _combined_report(reports, base, args.out, data, args.threads, args.quick, print)
     seconds = time.perf_counter() - began
     report["wall_seconds"] = round(seconds, 1)
-    text = "\n".join(["", format_table(report["table"]), "",
+    text = "\n".join(["", text_table(report["table"], report["runtimes"]), "", *verdict_lines(report["verdict"]),
+                      *([report["note"]] if report.get("note") else []), f"load average {report['load']}",
                       f"done in {seconds / 60:.1f} min; report: {os.path.abspath(args.out)}/report.html "
                       "(each recipe's own report and model files are in its folder)"])
     emit(args, report, text)

@@ -6,7 +6,8 @@
 
 The dict is the one a pipeline run writes as ``report.json``: ``title`` and ``table``
 are required; ``summary``, ``stages``, ``pruning_rounds``, ``channels`` and
-``sensitivity`` (from :func:`torchslim.prune.sensitivity_sweep`) are optional, and the
+``sensitivity`` (from :func:`torchslim.prune.sensitivity_sweep`), ``runtimes`` ({latency key: the
+runtime's name, version and ISA path}) and ``load`` are optional, and the
 page leaves out whatever is missing.  :mod:`~torchslim.report.plots` draws each figure
 as PNG bytes (matplotlib, without pyplot).
 """

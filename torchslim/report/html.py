@@ -11,7 +11,7 @@ from html import escape
 
 from ..errors import UserError
 from ..io import atomic_write_text
-from .format import COLUMNS, cell_value, integer, percent, seconds
+from .format import LATENCY_FIRST, cell_value, integer, percent, seconds, shown_columns
 
 __all__ = ["build_html", "render_html", "figures"]
 
@@ -41,6 +41,7 @@ td.text{text-align:left;white-space:normal;color:#57606a;font-weight:400}
 figure{margin:0}
 figure img{display:block;max-width:100%;height:auto;margin:12px auto 8px}
 figcaption{font-size:13px;color:#57606a}
+ul.runtimes{font-size:13px;color:#57606a;margin:10px 0 0;padding-left:20px}
 footer{font-size:12px;color:#8c959f;text-align:center}
 """
 
@@ -57,20 +58,26 @@ def _check(report) -> None:
         rows = report.get(key)
         if rows is not None and (not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows)):
             raise UserError(f"report: {key!r} must be a list of objects or null, got {type(rows).__name__}")
+    if report.get("runtimes") is not None and not isinstance(report["runtimes"], dict):
+        raise UserError("report: 'runtimes' must be an object such as {\"int8\": \"ONNX Runtime int8\"}, or null")
     if report.get("sensitivity") is not None and not isinstance(report["sensitivity"], dict):
         raise UserError("report: 'sensitivity' must be the dict sensitivity_sweep returns, or null")
 
 
-def _results_table(rows: list) -> str:
-    head = "".join(f"<th rowspan=2>{escape(title)}</th>" for _, title, _, _ in COLUMNS[:6])
-    head += "<th class=group colspan=3>latency (ms, batch 1)</th>"
-    sub = "".join(f"<th>{escape(title)}</th>" for _, title, _, _ in COLUMNS[6:])
+def _results_table(rows: list, runtimes: dict | None = None) -> str:
+    columns = shown_columns(rows)
+    latency = len(columns) - LATENCY_FIRST
+    head = "".join(f"<th rowspan=2>{escape(title)}</th>" for _, title, _, _ in columns[:LATENCY_FIRST])
+    head += f"<th class=group colspan={latency}>latency (ms, batch 1)</th>"
+    sub = "".join(f"<th>{escape(title)}</th>" for _, title, _, _ in columns[LATENCY_FIRST:])
     body = []
     for row in rows:
-        cells = "".join(f'<td data-key="{key}">{escape(cell_value(row, key))}</td>' for key, *_ in COLUMNS)
+        cells = "".join(f'<td data-key="{key}">{escape(cell_value(row, key))}</td>' for key, *_ in columns)
         body.append(f'<tr data-model="{escape(str(row.get("model", "")))}">{cells}</tr>')
+    notes = "".join(f"<li>{escape(str(name))}</li>" for name in (runtimes or {}).values())
+    notes = f"<ul class=runtimes>{notes}</ul>" if notes else ""
     return (f'<div class=wide><table id=results><thead><tr>{head}</tr><tr>{sub}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table></div>')
+            f'<tbody>{"".join(body)}</tbody></table></div>{notes}')
 
 
 def _what(stage: dict) -> str:
@@ -141,6 +148,8 @@ def _meta_line(report: dict) -> str:
         parts.append(f"{threads} thread" + ("" if threads == 1 else "s"))
     if report.get("seconds") is not None:
         parts.append(f"{seconds(report['seconds'])} s in all")
+    if report.get("load") is not None:
+        parts.append(f"load average {report['load']}")
     return "".join(f"<span>{escape(p)}</span>" for p in parts)
 
 
@@ -153,7 +162,8 @@ def build_html(report: dict) -> str:
         parts.append(f"<p class=summary>{escape(str(report['summary']))}</p>")
     meta = _meta_line(report)
     parts.append(f"<p class=meta>{meta}</p>")
-    parts.append(f"<section><h2>Before and after</h2>{_results_table(report['table'])}</section>")
+    results = _results_table(report["table"], report.get("runtimes"))
+    parts.append(f"<section><h2>Before and after</h2>{results}</section>")
     for key, heading, caption, png in figures(report):
         data = base64.b64encode(png).decode("ascii")
         parts.append(f'<section id="figure-{key}"><figure><h2>{escape(heading)}</h2>'
