@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 import torchslim
 from tests.conftest import needs_fashion_mnist, run_cli
 from torchslim.errors import UserError
-from torchslim.models.importer import ImportConfig, import_model
+from torchslim.io.importer import ImportConfig, import_model
 from torchslim.models.sources import import_torchvision
 
 

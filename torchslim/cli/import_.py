@@ -46,9 +46,9 @@ def _check_paths(args) -> None:
 
 
 def run(args) -> int:
-    from .. import save
-    from ..models.importer import ImportConfig, import_model
-    from ..profile import count_params
+    from .. import save  # lazy: loads when the verb runs
+    from ..io.importer import ImportConfig, import_model  # lazy: loads when the verb runs
+    from ..profile import count_params  # lazy: loads when the verb runs
 
     _check_paths(args)
     input_shape = parse_shape(args.input) if args.input else None

@@ -61,7 +61,7 @@ def _checked_args(argv):
 def main(argv=None) -> int:
     try:
         args = _checked_args(argv)
-        from ..io.serialize import trusting  # imports torch, which --help and usage errors do without
+        from ..io.serialize import trusting  # lazy: imports torch, which --help and usage errors do without
 
         with trusting(args.trust):
             return int(args.run(args) or 0)

@@ -26,6 +26,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import UserError
+from ..models.sources import check_trust
 from .atomic import atomic_write_bytes
 from .container import is_sealed, placeholder_metadata, read_container, seal, verify
 from .formats import format_of
@@ -41,8 +42,6 @@ _TRUSTED = contextvars.ContextVar("torchslim_trusted_packages", default=())
 @contextlib.contextmanager
 def trusting(packages):
     """Within the block, :func:`load` may also import ``packages`` (the CLI's ``--trust``)."""
-    from ..models.sources import check_trust
-
     token = _TRUSTED.set(_TRUSTED.get() + check_trust(packages))
     try:
         yield

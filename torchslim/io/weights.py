@@ -12,6 +12,8 @@ import os
 import pickle
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import UserError
@@ -30,9 +32,6 @@ def _torch_file(path: str):
 
 
 def _safetensors_file(path: str):
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

@@ -9,8 +9,8 @@ from torch import nn
 
 from ..config import ConfigMixin
 from ..errors import UserError
-from ..io.weights import fit_state, read_state_file
-from .sources import build, parse_source, split_options
+from .weights import fit_state, read_state_file
+from ..models.sources import build, parse_source, split_options
 
 
 @dataclass
