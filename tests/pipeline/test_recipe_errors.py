@@ -71,7 +71,7 @@ BAD_RECIPES = [
     ('sensitivity_ratio', 'data: digits-32\nsensitivity: {ratios: [0.5, 1.5]}\nstages:\n  - train: {model: lenet5}\n',
      '2: sensitivity: ratios must be a list of numbers in (0, 1), got [0.5, 1.5]'),
     ('export_format', 'data: digits-32\nstages:\n  - train: {model: lenet5}\n  - export: {format: zip}\n',
-     "4: stage 2 (export): unknown format value 'zip'; choose from: onnx, packed"),
+     "4: stage 2 (export): unknown format value 'zip'; choose from: onnx, openvino, packed"),
     ('name_type', 'name: 123\ndata: digits-32\nstages:\n  - train: {model: lenet5}\n',
      '1: name must be a non-empty string, got 123'),
     ('teacher_missing', 'data: digits-32\nstages:\n  - train: {model: lenet5}\n  - finetune: {teacher: nowhere.safetensors}\n',

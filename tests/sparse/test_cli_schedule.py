@@ -68,7 +68,7 @@ def test_teacher_file_replaces_the_input_model_as_teacher(tmp_path, capsys):
     runs = {"distill": ["--distill"], "self": ["--teacher", str(source)], "other": ["--teacher", str(other)]}
     trained = {}
     for name, flags in runs.items():
-        out = tmp_path / f"{name}.safetensors"
+        out = tmp_path / f"kmeans-{name}.safetensors"  # never onto a teacher file
         assert main(_kmeans_argv(source, out, *flags)) == 0, capsys.readouterr().err
         trained[name] = torchslim.load(out)
     state = {name: model.state_dict() for name, model in trained.items()}
