@@ -96,6 +96,6 @@ def test_lenet5_reaches_085_on_fashion_mnist_in_one_epoch():
 def test_resume_refuses_a_checkpoint_from_other_settings(tmp_path):
     train = load_dataset("digits", "train")
     fit(_digits_model(), train, TrainConfig(epochs=1, **QUICK), checkpoint_path=tmp_path / "c.ckpt", progress=False)
-    with pytest.raises(UserError, match="belongs to another run .*training settings"):
+    with pytest.raises(UserError, match="belongs to another run .*settings"):
         fit(_digits_model(), train, TrainConfig(epochs=2, **QUICK), checkpoint_path=tmp_path / "c.ckpt",
             progress=False)
