@@ -1,4 +1,4 @@
-"""The shared checks of cli/checks.py, in process."""
+"""The shared checks of torchslim/checks.py, in process."""
 
 import argparse
 import os
@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from torchslim.cli.checks import (check_applies, check_fits_data, check_paths, given_dests, int_range,
+from torchslim.checks import (check_applies, check_fits_data, check_paths, given_dests, int_range,
                                   float_range, probe_writable, remove_stale_temporaries)
 from torchslim.data import load_dataset
 from torchslim.errors import UserError
@@ -127,7 +127,7 @@ def test_the_resume_key_tells_models_and_data_apart():
 
 def test_fit_refuses_a_batch_larger_than_the_data():
     data = load_dataset("digits", "train", subset=50)
-    with pytest.raises(UserError, match="batch size 64 is larger than the 50 training images"):
+    with pytest.raises(UserError, match="has 50 images, fewer than one batch of 64"):
         fit(_Tiny(), data, TrainConfig(epochs=1, batch_size=64), progress=False)
 
 

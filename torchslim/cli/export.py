@@ -17,7 +17,7 @@ from .common import add_data_args, add_json_arg, check_out_path, emit, load_data
 
 FORMATS = ("packed", "onnx", "openvino")
 SIDE_DTYPES = ("float32", "float16", "int8")
-# flag -> the formats it does something for; given with another format it is an error (cli/checks.py)
+# flag -> the formats it does something for; given with another format it is an error (torchslim/checks.py)
 FORMAT_ONLY = {"--huffman": ("packed",), "--dense": ("packed",), "--no-fold-bn": ("packed",),
                "--side-dtype": ("packed",), "--input": ("onnx",), "--opset": ("onnx",)}
 
