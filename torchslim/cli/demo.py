@@ -18,7 +18,7 @@ from ..checks import THREADS
 from .common import add_json_arg, emit
 
 INT8_KEYS = ("int8", "openvino_int8")  # the int8 runtimes among RUNTIMES
-WIDTH = 0.25  # the baseline VGG14's width_mult: on the AVX-512 path the binary row already beats int8 here
+WIDTH = 0.25  # the baseline VGG14's width_mult: small enough for a run of minutes on 2 cores
 
 DEMO_RECIPES = (("taylor", "pruned (Taylor, 50% MACs)"), ("hwgq-bwn", "binary (HWGQ + BWN)"),
                 ("kd", "student (MobileNetV2 KD)"))
