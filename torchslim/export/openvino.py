@@ -13,6 +13,8 @@ would otherwise run float layers in bf16, and the fp32 row would not be fp32.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -42,7 +44,9 @@ def quantize_int8(ov_model, calibration: torch.Tensor, subset_size: int = 300):
     import nncf  # optional dependency
 
     samples = [calibration[i:i + 1].numpy() for i in range(len(calibration))]
-    return nncf.quantize(ov_model, nncf.Dataset(samples), subset_size=min(subset_size, len(samples)))
+    # NNCF draws its own progress bars on stdout; our commands keep stdout for their table and --json line.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return nncf.quantize(ov_model, nncf.Dataset(samples), subset_size=min(subset_size, len(samples)))
 
 
 def runtime_pair(model: nn.Module, input_shape, calibration: torch.Tensor) -> tuple:
