@@ -6,7 +6,9 @@ import argparse
 import importlib
 import os
 import pkgutil
+import signal
 import sys
+import threading
 
 from .. import __version__
 from ..errors import UserError
@@ -58,7 +60,25 @@ def _checked_args(argv):
     return args
 
 
+class _Interrupts:
+    """Remembers a Ctrl-C: one that lands inside a C extension's import can surface later as
+    another error (a half-initialised numpy raises AttributeError), which is still an interrupt."""
+
+    seen = False
+
+    @classmethod
+    def handler(cls, signum, frame):
+        cls.seen = True
+        raise KeyboardInterrupt
+
+    @classmethod
+    def install(cls) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, cls.handler)
+
+
 def main(argv=None) -> int:
+    _Interrupts.install()
     try:
         args = _checked_args(argv)
         from ..io.serialize import trusting  # lazy: imports torch, which --help and usage errors do without
@@ -69,6 +89,11 @@ def main(argv=None) -> int:
         print("torchslim: error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # also while torch is still importing: no traceback
+        print("torchslim: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        if not _Interrupts.seen:
+            raise
         print("torchslim: interrupted", file=sys.stderr)
         return 130
     finally:
