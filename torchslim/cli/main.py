@@ -73,6 +73,7 @@ class _Interrupts:
 
     @classmethod
     def install(cls) -> None:
+        cls.seen = False
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, cls.handler)
 
@@ -84,7 +85,11 @@ def main(argv=None) -> int:
         from ..io.serialize import trusting  # lazy: imports torch, which --help and usage errors do without
 
         with trusting(args.trust):
-            return int(args.run(args) or 0)
+            code = int(args.run(args) or 0)
+        if _Interrupts.seen:  # a Ctrl-C that a library's import swallowed: the outputs are whole (atomic writes)
+            print("torchslim: interrupted", file=sys.stderr)
+            return 130
+        return code
     except UserError as exc:
         print("torchslim: error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
