@@ -39,7 +39,9 @@ def _prune(model, shape, criterion, target):
                  calibration=batches)
 
 
-def _check(name: str, settings) -> None:
+def _check(name: str, settings) -> list[str]:
+    """Prune a fresh ``name`` in each setting; returns "pruned" or "refused" per setting (asserting each)."""
+    outcomes = []
     model, shape = build_torchvision(name)
     before = _state(model)
     x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(3))
@@ -54,15 +56,18 @@ def _check(name: str, settings) -> None:
             with pytest.raises(UserError) as again:
                 _prune(model, shape, criterion, target)
             assert str(again.value) == message  # the same words every run
+            outcomes.append("refused")
             continue
         with torch.no_grad():
             assert result.model(x).shape == expected.shape
         assert result.macs_after <= target * result.macs_before * (1 + 1e-3)
         assert result.macs_after < result.macs_before
+        outcomes.append("pruned")
     after = _state(model)
     assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
     with torch.no_grad():
         assert torch.equal(model(x), expected)
+    return outcomes
 
 
 def test_the_default_third_covers_every_family():
@@ -76,13 +81,13 @@ def test_the_default_third_covers_every_family():
 
 @pytest.mark.parametrize("case", DEFAULT_CASES, ids=_id)
 def test_torchvision_builder_prunes(case):
-    _check(case[0], [case[1]])
+    assert _check(case[0], [case[1]]) in (["pruned"], ["refused"])  # refused = one stable line
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", SLOW_CASES, ids=_id)
 def test_torchvision_builder_prunes_full_list(case):
-    _check(case[0], [case[1]])
+    assert _check(case[0], [case[1]]) in (["pruned"], ["refused"])  # refused = one stable line
 
 
 def test_stochastic_depth_leaves_the_residual_channels_prunable():
