@@ -61,8 +61,6 @@ def run(args) -> int:
         raise UserError("--data is only for --format openvino (int8 calibration)")
     if args.calib < 1:
         raise UserError(f"--calib must be at least 1 (got {args.calib})")
-    if os.path.abspath(args.out) == os.path.abspath(args.file):
-        raise UserError("--out must differ from the input file")
     model = load(args.file)
     baseline = float32_size(model)
     if args.format == "packed":

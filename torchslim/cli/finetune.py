@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 
-from ..errors import UserError
 from .common import (add_data_args, add_json_arg, add_kd_args, add_training_args, check_model_data, check_out_path,
                      emit, kd_loss_for, load_data, training_config)
 
@@ -45,8 +44,6 @@ def run(args) -> int:
 
     config = training_config(args)
     check_out_path(args.out)
-    if os.path.abspath(args.out) == os.path.abspath(args.file):
-        raise UserError("--out must differ from the input file")
     model = load(args.file)
     shape = getattr(model, "input_shape", None)
     train_set, test_set = load_data(args, "train", shape), load_data(args, "test", shape)
