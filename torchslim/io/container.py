@@ -106,9 +106,26 @@ def _value_span(header_bytes: bytes, value: str) -> int:
     return 8 + start + len(token) - 65  # offset of the 64 digits in the file
 
 
+def _sorted_metadata(data: bytes, length: int) -> bytes:
+    """``data`` with its metadata entries in key order.
+
+    The safetensors writer keeps metadata in a hash map whose order changes from process to
+    process, so the same model would give different bytes; the entries are reordered in place
+    (same characters, same length), which leaves every offset as it was."""
+    raw = json.loads(data[8:8 + length], object_pairs_hook=dict)
+    raw["__metadata__"] = dict(sorted(raw["__metadata__"].items()))
+    ordered = {"__metadata__": raw.pop("__metadata__"), **raw}
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > length:
+        raise ValueError("the reordered header does not fit its original length")
+    return data[:8] + text + b" " * (length - len(text)) + data[8 + length:]
+
+
 def seal(data: bytes) -> bytes:
-    """``data`` (written with :func:`placeholder_metadata`) with its checksum filled in."""
+    """``data`` (written with :func:`placeholder_metadata`) with its metadata in key order and
+    its checksum filled in: the same model gives the same bytes in every process."""
     length = int.from_bytes(data[:8], "little")
+    data = _sorted_metadata(data, length)
     at = _value_span(data[8:8 + length], _PLACEHOLDER)
     if at < 0:
         raise ValueError("no unique checksum placeholder in the header")
