@@ -5,7 +5,7 @@ from torch import nn
 import torchslim
 from torchslim import models
 from torchslim.errors import UserError
-from torchslim.lowrank import METHODS, LowRankConfig, energy_rank, factorize, spatial_svd_conv, svd_linear, tucker2_conv
+from torchslim.lowrank import LOWRANK_METHODS, LowRankConfig, energy_rank, factorize, spatial_svd_conv, svd_linear, tucker2_conv
 from torchslim.profile import count_macs
 
 from ..sparse.helpers import top1, trained_mlp
@@ -41,7 +41,7 @@ def test_energy_rank():
     assert [energy_rank(values, e) for e in (0.5, 0.65, 0.9, 0.95, 1.0)] == [1, 2, 2, 3, 3]
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(LOWRANK_METHODS))
 @pytest.mark.parametrize("target", [0.3, 0.6])
 def test_mac_target_is_met(method, target):
     torch.manual_seed(0)

@@ -5,58 +5,13 @@ from __future__ import annotations
 import os
 import time
 
-from ..checks import SEED
-from .common import (add_data_args, add_json_arg, add_kd_args, check_model_data, check_out_path, emit, kd_loss_for,
-                     load_data)
-from .export import SIDE_DTYPES
-
-ACT_SCALES = ("fit", "unit")
-CLI_METHODS = ("bnn", "bnn-stochastic", "bwn", "xnor", "twn", "dorefa", "hwgq-bwn", "hwgq-uniform-bwn",
-               "hwgq-zero-uniform-bwn", "int8")
+from ..flags.verbs import QUANTIZE_METHODS, add_quantize_flags
+from .common import check_model_data, check_out_path, emit, kd_loss_for, load_data
 
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("quantize", help="quantize a trained model (binary, ternary, k-bit, int8)")
-    parser.add_argument("file", help="trained float model (.safetensors from torchslim train)")
-    parser.add_argument("--method", required=True, help=", ".join(CLI_METHODS))
-    parser.add_argument("--weight-bits", type=int, default=None)
-    parser.add_argument("--act-bits", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="fine-tune epochs (default 3); 0 converts and calibrates only")
-    parser.add_argument("--alt-update", action="store_true", help="layer-wise alternating update of BWN layers")
-    parser.add_argument("--alt-init", action="store_true",
-                        help="also run the alternating update before fine-tuning (binary weights that reproduce "
-                             "the float layers' outputs as the starting point)")
-    parser.add_argument("--alt-guard", dest="alt_guard", action="store_true", default=None,
-                        help="--alt-update keeps a layer's new weights only if the network's outputs on the "
-                             "next --calib training images (held out from the fit) move closer to the float model's "
-                             "(the default with --alt-update: unguarded, it cost 5-6 points where it hurt)")
-    parser.add_argument("--no-alt-guard", dest="alt_guard", action="store_false",
-                        help="--alt-update keeps every layer's new weights (the unguarded update)")
-    parser.add_argument("--act-scale", choices=ACT_SCALES, default=None,
-                        help="HWGQ levels: 'fit' scales each layer's levels to its input on the calibration "
-                             "images (the default), 'unit' keeps the unit half-normal levels")
-    parser.add_argument("--keep-first-last", dest="keep_first_last", action="store_true", default=True,
-                        help="keep the first and last layers float (default)")
-    parser.add_argument("--no-keep-first-last", dest="keep_first_last", action="store_false")
-    parser.add_argument("--teacher", nargs="?", const="self", default=None, metavar="FILE",
-                        help="distil from a teacher during fine-tuning (no FILE: the input float model, which is "
-                             "the default when the input model is float)")
-    parser.add_argument("--no-teacher", action="store_true",
-                        help="fine-tune on the labels alone, without the default teacher")
-    add_kd_args(parser)
-    parser.add_argument("--calib", type=int, default=1024, help="calibration images (BN, alt-update, int8)")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=SEED, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--packed", default=None, metavar="FILE", help="also write the bit-packed file here")
-    parser.add_argument("--packed-side", choices=SIDE_DTYPES, default=None,
-                        help="packed file: dtype of the binary layers' per-channel scale and bias (float32 is "
-                             "exact; int8 keeps one float32 step per layer; the float layers stay float32)")
-    add_data_args(parser)
-    parser.add_argument("--out", required=True, help="output: frozen .safetensors, or .onnx for int8")
-    add_json_arg(parser)
+    add_quantize_flags(parser)
     parser.set_defaults(run=run)
 
 
@@ -69,8 +24,8 @@ _QAT_ONLY = {"epochs": "--epochs", "alt_update": "--alt-update", "alt_init": "--
 def _check_args(args):
     from ..errors import UserError, unknown_choice  # lazy: loads when the verb runs
 
-    if args.method not in CLI_METHODS:
-        raise unknown_choice("quantization method", args.method, CLI_METHODS)
+    if args.method not in QUANTIZE_METHODS:
+        raise unknown_choice("quantization method", args.method, QUANTIZE_METHODS)
     if args.method == "int8":
         given = [flag for key, flag in _QAT_ONLY.items() if getattr(args, key) not in (None, False)]
         if args.alt_guard is False:
@@ -112,8 +67,8 @@ def run(args) -> int:
 
     from .. import load, save  # lazy: loads when the verb runs
     from ..quant import clip_latent_weights, freeze, quantize  # lazy: loads when the verb runs
-    from ..quant.altupdate import (alternating_update, calibration_batches,  # lazy: loads when the verb runs
-                                   recalibrate_bn)
+    from ..quant.altupdate import alternating_update, recalibrate_bn  # lazy: loads when the verb runs
+    from ..data.calibration import calibration_images  # lazy: loads when the verb runs
     from ..quant.calibrate import calibrate_act_scales  # lazy: loads when the verb runs
     from ..export.frozen import frozen_size, save_frozen  # lazy: loads when the verb runs
     from ..train import TrainConfig, evaluate, fit  # lazy: loads when the verb runs
@@ -130,7 +85,7 @@ def run(args) -> int:
         qmodel = quantize(model, config)
         loss_fn = _teacher_loss(args, model, train.input_shape)
     before = evaluate(model, test)["top1"]
-    batches = calibration_batches(train, args.calib)
+    batches = calibration_images(train, args.calib)
     float_bytes = os.path.getsize(args.file)
     began = time.perf_counter()
     if args.method == "int8":
@@ -151,7 +106,7 @@ def run(args) -> int:
         recalibrate_bn(qmodel, batches)
     layers = []
     if args.alt_update:
-        judge = calibration_batches(train, args.calib, skip=args.calib) if args.alt_guard else None
+        judge = calibration_images(train, args.calib, skip=args.calib) if args.alt_guard else None
         qmodel, reports = alternating_update(qmodel, batches, reference=model, progress=not args.json,
                                              guard=args.alt_guard, guard_batches=judge)
         layers = [r.to_dict() for r in reports]

@@ -26,10 +26,10 @@ from .graph import build_graph
 from .latency import measure_models_ms, measure_tables
 from .select import SCOPES, CostModel, predicted_state, select_channels
 from .surgery import apply_removal
-from ..data import BatchLoader
+from ..data.calibration import calibration_pairs
 from .latency import RUNTIMES
 
-__all__ = ["PruneConfig", "PruneResult", "prune", "remove_channels", "calibration_batches"]
+__all__ = ["PruneConfig", "PruneResult", "prune", "remove_channels"]
 
 
 def _fraction(name, value, upper_open: bool) -> None:
@@ -151,20 +151,6 @@ class PruneResult:
         return "\n".join(lines)
 
 
-def calibration_batches(data, count: int, batch_size: int, seed: int = 0, device="cpu") -> list:
-    """``count`` batches of (x, y) from an ImageSet or any iterable of (x, y)."""
-    if data is None:
-        return []
-    if hasattr(data, "labels") and hasattr(data, "input_shape"):
-
-        data = BatchLoader(data, batch_size=batch_size, shuffle=True, seed=seed)
-    batches = []
-    for x, y in data:
-        batches.append((x.to(device), y.to(device)))
-        if len(batches) >= count:
-            break
-    return batches
-
 
 def _example(model, example_inputs) -> torch.Tensor:
     if example_inputs is None:
@@ -224,7 +210,7 @@ def prune(model: nn.Module, example_inputs=None, config: PruneConfig | None = No
         raise UserError(f"criterion {config.criterion!r} needs calibration data")
     batches = []
     if calibration is not None and (criterion.needs_data or config.recalibrate_bn):
-        batches = calibration_batches(calibration, config.calibration_batches, config.batch_size,
+        batches = calibration_pairs(calibration, config.calibration_batches, config.batch_size,
                                       config.seed, example.device)
     ctx = Context(work, graph, batches, config.seed, whole_group=config.group_importance)
     cost = CostModel(work, graph, tuple(example.shape[1:]))
