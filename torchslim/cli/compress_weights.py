@@ -133,7 +133,7 @@ def _magnitude(model, args, train_set):
                             layer_sparsity=layer_sparsity, exclude=_exclude(args), criterion=args.criterion,
                             **extra)
     train_config = _finetune_config(args) if args.finetune_epochs > 0 else None
-    return sparsify(model, config, train_set, train_config, loss_fn=args.loss_fn, progress=not args.json).cpu()
+    return sparsify(model, config, train_set, train_config=train_config, loss_fn=args.loss_fn, progress=not args.json).cpu()
 
 
 @register_method("kmeans", "adam", 1e-4, 0.0)
@@ -151,7 +151,7 @@ def _product(method):
 
         config = PQConfig(subvector=args.subvector, bits=args.bits or 6, method=method, exclude=_exclude(args),
                           calib_samples=args.calib_samples, seed=args.seed)
-        return _fit(product_quantize(model, config, calib_set=train_set, progress=not args.json), args, train_set)
+        return _fit(product_quantize(model, config, train_set, progress=not args.json), args, train_set)
 
     return compress
 
@@ -166,7 +166,7 @@ def _lowrank(method):
 
         energy = args.rank_energy if args.rank_energy is not None else (None if args.target_macs else 0.9)
         config = LowRankConfig(method=method, energy=energy, target_macs=args.target_macs, exclude=_exclude(args))
-        return _fit(factorize(model, config, train_set.input_shape), args, train_set)
+        return _fit(factorize(model, config, input_shape=train_set.input_shape), args, train_set)
 
     return compress
 

@@ -101,7 +101,7 @@ def _prune(args, config, model, train_set, test_set, loss_fn):
                                          step_channels=args.step_channels, calibration=train_set,
                                          log=None if args.json else print, rounds=args.rounds)
         return pruned, rounds, folder
-    result = prune(model, config=config, calibration=train_set)
+    result = prune(model, config, train_set)
     if not args.json:
         print(result.summary())
     checkpoint = args.out + ".finetune.ckpt"

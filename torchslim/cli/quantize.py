@@ -56,22 +56,23 @@ def _check_args(args):
         check_out_path(args.packed, "--packed")
     if args.method == "int8":
         return None
-    from ..quant import QuantConfig  # lazy: loads when the verb runs; checks bit widths first
+    from ..quant import QATConfig, QuantConfig  # lazy: loads when the verb runs; checks bit widths first
 
-    return QuantConfig(method=args.method, weight_bits=args.weight_bits, act_bits=args.act_bits,
-                       keep_first_last=args.keep_first_last)
+    quant = QuantConfig(method=args.method, weight_bits=args.weight_bits, act_bits=args.act_bits,
+                        keep_first_last=args.keep_first_last)
+    return QATConfig(quant=quant, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                     device=args.device, calib=args.calib, act_scale=args.act_scale, alt_init=args.alt_init,
+                     alt_update=args.alt_update, alt_guard=args.alt_guard)
 
 
 def run(args) -> int:
     import torch  # lazy: loads when the verb runs
 
     from .. import load, save  # lazy: loads when the verb runs
-    from ..quant import clip_latent_weights, freeze, quantize  # lazy: loads when the verb runs
-    from ..quant.altupdate import alternating_update, recalibrate_bn  # lazy: loads when the verb runs
     from ..data.calibration import calibration_images  # lazy: loads when the verb runs
-    from ..quant.calibrate import calibrate_act_scales  # lazy: loads when the verb runs
     from ..export.frozen import frozen_size, save_frozen  # lazy: loads when the verb runs
-    from ..train import TrainConfig, evaluate, fit  # lazy: loads when the verb runs
+    from ..quant import train_quantized  # lazy: loads when the verb runs
+    from ..train import evaluate  # lazy: loads when the verb runs
 
     config = _check_args(args)
     torch.manual_seed(args.seed)
@@ -81,56 +82,40 @@ def run(args) -> int:
     check_model_data(model, train, args.file, args.data)
     if config is not None and args.teacher is None and not args.no_teacher and _is_float(model):
         args.teacher = "self"  # the float model at hand teaches its quantized copy (measured best)
-    if config is not None:  # an unsupported layer is refused before any long work
-        qmodel = quantize(model, config)
-        loss_fn = _teacher_loss(args, model, train.input_shape)
-    before = evaluate(model, test)["top1"]
-    batches = calibration_images(train, args.calib)
     float_bytes = os.path.getsize(args.file)
-    began = time.perf_counter()
     if args.method == "int8":
-        return _run_int8(args, model, batches, train, test, before, float_bytes)
-    scales = calibrate_act_scales(qmodel, batches) if args.act_scale == "fit" else {}
-    recalibrate_bn(qmodel, batches)
-    init_layers = []
-    if args.alt_init:
-        qmodel, reports = alternating_update(qmodel, batches, reference=model, progress=not args.json)
-        init_layers = [r.to_dict() for r in reports]
-    history = {"epochs": []}
-    if args.epochs:
-        train_config = TrainConfig(epochs=args.epochs, lr=args.lr, optimizer="adam", weight_decay=0.0,
-                                   schedule="cosine", batch_size=args.batch_size, seed=args.seed, device=args.device)
-        history = fit(qmodel, train, train_config, loss_fn=loss_fn, on_step=clip_latent_weights,
-                      progress=not args.json)
-        qmodel.cpu()
-        recalibrate_bn(qmodel, batches)
-    layers = []
-    if args.alt_update:
-        judge = calibration_images(train, args.calib, skip=args.calib) if args.alt_guard else None
-        qmodel, reports = alternating_update(qmodel, batches, reference=model, progress=not args.json,
-                                             guard=args.alt_guard, guard_batches=judge)
-        layers = [r.to_dict() for r in reports]
-    frozen = freeze(qmodel)
-    after = evaluate(frozen, test)["top1"]
-    save(frozen, args.out, data=args.data, top1=after, top1_float=before, input_shape=train.input_shape,
+        before = evaluate(model, test)["top1"]
+        return _run_int8(args, model, calibration_images(train, args.calib), train, test, before, float_bytes)
+    loss_fn = _teacher_loss(args, model, train.input_shape)
+    began = time.perf_counter()
+    # quantizing is the verb's first step, so an unsupported layer is refused before any long work
+    result = train_quantized(model, config, train, loss_fn=loss_fn, progress=not args.json)
+    before, after = evaluate(model, test)["top1"], evaluate(result.model, test)["top1"]
+    save(result.model, args.out, data=args.data, top1=after, top1_float=before, input_shape=train.input_shape,
          num_classes=train.num_classes)
     # Measured on the saved model, so it is the size `torchslim export OUT --format packed` writes.
     saved = load(args.out)
     packed = save_frozen(saved, args.packed, side_dtype=args.packed_side) if args.packed \
         else frozen_size(saved, side_dtype=args.packed_side)
-    result = {"top1_before": before, "top1_after": after, "size_bytes_float": float_bytes,
-              "size_bytes_packed": packed, "packed_side": args.packed_side,
-              "compression_ratio": float_bytes / packed, "method": args.method,
-              "config": config.to_dict(), "epochs": args.epochs, "teacher": args.teacher, "alt_guard": args.alt_guard, "seconds": round(time.perf_counter() - began, 2),
-              "history": history["epochs"], "act_scales": scales, "alt_init": [
-                  {k: v for k, v in layer.items() if k != "history"} for layer in init_layers], "alt_update": [
-                  {k: v for k, v in layer.items() if k != "history"} for layer in layers], "out": args.out}
+    layers = result.alt_update
+    payload = {"top1_before": before, "top1_after": after, "size_bytes_float": float_bytes,
+               "size_bytes_packed": packed, "packed_side": args.packed_side,
+               "compression_ratio": float_bytes / packed, "method": args.method,
+               "config": config.quant.to_dict(), "epochs": args.epochs, "teacher": args.teacher,
+               "alt_guard": args.alt_guard, "seconds": round(time.perf_counter() - began, 2),
+               "history": result.history, "act_scales": result.act_scales,
+               "alt_init": [_without_history(layer) for layer in result.alt_init],
+               "alt_update": [_without_history(layer) for layer in layers], "out": args.out}
     lines = [f"{args.method}: top-1 {before:.4f} -> {after:.4f}; {float_bytes} -> {packed} bytes packed "
              f"({float_bytes / packed:.1f}x); saved {args.out}"]
     lines += [f"  {r['name']}: reconstruction error {r['error_before']:.4f} -> {r['error_after']:.4f}"
               for r in layers]
-    emit(args, result, "\n".join(lines))
+    emit(args, payload, "\n".join(lines))
     return 0
+
+
+def _without_history(layer: dict) -> dict:
+    return {k: v for k, v in layer.items() if k != "history"}
 
 
 def _is_float(model) -> bool:

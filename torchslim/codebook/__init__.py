@@ -4,7 +4,7 @@ correction), and Huffman coding of the codes.
 
     from torchslim.codebook import WeightShareConfig, weight_share, PQConfig, product_quantize
     shared = weight_share(pruned, WeightShareConfig(bits=5, conv_bits=8))
-    pq = product_quantize(model, PQConfig(subvector=4, bits=6, method="qcnn"), calib_set=train)
+    pq = product_quantize(model, PQConfig(subvector=4, bits=6, method="qcnn"), train)
 """
 
 from .kmeans import kmeans, kmeans_1d

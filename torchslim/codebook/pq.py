@@ -117,17 +117,17 @@ def _weight_error_pq(model, layers, config, calib_set):
         set_submodule(model, path, PQ_TYPES[type(layer)].from_layer(layer, codebooks, codes))
 
 
-def product_quantize(model: nn.Module, config: PQConfig, calib_set=None, progress: bool = False) -> nn.Module:
-    """A product-quantized copy of ``model`` (the caller's model is untouched)."""
-    if config.method == "qcnn" and calib_set is None:
+def product_quantize(model: nn.Module, config: PQConfig, data=None, *, progress: bool = False) -> nn.Module:
+    """A product-quantized copy of ``model`` (the caller's model is untouched); ``data``: Q-CNN's calibration images."""
+    if config.method == "qcnn" and data is None:
         raise UserError("Q-CNN needs calibration data (give --data)")
     quantized = copy.deepcopy(model).eval()
     layers, skipped = plan_layers(quantized, config)
     if not layers:
         raise UserError(f"no layer can be product-quantized with sub-vectors of {config.subvector}: "
                         + "; ".join(f"{p}: {r}" for p, r in list(skipped.items())[:3]))
-    PQ_METHODS[config.method](quantized, layers, config, calib_set)
-    record_meta(quantized, pq_skipped=skipped)
+    PQ_METHODS[config.method](quantized, layers, config, data)
+    record_meta(quantized, pq=config.to_dict(), pq_skipped=skipped)
     return quantized.eval()
 
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
-from ..nn import set_submodule
+from ..nn import record_meta, set_submodule
 from .kmeans import INITS, kmeans_1d
 from .modules import CodebookConv2d, CodebookLinear
 from ..sparse.magnitude import prunable_layers
@@ -90,6 +90,7 @@ def weight_share(model: nn.Module, config: WeightShareConfig) -> nn.Module:
         new = share_layer(layer, config.bits_for(layer, path), config.init, config.iters, config.keep_zeros,
                           config.seed + index)
         set_submodule(shared, path, new)
+    record_meta(shared, weight_share=config.to_dict())
     return shared.eval()
 
 

@@ -1,4 +1,4 @@
-"""``factorize(model, LowRankConfig(...), input_shape)``: low-rank layers chosen by energy or a MAC target.
+"""``factorize(model, LowRankConfig(...))``: low-rank layers chosen by energy or a MAC target.
 
 Methods (``LOWRANK_METHODS``, a registry): ``svd`` factorises Linear layers by truncated
 SVD and ``k x k`` convs by spatial SVD; ``tucker`` uses Tucker-2 for the convs
@@ -171,7 +171,7 @@ def plan_factorization(model: nn.Module, config: LowRankConfig, input_shape) -> 
     return candidates, choose(low)
 
 
-def factorize(model: nn.Module, config: LowRankConfig, input_shape=None) -> nn.Module:
+def factorize(model: nn.Module, config: LowRankConfig, *, input_shape=None) -> nn.Module:
     """A factorised copy of ``model``; ``torchslim_meta["lowrank"]`` records each layer's ranks."""
     input_shape = tuple(input_shape or getattr(model, "input_shape", None) or (3, 32, 32))
     factored = copy.deepcopy(model).eval()
@@ -183,5 +183,5 @@ def factorize(model: nn.Module, config: LowRankConfig, input_shape=None) -> nn.M
         set_submodule(factored, cand.path, cand.build(chosen[cand.path]))
         records[cand.path] = {"ranks": list(chosen[cand.path]), "macs_before": cand.macs(),
                               "macs_after": cand.macs_at(chosen[cand.path])}
-    record_meta(factored, lowrank={"method": config.method, "layers": records})
+    record_meta(factored, lowrank={"method": config.method, "config": config.to_dict(), "layers": records})
     return factored

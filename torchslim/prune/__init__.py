@@ -1,8 +1,7 @@
 """Structured channel pruning that really removes channels.
 
     from torchslim.prune import prune, PruneConfig
-    result = prune(model, torch.randn(1, 3, 32, 32), PruneConfig(criterion="taylor", target_macs=0.5,
-                   scope="global", round_to=8), calibration=train_set)
+    result = prune(model, PruneConfig(criterion="taylor", target_macs=0.5, scope="global", round_to=8), train_set)
     smaller = result.model          # plain nn layers with fewer channels; the input model is untouched
 
 Pieces: :mod:`~torchslim.prune.graph` (fx channel groups, the engine),
