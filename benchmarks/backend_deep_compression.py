@@ -250,7 +250,7 @@ def prune_stage(base, train, plan, seed, layer_sparsity=None, teacher=None):
         return model.eval()
     return sparsify(base, SparsityConfig(layer_sparsity=layer_sparsity, schedule="agp",
                                          agp_fraction=plan.agp_fraction, criterion=plan.criterion),
-                    train, config, loss_fn=_kd(plan, teacher), progress=False)
+                    train, train_config=config, loss_fn=_kd(plan, teacher), progress=False)
 
 
 def run_model(name, train, test, seed=0, sensitivity=True):

@@ -33,7 +33,7 @@ def run(name, model, methods, train, test, input_shape, epochs, threads):
     for method in methods:
         for target in TARGETS:
             began = time.perf_counter()
-            factored = factorize(model, LowRankConfig(method=method, target_macs=target), input_shape)
+            factored = factorize(model, LowRankConfig(method=method, target_macs=target), input_shape=input_shape)
             top1_before = evaluate(factored, test)["top1"]
             fit(factored, train, TrainConfig(epochs=epochs, lr=0.01, schedule="cosine", batch_size=128),
                 progress=False)

@@ -72,7 +72,7 @@ def compare(name, model, train, test, images):
         for method in ("pq", "qcnn"):
             began = time.perf_counter()
             quantized = product_quantize(model, PQConfig(subvector=subvector, bits=bits, method=method,
-                                                         calib_samples=256), calib_set=train)
+                                                         calib_samples=256), train)
             seconds = time.perf_counter() - began
             paths = [p for p, m in quantized.named_modules() if type(m).__name__.startswith("PQ")]
             errors = layer_output_errors(model, quantized, paths, images)

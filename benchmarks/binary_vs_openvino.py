@@ -53,7 +53,7 @@ def contenders(width: float, threads: tuple) -> tuple[dict, dict]:
     twin = float_twin(frozen["XNOR"])
     calibration = torch.randn(16, *SHAPE, generator=torch.Generator().manual_seed(1))
     f32_bytes = ort.export_onnx_bytes(twin, SHAPE)
-    i8_bytes = ort.quantize_int8(f32_bytes, calibration)
+    i8_bytes = ort.quantize_qdq(f32_bytes, calibration)
     ov_f32, ov_i8 = ov_runtime.runtime_pair(twin, SHAPE, calibration)
     found, paths = {}, {}
     for t in threads:

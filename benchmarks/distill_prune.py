@@ -40,7 +40,8 @@ def main() -> None:
     train, test = load_dataset("fashion-mnist-32", "train"), load_dataset("fashion-mnist-32", "test")
     teacher, info = get_teacher(args, train, test)
     example = torch.zeros(1, 3, 32, 32)
-    pruned = prune(teacher, example, PruneConfig(criterion="l1", target_macs=args.target_macs, scope="global")).model
+    pruned = prune(teacher, PruneConfig(criterion="l1", target_macs=args.target_macs, scope="global"),
+                   example_inputs=example).model
     macs = (count_macs(teacher, (3, 32, 32)), count_macs(pruned, (3, 32, 32)))
     rows = [["unpruned teacher", f"{macs[0]:,}", f"{info['top1']:.4f}", ""],
             ["pruned, no fine-tune", f"{macs[1]:,}", f"{evaluate(pruned, test)['top1']:.4f}", ""]]

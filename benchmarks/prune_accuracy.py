@@ -197,7 +197,7 @@ def prune_row(model, row: dict, target: float, train, calib):
         if method is None or row["params"] or row.get("latency"):
             raise SystemExit(f"Torch-Pruning rows here: tp:l1:layer and tp:taylor:global, not {row}")
         return tp_prune(model, target, method, calib, row.get("round_to", 1))[0]
-    result = prune(model, config=ours_config(row, target, calib), calibration=calib)
+    result = prune(model, ours_config(row, target, calib), calib)
     if result.latency:
         print(f"{label(row)}: latency selection {json.dumps(result.latency)}", flush=True)
     return result.model

@@ -68,7 +68,7 @@ def _ours(model, example, criterion, target, batches):
     from torchslim.prune import PruneConfig, prune
 
     config = PruneConfig(criterion=criterion, target_macs=target, scope="global")
-    return prune(model, example, config, calibration=batches).model
+    return prune(model, config, batches, example_inputs=example).model
 
 
 def _torch_pruning(model, example, criterion, target, batches):

@@ -30,7 +30,8 @@ import torchslim
 from torchslim.data import load_dataset
 from torchslim.distill import kd_loss_fn
 from torchslim.quant import QuantConfig, clip_latent_weights, quantize
-from torchslim.quant.altupdate import alternating_update, calibration_batches, recalibrate_bn
+from torchslim.quant.altupdate import alternating_update, recalibrate_bn
+from torchslim.data.calibration import calibration_images
 from torchslim.quant.calibrate import calibrate_act_scales
 from torchslim.train import TrainConfig, evaluate, fit
 
@@ -81,8 +82,8 @@ def main():
     rows = []
     for subset in [int(s) for s in args.subsets.split(",")]:
         train = load_dataset("fashion-mnist-32", "train", subset=subset)
-        batches = calibration_batches(train, 1024)
-        held_out = calibration_batches(train, 1024, skip=1024)
+        batches = calibration_images(train, 1024)
+        held_out = calibration_images(train, 1024, skip=1024)
         model = fine_tuned(base, train, batches, subset)
         for name, run in variants(model, base, batches, held_out):
             tuned, kept = run()

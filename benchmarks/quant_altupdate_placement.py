@@ -32,7 +32,8 @@ from torchslim.data import load_dataset
 from torchslim.distill import kd_loss_fn
 from torchslim.io import atomic_write_text
 from torchslim.quant import QuantConfig, clip_latent_weights, freeze, quantize
-from torchslim.quant.altupdate import alternating_update, calibration_batches
+from torchslim.quant.altupdate import alternating_update
+from torchslim.data.calibration import calibration_images
 from torchslim.quant.calibrate import calibrate_act_scales
 from torchslim.export.frozen import load_frozen, save_frozen
 from torchslim.train import TrainConfig, evaluate, fit
@@ -57,8 +58,8 @@ def run_one(base, train, test, epochs: int, init: str, seed: int, calib: int) ->
     if os.path.exists(path):
         return json.load(open(path))
     began = time.perf_counter()
-    batches = calibration_batches(train, calib)
-    held_out = calibration_batches(train, calib, skip=calib)
+    batches = calibration_images(train, calib)
+    held_out = calibration_images(train, calib, skip=calib)
     torch.manual_seed(seed)
     model = quantize(base, QuantConfig(method="hwgq-zero-uniform-bwn", act_bits=2))
     calibrate_act_scales(model, batches)  # re-estimates BN statistics too

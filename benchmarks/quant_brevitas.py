@@ -36,7 +36,8 @@ import torchslim
 from torchslim.data import load_dataset
 from torchslim.profile import serialized_size
 from torchslim.quant import QuantConfig, clip_latent_weights, freeze, quantize
-from torchslim.quant.altupdate import alternating_update, calibration_batches
+from torchslim.quant.altupdate import alternating_update
+from torchslim.data.calibration import calibration_images
 from torchslim.quant.calibrate import calibrate_act_scales
 from torchslim.export.frozen import load_frozen, save_frozen
 from torchslim.train import TrainConfig, evaluate, fit
@@ -57,7 +58,7 @@ def _packed_top1(model, test, path) -> tuple[float, int, int]:
 
 
 def run_ours(base, train, test, args) -> dict:
-    batches = calibration_batches(train, args.calib)
+    batches = calibration_images(train, args.calib)
     model = quantize(base, QuantConfig(method=args.method, act_bits=2))
     row = {"side": f"torchslim {args.method}"}
     if args.ours_from:
@@ -86,7 +87,7 @@ def run_ours(base, train, test, args) -> dict:
     tuned, _ = alternating_update(model, batches, reference=base)
     row["top1_alt_after"], _, _ = _packed_top1(tuned, test, os.path.join(OUT, "quant-brevitas-ours-alt.packed.safetensors"))
     guarded, reports = alternating_update(model, batches, reference=base, guard=True,
-                                          guard_batches=calibration_batches(train, args.calib, skip=args.calib))
+                                          guard_batches=calibration_images(train, args.calib, skip=args.calib))
     row["top1_alt_guarded"], _, _ = _packed_top1(guarded, test, os.path.join(OUT, "quant-brevitas-ours-alt.packed.safetensors"))
     row["alt_guard_accepted"] = [r.name for r in reports if r.accepted]
     return row

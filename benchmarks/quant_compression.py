@@ -23,7 +23,8 @@ import torchslim
 from torchslim import models
 from torchslim.quant import FrozenConv2d, FrozenLinear, QuantConfig, freeze, quantize
 from torchslim.data import load_dataset
-from torchslim.quant.altupdate import alternating_update, calibration_batches
+from torchslim.quant.altupdate import alternating_update
+from torchslim.data.calibration import calibration_images
 from torchslim.quant.calibrate import calibrate_act_scales
 from torchslim.export.frozen import load_frozen, save_frozen
 from torchslim.train import evaluate
@@ -37,7 +38,7 @@ VARIANTS = (("float32", "float32"), ("float32", "int8"), ("float16", "float16"))
 def storage_top1(folder) -> list[list]:
     """Top-1 on the 10k test images of one trained quantized model stored in each variant."""
     base = torchslim.load(BASE)
-    batches = calibration_batches(load_dataset("fashion-mnist-32", "train", subset=512), 512)
+    batches = calibration_images(load_dataset("fashion-mnist-32", "train", subset=512), 512)
     model = quantize(base, QuantConfig(method="hwgq-zero-uniform-bwn", act_bits=2))
     calibrate_act_scales(model, batches)
     model, _ = alternating_update(model, batches, reference=base)

@@ -23,8 +23,8 @@ import torchslim
 from torchslim import models
 from torchslim.data import load_dataset
 from torchslim.profile import compare_latency
-from torchslim.quant.altupdate import calibration_batches
-from torchslim.quant.int8 import OnnxModel, export_onnx, quantize_int8
+from torchslim.data.calibration import calibration_images
+from torchslim.quant.int8 import OnnxModel, export_dynamic_batch_onnx, quantize_int8
 from torchslim.train import evaluate
 
 
@@ -40,12 +40,12 @@ def main():
     model = torchslim.load(found[0]) if found else models.create("vgg14", width_mult=args.width).eval()
     source = os.path.basename(found[0]) if found else f"untrained vgg14 width {args.width}"
     train, test = load_dataset("fashion-mnist-32", "train"), load_dataset("fashion-mnist-32", "test")
-    batches = calibration_batches(train, 512)
+    batches = calibration_images(train, 512)
     shape = (3, 32, 32)
     with tempfile.TemporaryDirectory() as folder:
         candidates = {
             "torch float32": model,
-            "ORT float32": OnnxModel(export_onnx(model, os.path.join(folder, "f.onnx"), shape), args.threads),
+            "ORT float32": OnnxModel(export_dynamic_batch_onnx(model, os.path.join(folder, "f.onnx"), shape), args.threads),
             "ORT int8 (QDQ)": OnnxModel(quantize_int8(model, batches, shape, path=os.path.join(folder, "q.onnx")).path,
                                         args.threads),
             "torch int8 (x86)": quantize_int8(model, batches, shape, backend="torch"),

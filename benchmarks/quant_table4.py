@@ -37,7 +37,8 @@ from torchslim.data import load_dataset
 from torchslim.io import atomic_write_text
 from torchslim.profile import serialized_size
 from torchslim.quant import QuantConfig, clip_latent_weights, freeze, quantize
-from torchslim.quant.altupdate import alternating_update, calibration_batches, recalibrate_bn
+from torchslim.quant.altupdate import alternating_update, recalibrate_bn
+from torchslim.data.calibration import calibration_images
 from torchslim.export.frozen import load_frozen, save_frozen
 from torchslim.train import TrainConfig, evaluate, fit
 
@@ -145,7 +146,7 @@ def main():
     rows.append({"label": "float, fine-tuned alike", "top1": evaluate(tuned, test, device=args.device)["top1"],
                  "packed_bytes": float_bytes, "ratio": 1.0, "epoch_s": float_epoch})
     selected = [r for r in ROWS if not args.rows or r[1] in args.rows.split(",")]
-    batches = calibration_batches(train, args.calib, device=args.device)
+    batches = calibration_images(train, args.calib, device=args.device)
 
     def save():  # after every row, so a run cut short keeps what it finished
         atomic_write_text(args.json, json.dumps({"rows": rows, "args": vars(args), "base": base_note,

@@ -152,7 +152,7 @@ def test_qcnn_beats_pq_inside_a_network():
     train, test = digits()
     config = PQConfig(subvector=4, bits=3, calib_samples=200)
     pq = product_quantize(model, config)
-    qcnn = product_quantize(model, PQConfig(subvector=4, bits=3, calib_samples=200, method="qcnn"), calib_set=train)
+    qcnn = product_quantize(model, PQConfig(subvector=4, bits=3, calib_samples=200, method="qcnn"), train)
     images = next(iter(torchslim.data.BatchLoader(test, batch_size=256)))[0]
     paths = [p for p, m in qcnn.named_modules() if isinstance(m, PQLinear)]
     pq_errors = layer_output_errors(model, pq, paths, images)

@@ -6,9 +6,9 @@ import torchslim
 from torchslim import models
 from torchslim.deploy import PackedBinaryConv2d, compile, memory_report
 from torchslim.quant import QuantConfig, freeze, quantize
-from torchslim.quant.convert import METHODS
+from torchslim.quant.convert import QUANT_METHODS
 
-BINARY_METHODS = [name for name, (_, bits, _, _) in METHODS.items() if bits == 1 and name != "bwn"]
+BINARY_METHODS = [name for name, (_, bits, _, _) in QUANT_METHODS.items() if bits == 1 and name != "bwn"]
 
 
 def _frozen(name, method, width=0.25, seed=0):

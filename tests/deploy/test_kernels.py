@@ -3,7 +3,7 @@ import torch
 
 from torchslim.deploy import build
 from torchslim.deploy.kernels import (_TORCH_COMPARE, COMPARE, _pack_bool_reference, binary_conv2d, pack_planes,
-                                      pack_quantized, pack_signs, pack_weight_codes, reference_binary_conv2d)
+                                      pack_quantized, pack_activation_signs, pack_weight_codes, reference_binary_conv2d)
 from torchslim.deploy.modules import (PackedBinaryConv2d, PackedBinaryLinear, binary_step, encoded_planes,
                                       level_encoding, plane_encoding)
 
@@ -124,7 +124,7 @@ def test_one_kernel_follows_changes_of_input_kind_shape_and_threads():
     small = x[:1, :, :5, :4]
     want = {id(t): reference_binary_conv2d(t, codes, scale, bias, (1, 1), (1, 1)) for t in (x, small)}
     for t, packed, threads in [(x, False, 1), (x, True, 2), (small, True, 1), (small, False, 3), (x, False, 2)]:
-        got = kernel(pack_signs(t) if packed else t, threads)
+        got = kernel(pack_activation_signs(t) if packed else t, threads)
         assert torch.equal(got, want[id(t)])
 
 
@@ -150,7 +150,7 @@ def test_concurrent_callers_share_the_thread_pool_safely():
 def test_packing_matches_the_reference_packer():
     x = torch.randn(2, 70, 5, 3)
     x[0, 0, 0, 0] = 0.0
-    assert torch.equal(pack_signs(x), _pack_bool_reference((x < 0).permute(0, 2, 3, 1)))
+    assert torch.equal(pack_activation_signs(x), _pack_bool_reference((x < 0).permute(0, 2, 3, 1)))
     thresholds = torch.tensor([-0.5, 0.0, 0.7])
     want = _pack_bool_reference((x[:, None] >= thresholds.view(1, -1, 1, 1, 1)).permute(0, 1, 3, 4, 2))
     assert torch.equal(pack_planes(x, thresholds), want)

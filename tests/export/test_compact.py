@@ -56,7 +56,7 @@ def test_module_delta_round_trips_replaced_removed_and_new_layers():
     base = models.create("lenet5", num_classes=10)
     fresh = describe_modules(base)
     model = factorize(weight_share(base, WeightShareConfig(bits=3, exclude=("classifier.0",))),
-                      LowRankConfig(method="svd", energy=0.5), (1, 28, 28))
+                      LowRankConfig(method="svd", energy=0.5), input_shape=(1, 28, 28))
     del model.features[7]
     records = describe_modules(model)
     delta = modules_delta(records, fresh)

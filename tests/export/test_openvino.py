@@ -48,7 +48,7 @@ def test_int8_ir_is_calibrated_on_data_and_keeps_the_predictions(tmp_path):
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
     from torchslim.data import load_dataset
-    from torchslim.quant.altupdate import calibration_batches
+    from torchslim.data.calibration import calibration_images
 
     source, out = _saved_mlp(tmp_path), tmp_path / "q.xml"
     proc = run_cli("export", source, "--format", "openvino", "--data", "digits", "--calib", "200", "--out", out,
@@ -61,7 +61,7 @@ def test_int8_ir_is_calibrated_on_data_and_keeps_the_predictions(tmp_path):
              if op.get_type_name() == "Constant"}
     assert "i8" in kinds  # the weights are stored as int8
     test = load_dataset("digits", split="test")
-    x = torch.cat(calibration_batches(test, 10_000))  # every test image, normalised as in training
+    x = torch.cat(calibration_images(test, 10_000))  # every test image, normalised as in training
     with torch.no_grad():
         want = torchslim.load(source).eval()(x)
     got = torch.from_numpy(_run_ir(out, x))

@@ -56,7 +56,7 @@ FACTORIES = {
     "kmeans": lambda: weight_share(_lenet5(), WeightShareConfig(bits=4)),
     "sparse-kmeans": lambda: weight_share(sparsify(_lenet5(), SparsityConfig(sparsity=0.9)), WeightShareConfig(bits=5)),
     "pq": lambda: product_quantize(_lenet5(), PQConfig(subvector=2, bits=4)),
-    "lowrank": lambda: factorize(_lenet5(), LowRankConfig(method="tucker", energy=0.8), (1, 28, 28)),
+    "lowrank": lambda: factorize(_lenet5(), LowRankConfig(method="tucker", energy=0.8), input_shape=(1, 28, 28)),
     "conv1d": None,
     "frozen-sign": lambda: _frozen("sign"),
     "frozen-ternary": lambda: _frozen("ternary"),

@@ -5,7 +5,7 @@ from torch import nn
 import torchslim
 from torchslim import models
 from torchslim.errors import UserError
-from torchslim.lowrank import METHODS, LowRankConfig, energy_rank, factorize, spatial_svd_conv, svd_linear, tucker2_conv
+from torchslim.lowrank import LOWRANK_METHODS, LowRankConfig, energy_rank, factorize, spatial_svd_conv, svd_linear, tucker2_conv
 from torchslim.profile import count_macs
 
 from ..sparse.helpers import top1, trained_mlp
@@ -41,7 +41,7 @@ def test_energy_rank():
     assert [energy_rank(values, e) for e in (0.5, 0.65, 0.9, 0.95, 1.0)] == [1, 2, 2, 3, 3]
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(LOWRANK_METHODS))
 @pytest.mark.parametrize("target", [0.3, 0.6])
 def test_mac_target_is_met(method, target):
     torch.manual_seed(0)
@@ -49,7 +49,7 @@ def test_mac_target_is_met(method, target):
     shape = (3, 32, 32)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     types = [(name, type(m)) for name, m in model.named_modules()]
-    factored = factorize(model, LowRankConfig(method=method, target_macs=target), shape)
+    factored = factorize(model, LowRankConfig(method=method, target_macs=target), input_shape=shape)
     ratio = count_macs(factored, shape) / count_macs(model, shape)
     assert ratio <= target
     assert ratio >= target - 0.1  # the search does not overshoot much
@@ -63,12 +63,12 @@ def test_mac_target_is_met(method, target):
 def test_unreachable_target_is_a_user_error():
     model = models.create("vgg11", num_classes=10, width_mult=0.125).eval()
     with pytest.raises(UserError):
-        factorize(model, LowRankConfig(target_macs=0.001), (3, 32, 32))
+        factorize(model, LowRankConfig(target_macs=0.001), input_shape=(3, 32, 32))
 
 
 def test_factorised_model_saves_and_keeps_accuracy(tmp_path):
     model = trained_mlp()
-    factored = factorize(model, LowRankConfig(energy=0.95), (1, 8, 8))
+    factored = factorize(model, LowRankConfig(energy=0.95), input_shape=(1, 8, 8))
     assert factored.torchslim_meta["lowrank"]["layers"]
     torchslim.save(factored, tmp_path / "f.safetensors")
     loaded = torchslim.load(tmp_path / "f.safetensors")

@@ -83,7 +83,7 @@ def test_a_pruned_timm_model_keeps_its_smaller_batchnormact(tmp_path):
     from torchslim.prune import PruneConfig, prune
 
     model = _build("timm:mobilenetv3_small_050")
-    pruned = prune(model, torch.randn(1, 3, 64, 64), PruneConfig(target_macs=0.5)).model.eval()
+    pruned = prune(model, PruneConfig(target_macs=0.5), example_inputs=torch.randn(1, 3, 64, 64)).model.eval()
     kind = type(model.bn1)
     assert kind.__name__ == "BatchNormAct2d" and kind is not nn.BatchNorm2d
     before = {n: m.num_features for n, m in model.named_modules() if type(m) is kind}

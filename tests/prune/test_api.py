@@ -21,7 +21,7 @@ def test_prune_every_model(name):
     model = build(name)
     before = _state(model)
     config = PruneConfig(criterion="taylor", target_macs=0.6, scope="global", calibration_batches=1)
-    result = prune(model, config=config, calibration=calibration(name))
+    result = prune(model, config, calibration(name))
     pruned = result.model
     x = torch.randn(3, *model.input_shape)
     with torch.no_grad():

@@ -33,9 +33,9 @@ def test_prune_recalibrates_by_default_and_not_when_asked():
     model = build("resnet20")
     batches = calibration("resnet20", 16)
     config = PruneConfig(criterion="l1", target_macs=0.5, calibration_batches=1)
-    recalibrated = prune(model, config=config, calibration=batches)
-    kept = prune(model, config=PruneConfig(criterion="l1", target_macs=0.5, recalibrate_bn=False),
-                 calibration=batches)
+    recalibrated = prune(model, config, batches)
+    kept = prune(model, PruneConfig(criterion="l1", target_macs=0.5, recalibrate_bn=False),
+                 batches)
     without_data = prune(model, config=config)
     assert recalibrated.bn_recalibrated == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert kept.bn_recalibrated == 0 and without_data.bn_recalibrated == 0

@@ -35,8 +35,8 @@ def _prune(model, shape, criterion, target):
     generator = torch.Generator().manual_seed(1)
     batches = [(torch.randn(2, *shape, generator=generator), torch.randint(0, 10, (2,), generator=generator))]
     example = torch.randn(1, *shape, generator=generator)
-    return prune(model, example, PruneConfig(criterion=criterion, target_macs=target, scope="global"),
-                 calibration=batches)
+    return prune(model, PruneConfig(criterion=criterion, target_macs=target, scope="global"), batches,
+                 example_inputs=example)
 
 
 def _check(name: str, settings) -> list[str]:

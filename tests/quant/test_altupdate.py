@@ -5,7 +5,8 @@ from torch import nn
 from torchslim import models
 from torchslim.data import load_dataset
 from torchslim.quant import QuantConfig, quantize
-from torchslim.quant.altupdate import alternating_update, calibration_batches, recalibrate_bn, solve_layer
+from torchslim.quant.altupdate import alternating_update, recalibrate_bn, solve_layer
+from torchslim.data.calibration import calibration_images
 from torchslim.quant.modules import QuantConv2d, QuantLinear
 
 
@@ -49,7 +50,7 @@ def _float_and_quantized():
     """A tiny float vgg11 (BN statistics from 32 digits), those batches, and its hwgq-bwn copy."""
     torch.manual_seed(0)
     float_model = models.create("vgg11", width_mult=0.0625).eval()
-    batches = calibration_batches(load_dataset("digits-32", "train"), images=32, batch_size=32)
+    batches = calibration_images(load_dataset("digits-32", "train"), images=32, batch_size=32)
     recalibrate_bn(float_model, batches)
     float_model.eval()
     qmodel = quantize(float_model, QuantConfig(method="hwgq-bwn"))
@@ -122,6 +123,6 @@ def test_guarded_update_never_moves_away_from_the_float_model():
 
 def test_calibration_batches_skip_takes_the_following_images():
     data = load_dataset("digits-32", "train")
-    first = torch.cat(calibration_batches(data, 700, batch_size=256))
-    assert torch.equal(torch.cat(calibration_batches(data, 300, batch_size=256, skip=300)), first[300:600])
-    assert torch.equal(torch.cat(calibration_batches(data, 100, batch_size=64, skip=256)), first[256:356])
+    first = torch.cat(calibration_images(data, 700, batch_size=256))
+    assert torch.equal(torch.cat(calibration_images(data, 300, batch_size=256, skip=300)), first[300:600])
+    assert torch.equal(torch.cat(calibration_images(data, 100, batch_size=64, skip=256)), first[256:356])

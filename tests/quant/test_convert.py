@@ -5,7 +5,7 @@ import torch
 
 from torchslim import models
 from torchslim.errors import UserError
-from torchslim.quant import (METHODS, ActQuant, FrozenConv2d, QuantConfig, QuantConv2d, clip_latent_weights, freeze,
+from torchslim.quant import (QUANT_METHODS, ActQuant, FrozenConv2d, QuantConfig, QuantConv2d, clip_latent_weights, freeze,
                              plan_quantization, quantize)
 
 from .conftest import frozen_round_trip
@@ -24,7 +24,7 @@ def _bn_noise(model):
             module.running_var.uniform_(0.5, 2)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(QUANT_METHODS))
 def test_frozen_equals_eval_and_save_load_is_bit_identical(method, vgg, tmp_path):
     qmodel = quantize(vgg, QuantConfig(method=method))
     _bn_noise(qmodel)

@@ -66,7 +66,7 @@ def test_schedules_fine_tune_with_masks_held(schedule):
     train, _ = digits()
     model = trained_mlp()
     config = SparsityConfig(sparsity=0.8, schedule=schedule, rounds=2, agp_every=5)
-    pruned = sparsify(model, config, train, TrainConfig(epochs=2, lr=0.02, batch_size=64, augment=False))
+    pruned = sparsify(model, config, train, train_config=TrainConfig(epochs=2, lr=0.02, batch_size=64, augment=False))
     for row in sparsity_report(pruned)["layers"]:
         assert row["nonzero"] == round(0.2 * row["params"])  # exact: momentum never revived a weight
     assert top1(pruned) >= 0.85

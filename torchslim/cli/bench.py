@@ -6,7 +6,8 @@ from __future__ import annotations
 import sys
 
 from ..errors import UserError
-from .common import add_json_arg, emit
+from ..flags.common import add_json_arg
+from .common import emit
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..checks import THREADS
-from .common import add_json_arg, emit
+from ..flags.common import add_json_arg
+from .common import emit
 
 
 def add_parser(subparsers):

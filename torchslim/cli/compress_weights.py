@@ -1,6 +1,6 @@
 """``torchslim compress-weights``: back-end compression of a saved model.
 
-Methods (``METHODS``): ``magnitude`` (unstructured pruning with masks held while
+Methods (``COMPRESSORS``): ``magnitude`` (unstructured pruning with masks held while
 fine-tuning), ``kmeans`` (scalar weight sharing, centroids fine-tuned),
 ``pq`` / ``qcnn`` (product quantization fitted to the weights / to the layer
 outputs), ``svd`` / ``tucker`` (low-rank factorisation).  The result is saved
@@ -14,21 +14,12 @@ import copy
 import time
 
 from ..errors import UserError
-from ..checks import POSITIVE_INT, SEED
+from ..flags.compress import add_compress_weights_flags
 from ..nn import record_meta
-from .common import (
-    add_data_args,
-    add_json_arg,
-    add_kd_args,
-    check_model_data,
-    check_out_path,
-    emit,
-    kd_loss_for,
-    load_data,
-)
+from .common import check_model_data, check_out_path, emit, kd_loss_for, load_data
 
 # method -> (compress(model, args, train_set), default fine-tune optimizer, lr, weight decay)
-METHODS: dict = {}
+COMPRESSORS: dict = {}
 
 _MAGNITUDE, _KMEANS, _CODEBOOK, _LOWRANK = ("magnitude",), ("kmeans",), ("kmeans", "pq", "qcnn"), ("svd", "tucker")
 # flag -> the methods that use it; given with any other method it is an error rather than ignored
@@ -51,7 +42,7 @@ def _dest(flag: str) -> str:
 
 def register_method(name: str, optimizer: str, lr: float, weight_decay: float):
     def decorator(fn):
-        METHODS[name] = (fn, optimizer, lr, weight_decay)
+        COMPRESSORS[name] = (fn, optimizer, lr, weight_decay)
         return fn
 
     return decorator
@@ -60,58 +51,7 @@ def register_method(name: str, optimizer: str, lr: float, weight_decay: float):
 def add_parser(subparsers):
     parser = subparsers.add_parser("compress-weights", help="prune, weight-share, product-quantize or factorise "
                                    "the weights of a saved model")
-    parser.add_argument("file", help="a model saved by torchslim")
-    parser.add_argument("--method", required=True, choices=sorted(METHODS))
-    # Method-specific flags default to None, so one given to a method that ignores it can be refused
-    # (METHOD_FLAGS); DEFAULTS fills in the values that apply when they are not given.
-    parser.add_argument("--sparsity", type=float, default=None,
-                        help="magnitude: fraction of weights removed (default 0.9)")
-    parser.add_argument("--scope", default=None, help="magnitude: layer (default) or global threshold")
-    parser.add_argument("--schedule", default=None, help="magnitude: oneshot (default), agp or iterative")
-    parser.add_argument("--agp-fraction", type=float, default=None,
-                        help="magnitude, agp: share of the fine-tune spent ramping up to the final sparsity "
-                             "(default 0.75); the rest trains at the final masks")
-    parser.add_argument("--criterion", default=None, choices=("magnitude", "folded"),
-                        help="magnitude: rank weights by |w| (default) or by |w| with the following BatchNorm "
-                             "folded in (the weights the deployed layer computes with)")
-    parser.add_argument("--layer-sparsity", default=None,
-                        help="magnitude: per-layer fractions removed, NAME=S,NAME=S (other layers: --sparsity)")
-    parser.add_argument("--bits", type=int, default=None,
-                        help="kmeans: bits per weight of Linear layers (default 5); pq/qcnn: bits per code "
-                             "(2**B codewords per subspace, default 6)")
-    parser.add_argument("--conv-bits", type=int, default=None, help="kmeans: bits per conv weight (default 8)")
-    parser.add_argument("--layer-bits", default=None,
-                        help="kmeans: per-layer bits, NAME=B,NAME=B (other layers: --bits / --conv-bits)")
-    parser.add_argument("--side-dtype", default=None, choices=("float32", "float16", "bfloat16"),
-                        help="kmeans: round centroids and biases to this type after the fine-tune (default "
-                             "float32; the packed file then stores them in it)")
-    parser.add_argument("--init", default=None,
-                        help="kmeans: centroid initialisation (linear (default), density, random)")
-    parser.add_argument("--subvector", type=int, default=None,
-                        help="pq/qcnn: input channels per sub-vector (default 4)")
-    parser.add_argument("--calib-samples", type=int, default=None, help="qcnn: calibration images (default 256)")
-    ranks = parser.add_mutually_exclusive_group()
-    ranks.add_argument("--rank-energy", type=float, default=None, help="svd/tucker: energy kept per layer (0..1]")
-    ranks.add_argument("--target-macs", type=float, default=None, help="svd/tucker: fraction of the MACs to keep")
-    parser.add_argument("--exclude", default="", help="comma-separated layer paths left as they are")
-    parser.add_argument("--fold-bn", action="store_true",
-                        help="fold each BatchNorm into the layer before it first (the deployed form: no BN "
-                             "parameters left to store, and weight sharing sees the weights that will be stored)")
-    parser.add_argument("--finetune-epochs", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=None, help="fine-tune learning rate (default per method)")
-    parser.add_argument("--weight-decay", type=float, default=None, help="fine-tune weight decay (default per method)")
-    parser.add_argument("--batch-size", type=POSITIVE_INT, default=128)
-    parser.add_argument("--distill", action="store_true", help="fine-tune with the input model as teacher")
-    parser.add_argument("--teacher", default=None, metavar="FILE",
-                        help="fine-tune with this saved model as teacher instead of the input model (implies "
-                             "--distill; e.g. the float model when the input is already pruned)")
-    add_kd_args(parser)
-    parser.add_argument("--no-augment", action="store_true", help="fine-tune without random crop / flip")
-    add_data_args(parser)
-    parser.add_argument("--seed", type=SEED, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", required=True, help="where to save the compressed model")
-    add_json_arg(parser)
+    add_compress_weights_flags(parser)
     parser.set_defaults(run=run)
 
 
@@ -164,7 +104,7 @@ def _check_layer_names(model, args) -> None:
 def _finetune_config(args):
     from ..train import TrainConfig  # lazy: loads when the verb runs
 
-    _, optimizer, lr, weight_decay = METHODS[args.method]
+    _, optimizer, lr, weight_decay = COMPRESSORS[args.method]
     return TrainConfig(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.lr or lr,
                        optimizer=optimizer, schedule="cosine", seed=args.seed,
                        weight_decay=weight_decay if args.weight_decay is None else args.weight_decay,
@@ -193,7 +133,7 @@ def _magnitude(model, args, train_set):
                             layer_sparsity=layer_sparsity, exclude=_exclude(args), criterion=args.criterion,
                             **extra)
     train_config = _finetune_config(args) if args.finetune_epochs > 0 else None
-    return sparsify(model, config, train_set, train_config, loss_fn=args.loss_fn, progress=not args.json).cpu()
+    return sparsify(model, config, train_set, train_config=train_config, loss_fn=args.loss_fn, progress=not args.json).cpu()
 
 
 @register_method("kmeans", "adam", 1e-4, 0.0)
@@ -211,7 +151,7 @@ def _product(method):
 
         config = PQConfig(subvector=args.subvector, bits=args.bits or 6, method=method, exclude=_exclude(args),
                           calib_samples=args.calib_samples, seed=args.seed)
-        return _fit(product_quantize(model, config, calib_set=train_set, progress=not args.json), args, train_set)
+        return _fit(product_quantize(model, config, train_set, progress=not args.json), args, train_set)
 
     return compress
 
@@ -226,7 +166,7 @@ def _lowrank(method):
 
         energy = args.rank_energy if args.rank_energy is not None else (None if args.target_macs else 0.9)
         config = LowRankConfig(method=method, energy=energy, target_macs=args.target_macs, exclude=_exclude(args))
-        return _fit(factorize(model, config, train_set.input_shape), args, train_set)
+        return _fit(factorize(model, config, input_shape=train_set.input_shape), args, train_set)
 
     return compress
 
@@ -315,7 +255,7 @@ def run(args) -> int:
         from ..prune.deploy import fold_batchnorm  # lazy: loads when the verb runs
 
         source = fold_batchnorm(model)
-    compressed = METHODS[args.method][0](source, args, train_set)
+    compressed = COMPRESSORS[args.method][0](source, args, train_set)
     seconds = time.perf_counter() - began
     after = evaluate(compressed, test_set)["top1"]
     record_meta(compressed, compress_weights={"method": args.method, "source": args.file, "teacher": args.teacher},

@@ -15,7 +15,8 @@ import time
 
 from ..errors import UserError
 from ..checks import THREADS
-from .common import add_json_arg, emit
+from ..flags.common import add_json_arg
+from .common import emit
 
 INT8_KEYS = ("int8", "openvino_int8")  # the int8 runtimes among RUNTIMES
 WIDTH = 0.25  # the baseline VGG14's width_mult: small enough for a run of minutes on 2 cores
@@ -112,13 +113,13 @@ def _combined_report(reports: dict, base_path: str, out: str, data: str, threads
     from ..io import atomic_write_text  # lazy: loads when the verb runs
     from ..pipeline.measure import measure_latency  # lazy: loads when the verb runs
     from ..profile.hardware import hardware  # lazy: loads when the verb runs
-    from ..quant.altupdate import calibration_batches  # lazy: loads when the verb runs
+    from ..data.calibration import calibration_images  # lazy: loads when the verb runs
     from ..report import render_html  # lazy: loads when the verb runs
 
     first = next(iter(reports.values()))
     models = {"original": load(base_path)}
     models.update({label: load(os.path.join(r["out_dir"], "model.safetensors")) for label, r in reports.items()})
-    calibration = torch.cat(calibration_batches(load_dataset(data, "train", subset=256 if quick else 1000), 64))
+    calibration = torch.cat(calibration_images(load_dataset(data, "train", subset=256 if quick else 1000), 64))
     log("timing the four models on every runtime, side by side (batch 1, interleaved)")
     load_before = os.getloadavg()[0]
     latency, runtimes = measure_latency(models, tuple(models["original"].input_shape), calibration,

@@ -7,37 +7,13 @@ import os
 import time
 
 from ..errors import UserError
-from ..checks import WIDTH
-from .common import add_data_args, add_json_arg, add_training_args, check_out_path, emit, load_data, training_config
+from ..flags.verbs import add_distill_flags
+from .common import check_out_path, emit, load_data, training_config
 
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("distill", help="train a small student from a teacher's soft outputs")
-    parser.add_argument("--teacher", required=True, metavar="FILE",
-                        help="a model saved by torchslim (with --online: a file or a zoo name to train from scratch)")
-    parser.add_argument("--student", required=True, metavar="NAME",
-                        help="zoo model for the student (mobilenetv2, shufflenetv2, lenet5, shallow2, shallow3, or "
-                             "the teacher's own architecture for a thin copy)")
-    parser.add_argument("--width-mult", type=WIDTH, default=1.0, help="student width multiplier")
-    parser.add_argument("--loss", default="hinton", help="hinton, mxnet or tf")
-    parser.add_argument("--temperature", type=float, default=None, help="softening T > 0 (default: the loss's)")
-    parser.add_argument("--alpha", type=float, default=None,
-                        help="teacher's share of the loss in [0, 1] (default: the loss's)")
-    parser.add_argument("--hint", action="append", default=[], metavar="S_LAYER:T_LAYER",
-                        help="also match this student layer's features to this teacher layer's (repeatable; "
-                             "a 1x1 adapter bridges different widths)")
-    parser.add_argument("--hint-weight", type=float, default=1.0, help="weight of the feature (hint) loss")
-    parser.add_argument("--online", action="store_true", help="train teacher and student together")
-    parser.add_argument("--teacher-width", type=WIDTH, default=1.0, help="width of a fresh --online teacher")
-    parser.add_argument("--teacher-out", default=None, help="with --online: also save the trained teacher here")
-    parser.add_argument("--compare", action="store_true",
-                        help="also train the same student without a teacher (same budget, seed and start)")
-    parser.add_argument("--cache-dir", default=None, metavar="DIR",
-                        help="keep the teacher's logits on disk for repeated runs (not with unseeded augmentation)")
-    add_data_args(parser)
-    add_training_args(parser)
-    parser.add_argument("--out", required=True, help="where to save the trained student")
-    add_json_arg(parser)
+    add_distill_flags(parser)
     parser.set_defaults(run=run)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..checks import POSITIVE_INT
-from .common import add_data_args, add_json_arg, check_model_data, emit, load_data
+from ..flags.common import add_data_args, add_json_arg
+from .common import check_model_data, emit, load_data
 
 
 def add_parser(subparsers):

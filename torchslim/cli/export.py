@@ -13,36 +13,14 @@ from __future__ import annotations
 import os
 
 from ..errors import UserError
-from .common import add_data_args, add_json_arg, check_out_path, emit, load_data, parse_shape
-
-FORMATS = ("packed", "onnx", "openvino")
-SIDE_DTYPES = ("float32", "float16", "int8")
-# flag -> the formats it does something for; given with another format it is an error (torchslim/checks.py)
-FORMAT_ONLY = {"--huffman": ("packed",), "--dense": ("packed",), "--no-fold-bn": ("packed",),
-               "--side-dtype": ("packed",), "--input": ("onnx",), "--opset": ("onnx",)}
+from ..flags.verbs import add_export_flags
+from .common import check_out_path, emit, load_data, parse_shape
 
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("export", help="write a packed (compressed), ONNX or OpenVINO file of a saved model")
-    parser.add_argument("file", help="a model saved by torchslim (or a packed file)")
-    parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument("--out", required=True, help="the file to write")
-    parser.add_argument("--huffman", action="store_true", help="packed: entropy-code the codes and indices")
-    parser.add_argument("--dense", action="store_true", help="packed: never store float weights as sparse")
-    parser.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
-                        help="packed: keep each BatchNorm after a frozen low-bit layer (exact round trip) instead of "
-                             "folding it into the layer's scale and bias")
-    parser.add_argument("--side-dtype", choices=SIDE_DTYPES, default="float32",
-                        help="packed: dtype of frozen low-bit layers' per-channel scale and bias (int8: one float32 "
-                             "step per tensor; smaller, not exact)")
-    parser.add_argument("--input", help="onnx, openvino: input shape CxHxW (default: recorded in the file)")
-    add_data_args(parser, required=False)
-    parser.add_argument("--calib", type=int, default=300,
-                        help="openvino: calibration images from --data for NNCF int8 (with --data; default 300)")
-    parser.add_argument("--opset", type=int, default=17,
-                        help="onnx: ONNX opset, within the range this torch's exporter supports")
-    add_json_arg(parser)
-    parser.set_defaults(run=run, applies={flag: ("format", formats) for flag, formats in FORMAT_ONLY.items()})
+    add_export_flags(parser)
+    parser.set_defaults(run=run)
 
 
 def run(args) -> int:
@@ -95,13 +73,13 @@ def _export_openvino(args, model) -> tuple[int, dict]:
     import torch  # lazy: loads when the verb runs
 
     from ..export.openvino import export_openvino  # lazy: loads when the verb runs
-    from ..quant.altupdate import calibration_batches  # lazy: loads when the verb runs
+    from ..data.calibration import calibration_images  # lazy: loads when the verb runs
 
     input_shape = parse_shape(args.input) if args.input else None
     calibration = None
     if args.data:
         train = load_data(args, "train")
-        calibration = torch.cat(calibration_batches(train, args.calib))
+        calibration = torch.cat(calibration_images(train, args.calib))
         input_shape = input_shape or tuple(train.input_shape)
     try:
         info = export_openvino(model, args.out, input_shape=input_shape, calibration=calibration)

@@ -11,20 +11,13 @@ from __future__ import annotations
 import os
 import time
 
-from .common import (add_data_args, add_json_arg, add_kd_args, add_training_args, check_model_data, check_out_path,
-                     emit, kd_loss_for, load_data, training_config)
+from ..flags.verbs import add_finetune_flags
+from .common import check_model_data, check_out_path, emit, kd_loss_for, load_data, training_config
 
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("finetune", help="train a saved model further (optionally with a teacher)")
-    parser.add_argument("file", help="a model saved by torchslim")
-    parser.add_argument("--teacher", default=None, metavar="FILE", help="distil from this saved model")
-    add_kd_args(parser)
-    add_data_args(parser)
-    add_training_args(parser)
-    parser.set_defaults(epochs=2, lr=0.01)
-    parser.add_argument("--out", required=True, help="where to save the fine-tuned model")
-    add_json_arg(parser)
+    add_finetune_flags(parser)
     parser.set_defaults(run=run)
 
 

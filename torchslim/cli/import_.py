@@ -6,7 +6,8 @@ import json
 import os
 
 from ..errors import UserError
-from .common import add_json_arg, check_input_fits, check_out_path, emit, parse_shape
+from ..flags.common import add_json_arg
+from .common import check_input_fits, check_out_path, emit, parse_shape
 
 
 def add_parser(subparsers):

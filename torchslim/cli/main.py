@@ -13,6 +13,7 @@ import threading
 from .. import __version__
 from ..errors import UserError
 from ..checks import check_applies, check_paths, given_dests
+from ..flags.common import add_trust_arg
 
 _NOT_VERBS = {"main", "common", "checks"}
 
@@ -43,9 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     for verb in verb_modules():
         importlib.import_module(f"torchslim.cli.{verb}").add_parser(subparsers)
     for verb_parser in subparsers.choices.values():  # every verb that loads a file may need it
-        verb_parser.add_argument("--trust", action="append", default=[], metavar="PKG",
-                                 help="allow importing PKG to rebuild a model made from your own code "
-                                      "(PKG.MODULE:CALLABLE); files never import anything else")
+        add_trust_arg(verb_parser)
     return parser
 
 

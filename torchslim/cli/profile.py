@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ..checks import POSITIVE_INT, THREADS, WIDTH, create_model
-from .common import add_json_arg, check_input_fits, emit, parse_shape
+from ..flags.common import add_json_arg
+from .common import check_input_fits, emit, parse_shape
 
 
 def add_parser(subparsers):

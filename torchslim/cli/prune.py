@@ -6,90 +6,16 @@ import copy
 import os
 
 from ..errors import UserError
-from ..checks import POSITIVE_INT, SEED, THREADS, check_layer_patterns, float_range
+from ..checks import check_layer_patterns
+from ..flags.compress import add_prune_flags, check_args
 from ..nn import record_meta
-from .common import (add_data_args, add_json_arg, add_kd_args, check_model_data, check_out_path, emit, kd_loss_for,
-                     load_data)
+from .common import check_model_data, check_out_path, emit, kd_loss_for, load_data
 
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("prune", help="structured channel pruning (really removes channels)")
-    parser.add_argument("file", help="a model saved by torchslim")
-    parser.add_argument("--criterion", default="l1",
-                        help="l1, l2, mean-act, apoz, taylor, taylor-weight, taylor-group, bn-scale, oicsr, random, oracle")
-    parser.add_argument("--target-macs", type=float, metavar="F", help="share of MACs to keep, e.g. 0.33")
-    parser.add_argument("--target-params", type=float, metavar="F",
-                        help="share of parameters to keep (with --target-macs: both are met)")
-    parser.add_argument("--target-latency", type=float, metavar="F",
-                        help="share of the batch-1 latency to keep on --latency-runtime, measured on this machine "
-                             "(per-layer tables, then the cut model is timed and the aim corrected)")
-    parser.add_argument("--latency-runtime", choices=["torch", "ort", "openvino"], default="torch",
-                        help="where --target-latency is measured: eager torch, ONNX Runtime or OpenVINO fp32 "
-                             "(openvino needs the torchslim[openvino] extra)")
-    parser.add_argument("--ratio", type=float, metavar="F", help="share of channels to remove, in [0, 1)")
-    parser.add_argument("--scope", default="global", help="layer (uniform), global (normalised ranking) or "
-                        "greedy (cost-aware global); default global")
-    parser.add_argument("--step-channels", type=int, default=0, metavar="N",
-                        help="iterative: remove N channels per round, fine-tune, repeat until the target")
-    parser.add_argument("--rounds", type=int, default=0, metavar="K",
-                        help="iterative: reach the target in K geometric rounds (round k keeps target^(k/K)), "
-                        "fine-tuning --finetune-epochs after each")
-    parser.add_argument("--finetune-epochs", type=int, default=0, metavar="E", help="fine-tune epochs (per round)")
-    parser.add_argument("--regularize", choices=["oicsr", "slim"], default=None,
-                        help="train with a sparsity regulariser before pruning")
-    parser.add_argument("--lambda", dest="lam", type=float, default=1e-4, metavar="L", help="regulariser weight")
-    parser.add_argument("--regularize-epochs", type=int, default=1, metavar="E")
-    parser.add_argument("--min-channels", type=POSITIVE_INT, default=1)
-    parser.add_argument("--round-to", type=POSITIVE_INT, default=1, help="keep a multiple of N channels per group")
-    parser.add_argument("--ignore", action="append", default=[], metavar="LAYER",
-                        help="module name or glob pattern to leave alone (repeatable)")
-    parser.add_argument("--calibration-batches", type=POSITIVE_INT, default=8)
-    parser.add_argument("--no-bn-recalibration", action="store_true",
-                        help="keep the BatchNorm statistics of the unpruned model (default: re-estimate them "
-                        "on the calibration batches after pruning)")
-    parser.add_argument("--producers-only", action="store_true",
-                        help="l1/l2 score only the producing filters, not the whole coupled group")
-    parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs of the saved model")
-    parser.add_argument("--teacher", choices=["original"], default=None,
-                        help="fine-tune with distillation from the unpruned model")
-    add_kd_args(parser)
-    parser.add_argument("--lr", type=float_range(0, low_open=True), default=0.01)
-    parser.add_argument("--batch-size", type=POSITIVE_INT, default=128)
-    parser.add_argument("--threads", type=THREADS, default=None, help="torch threads for the latency measurement")
-    parser.add_argument("--seed", type=SEED, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", required=True, help="where to save the pruned model")
-    add_data_args(parser, required=False)
-    add_json_arg(parser)
-    parser.set_defaults(run=run, check_args=check_args)
-
-
-def check_args(args) -> None:
-    """Flag combinations argparse cannot express; needs no file or data (recipes call it when planning)."""
-    targets = (args.target_macs, args.target_params, getattr(args, "target_latency", None))
-    if args.ratio is None and all(t is None for t in targets):
-        raise UserError("give --target-macs, --target-params, --target-latency (any of them) or --ratio")
-    if args.ratio is not None and any(t is not None for t in targets):
-        raise UserError("--ratio cannot be combined with --target-macs, --target-params or --target-latency")
-    if getattr(args, "target_latency", None) is not None and (args.step_channels or args.rounds):
-        raise UserError("--target-latency is one-shot: it cannot be combined with --step-channels or --rounds")
-    if min(args.finetune_epochs, args.step_channels, args.rounds, args.regularize_epochs) < 0:
-        raise UserError("--finetune-epochs, --step-channels, --rounds and --regularize-epochs must be >= 0")
-    if args.step_channels and args.rounds:
-        raise UserError("give --step-channels or --rounds, not both")
-    if (args.step_channels or args.rounds) and args.ratio is not None:
-        flag = "--step-channels" if args.step_channels else "--rounds"
-        raise UserError(f"{flag} needs --target-macs or --target-params (the rounds stop at the target)")
-    if args.regularize and not args.lam > 0:
-        raise UserError(f"--lambda must be > 0, got {args.lam}")
-    if args.teacher is None and (args.temperature is not None or args.alpha is not None):
-        raise UserError("--temperature and --alpha need --teacher original")
-    if args.teacher is not None and (args.temperature is not None or args.alpha is not None):
-        from ..distill import check_kd_args, get_loss  # lazy: loads when the verb runs
-
-        hinton = get_loss("hinton")
-        check_kd_args(hinton.default_temperature if args.temperature is None else args.temperature,
-                      hinton.default_alpha if args.alpha is None else args.alpha)
+    add_prune_flags(parser)
+    parser.set_defaults(run=run)
 
 
 def _config(args):
@@ -175,7 +101,7 @@ def _prune(args, config, model, train_set, test_set, loss_fn):
                                          step_channels=args.step_channels, calibration=train_set,
                                          log=None if args.json else print, rounds=args.rounds)
         return pruned, rounds, folder
-    result = prune(model, config=config, calibration=train_set)
+    result = prune(model, config, train_set)
     if not args.json:
         print(result.summary())
     checkpoint = args.out + ".finetune.ckpt"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 
 from ..errors import UserError
-from .common import add_data_args, add_json_arg, check_model_data, check_out_path, emit, load_data
+from ..flags.common import add_data_args, add_json_arg
+from .common import check_model_data, check_out_path, emit, load_data
 
 
 def add_parser(subparsers):

@@ -5,21 +5,14 @@ from __future__ import annotations
 import os
 import time
 
-from ..checks import WIDTH, create_model
-from .common import (add_data_args, add_json_arg, add_training_args, check_input_fits, check_out_path, emit,
-                     load_data, training_config)
+from ..checks import create_model
+from ..flags.verbs import add_train_flags
+from .common import check_input_fits, check_out_path, emit, load_data, training_config
 
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("train", help="train a zoo model and save it")
-    parser.add_argument("--model", required=True, metavar="SOURCE",
-                        help="zoo model name (see `torchslim profile --list`), torchvision:NAME, timm:NAME "
-                             "or PKG.MODULE:CALLABLE")
-    parser.add_argument("--width-mult", type=WIDTH, default=1.0, help="channel width multiplier, in (0, 64]")
-    add_data_args(parser)
-    add_training_args(parser)
-    parser.add_argument("--out", required=True, help="where to save the trained model")
-    add_json_arg(parser)
+    add_train_flags(parser)
     parser.set_defaults(run=run)
 
 

@@ -4,20 +4,20 @@ correction), and Huffman coding of the codes.
 
     from torchslim.codebook import WeightShareConfig, weight_share, PQConfig, product_quantize
     shared = weight_share(pruned, WeightShareConfig(bits=5, conv_bits=8))
-    pq = product_quantize(model, PQConfig(subvector=4, bits=6, method="qcnn"), calib_set=train)
+    pq = product_quantize(model, PQConfig(subvector=4, bits=6, method="qcnn"), train)
 """
 
 from .kmeans import kmeans, kmeans_1d
 from .modules import (SHARED_TYPES, CodebookConv2d, CodebookLinear, PQConv2d, PQLinear, SharedWeightLayer,
                       materialize)
-from .pq import METHODS, PQConfig, product_quantize, register_pq_method
+from .pq import PQ_METHODS, PQConfig, product_quantize, register_pq_method
 from .qcnn import calibration_batch, layer_output_errors
-from .weight_share import SIDE_DTYPES, WeightShareConfig, round_side_data, share_layer, weight_share
+from .weight_share import CODEBOOK_SIDE_DTYPES, WeightShareConfig, round_side_data, share_layer, weight_share
 
 __all__ = [
-    "METHODS",
+    "PQ_METHODS",
     "SHARED_TYPES",
-    "SIDE_DTYPES",
+    "CODEBOOK_SIDE_DTYPES",
     "CodebookConv2d",
     "CodebookLinear",
     "PQConfig",

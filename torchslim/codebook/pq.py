@@ -32,12 +32,12 @@ from .modules import PQConv2d, PQLinear, pq_matrix
 from ..sparse.magnitude import prunable_layers
 
 PQ_TYPES = {nn.Linear: PQLinear, nn.Conv2d: PQConv2d}
-METHODS = Registry("product quantization method")
+PQ_METHODS = Registry("product quantization method")
 
 
 def register_pq_method(name: str):
     def decorator(fn):
-        METHODS[name] = fn
+        PQ_METHODS[name] = fn
         return fn
 
     return decorator
@@ -60,8 +60,8 @@ class PQConfig(ConfigMixin):
     def __post_init__(self):
         if self.subvector < 1 or not 1 <= self.bits <= 16:
             raise UserError(f"need subvector >= 1 and bits in 1..16 (got {self.subvector}, {self.bits})")
-        if self.method not in METHODS:
-            raise unknown_choice("product quantization method", self.method, METHODS)
+        if self.method not in PQ_METHODS:
+            raise unknown_choice("product quantization method", self.method, PQ_METHODS)
         self.exclude = tuple(self.exclude)
 
     @property
@@ -117,17 +117,17 @@ def _weight_error_pq(model, layers, config, calib_set):
         set_submodule(model, path, PQ_TYPES[type(layer)].from_layer(layer, codebooks, codes))
 
 
-def product_quantize(model: nn.Module, config: PQConfig, calib_set=None, progress: bool = False) -> nn.Module:
-    """A product-quantized copy of ``model`` (the caller's model is untouched)."""
-    if config.method == "qcnn" and calib_set is None:
+def product_quantize(model: nn.Module, config: PQConfig, data=None, *, progress: bool = False) -> nn.Module:
+    """A product-quantized copy of ``model`` (the caller's model is untouched); ``data``: Q-CNN's calibration images."""
+    if config.method == "qcnn" and data is None:
         raise UserError("Q-CNN needs calibration data (give --data)")
     quantized = copy.deepcopy(model).eval()
     layers, skipped = plan_layers(quantized, config)
     if not layers:
         raise UserError(f"no layer can be product-quantized with sub-vectors of {config.subvector}: "
                         + "; ".join(f"{p}: {r}" for p, r in list(skipped.items())[:3]))
-    METHODS[config.method](quantized, layers, config, calib_set)
-    record_meta(quantized, pq_skipped=skipped)
+    PQ_METHODS[config.method](quantized, layers, config, data)
+    record_meta(quantized, pq=config.to_dict(), pq_skipped=skipped)
     return quantized.eval()
 
 

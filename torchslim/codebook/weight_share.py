@@ -19,7 +19,7 @@ from torch import nn
 
 from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
-from ..nn import set_submodule
+from ..nn import record_meta, set_submodule
 from .kmeans import INITS, kmeans_1d
 from .modules import CodebookConv2d, CodebookLinear
 from ..sparse.magnitude import prunable_layers
@@ -90,10 +90,11 @@ def weight_share(model: nn.Module, config: WeightShareConfig) -> nn.Module:
         new = share_layer(layer, config.bits_for(layer, path), config.init, config.iters, config.keep_zeros,
                           config.seed + index)
         set_submodule(shared, path, new)
+    record_meta(shared, weight_share=config.to_dict())
     return shared.eval()
 
 
-SIDE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+CODEBOOK_SIDE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @torch.no_grad()
@@ -104,9 +105,9 @@ def round_side_data(model: nn.Module, dtype: str = "float16") -> nn.Module:
     values in ``dtype`` without loss (it picks the narrowest exact type), halving
     the codebooks and per-channel biases that dominate a small pruned model's file.
     """
-    if dtype not in SIDE_DTYPES:
-        raise unknown_choice("side-data dtype", dtype, SIDE_DTYPES)
-    target = SIDE_DTYPES[dtype]
+    if dtype not in CODEBOOK_SIDE_DTYPES:
+        raise unknown_choice("side-data dtype", dtype, CODEBOOK_SIDE_DTYPES)
+    target = CODEBOOK_SIDE_DTYPES[dtype]
     for module in model.modules():
         if isinstance(module, (CodebookLinear, CodebookConv2d)):
             for tensor in (module.centroids, module.bias):

@@ -9,6 +9,7 @@ sharded batches.  :func:`with_normalization` swaps in a model's own mean/std.
 Importing this package reads no data.
 """
 
+from .calibration import calibration_images, calibration_pairs
 from .imageset import ImageSet
 from .loader import BatchLoader
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, with_normalization
@@ -19,6 +20,8 @@ __all__ = [
     "ImageSet",
     "ImageFiles",
     "BatchLoader",
+    "calibration_images",
+    "calibration_pairs",
     "with_normalization",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

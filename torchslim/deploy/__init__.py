@@ -7,7 +7,7 @@ first use (see :mod:`torchslim.deploy.build`), with a PyTorch reference fallback
 
 from .build import isa, native_library
 from .compile import compile, memory_report
-from .kernels import binary_conv2d, pack_planes, pack_signs, pack_weight_codes, reference_binary_conv2d
+from .kernels import binary_conv2d, pack_planes, pack_activation_signs, pack_weight_codes, reference_binary_conv2d
 from .modules import PackedBinaryConv2d, PackedBinaryLinear
 
 __all__ = [
@@ -19,7 +19,7 @@ __all__ = [
     "memory_report",
     "native_library",
     "pack_planes",
-    "pack_signs",
+    "pack_activation_signs",
     "pack_weight_codes",
     "reference_binary_conv2d",
 ]

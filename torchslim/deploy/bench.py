@@ -136,7 +136,7 @@ def bench_model(model: nn.Module, input_shape, batches=(1,), threads=(1,), repea
     use_ort, use_ov = ort.available(), ov_runtime.available() and openvino is not False
     if use_ort:
         float_bytes = ort.export_onnx_bytes(twin, input_shape)
-        int8_bytes = ort.quantize_int8(float_bytes, calibration)
+        int8_bytes = ort.quantize_qdq(float_bytes, calibration)
     if use_ov:
         ov_models = ov_runtime.runtime_pair(twin, input_shape, calibration)
     paths = {"binary": isa()}

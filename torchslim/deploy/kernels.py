@@ -114,7 +114,7 @@ def unpack_bits(bits: torch.Tensor, channels: int) -> torch.Tensor:
     return (((bits.unsqueeze(-1) >> shifts) & 1).flatten(-2)[..., :channels]).bool()
 
 
-def pack_signs(x: torch.Tensor, threads: int = 1) -> torch.Tensor:
+def pack_activation_signs(x: torch.Tensor, threads: int = 1) -> torch.Tensor:
     """float NCHW -> sign bits [N, H, W, words] (bit = 1 where x < 0)."""
     x = _check_float(x)
     n, c, h, w = x.shape

@@ -11,7 +11,7 @@ from .cache import LogitCache
 from .hints import HintedStudent, hint_loss_fn, parse_hint
 from .losses import LOSSES, check_kd_args, get_loss, hinton_loss, list_losses, mxnet_loss, register_loss, tf_loss
 from .students import LIGHTWEIGHT, create_student, thin_student
-from .teacher import FrozenTeacher, KDLoss, freeze, kd_loss_fn
+from .teacher import FrozenTeacher, KDLoss, freeze_teacher, kd_loss_fn
 
 __all__ = [
     "LIGHTWEIGHT",
@@ -25,7 +25,7 @@ __all__ = [
     "check_kd_args",
     "create_student",
     "distill",
-    "freeze",
+    "freeze_teacher",
     "get_loss",
     "hint_loss_fn",
     "hinton_loss",

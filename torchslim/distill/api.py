@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..train import TrainConfig, fit
 from .hints import HintedStudent, hint_loss_fn, parse_hint
 from .losses import check_kd_args, get_loss
-from .teacher import KDLoss, freeze
+from .teacher import KDLoss, freeze_teacher
 from .cache import LogitCache
 
 __all__ = ["DistillConfig", "distill", "train_online", "JointModel"]
@@ -97,7 +97,7 @@ def distill(student: nn.Module, teacher: nn.Module, train_set, config: TrainConf
     cache = None
     if kd.cache_dir and kd.alpha > 0:
 
-        cache = LogitCache(kd.cache_dir, freeze(teacher),
+        cache = LogitCache(kd.cache_dir, freeze_teacher(teacher),
                            data_key=f"{train_set.name}/{train_set.split}/n={len(train_set)}/augment={config.augment}",
                            seed=config.seed)
     if kd.hints:

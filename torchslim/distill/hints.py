@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError, unknown_choice
-from .teacher import KDLoss, freeze
+from .teacher import KDLoss, freeze_teacher
 
 __all__ = ["HintedStudent", "hint_loss_fn", "parse_hint"]
 
@@ -123,7 +123,7 @@ def hint_loss_fn(hinted: HintedStudent, teacher: nn.Module, weight: float = 1.0,
     """``loss_fn`` for ``fit(hinted, ...)``: the KD loss plus ``weight`` times the hint loss."""
     if not weight >= 0:
         raise UserError(f"hint weight must be >= 0, got {weight}")
-    freeze(teacher)
+    freeze_teacher(teacher)
     teacher_features: list[torch.Tensor | None] = [None] * len(hinted.pairs)
     handles = [_module(teacher, name, "teacher").register_forward_hook(
         lambda _m, _i, out, index=index: teacher_features.__setitem__(index, out))

@@ -18,10 +18,10 @@ from torch import nn
 from ..errors import UserError
 from .losses import check_kd_args, get_loss
 
-__all__ = ["freeze", "FrozenTeacher", "KDLoss", "kd_loss_fn", "ClassMismatch", "check_same_classes"]
+__all__ = ["freeze_teacher", "FrozenTeacher", "KDLoss", "kd_loss_fn", "ClassMismatch", "check_same_classes"]
 
 
-def freeze(model: nn.Module) -> nn.Module:
+def freeze_teacher(model: nn.Module) -> nn.Module:
     """Put ``model`` in eval mode with every parameter's ``requires_grad`` off; returns it."""
     model.eval()
     for param in model.parameters():
@@ -67,7 +67,7 @@ class FrozenTeacher:
     """
 
     def __init__(self, model: nn.Module, cache=None):
-        self.model = freeze(model)
+        self.model = freeze_teacher(model)
         self.cache = cache
         self._device = None
 

@@ -39,7 +39,7 @@ def convert(model: nn.Module, input_shape) -> "object":
         return ov.convert_model(dense, example_input=torch.zeros(shape), input=[shape])
 
 
-def quantize_int8(ov_model, calibration: torch.Tensor, subset_size: int = 300):
+def quantize_nncf(ov_model, calibration: torch.Tensor, subset_size: int = 300):
     """NNCF post-training int8 quantization of ``ov_model`` on ``calibration`` (N, C, H, W), one image a batch."""
     import nncf  # optional dependency
 
@@ -53,7 +53,7 @@ def runtime_pair(model: nn.Module, input_shape, calibration: torch.Tensor) -> tu
     """(fp32, int8) ``openvino.Model`` of ``model``'s float network; int8 calibrated on ``calibration``."""
     require("OpenVINO timing")
     fp32 = convert(model, input_shape)
-    return fp32, quantize_int8(fp32, calibration)
+    return fp32, quantize_nncf(fp32, calibration)
 
 
 @torch.no_grad()
@@ -75,7 +75,7 @@ def export_openvino(model: nn.Module, path: str, input_shape=None, calibration: 
         raise UserError("the model records no input shape; give one (CxHxW)")
     ov_model = convert(model, input_shape)
     if calibration is not None:
-        ov_model = quantize_int8(ov_model, calibration)
+        ov_model = quantize_nncf(ov_model, calibration)
     example = torch.randn(16, *input_shape, generator=torch.Generator().manual_seed(0))
     expected = float_copy(model)(example)
     got = OpenVinoModule(ov_model, 1)(example)

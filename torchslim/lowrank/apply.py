@@ -1,6 +1,6 @@
-"""``factorize(model, LowRankConfig(...), input_shape)``: low-rank layers chosen by energy or a MAC target.
+"""``factorize(model, LowRankConfig(...))``: low-rank layers chosen by energy or a MAC target.
 
-Methods (``METHODS``, a registry): ``svd`` factorises Linear layers by truncated
+Methods (``LOWRANK_METHODS``, a registry): ``svd`` factorises Linear layers by truncated
 SVD and ``k x k`` convs by spatial SVD; ``tucker`` uses Tucker-2 for the convs
 (and SVD for Linear layers).  The rank of each layer is the smallest that keeps
 ``energy`` of its squared singular values.  With ``target_macs`` (a fraction of
@@ -24,11 +24,11 @@ from . import decompose as dec
 from ..profile import count_macs
 from ..sparse.magnitude import prunable_layers
 
-METHODS = Registry("low-rank method")
+LOWRANK_METHODS = Registry("low-rank method")
 
 
 def register_method(name: str, conv_rule, linear_rule):
-    METHODS[name] = (conv_rule, linear_rule)
+    LOWRANK_METHODS[name] = (conv_rule, linear_rule)
 
 
 @dataclass
@@ -43,8 +43,8 @@ class LowRankConfig(ConfigMixin):
     conv: bool = True
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise unknown_choice("low-rank method", self.method, METHODS)
+        if self.method not in LOWRANK_METHODS:
+            raise unknown_choice("low-rank method", self.method, LOWRANK_METHODS)
         if self.target_macs is not None and not 0 < self.target_macs < 1:
             raise UserError(f"target_macs must be a fraction in (0, 1), got {self.target_macs}")
         if self.target_macs is None and (self.energy is None or not 0 < self.energy <= 1):
@@ -129,7 +129,7 @@ def _spatial_sizes(model, paths, input_shape) -> dict:
 
 def plan_factorization(model: nn.Module, config: LowRankConfig, input_shape) -> tuple[list, dict]:
     """``(candidates, {path: ranks})`` for the chosen energy or MAC target; changes nothing."""
-    conv_rule, linear_rule = METHODS[config.method]
+    conv_rule, linear_rule = LOWRANK_METHODS[config.method]
     candidates = []
     layers = prunable_layers(model, config.exclude)
     sizes = _spatial_sizes(model, list(layers), input_shape)
@@ -171,7 +171,7 @@ def plan_factorization(model: nn.Module, config: LowRankConfig, input_shape) -> 
     return candidates, choose(low)
 
 
-def factorize(model: nn.Module, config: LowRankConfig, input_shape=None) -> nn.Module:
+def factorize(model: nn.Module, config: LowRankConfig, *, input_shape=None) -> nn.Module:
     """A factorised copy of ``model``; ``torchslim_meta["lowrank"]`` records each layer's ranks."""
     input_shape = tuple(input_shape or getattr(model, "input_shape", None) or (3, 32, 32))
     factored = copy.deepcopy(model).eval()
@@ -183,5 +183,5 @@ def factorize(model: nn.Module, config: LowRankConfig, input_shape=None) -> nn.M
         set_submodule(factored, cand.path, cand.build(chosen[cand.path]))
         records[cand.path] = {"ranks": list(chosen[cand.path]), "macs_before": cand.macs(),
                               "macs_after": cand.macs_at(chosen[cand.path])}
-    record_meta(factored, lowrank={"method": config.method, "layers": records})
+    record_meta(factored, lowrank={"method": config.method, "config": config.to_dict(), "layers": records})
     return factored

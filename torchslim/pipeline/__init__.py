@@ -24,12 +24,12 @@ def _eval_data(recipe: Recipe, stages: list, quick: bool):
     import torch  # lazy: importing this module stays torch-free
 
     from ..data import load_dataset, parse_data_arg  # lazy: importing the pipeline stays cheap
-    from ..quant.altupdate import calibration_batches  # lazy: importing the pipeline stays cheap
+    from ..data.calibration import calibration_images  # lazy: importing the pipeline stays cheap
 
     name, root = parse_data_arg(next(s.data for s in stages if s.data))
     subset = recipe.quick.get("subset") if quick else None
     test_set = load_dataset(name, "test", root=root, subset=subset)
-    calibration = torch.cat(calibration_batches(load_dataset(name, "train", root=root, subset=subset), 64))
+    calibration = torch.cat(calibration_images(load_dataset(name, "train", root=root, subset=subset), 64))
     return test_set, calibration
 
 

@@ -68,7 +68,7 @@ def _int8_contenders(name: str, float_model: nn.Module, input_shape, calibration
     if ort.available():
         try:
             onnx_bytes = ort.export_onnx_bytes(float_model, input_shape)
-            found[f"{name}/int8"] = ort.OrtModule(ort.quantize_int8(onnx_bytes, calibration), threads)
+            found[f"{name}/int8"] = ort.OrtModule(ort.quantize_qdq(onnx_bytes, calibration), threads)
         except Exception as exc:  # an op ONNX Runtime cannot quantize: report no int8 figure
             print(f"note: no ONNX Runtime int8 timing for {name} ({str(exc).splitlines()[0][:120]})")
     if openvino:

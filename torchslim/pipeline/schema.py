@@ -1,8 +1,8 @@
-"""The recipe schema, derived from the CLI so recipes and flags stay one vocabulary.
+"""The recipe schema, derived from the verbs' flags so recipes and the CLI stay one vocabulary.
 
 Each stage maps onto one CLI verb.  Its options are that verb's flags with
 underscores (``--target-macs`` -> ``target_macs``); their types, choices and
-defaults are read from the verb's argparse parser, so a flag added to a verb is
+defaults are read from the verb's parser (:mod:`torchslim.flags`), so a flag added to a verb is
 a recipe option at once.  Ranges and the choices a verb checks only at run time
 are added here, so a recipe is fully checked before anything runs.
 """
@@ -15,6 +15,7 @@ import importlib
 import math
 from functools import lru_cache
 
+from .. import flags
 from ..errors import unknown_choice
 
 
@@ -110,7 +111,7 @@ STAGES: dict[str, StageSpec] = {spec.name: spec for spec in (
 _RUNTIME_CHOICES = {
     ("prune", "criterion"): ("torchslim.prune", "list_criteria"),
     ("prune", "scope"): ("torchslim.prune", "SCOPES"),
-    ("quantize", "method"): ("torchslim.cli.quantize", "CLI_METHODS"),
+    ("quantize", "method"): ("torchslim.flags.verbs", "QUANTIZE_METHODS"),
     ("train", "model"): ("torchslim.models", "list_models"),
     ("distill", "student"): ("torchslim.models", "list_models"),
     ("distill", "loss"): ("torchslim.distill", "list_losses"),
@@ -134,10 +135,7 @@ def _runtime_choices(verb: str | None, key: str) -> tuple:
 @lru_cache(maxsize=None)
 def verb_parser(verb: str) -> argparse.ArgumentParser:
     """The verb's argparse parser, built once (read-only: dry runs build their own, see plan.py)."""
-    from ..cli.main import build_parser  # lazy: the stages are CLI verbs (see layering.EXCEPTIONS)
-
-    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return subparsers.choices[verb]
+    return flags.verb_parser(verb)
 
 
 def _kind(action) -> tuple[str, str]:

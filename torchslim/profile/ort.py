@@ -102,7 +102,7 @@ def _middle_mean(values: list) -> float:
     return sum(kept) / len(kept)
 
 
-def quantize_int8(float_bytes: bytes, calibration: torch.Tensor) -> bytes:
+def quantize_qdq(float_bytes: bytes, calibration: torch.Tensor) -> bytes:
     """Static int8 QDQ quantization, per-channel weights, calibrated on ``calibration`` (N, C, H, W)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 

@@ -1,8 +1,7 @@
 """Structured channel pruning that really removes channels.
 
     from torchslim.prune import prune, PruneConfig
-    result = prune(model, torch.randn(1, 3, 32, 32), PruneConfig(criterion="taylor", target_macs=0.5,
-                   scope="global", round_to=8), calibration=train_set)
+    result = prune(model, PruneConfig(criterion="taylor", target_macs=0.5, scope="global", round_to=8), train_set)
     smaller = result.model          # plain nn layers with fewer channels; the input model is untouched
 
 Pieces: :mod:`~torchslim.prune.graph` (fx channel groups, the engine),
@@ -18,7 +17,7 @@ slimming L1), :mod:`~torchslim.prune.quality` (Spearman against the oracle),
 
 from ..train.batchnorm import recalibrate_batchnorm
 from . import attention, layers, ops, shapes  # noqa: F401  (built-in rules register on import)
-from .api import PruneConfig, PruneResult, calibration_batches, prune, remove_channels
+from .api import PruneConfig, PruneResult, prune, remove_channels
 from .criteria import CRITERIA, Context, get_criterion, list_criteria, register_criterion
 from .graph import ChannelGraph, ChannelGroup, build_graph, channel_groups
 from .layers import PassThroughRule
@@ -28,7 +27,7 @@ from .rules import Rule, find_rule, register_function_rule, register_rule
 
 __all__ = [
     "CRITERIA", "ChannelGraph", "ChannelGroup", "Context", "PassThroughRule", "PruneConfig", "PruneResult",
-    "Rule", "SCOPES", "build_graph", "calibration_batches", "channel_groups", "find_rule", "get_criterion",
+    "Rule", "SCOPES", "build_graph", "channel_groups", "find_rule", "get_criterion",
     "list_criteria", "prune", "recalibrate_batchnorm", "register_criterion", "register_function_rule",
     "register_rule", "remove_channels", "sensitivity_sweep",
 ]

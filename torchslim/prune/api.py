@@ -1,4 +1,4 @@
-"""``prune(model, example_inputs, PruneConfig(...))``: plan on a copy, then cut the copy.
+"""``prune(model, PruneConfig(...), data)``: plan on a copy, then cut the copy.
 
 The caller's model is never modified: tracing, scoring (which runs backward passes for
 the gradient criteria), selection and surgery all work on a deep copy, so an error at
@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
+from ..nn import record_meta
 from ..profile import count_params
 from ..profile.hardware import OtherLoad
 from ..train.batchnorm import recalibrate_batchnorm
@@ -26,10 +27,10 @@ from .graph import build_graph
 from .latency import measure_models_ms, measure_tables
 from .select import SCOPES, CostModel, predicted_state, select_channels
 from .surgery import apply_removal
-from ..data import BatchLoader
+from ..data.calibration import calibration_pairs
 from .latency import RUNTIMES
 
-__all__ = ["PruneConfig", "PruneResult", "prune", "remove_channels", "calibration_batches"]
+__all__ = ["PruneConfig", "PruneResult", "prune", "remove_channels"]
 
 
 def _fraction(name, value, upper_open: bool) -> None:
@@ -151,20 +152,6 @@ class PruneResult:
         return "\n".join(lines)
 
 
-def calibration_batches(data, count: int, batch_size: int, seed: int = 0, device="cpu") -> list:
-    """``count`` batches of (x, y) from an ImageSet or any iterable of (x, y)."""
-    if data is None:
-        return []
-    if hasattr(data, "labels") and hasattr(data, "input_shape"):
-
-        data = BatchLoader(data, batch_size=batch_size, shuffle=True, seed=seed)
-    batches = []
-    for x, y in data:
-        batches.append((x.to(device), y.to(device)))
-        if len(batches) >= count:
-            break
-    return batches
-
 
 def _example(model, example_inputs) -> torch.Tensor:
     if example_inputs is None:
@@ -203,12 +190,12 @@ def _macs_and_output(model, x):
     return counter.get_total_flops() // 2, output
 
 
-def prune(model: nn.Module, example_inputs=None, config: PruneConfig | None = None,
-          calibration=None) -> PruneResult:
-    """Remove the least important channels of ``model``; returns a new, smaller model.
+def prune(model: nn.Module, config: PruneConfig | None = None, data=None, *, example_inputs=None) -> PruneResult:
+    """Remove the least important channels of ``model``; the result holds a new, smaller model.
 
-    ``calibration`` (an ImageSet or an iterable of (x, y) batches) feeds the data criteria
-    and, with ``config.recalibrate_bn``, the BatchNorm recalibration of the pruned model.
+    ``data`` (an ImageSet or an iterable of (x, y) batches) feeds the data criteria and, with
+    ``config.recalibrate_bn``, the BatchNorm recalibration of the pruned model.  ``example_inputs``
+    (default: a random batch of the model's ``input_shape``) is what the graph is traced with.
     """
     config = config or PruneConfig(ratio=0.0)
     if config.ratio is None and not config.has_target:
@@ -220,11 +207,11 @@ def prune(model: nn.Module, example_inputs=None, config: PruneConfig | None = No
     if not graph.groups and config.ratio != 0:
         raise UserError(f"{type(model).__name__} has no prunable channels"
                         + (f"; boundaries: {'; '.join(graph.boundaries[:3])}" if graph.boundaries else ""))
-    if criterion.needs_data and calibration is None:
+    if criterion.needs_data and data is None:
         raise UserError(f"criterion {config.criterion!r} needs calibration data")
     batches = []
-    if calibration is not None and (criterion.needs_data or config.recalibrate_bn):
-        batches = calibration_batches(calibration, config.calibration_batches, config.batch_size,
+    if data is not None and (criterion.needs_data or config.recalibrate_bn):
+        batches = calibration_pairs(data, config.calibration_batches, config.batch_size,
                                       config.seed, example.device)
     ctx = Context(work, graph, batches, config.seed, whole_group=config.group_importance)
     cost = CostModel(work, graph, tuple(example.shape[1:]))
@@ -243,6 +230,7 @@ def prune(model: nn.Module, example_inputs=None, config: PruneConfig | None = No
                           "alone; rerun on a quiet machine", stacklevel=2)
     if config.recalibrate_bn and batches:
         result.bn_recalibrated = recalibrate_batchnorm(result.model, batches)
+    record_meta(result.model, pruned=config.to_dict())
     return result
 
 

@@ -99,16 +99,17 @@ def iterative_prune(model: nn.Module, config: PruneConfig, folder, finetune=None
             removed = json.loads(pruned.torchslim_meta.pop("round_channels", "[]"))
         else:
             if prunable is None and not rounds:
-                prunable = _prunable(prune(current, example_inputs, dataclasses.replace(
-                    config, ratio=0.0, target_macs=None, target_params=None, criterion="l1")).channels)
+                prunable = _prunable(prune(current, dataclasses.replace(
+                    config, ratio=0.0, target_macs=None, target_params=None, criterion="l1"),
+                    example_inputs=example_inputs).channels)
             round_config, last = _round_config(config, macs_now, params_now, macs0, params0, step_channels,
                                                prunable, share=min(1.0, index / rounds) if rounds else 1.0)
-            result: PruneResult = prune(current, example_inputs, round_config, calibration)
+            result: PruneResult = prune(current, round_config, calibration, example_inputs=example_inputs)
             if not last and (config.target_macs is not None and result.macs_after < config.target_macs * macs0
                              or config.target_params is not None
                              and result.params_after < config.target_params * params0):
                 round_config, _ = _round_config(config, macs_now, params_now, macs0, params0, 0, 0)
-                result = prune(current, example_inputs, round_config, calibration)
+                result = prune(current, round_config, calibration, example_inputs=example_inputs)
             pruned, removed = result.model, [r for r in result.channels if r["before"] != r["after"]]
             prunable = _prunable(result.channels)
             if not removed:

@@ -16,7 +16,8 @@ from torch import nn
 
 from ..errors import UserError
 from ..train import evaluate
-from .api import PruneConfig, calibration_batches
+from ..data.calibration import calibration_pairs
+from .api import PruneConfig
 from .criteria import Context, get_criterion, score_groups
 from .graph import build_graph
 from .select import CostModel, select_channels
@@ -65,7 +66,7 @@ def _plan(model: nn.Module, data, criterion: str, calibration):
     graph = build_graph(work, example)
     batches = []
     if get_criterion(criterion).needs_data:
-        batches = calibration_batches(calibration if calibration is not None else data, 8, 64, 0, device)
+        batches = calibration_pairs(calibration if calibration is not None else data, 8, 64, 0, device)
     scores = score_groups(criterion, graph.groups, Context(work, graph, batches, 0))
     cost = CostModel(work, graph, tuple(example.shape[1:]))
     for param in work.parameters():

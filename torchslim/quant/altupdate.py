@@ -38,12 +38,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..data import BatchLoader
 from ..errors import UserError
 from ..train.batchnorm import recalibrate_batchnorm
 from .modules import QuantConv2d, QuantLinear
 
-__all__ = ["LayerReport", "alternating_update", "calibration_batches", "recalibrate_bn", "layer_statistics", "solve_layer",
+__all__ = ["LayerReport", "alternating_update", "recalibrate_bn", "layer_statistics", "solve_layer",
            "teacher_gap"]
 
 ALT_UPDATE_QUANTIZERS = ("bwn",)
@@ -200,22 +199,6 @@ def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
     return model
 
 
-def calibration_batches(dataset, images: int = 1024, batch_size: int = 256, device="cpu", skip: int = 0) -> list:
-    """``images`` images of ``dataset`` after the first ``skip`` (normalised, no augmentation) as batches."""
-    loader = BatchLoader(dataset, batch_size=batch_size)
-    batches, seen = [], -skip
-    for x, _ in loader:
-        if seen + len(x) <= 0:
-            seen += len(x)
-            continue
-        x = x[max(0, -seen):]
-        seen = max(seen, 0)
-        batches.append(x[: images - seen].to(device))
-        seen += len(batches[-1])
-        if seen >= images:
-            break
-    return batches
-
 
 @torch.no_grad()
 def teacher_gap(model: nn.Module, batches, teacher_logits: list) -> float:
@@ -253,7 +236,7 @@ def alternating_update(model: nn.Module, batches, reference: nn.Module | None = 
                        recalibrate: bool = True, progress: bool = False, guard: bool = False, guard_batches=None):
     """Fine-tune every BWN layer of a quantized ``model`` in order; returns ``(new model, reports)``.
 
-    ``batches``: a list of input tensors (see :func:`calibration_batches`).  ``reference``:
+    ``batches``: a list of input tensors (see :func:`torchslim.data.calibration_images`).  ``reference``:
     the float model the quantized one came from (same module names).  ``guard`` (needs
     ``reference``): keep each layer's new weights only if, with the BatchNorm statistics
     re-estimated, the network's outputs on ``batches`` move closer to the reference's (KL of

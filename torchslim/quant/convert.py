@@ -32,10 +32,10 @@ from ..nn import record_meta, set_submodule
 from .modules import (ActQuant, FrozenConv2d, FrozenLinear, QuantConv2d, QuantLinear, get_act_quantizer,
                       get_weight_quantizer, symbolic_trace)
 
-__all__ = ["METHODS", "QuantConfig", "LayerPlan", "quantize", "freeze", "clip_latent_weights", "plan_quantization"]
+__all__ = ["QUANT_METHODS", "QuantConfig", "LayerPlan", "quantize", "freeze", "clip_latent_weights", "plan_quantization"]
 
 # method -> (weight quantizer, default weight bits, activation quantizer or None, default activation bits)
-METHODS: dict[str, tuple] = {
+QUANT_METHODS: dict[str, tuple] = {
     "bnn": ("sign", 1, "sign", 1),
     "bnn-stochastic": ("stochastic_sign", 1, "stochastic_sign", 1),
     "bwn": ("bwn", 1, None, None),
@@ -56,7 +56,7 @@ FLOAT = "float"
 class QuantConfig(ConfigMixin):
     """What to quantize and how.
 
-    ``method`` picks a preset from :data:`METHODS`; ``weight`` / ``act`` name registry
+    ``method`` picks a preset from :data:`QUANT_METHODS`; ``weight`` / ``act`` name registry
     quantizers to override it (``act="float"`` keeps activations float).  ``overrides``
     maps a module name to ``"float"`` or to a dict of any of ``weight``, ``weight_bits``,
     ``act``, ``act_bits`` for that one layer.
@@ -73,20 +73,20 @@ class QuantConfig(ConfigMixin):
     overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise unknown_choice("quantization method", self.method, METHODS)
+        if self.method not in QUANT_METHODS:
+            raise unknown_choice("quantization method", self.method, QUANT_METHODS)
         for key in ("weight_bits", "act_bits"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise UserError(f"{key} must be a positive integer, got {value!r}")
-        if self.act_bits is not None and (self.act or METHODS[self.method][2]) in (None, FLOAT):
+        if self.act_bits is not None and (self.act or QUANT_METHODS[self.method][2]) in (None, FLOAT):
             raise UserError(f"method {self.method!r} keeps activations float, so act_bits={self.act_bits} would be "
                             f"ignored; choose a method with quantized activations (dorefa, hwgq-bwn, ...)")
         self.resolve()  # validates names and bit widths
 
     def resolve(self, name: str = "") -> dict:
         """The settings for module ``name``: weight, weight_bits, act, act_bits (None = float)."""
-        weight, weight_bits, act, act_bits = METHODS[self.method]
+        weight, weight_bits, act, act_bits = QUANT_METHODS[self.method]
         settings = {"weight": self.weight or weight, "weight_bits": self.weight_bits or weight_bits,
                     "act": self.act or act, "act_bits": self.act_bits or act_bits}
         override = self.overrides.get(name) if name else None

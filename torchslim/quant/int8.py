@@ -23,12 +23,12 @@ from torch import nn
 from ..errors import UserError
 from ..io import atomic_path
 
-__all__ = ["BACKENDS", "OnnxModel", "export_onnx", "quantize_int8_onnx", "quantize_int8_torch", "quantize_int8"]
+__all__ = ["BACKENDS", "OnnxModel", "export_dynamic_batch_onnx", "quantize_int8_onnx", "quantize_int8_torch", "quantize_int8"]
 
 BACKENDS = ("onnxruntime", "torch")
 
 
-def export_onnx(model: nn.Module, path, input_shape) -> str:
+def export_dynamic_batch_onnx(model: nn.Module, path, input_shape) -> str:
     """Float ONNX export with a dynamic batch dimension (atomic write)."""
     model = copy.deepcopy(model).eval().cpu()
     with atomic_path(path) as tmp:
@@ -73,7 +73,7 @@ def quantize_int8_onnx(model: nn.Module, batches, path, input_shape, per_channel
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as folder:
-        float_path = export_onnx(model, os.path.join(folder, "float.onnx"), input_shape)
+        float_path = export_dynamic_batch_onnx(model, os.path.join(folder, "float.onnx"), input_shape)
         prepared = os.path.join(folder, "prepared.onnx")
         quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
         with atomic_path(path) as tmp:

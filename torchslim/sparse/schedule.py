@@ -25,6 +25,7 @@ from torch import nn
 
 from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
+from ..nn import record_meta
 from .magnitude import CRITERIA, SCOPES, MaskSet, _check_sparsity, magnitude_masks, prunable_layers
 from ..train import fit
 
@@ -153,11 +154,11 @@ class _Finetune:
         on_step(model)
 
 
-def sparsify(model: nn.Module, config: SparsityConfig, train_set=None, train_config=None,
+def sparsify(model: nn.Module, config: SparsityConfig, data=None, *, train_config=None,
              loss_fn=None, progress: bool = False) -> nn.Module:
     """A pruned copy of ``model`` at ``config.sparsity`` (exact zeros, plain layers).
 
-    With ``train_set`` and ``train_config`` (a :class:`torchslim.train.TrainConfig`)
+    With ``data`` (the training set) and ``train_config`` (a :class:`torchslim.train.TrainConfig`)
     the schedule fine-tunes with the masks held; ``loss_fn`` replaces the loss
     (e.g. distillation from the unpruned model).  Without them, pruning is one-shot.
     """
@@ -169,5 +170,6 @@ def sparsify(model: nn.Module, config: SparsityConfig, train_set=None, train_con
             raise unknown_choice("prunable layer", unknown[0], layers)
     if not layers:
         raise UserError("the model has no Linear or Conv layer left to prune")
-    SCHEDULES[config.schedule](pruned, layers, config, _Finetune(train_set, train_config, loss_fn, progress))
+    SCHEDULES[config.schedule](pruned, layers, config, _Finetune(data, train_config, loss_fn, progress))
+    record_meta(pruned, sparsity=config.to_dict())
     return pruned.eval()
