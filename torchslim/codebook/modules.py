@@ -20,35 +20,30 @@ reconstructed weight is cached until the codes or centroids change.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..io import register_module_type
-from ..nn import pair as _pair, set_submodule
+from ..nn import CompressedLayer, Conv2dGeometry, LinearGeometry, float_copy, geometry_of
+from ..nn import pair as _pair
 
 
 def code_dtype(num_values: int) -> torch.dtype:
     return torch.uint8 if num_values <= 256 else torch.int32
 
 
-class SharedWeightLayer(nn.Module):
-    """A Linear or Conv2d whose ``weight`` is rebuilt from compressed parameters."""
+class SharedWeightLayer(CompressedLayer):
+    """A Linear or Conv2d (its ``geometry``) whose ``weight`` is rebuilt from compressed parameters."""
 
-    kind = "linear"
-
-    def _init_geometry(self, in_features, out_features, bias, kernel_size=1, stride=1, padding=0,
-                       dilation=1, groups=1):
-        self.in_features, self.out_features = int(in_features), int(out_features)
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding, self.dilation, self.groups = _pair(padding), _pair(dilation), int(groups)
-        self.bias = nn.Parameter(torch.zeros(self.out_features)) if bias else None
+    def _init_geometry(self, geometry: LinearGeometry | Conv2dGeometry):
+        self.geometry = geometry
+        for name, value in geometry.layer_attributes().items():  # in_features, out_features, kernel_size, ...
+            setattr(self, name, value)
+        self.bias = nn.Parameter(torch.zeros(self.out_features)) if geometry.bias else None
         self._cache = None
 
     @property
     def weight_shape(self) -> tuple:
-        if self.kind == "linear":
-            return (self.out_features, self.in_features)
-        return (self.out_features, self.in_features // self.groups, *self.kernel_size)
+        return self.geometry.weight_shape
 
     def _build_weight(self) -> torch.Tensor:
         raise NotImplementedError
@@ -67,29 +62,7 @@ class SharedWeightLayer(nn.Module):
         return self._cache[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "linear":
-            return F.linear(x, self.weight, self.bias)
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-
-    def _geometry_config(self) -> dict:
-        if self.kind == "linear":
-            return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None}
-        return {"in_channels": self.in_features, "out_channels": self.out_features,
-                "kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding),
-                "dilation": list(self.dilation), "groups": self.groups, "bias": self.bias is not None}
-
-    @torch.no_grad()
-    def to_float(self) -> nn.Module:
-        """The equivalent plain ``nn.Linear`` / ``nn.Conv2d`` (same outputs)."""
-        if self.kind == "linear":
-            layer = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        else:
-            layer = nn.Conv2d(self.in_features, self.out_features, self.kernel_size, self.stride, self.padding,
-                              self.dilation, self.groups, bias=self.bias is not None)
-        layer.weight.copy_(self._build_weight())
-        if self.bias is not None:
-            layer.bias.copy_(self.bias)
-        return layer
+        return self.geometry.apply(x, self.weight, self.bias)
 
     def _copy_bias(self, layer: nn.Module) -> None:
         if self.bias is not None:
@@ -102,12 +75,13 @@ class SharedWeightLayer(nn.Module):
         return state
 
 
-def _geometry_from(layer: nn.Module) -> dict:
-    if isinstance(layer, nn.Linear):
-        return {"in_features": layer.in_features, "out_features": layer.out_features, "bias": layer.bias is not None}
-    return {"in_channels": layer.in_channels, "out_channels": layer.out_channels, "kernel_size": layer.kernel_size,
-            "stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups,
-            "bias": layer.bias is not None}
+def _linear_geometry(in_features, out_features, bias) -> LinearGeometry:
+    return LinearGeometry(int(in_features), int(out_features), bool(bias))
+
+
+def _conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias) -> Conv2dGeometry:
+    return Conv2dGeometry(int(in_channels), int(out_channels), _pair(kernel_size), _pair(stride), _pair(padding),
+                          _pair(dilation), int(groups), bool(bias))
 
 
 class _ScalarCodebook(SharedWeightLayer):
@@ -129,12 +103,12 @@ class _ScalarCodebook(SharedWeightLayer):
         return self.table()[self.codes.long()]
 
     def get_config(self) -> dict:
-        return {**self._geometry_config(), "num_centroids": self.num_centroids, "zero_code": self.zero_code}
+        return {**self.geometry.config(), "num_centroids": self.num_centroids, "zero_code": self.zero_code}
 
     @classmethod
     def from_layer(cls, layer: nn.Module, centroids: torch.Tensor, codes: torch.Tensor, zero_code: bool):
         """Wrap ``layer``'s geometry and bias around given centroids and codes (into the table)."""
-        shared = cls(**_geometry_from(layer), num_centroids=centroids.numel(), zero_code=zero_code)
+        shared = cls(**geometry_of(layer).config(), num_centroids=centroids.numel(), zero_code=zero_code)
         with torch.no_grad():
             shared.centroids.copy_(centroids)
             shared.codes.copy_(codes.reshape(shared.weight_shape).to(shared.codes.dtype))
@@ -144,22 +118,19 @@ class _ScalarCodebook(SharedWeightLayer):
 
 @register_module_type
 class CodebookLinear(_ScalarCodebook):
-    kind = "linear"
-
     def __init__(self, in_features, out_features, bias=True, num_centroids=32, zero_code=False):
         super().__init__()
-        self._init_geometry(in_features, out_features, bias)
+        self._init_geometry(_linear_geometry(in_features, out_features, bias))
         self._init_codebook(num_centroids, zero_code)
 
 
 @register_module_type
 class CodebookConv2d(_ScalarCodebook):
-    kind = "conv"
-
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, num_centroids=256, zero_code=False):
         super().__init__()
-        self._init_geometry(in_channels, out_channels, bias, kernel_size, stride, padding, dilation, groups)
+        self._init_geometry(_conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                                           bias))
         self._init_codebook(num_centroids, zero_code)
 
 
@@ -183,7 +154,7 @@ class _ProductCodebook(SharedWeightLayer):
         cols = self.weight_shape[1]
         if cols % self.subvector:
             raise ValueError(f"{cols} input channels do not split into sub-vectors of {self.subvector}")
-        rows = self.weight_shape[0] * (self.weight_shape[2] * self.weight_shape[3] if self.kind == "conv" else 1)
+        rows = self.weight_shape[0] * self.geometry.positions
         self.subspaces = cols // self.subvector
         self.codebooks = nn.Parameter(torch.zeros(self.subspaces, self.codewords, self.subvector))
         self.register_buffer("codes", torch.zeros(self.subspaces, rows, dtype=code_dtype(self.codewords)))
@@ -195,11 +166,11 @@ class _ProductCodebook(SharedWeightLayer):
         return pq_unmatrix(matrix, self.weight_shape).contiguous()
 
     def get_config(self) -> dict:
-        return {**self._geometry_config(), "subvector": self.subvector, "codewords": self.codewords}
+        return {**self.geometry.config(), "subvector": self.subvector, "codewords": self.codewords}
 
     @classmethod
     def from_layer(cls, layer: nn.Module, codebooks: torch.Tensor, codes: torch.Tensor):
-        shared = cls(**_geometry_from(layer), subvector=codebooks.shape[2], codewords=codebooks.shape[1])
+        shared = cls(**geometry_of(layer).config(), subvector=codebooks.shape[2], codewords=codebooks.shape[1])
         with torch.no_grad():
             shared.codebooks.copy_(codebooks)
             shared.codes.copy_(codes.to(shared.codes.dtype))
@@ -209,22 +180,19 @@ class _ProductCodebook(SharedWeightLayer):
 
 @register_module_type
 class PQLinear(_ProductCodebook):
-    kind = "linear"
-
     def __init__(self, in_features, out_features, bias=True, subvector=4, codewords=64):
         super().__init__()
-        self._init_geometry(in_features, out_features, bias)
+        self._init_geometry(_linear_geometry(in_features, out_features, bias))
         self._init_codebook(subvector, codewords)
 
 
 @register_module_type
 class PQConv2d(_ProductCodebook):
-    kind = "conv"
-
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, subvector=4, codewords=64):
         super().__init__()
-        self._init_geometry(in_channels, out_channels, bias, kernel_size, stride, padding, dilation, groups)
+        self._init_geometry(_conv_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                                           bias))
         self._init_codebook(subvector, codewords)
 
 
@@ -232,8 +200,5 @@ SHARED_TYPES = (CodebookLinear, CodebookConv2d, PQLinear, PQConv2d)
 
 
 def materialize(model: nn.Module) -> nn.Module:
-    """Replace every layer that has ``to_float()`` by its plain equivalent, in place."""
-    for path, module in list(model.named_modules()):
-        if path and hasattr(module, "to_float") and callable(module.to_float):
-            set_submodule(model, path, module.to_float())
-    return model
+    """A copy of ``model`` with every compressed layer as its plain equivalent: :func:`torchslim.nn.float_copy`."""
+    return float_copy(model)

@@ -22,12 +22,13 @@ import copy
 import torch
 from torch import nn
 
-from ..codebook.modules import PQConv2d, PQLinear, materialize
+from ..codebook.modules import PQConv2d, PQLinear
 from ..export import openvino as ov_runtime
-from ..nn import set_submodule
+from ..nn import float_copy, set_submodule
 from ..profile import ort
 from ..profile.latency import compare_latency
-from ..quant.modules import ActQuant, FrozenConv2d, FrozenLinear, QuantConv2d, QuantLinear
+from ..quant import freeze
+from ..quant.modules import ActQuant
 from .build import isa
 from .compile import compile as compile_binary
 from .compile import memory_report
@@ -36,24 +37,12 @@ from .modules import PackedBinaryConv2d
 
 
 def float_twin(model: nn.Module) -> nn.Module:
-    """The same network in plain float layers: quantized weights decoded, activation quantizers -> ReLU."""
-    twin = copy.deepcopy(model).eval()
+    """The same network in plain float layers: a quantization-aware model frozen, every compressed
+    layer as its float equivalent (:func:`torchslim.nn.float_copy`), activation quantizers as ReLU."""
+    twin = float_copy(freeze(model))
     for name, module in list(twin.named_modules()):
-        replacement = None
-        if isinstance(module, (FrozenConv2d, QuantConv2d)):
-            replacement = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                                    module.padding, module.dilation, module.groups, module.bias is not None)
-        elif isinstance(module, (FrozenLinear, QuantLinear)):
-            replacement = nn.Linear(module.in_features, module.out_features, module.bias is not None)
-        elif isinstance(module, ActQuant):
-            replacement = nn.ReLU()
-        if replacement is None:
-            continue
-        if hasattr(replacement, "weight"):
-            replacement.weight.data.copy_(module.weight.detach())
-            if module.bias is not None:
-                replacement.bias.data.copy_(module.bias.detach())
-        set_submodule(twin, name, replacement)
+        if isinstance(module, ActQuant):
+            set_submodule(twin, name, nn.ReLU())
     return twin
 
 
@@ -180,7 +169,7 @@ def has_product_codebooks(model: nn.Module) -> bool:
 def bench_lookup_model(model: nn.Module, input_shape, batches=(1,), threads=(1,), repeats: int = 30) -> dict:
     """Time a product-quantized model's decoded float network (eager torch, ONNX Runtime float32)
     against the same model on lookup tables (:func:`torchslim.deploy.lut.use_lookup_tables`)."""
-    dense = materialize(copy.deepcopy(model)).eval()
+    dense = float_copy(model)
     lookup = copy.deepcopy(model).eval()
     swapped = use_lookup_tables(lookup)
     modules = dict(lookup.named_modules())

@@ -1,4 +1,8 @@
-"""``compile(model)``: run the binary layers of a frozen quantized model on packed kernels.
+"""``compile(model)``: a copy of a compressed model whose layers run on their runtime layers.
+
+Every layer type with a lowering (:mod:`torchslim.deploy.lowering`) is lowered: the binary
+layers of a frozen quantized model onto packed kernels (below), product-quantized layers
+onto lookup tables (:mod:`torchslim.deploy.lut`).
 
 A frozen layer (``FrozenConv2d`` / ``FrozenLinear`` with codes in {-1,+1}) is
 replaced by a packed layer when its input provably holds quantized values: the
@@ -26,18 +30,18 @@ count (or ``threads``); see :class:`ThreadPolicy`.
 from __future__ import annotations
 
 import copy
-import operator
 import threading
 
 import torch
-import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 
 from ..errors import UserError
-from ..nn import record_meta, set_submodule
+from ..nn import record_meta
 from ..quant import freeze
-from ..quant.modules import ActQuant, FrozenConv2d, FrozenLinear, QuantConv2d, QuantLinear
+from ..quant.modules import FrozenConv2d, FrozenLinear, QuantConv2d, QuantLinear
+from . import lut  # noqa: F401  # registers the product-quantized layers' lowerings
 from .fuse import fuse_chains, fuse_input_quantizers
+from .lowering import LoweringTracer, lower_layers, register_lowering
 from .modules import (
     PackedBinaryConv2d,
     PackedBinaryLinear,
@@ -47,49 +51,28 @@ from .modules import (
     wake_kernel_threads,
 )
 
-# Ops through which quantized values stay quantized (same value set).
-_VALUE_PRESERVING_MODULES = (nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
-_VALUE_PRESERVING_FUNCTIONS = (torch.flatten, F.max_pool2d, operator.getitem)
-
-
-class _Tracer(fx.Tracer):
-    """Keep quantization and packed layers as leaves, so the graph shows them as single nodes."""
-
-    def is_leaf_module(self, module, qualname):
-        kind = type(module).__module__
-        return kind.startswith(("torchslim.quant", "torchslim.deploy")) or super().is_leaf_module(module, qualname)
-
-
-def _quantized_input_levels(node: fx.Node, modules: dict) -> list | None:
-    source = node.args[0] if node.args else None
-    while isinstance(source, fx.Node):
-        if source.op == "call_module":
-            module = modules[source.target]
-            if isinstance(module, ActQuant):
-                return [float(v) for v in module.levels]
-            if not isinstance(module, _VALUE_PRESERVING_MODULES):
-                return None
-        elif not (source.op == "call_function" and source.target in _VALUE_PRESERVING_FUNCTIONS) and not (
-                source.op == "call_method" and source.target in ("flatten", "view", "reshape")):
-            return None
-        source = source.args[0]
-    return None
-
-
-def _packed_replacement(module: nn.Module, levels: list) -> nn.Module | None:
-    codes = getattr(module, "codes", None)
-    if codes is None or not bool(((codes == 1) | (codes == -1)).all()):
+def _packed_binary(module: FrozenConv2d | FrozenLinear, levels: list, threads: int | None) -> nn.Module | None:
+    """The bit-packed layer of a frozen layer with codes in {-1,+1} fed ``levels``; None otherwise."""
+    codes = module.codes
+    if not bool(((codes == 1) | (codes == -1)).all()):
         return None
     try:
         plane_encoding(levels)
     except ValueError:
         return None
     bias = module.bias.detach() if module.bias is not None else None
-    if isinstance(module, nn.Module) and hasattr(module, "kernel_size"):
+    if isinstance(module, FrozenConv2d):
         if module.groups != 1 or tuple(module.dilation) != (1, 1) or isinstance(module.padding, str):
             return None
-        return PackedBinaryConv2d.from_codes(codes, module.scale, bias, module.stride, module.padding, levels)
-    return PackedBinaryLinear.from_codes(codes, module.scale, bias, levels)
+        packed = PackedBinaryConv2d.from_codes(codes, module.scale, bias, module.stride, module.padding, levels)
+    else:
+        packed = PackedBinaryLinear.from_codes(codes, module.scale, bias, levels)
+    packed.threads = threads
+    return packed
+
+
+for _frozen in (FrozenConv2d, FrozenLinear):
+    register_lowering(_frozen, _packed_binary, needs_input_levels=True, kernel_threads=True)
 
 
 _SAVED = threading.local()  # per calling thread: (torch threads, kernel threads) of the calls in progress
@@ -137,7 +120,8 @@ def _skip_folded(model: nn.Module) -> None:
 
 def compile(model: nn.Module, threads: int | None = None, chain: bool = True,
             float_threads: int | None = 1) -> nn.Module:
-    """A copy of ``model`` whose binary layers run on the bit-packed kernels.
+    """A copy of ``model`` whose compressed layers run on their runtime layers (binary layers
+    on the bit-packed kernels, product-quantized layers on lookup tables).
 
     Quantization-aware (not yet frozen) models are frozen first.  ``threads`` fixes
     the kernels' thread count (default: torch's at call time).  With ``chain``,
@@ -151,25 +135,14 @@ def compile(model: nn.Module, threads: int | None = None, chain: bool = True,
         model = freeze(model)
     compiled = copy.deepcopy(model).eval()
     try:
-        graph = _Tracer().trace(compiled)
+        graph = LoweringTracer().trace(compiled)
     except Exception as exc:  # fx reports untraceable control flow with many exception types
-        raise UserError(f"cannot trace {type(model).__name__} to find its binary layers: {exc}") from None
-    modules = dict(compiled.named_modules())
-    replaced = []
-    for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules[node.target], (FrozenConv2d, FrozenLinear)):
-            continue
-        levels = _quantized_input_levels(node, modules)
-        packed = _packed_replacement(modules[node.target], levels) if levels else None
-        if packed is None:
-            continue
-        packed.threads = threads
-        set_submodule(compiled, node.target, packed)
-        replaced.append(node.target)
+        raise UserError(f"cannot trace {type(model).__name__} to find its compressed layers: {exc}") from None
+    replaced, kernel_threads = lower_layers(compiled, graph, threads)
     chained = fuse_chains(compiled, graph) if chain else []
     folded = fuse_input_quantizers(compiled, graph) if chain else []
     _skip_folded(compiled)
-    if float_threads is not None and replaced:
+    if float_threads is not None and kernel_threads:
         ThreadPolicy(float_threads, threads).attach(compiled)
     record_meta(compiled, compiled_layers=replaced, chained_layers=chained, folded_quantizers=folded)
     return compiled

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
+from ..nn import set_submodule
 from ..quant.modules import ActQuant
 from .kernels import MAX_NATIVE_PLANES
 from .modules import PackedBinaryConv2d, threshold_count
@@ -158,11 +159,6 @@ def _call_counts(graph: fx.Graph) -> dict:
     return calls
 
 
-def _replace(model: nn.Module, target: str) -> None:
-    parent, _, child = target.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
-
-
 def _folded_batchnorm(node: fx.Node, modules: dict, calls: dict) -> fx.Node | None:
     """The eval-mode BatchNorm2d node feeding only ``node`` (an activation quantizer), else None."""
     source = node.args[0] if node.args else None
@@ -201,7 +197,7 @@ def fuse_input_quantizers(model: nn.Module, graph: fx.Graph) -> list[str]:
             thresholds, sgn = fold_input_thresholds(modules[bn_node.target], act, layer.in_channels)
             layer.fuse_input(thresholds, "ge" if layer.thresholds is not None else "not_ge", sgn)
             for target in (bn_node.target, source.target):
-                _replace(model, target)
+                set_submodule(model, target, nn.Identity())
                 folded.append(target)
             continue
         ties_up = act.quantizer.ties_up
@@ -210,7 +206,7 @@ def fuse_input_quantizers(model: nn.Module, graph: fx.Graph) -> list[str]:
         else:
             compare = "ge" if ties_up else "gt"
         layer.fuse_input(act.thresholds.tolist(), compare)
-        _replace(model, source.target)
+        set_submodule(model, source.target, nn.Identity())
         folded.append(source.target)
     return folded
 
@@ -236,6 +232,6 @@ def fuse_chains(model: nn.Module, graph: fx.Graph) -> list[str]:
         if consumer is not None:
             consumer.packed_input = True
         for mid in middle:
-            _replace(model, mid.target)
+            set_submodule(model, mid.target, nn.Identity())
         fused.append(node.target)
     return fused

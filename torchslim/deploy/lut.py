@@ -37,13 +37,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..codebook.modules import PQConv2d, PQLinear
-from ..nn import set_submodule
 from . import build
+from .lowering import RuntimeLayer, lower_layers, register_lowering
 
 SMALL_BATCH = 4  # up to this many inputs, gather each input's sums with torch.take
 
 
-class _NativeBuffers(nn.Module):
+class _NativeBuffers(RuntimeLayer):
     """Caches the native library and its buffers' pointers until the module is moved or cast."""
 
     _prepared = None
@@ -179,15 +179,12 @@ class PQLookupConv2d(_NativeBuffers):
         return None if failed else out  # no memory for the kernel's scratch: the decoded convolution instead
 
 
-LOOKUP_TYPES = {PQLinear: PQLookupLinear, PQConv2d: PQLookupConv2d}
+register_lowering(PQLinear, lambda layer, levels, threads: PQLookupLinear(layer))
+register_lowering(PQConv2d, lambda layer, levels, threads: PQLookupConv2d(layer))
 
 
 def use_lookup_tables(model: nn.Module) -> list[str]:
-    """Swap every :class:`PQLinear` / :class:`PQConv2d` of ``model`` for its lookup-table layer, in place;
-    returns their paths."""
-    swapped = []
-    for path, module in list(model.named_modules()):
-        if type(module) in LOOKUP_TYPES:
-            set_submodule(model, path, LOOKUP_TYPES[type(module)](module))
-            swapped.append(path)
-    return swapped
+    """Swap every :class:`PQLinear` / :class:`PQConv2d` of ``model`` for its lookup-table layer, in place
+    (:func:`torchslim.deploy.lowering.lower_layers` without a graph: the layers whose lowering needs
+    nothing from their input); returns their paths.  ``torchslim.deploy.compile`` does it on a copy."""
+    return lower_layers(model)[0]

@@ -25,9 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io import register_module_type
+from ..nn import pair as _pair
 from .build import native_library
 from .kernels import (_TORCH_COMPARE, MAX_NATIVE_PLANES, ConvKernel, KernelChain, _pack_bool_reference,
                       binary_planes, pack_weight_codes, reference_binary_conv2d, therm_to_binary, unpack_bits, words_for)
+from .lowering import RuntimeLayer
 
 # Levels count as D * i when every level is within this fraction of the top level of D * i:
 # float32 rounding of i / n (DoReFa) stays far below it.
@@ -116,12 +118,8 @@ def encoded_planes(levels) -> int:
     return 1 if thresholds is None else steps.numel()
 
 
-def _pair(value):
-    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
-
-
 @register_module_type
-class PackedBinaryConv2d(nn.Module):
+class PackedBinaryConv2d(RuntimeLayer):
     """``y = scale * conv(Q(x), B) + bias`` with B in {-1,+1} stored 1 bit per weight.
 
     With ``out_levels`` the output is instead the next layer's packed input: plane k

@@ -2,14 +2,13 @@
 
 ONNX has no operator for codebook gathers or bit-packed weights that runtimes
 execute efficiently, so compressed layers are first replaced by their plain float
-equivalents (each packer's ``to_float``); the exported graph computes exactly
+equivalents (each layer's ``to_float``, :func:`torchslim.nn.float_copy`); the exported graph computes exactly
 what the compressed model computes.  The file is written atomically and only
 after onnxruntime reproduced the torch outputs.
 """
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import os
 import warnings
@@ -20,20 +19,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..io import atomic_path
-from ..nn import set_submodule
-from .registry import find_packer
-
-
-def float_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in which every compressed layer is its plain float equivalent."""
-    from . import packers  # noqa: F401  # lazy: profile loads only to measure
-
-    dense = copy.deepcopy(model)
-    for path, module in list(dense.named_modules()):
-        packer = find_packer(module)
-        if path and packer.to_float is not None:
-            set_submodule(dense, path, packer.to_float(module))
-    return dense.eval()
+from ..nn import float_copy
 
 
 def float32_size(model: nn.Module) -> int:

@@ -188,7 +188,7 @@ def _unpack_codebook(module, tensors, meta):
 
 
 for _type in (CodebookLinear, CodebookConv2d):
-    register_packer(_type, _pack_codebook, _unpack_codebook, to_float=lambda m: m.to_float())
+    register_packer(_type, _pack_codebook, _unpack_codebook)
 
 # ---------------------------------------------------------------- product-quantized layers
 
@@ -210,7 +210,7 @@ def _unpack_pq(module, tensors, meta):
 
 
 for _type in (PQLinear, PQConv2d):
-    register_packer(_type, _pack_pq, _unpack_pq, to_float=lambda m: m.to_float())
+    register_packer(_type, _pack_pq, _unpack_pq)
 
 # ---------------------------------------------------------------- frozen quantized layers (torchslim.quant)
 
@@ -275,23 +275,9 @@ def _unpack_frozen(module, tensors, meta):
     return state
 
 
-def _frozen_to_float(module):
-    weight = module.weight.detach()
-    if weight.ndim == 2:
-        layer = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
-    else:
-        layer = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                          module.padding, module.dilation, module.groups, bias=module.bias is not None)
-    with torch.no_grad():
-        layer.weight.copy_(weight)
-        if module.bias is not None:
-            layer.bias.copy_(module.bias)
-    return layer
-
-
 def _register_quant_packers() -> None:
     for frozen in (FrozenConv2d, FrozenLinear):
-        register_packer(frozen, _pack_frozen, _unpack_frozen, to_float=_frozen_to_float)
+        register_packer(frozen, _pack_frozen, _unpack_frozen)
 
 
 _register_quant_packers()

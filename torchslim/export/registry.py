@@ -8,8 +8,8 @@ A packer is two functions, registered for a module type:
 * ``unpack(module, tensors, meta) -> state``: the module's own ``state_dict``
   entries, rebuilt exactly.
 
-An optional ``to_float(module)`` gives the equivalent plain ``nn`` layer, used
-to measure the float32 size of the same model and to export ONNX.  A module
+The equivalent plain ``nn`` layer (for the float32 size of the same model and for ONNX)
+is the layer's own ``to_float()`` (:class:`torchslim.nn.CompressedLayer`).  A module
 whose type (or any base class) has no packer is stored as it is, with the
 ``float`` packer.  New layer types plug in with :func:`register_packer`.
 """
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import unknown_choice
+from ..nn import TypeRegistry
 
 
 FLOAT_DTYPES = ("float32", "float16")
@@ -60,19 +61,17 @@ class Packer:
     module_type: type
     pack: Callable
     unpack: Callable
-    to_float: Callable | None = None
 
 
-PACKERS: dict[type, Packer] = {}
-_BY_NAME: dict[str, Packer] = {}
+PACKERS = TypeRegistry("layer packer")
+_BY_NAME: dict[str, Packer] = {}  # the names packed files record
 
 
-def register_packer(module_type: type, pack: Callable, unpack: Callable, to_float: Callable | None = None,
-                    name: str | None = None) -> Packer:
+def register_packer(module_type: type, pack: Callable, unpack: Callable, name: str | None = None) -> Packer:
     """Register how ``module_type`` is packed; returns the :class:`Packer`."""
     name = name or f"{module_type.__module__}.{module_type.__qualname__}"
-    packer = Packer(name, module_type, pack, unpack, to_float)
-    PACKERS[module_type] = packer
+    packer = Packer(name, module_type, pack, unpack)
+    PACKERS.register(module_type, packer)
     _BY_NAME[name] = packer
     return packer
 
@@ -95,10 +94,8 @@ _BY_NAME["float"] = FLOAT_PACKER
 
 
 def find_packer(module: nn.Module) -> Packer:
-    for cls in type(module).__mro__:
-        if cls in PACKERS:
-            return PACKERS[cls]
-    return FLOAT_PACKER
+    """The packer of ``module``'s type or nearest registered base; the ``float`` packer otherwise."""
+    return PACKERS.find(module) or FLOAT_PACKER
 
 
 def packer_by_name(name: str) -> Packer | None:

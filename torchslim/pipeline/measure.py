@@ -9,6 +9,7 @@ from torch import nn
 
 from ..deploy.modules import PackedBinaryConv2d
 from ..errors import UserError
+from ..nn import float_copy
 from ..quant.modules import has_quantized_weights
 from ..report.format import RUNTIMES
 
@@ -19,7 +20,6 @@ def is_quantized(model: nn.Module) -> bool:
 
 def weight_count(model: nn.Module) -> int:
     """Parameters of the network's float equivalent: quantized codes and codebook indices count as weights."""
-    from ..export.onnx import float_copy  # lazy: heavy: loads when a run needs it
     from ..profile import count_params  # lazy: heavy: loads when a run needs it
 
     return count_params(float_copy(model))
@@ -40,9 +40,8 @@ def model_metrics(path: str, test_set) -> dict:
 def float_version(model: nn.Module) -> nn.Module:
     """The same architecture in plain float layers: what the float row of the table times."""
     from ..deploy.bench import float_twin  # lazy: heavy: loads when a run needs it
-    from ..export.onnx import float_copy  # lazy: heavy: loads when a run needs it
 
-    return float_twin(float_copy(model))
+    return float_twin(model)
 
 
 def _binary_contenders(model: nn.Module, prefix: str) -> dict:

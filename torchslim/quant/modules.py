@@ -18,10 +18,11 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from ..errors import UserError, unknown_choice
 from ..io import register_module_type
+from ..nn import BN_FOLDS, CompressedLayer, Conv2dGeometry, LinearGeometry, geometry_of
 from ..nn import pair as _pair
 from . import functions as qf
 from .hwgq import hwgq_levels, zero_uniform_levels
@@ -196,12 +197,6 @@ def exact_linear(x, codes, scale, bias) -> torch.Tensor:
     return _scaled(F.linear(x, codes.to(x.dtype)), scale, bias)
 
 
-def _conv_config(conv) -> dict:
-    return dict(in_channels=conv.in_channels, out_channels=conv.out_channels, kernel_size=list(conv.kernel_size),
-                stride=list(conv.stride), padding=list(conv.padding) if not isinstance(conv.padding, str)
-                else conv.padding, dilation=list(conv.dilation), groups=conv.groups, bias=conv.bias is not None)
-
-
 @register_module_type
 class QuantConv2d(_QuantWeightMixin, nn.Conv2d):
     """``nn.Conv2d`` whose forward pass uses the quantized latent weight."""
@@ -219,7 +214,7 @@ class QuantConv2d(_QuantWeightMixin, nn.Conv2d):
         return self._conv_forward(x, self.quantized_weight(), self.bias)
 
     def get_config(self) -> dict:
-        return {**_conv_config(self), "weight_quant": self.weight_quant, "weight_bits": self.weight_bits}
+        return {**geometry_of(self).config(), "weight_quant": self.weight_quant, "weight_bits": self.weight_bits}
 
 
 @register_module_type
@@ -242,7 +237,11 @@ class QuantLinear(_QuantWeightMixin, nn.Linear):
 
 
 class _FrozenMixin:
-    """``codes`` (int8, the weight's shape) and ``scale`` (float [out]) buffers, optional bias."""
+    """``codes`` (int8, the weight's shape) and ``scale`` (float [out]) buffers, optional bias.
+
+    A frozen layer is a :class:`torchslim.nn.CompressedLayer`: ``to_float()`` gives the plain
+    layer with the weight ``codes * scale``.
+    """
 
     def _init_frozen(self, weight_shape, bias, weight_quant, weight_bits):
         self.weight_quant, self.weight_bits = weight_quant, int(weight_bits)
@@ -262,9 +261,12 @@ class _FrozenMixin:
             self.bias.data.copy_(bias.detach())
         return self
 
+    def get_config(self) -> dict:
+        return {**self.geometry.config(), "weight_quant": self.weight_quant, "weight_bits": self.weight_bits}
+
 
 @register_module_type
-class FrozenConv2d(_FrozenMixin, nn.Module):
+class FrozenConv2d(_FrozenMixin, CompressedLayer):
     """A deployed quantized conv: ``conv2d(x, codes * scale) + bias``."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
@@ -275,16 +277,18 @@ class FrozenConv2d(_FrozenMixin, nn.Module):
         self.padding = padding if isinstance(padding, str) else _pair(padding)
         self._init_frozen((out_channels, in_channels // groups, *self.kernel_size), bias, weight_quant, weight_bits)
 
+    @property
+    def geometry(self) -> Conv2dGeometry:
+        return Conv2dGeometry(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+                              self.dilation, self.groups, self.bias is not None)
+
     def forward(self, x):
         return exact_conv2d(x, self.codes, self.scale, self.bias, self.stride, self.padding, self.dilation,
                             self.groups)
 
-    def get_config(self) -> dict:
-        return {**_conv_config(self), "weight_quant": self.weight_quant, "weight_bits": self.weight_bits}
-
 
 @register_module_type
-class FrozenLinear(_FrozenMixin, nn.Module):
+class FrozenLinear(_FrozenMixin, CompressedLayer):
     """A deployed quantized linear layer: ``x (codes * scale)^T + bias``."""
 
     def __init__(self, in_features, out_features, bias=True, weight_quant="bwn", weight_bits=1):
@@ -292,12 +296,24 @@ class FrozenLinear(_FrozenMixin, nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self._init_frozen((out_features, in_features), bias, weight_quant, weight_bits)
 
+    @property
+    def geometry(self) -> LinearGeometry:
+        return LinearGeometry(self.in_features, self.out_features, self.bias is not None)
+
     def forward(self, x):
         return exact_linear(x, self.codes, self.scale, self.bias)
 
-    def get_config(self) -> dict:
-        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
-                "weight_quant": self.weight_quant, "weight_bits": self.weight_bits}
+
+@torch.no_grad()
+def fold_into_scale(layer: FrozenConv2d | FrozenLinear, bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
+    """A frozen layer computing ``bn(layer(x))``: the BatchNorm becomes its per-channel scale and bias
+    (``integer product * scale + bias``, the form the bit-serial kernels use)."""
+    gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = bn.bias - bn.running_mean * gain
+    if layer.bias is not None:
+        bias = bias + layer.bias * gain
+    replacement = type(layer)(**{**layer.get_config(), "bias": True})
+    return replacement.load_codes(layer.codes, layer.scale * gain, bias)
 
 
 @register_module_type
@@ -355,7 +371,11 @@ class ActQuant(nn.Module):
         return f"method={self.method}, bits={self.bits}"
 
 
-QUANT_WEIGHT_LAYERS = (QuantConv2d, QuantLinear, FrozenConv2d, FrozenLinear)  # the layers holding quantized weights
+FROZEN_LAYERS = (FrozenConv2d, FrozenLinear)
+for _frozen in FROZEN_LAYERS:
+    BN_FOLDS.register(_frozen, fold_into_scale)
+
+QUANT_WEIGHT_LAYERS = (QuantConv2d, QuantLinear, *FROZEN_LAYERS)  # the layers holding quantized weights
 QUANT_LAYERS = (*QUANT_WEIGHT_LAYERS, ActQuant)
 
 
@@ -364,13 +384,13 @@ def has_quantized_weights(model: nn.Module) -> bool:
     return any(isinstance(m, QUANT_WEIGHT_LAYERS) for m in model.modules())
 
 
-def symbolic_trace(model: nn.Module):
+class QuantTracer(fx.Tracer):
+    """``torch.fx`` tracer that keeps the quantized layers as single (leaf) modules."""
+
+    def is_leaf_module(self, module, qualname):
+        return isinstance(module, QUANT_LAYERS) or super().is_leaf_module(module, qualname)
+
+
+def symbolic_trace(model: nn.Module) -> fx.GraphModule:
     """``torch.fx`` trace that keeps the quantized layers as single (leaf) modules."""
-    import torch.fx  # lazy: torch.fx loads only to trace
-
-    class _Tracer(torch.fx.Tracer):
-        def is_leaf_module(self, module, qualname):
-            return isinstance(module, QUANT_LAYERS) or super().is_leaf_module(module, qualname)
-
-    graph = _Tracer().trace(model)
-    return torch.fx.GraphModule(model, graph)
+    return fx.GraphModule(model, QuantTracer().trace(model))

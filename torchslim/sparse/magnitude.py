@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, unknown_choice
-from ..nn import Registry
+from ..nn import FLOAT_WEIGHT_LAYERS, Registry, fold_batchnorm
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 SCOPES = ("layer", "global")
@@ -63,9 +63,7 @@ def folded_magnitudes(model: nn.Module, layers: dict[str, nn.Module]) -> dict[st
     weights are the ones the deployed (and weight-shared) layer computes with.
     Layers without a BatchNorm after them score as ``|w|``.
     """
-    from ..prune.deploy import fold_batchnorm  # lazy: torch.fx tracing loads only for the "folded" criterion
-
-    folded = dict(fold_batchnorm(model).named_modules())
+    folded = dict(fold_batchnorm(model, types=FLOAT_WEIGHT_LAYERS).named_modules())
     return {path: folded[path].weight.detach().abs() for path in layers}
 
 
