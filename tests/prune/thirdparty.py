@@ -94,3 +94,71 @@ def smallest_per_family(names) -> list[str]:
     for name in names:
         by_family.setdefault(family(name), []).append(name)
     return sorted(min(members, key=lambda n: (builder_size(n), n)) for members in by_family.values())
+
+
+def source_options(source: str) -> tuple[dict, int]:
+    """Builder options and input side for ``torchvision:NAME`` / ``timm:NAME`` (10 classes, no weights)."""
+    kind, name = source.split(":", 1)
+    kwargs: dict = {"num_classes": 10}
+    if kind == "timm":
+        if name.startswith(("vit_", "deit_")):
+            kwargs["img_size"] = VIT_SIZE
+        return kwargs, VIT_SIZE if "img_size" in kwargs else 64
+    kwargs.update(BUILD_KWARGS.get(name, {}))
+    size = INPUT_SIZE.get(name, 64)
+    if name.startswith("vit_"):
+        kwargs.setdefault("image_size", VIT_SIZE)
+        size = kwargs["image_size"]
+    if name in ("googlenet", "inception_v3"):
+        kwargs.update(aux_logits=False, init_weights=False)
+    return kwargs, size
+
+
+def build_source(source: str, seed: int = 0):
+    """``source`` built through :func:`torchslim.models.create` (so torchslim.save takes it), in eval
+    mode, and its input shape."""
+    from torchslim.models import create
+
+    import_torchvision()  # timm imports torchvision when it is installed
+    kwargs, size = source_options(source)
+    torch.manual_seed(seed)
+    model = create(source, input_size=(size, size), **kwargs)
+    return model.eval(), (3, size, size)
+
+
+_RELOAD = """
+import sys, torch
+from safetensors.torch import load_file, save_file
+import torchslim
+torch.set_num_threads(int(sys.argv[4]))
+model = torchslim.load(sys.argv[1])
+with torch.no_grad():
+    save_file({"y": model(load_file(sys.argv[2])["x"]).contiguous()}, sys.argv[3])
+"""
+
+
+def reload_in_fresh_process(model, example: torch.Tensor, folder: str) -> str | None:
+    """Save ``model``, load it in a new Python process and run ``example`` there.  Returns None
+    when that output is bit-identical to this process's, else the first line of what differed."""
+    import os
+    import subprocess
+
+    from safetensors.torch import load_file, save_file
+
+    import torchslim
+
+    paths = [os.path.join(folder, n) for n in ("model.safetensors", "x.safetensors", "y.safetensors")]
+    torchslim.save(model, paths[0])
+    save_file({"x": example.contiguous()}, paths[1])
+    with torch.no_grad():
+        expected = model(example)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", _RELOAD, *paths, str(torch.get_num_threads())],
+                          capture_output=True, text=True, env=env, cwd=root)
+    if done.returncode != 0:
+        return "load: " + ((done.stderr.strip().splitlines() or ["no output"])[-1])[:160]
+    got = load_file(paths[2])["y"]
+    if got.shape != expected.shape or not torch.equal(got, expected):
+        return f"reloaded output differs (max |diff| {(got - expected).abs().max().item():.3g})"
+    return None
