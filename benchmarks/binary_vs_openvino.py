@@ -1,6 +1,6 @@
 """Compiled binary vgg14 against OpenVINO int8 (NNCF), OpenVINO fp32 and ONNX Runtime, in one run.
 
-    python benchmarks/binary_vs_openvino.py [--widths 1.0,0.5] [--repeats 40] [--runs 3]
+    python benchmarks/binary_vs_openvino.py [--widths 1.0,0.5] [--repeats 40] [--runs 3] [--no-write]
 
 Random-weight vgg14 (speed does not depend on the weights' values), batch 1, 1 and 2
 threads.  Per width, every contender is built once and all of them (each runtime at 1
@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument("--widths", default="1.0,0.5")
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true", help="print the section; do not touch BENCHMARKS.md")
     args = parser.parse_args()
     ov_runtime.require("this benchmark")
     widths, threads = [float(w) for w in args.widths.split(",")], (1, 2)
@@ -194,7 +195,8 @@ def main() -> None:
         "",
         markdown_table(["network", *native], isa_tables),
     ])
-    write_section("binary-vs-openvino", body)
+    if not args.no_write:
+        write_section("binary-vs-openvino", body)
     print(body)
 
 

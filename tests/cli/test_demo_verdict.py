@@ -1,6 +1,8 @@
 """What the demo concludes from its table, on hand-written rows (exact arithmetic)."""
 
-from torchslim.cli.demo import verdict, verdict_lines
+from argparse import Namespace
+
+from torchslim.cli.demo import WIDTH, _run_folder, verdict, verdict_lines
 
 
 def _row(name, top1, **latency):
@@ -34,3 +36,8 @@ def test_verdict_without_openvino_uses_onnx_runtime_and_says_slower():
     lines = verdict_lines(found)
     assert lines[0].endswith("0.50x the speed of the original's best int8 (ONNX Runtime int8, 0.800 ms): SLOWER")
     assert lines[-1] == "largest top-1 loss of a compressed row: 1.75 points"
+
+
+def test_recipe_folders_differ_by_baseline_width_and_budget():
+    folders = {_run_folder("taylor", Namespace(width_mult=w, quick=q)) for w in (WIDTH, 0.5) for q in (False, True)}
+    assert folders == {"taylor", "taylor-quick", "taylor-w0.5", "taylor-w0.5-quick"}

@@ -15,11 +15,12 @@ import time
 
 from ..errors import UserError
 from ..checks import THREADS
+from ..checks import WIDTH as WIDTH_ARG
 from ..flags.common import add_json_arg
 from .common import emit
 
 INT8_KEYS = ("int8", "openvino_int8")  # the int8 runtimes among RUNTIMES
-WIDTH = 0.25  # the baseline VGG14's width_mult: small enough for a run of minutes on 2 cores
+WIDTH = 0.25  # the baseline VGG14's default width_mult: small enough for a run of minutes on 2 cores
 
 DEMO_RECIPES = (("taylor", "pruned (Taylor, 50% MACs)"), ("hwgq-bwn", "binary (HWGQ + BWN)"),
                 ("kd", "student (MobileNetV2 KD)"))
@@ -30,6 +31,9 @@ def add_parser(subparsers):
     parser.add_argument("--out", default="demo-out", help="output folder (rerun to reuse and resume)")
     parser.add_argument("--quick", action="store_true", help="tiny budgets (about two minutes; for checks)")
     parser.add_argument("--threads", type=THREADS, default=1, help="threads for the latency measurements")
+    parser.add_argument("--width-mult", type=WIDTH_ARG, default=WIDTH,
+                        help=f"the baseline VGG14's width (default {WIDTH}; wider: slower training, binary layers "
+                             "a larger share of the time)")
     add_json_arg(parser)
     parser.set_defaults(run=run, out_is_folder=True)
 
@@ -45,8 +49,8 @@ def _data_name() -> str:
         return "digits-32"
 
 
-def train_base(out: str, data: str, quick: bool, log=print) -> str:
-    """The baseline VGG14 (width ``WIDTH``), trained once and cached in ``out``."""
+def train_base(out: str, data: str, quick: bool, log=print, width: float = WIDTH) -> str:
+    """The baseline VGG14 of width ``width``, trained once and cached in ``out``."""
     from .. import models, save  # lazy: loads when the verb runs
     from ..data import load_dataset  # lazy: loads when the verb runs
     from ..train import TrainConfig, fit  # lazy: loads when the verb runs
@@ -54,16 +58,16 @@ def train_base(out: str, data: str, quick: bool, log=print) -> str:
 
     subset = 500 if quick else (20000 if data.startswith("fashion") else None)
     epochs = 1 if quick else 2
-    path = os.path.join(out, f"base-vgg14-w{WIDTH}-{data}-n{subset or 'all'}-e{epochs}.safetensors")
+    path = os.path.join(out, f"base-vgg14-w{width}-{data}-n{subset or 'all'}-e{epochs}.safetensors")
     if os.path.exists(path):
         log(f"reusing the trained baseline {path}")
         return path
     train_set = load_dataset(data, "train", subset=subset)
-    log(f"training the baseline vgg14 (width {WIDTH}) on {data}: {len(train_set)} images, {epochs} epoch(s)")
+    log(f"training the baseline vgg14 (width {width}) on {data}: {len(train_set)} images, {epochs} epoch(s)")
     config = TrainConfig(epochs=epochs, batch_size=128, lr=0.05, schedule="onecycle", seed=0)
     seed_everything(0)
     model = models.create("vgg14", num_classes=train_set.num_classes, in_channels=train_set.input_shape[0],
-                          width_mult=WIDTH)
+                          width_mult=width)
     fit(model, train_set, config, checkpoint_path=path + ".ckpt")
     save(model, path, data=data, train=config.to_dict(), input_shape=train_set.input_shape,
          num_classes=train_set.num_classes)
@@ -104,7 +108,8 @@ def verdict_lines(found: dict) -> list[str]:
     return lines
 
 
-def _combined_report(reports: dict, base_path: str, out: str, data: str, threads: int, quick: bool, log) -> dict:
+def _combined_report(reports: dict, base_path: str, out: str, data: str, threads: int, quick: bool, log,
+                     width: float = WIDTH) -> dict:
     """One table for the four models, timed side by side in one interleaved run."""
     import torch  # lazy: loads when the verb runs
 
@@ -128,7 +133,7 @@ def _combined_report(reports: dict, base_path: str, out: str, data: str, threads
     for label, r in reports.items():
         table.append({**r["table"][1], "model": label, "latency_ms": latency[label]})
     taylor = reports[DEMO_RECIPES[0][1]]
-    report = {"title": "torchslim demo", "summary": f"A width-{WIDTH} VGG14 compressed three ways: structured "
+    report = {"title": "torchslim demo", "summary": f"A width-{width} VGG14 compressed three ways: structured "
               "pruning, binarization and distillation.", "data": data, "hardware": hardware(),
               "threads": threads, "seconds": round(sum(r["seconds"] for r in reports.values()), 1),
               "load": f"{load_before:.2f} -> {os.getloadavg()[0]:.2f} (1 min, {os.cpu_count()} CPUs)",
@@ -144,6 +149,12 @@ def _combined_report(reports: dict, base_path: str, out: str, data: str, threads
     return report
 
 
+def _run_folder(name: str, args) -> str:
+    """A recipe's folder: runs from another baseline width or budget never resume one another."""
+    width = "" if args.width_mult == WIDTH else f"-w{args.width_mult}"
+    return name + width + ("-quick" if args.quick else "")
+
+
 def run(args) -> int:
     from ..pipeline import compress  # lazy: loads when the verb runs
     from ..pipeline.recipe import RECIPES_DIR  # lazy: loads when the verb runs
@@ -152,14 +163,14 @@ def run(args) -> int:
     began = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
     data = _data_name()
-    base = train_base(args.out, data, args.quick)
+    base = train_base(args.out, data, args.quick, width=args.width_mult)
     reports = {}
     for name, label in DEMO_RECIPES:
         print(f"\n== recipe {name}: {label}")
         reports[label] = compress(os.path.join(RECIPES_DIR, "demo", name + ".yaml"),
-                                  os.path.join(args.out, name + ("-quick" if args.quick else "")), model=base,
+                                  os.path.join(args.out, _run_folder(name, args)), model=base,
                                   data=data, quick=args.quick, threads=args.threads)
-    report = _combined_report(reports, base, args.out, data, args.threads, args.quick, print)
+    report = _combined_report(reports, base, args.out, data, args.threads, args.quick, print, args.width_mult)
     seconds = time.perf_counter() - began
     report["wall_seconds"] = round(seconds, 1)
     text = "\n".join(["", text_table(report["table"], report["runtimes"]), "", *verdict_lines(report["verdict"]),

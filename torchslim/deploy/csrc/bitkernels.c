@@ -913,7 +913,7 @@ int64_t bk_conv(const bk_conv_desc *d) {
     }
     const int64_t units = d->oh / d->pool, chunks = (d->oc + CHUNK - 1) / CHUNK, items = d->n * units * chunks;
     conv_task task = {d, fn, units, chunks, 0};
-    parallel_for(conv_task_item, &task, items, threads);
+    parallel_for_grain(conv_task_item, &task, items, threads, chunks); /* a thread keeps whole rows: one im2col each */
     return atomic_load(&task.failed) ? -1 : 0;
 }
 
