@@ -11,7 +11,7 @@ from .common import (add_data_args, add_json_arg, add_kd_args, check_model_data,
 from .export import SIDE_DTYPES
 
 ACT_SCALES = ("fit", "unit")
-CLI_METHODS = ("bnn", "bnn-stochastic", "bwn", "xnor", "twn", "dorefa", "hwgq-bwn", "hwgq-uniform-bwn",
+CLI_METHODS = ("bnn", "bnn-stochastic", "bwn", "xnor", "bireal", "twn", "dorefa", "hwgq-bwn", "hwgq-uniform-bwn",
                "hwgq-zero-uniform-bwn", "int8")
 
 
