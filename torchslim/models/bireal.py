@@ -24,7 +24,7 @@ from .registry import register_model
 from .vgg import POOL, VGG_CONFIGS
 
 __all__ = ["BiRealUnit", "BiRealVGG", "BiRealResNet", "LearnableBias", "RPReLU", "bireal_vgg14",
-           "bireal_resnet18", "float_ops"]
+           "bireal_resnet18", "float_ops", "init_from_float"]
 
 
 class LearnableBias(nn.Module):
@@ -175,3 +175,38 @@ def bireal_vgg14(num_classes: int = 10, in_channels: int = 3, width_mult: float 
 def bireal_resnet18(num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> BiRealResNet:
     """Bi-Real-18 for 32x32 inputs: 3x3 stem, 16 units of 64/128/256/512 channels."""
     return BiRealResNet((64, 128, 256, 512), (2, 2, 2, 2), num_classes, in_channels, width_mult)
+
+
+def _conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """(3x3 conv, the BatchNorm right after it in module order) pairs, in order."""
+    pairs, last = [], None
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            last = module
+        elif isinstance(module, nn.BatchNorm2d) and last is not None:
+            if tuple(last.kernel_size) == (3, 3) and last.out_channels == module.num_features:
+                pairs.append((last, module))
+            last = None
+    return pairs
+
+
+@torch.no_grad()
+def init_from_float(target: nn.Module, source: nn.Module) -> int:
+    """Copy the 3x3 conv + BN weights and the classifier of a float net (``vgg14``, ``resnet18``)
+    into the matching layers of its ``bireal_*`` counterpart, in place; returns the pairs copied.
+
+    Layers pair up in order while their shapes agree (resnet18's 1x1 shortcut convs have no
+    counterpart and are skipped): the float net's weights are a better start than random for
+    the latent binary weights.
+    """
+    copied = 0
+    for (conv_t, bn_t), (conv_s, bn_s) in zip(_conv_bn_pairs(target), _conv_bn_pairs(source)):
+        if conv_t.weight.shape != conv_s.weight.shape:
+            break
+        conv_t.weight.copy_(conv_s.weight)
+        bn_t.load_state_dict(bn_s.state_dict())
+        copied += 1
+    last_t, last_s = [[m for m in model.modules() if isinstance(m, nn.Linear)][-1] for model in (target, source)]
+    if last_t.weight.shape == last_s.weight.shape:
+        last_t.load_state_dict(last_s.state_dict())
+    return copied
