@@ -3,7 +3,7 @@
 The unit, around every 3x3 conv but the float stem:
 
     x -> shift (learnable per-channel bias: RSign's threshold) -> act -> conv3x3 -> BN
-      (+ shortcut(x): x itself, average-pooled by the stride, channels repeated to the width)
+      (+ shortcut(x): x itself, average-pooled by the stride, zero channels appended to the width)
       -> RPReLU (per-channel shift, PReLU, shift)
 
 Liu et al., "Bi-Real Net", ECCV 2018 (a real shortcut around every binary conv); Liu et al.,
@@ -11,7 +11,7 @@ Liu et al., "Bi-Real Net", ECCV 2018 (a real shortcut around every binary conv);
 ``torchslim.quant.quantize(model, QuantConfig(method="bireal"))`` turns it into the sign of
 its input and the conv into 1-bit weights, so only the conv is binary; the shift, BN, the add
 and RPReLU stay float (a few per-element operations per unit, see :func:`float_ops`).  The
-shortcut adds no parameters: channels grow by repeating the input (ReActNet's concatenation).
+shortcut adds no parameters (the zoo's ``PadShortcut``: no 1x1 conv, which binarizes worst).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .binary import PadShortcut
 from .layers import init_weights, scale_channels
 from .registry import register_model
 from .vgg import POOL, VGG_CONFIGS
@@ -53,21 +54,6 @@ class RPReLU(nn.Module):
         return self.shift_out(self.prelu(self.shift_in(x)))
 
 
-class RealShortcut(nn.Module):
-    """The parameter-free real shortcut: average pool by ``stride``, repeat channels up to ``out_channels``."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
-        super().__init__()
-        if out_channels % in_channels:
-            raise ValueError(f"a real shortcut repeats channels: {out_channels} is not a multiple of {in_channels}")
-        self.repeats = out_channels // in_channels
-        self.pool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(x)
-        return x.repeat(1, self.repeats, 1, 1) if self.repeats > 1 else x
-
-
 class BiRealUnit(nn.Module):
     """``RPReLU(BN(conv3x3(act(shift(x)))) + shortcut(x))``; ``act`` is Hardtanh until quantized."""
 
@@ -77,7 +63,7 @@ class BiRealUnit(nn.Module):
         self.act = nn.Hardtanh()
         self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
-        self.shortcut = RealShortcut(in_channels, out_channels, stride)
+        self.shortcut = PadShortcut(in_channels, out_channels, stride)
         self.rprelu = RPReLU(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
