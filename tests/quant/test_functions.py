@@ -227,6 +227,7 @@ def test_every_weight_quantizer_straight_through_gradient_is_exact(name, dtype):
 # Distinct output values of each activation quantizer (eval mode), by name: bits -> count.
 EXPECTED_ACT_LEVELS = {
     "sign": lambda bits: 2,
+    "approx_sign": lambda bits: 2,  # sign levels; the surrogate gradient only in training (test_bireal)
     "stochastic_sign": lambda bits: 2,
     "dorefa": lambda bits: 2 ** bits,  # i / (2^k - 1), i = 0 .. 2^k - 1
     "hwgq": lambda bits: 2 ** bits,  # 0 and 2^k - 1 positive Lloyd-Max levels

@@ -15,7 +15,7 @@ PACKED_SIDE_DTYPES = ("float32", "float16", "int8")
 FORMAT_ONLY = {"--huffman": ("packed",), "--dense": ("packed",), "--no-fold-bn": ("packed",),
                "--side-dtype": ("packed",), "--input": ("onnx",), "--opset": ("onnx",)}
 ACT_SCALES = ("fit", "unit")
-QUANTIZE_METHODS = ("bnn", "bnn-stochastic", "bwn", "xnor", "twn", "dorefa", "hwgq-bwn", "hwgq-uniform-bwn",
+QUANTIZE_METHODS = ("bnn", "bnn-stochastic", "bwn", "xnor", "bireal", "twn", "dorefa", "hwgq-bwn", "hwgq-uniform-bwn",
                "hwgq-zero-uniform-bwn", "int8")
 
 

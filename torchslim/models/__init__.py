@@ -6,7 +6,7 @@ the (C, H, W) input each is designed for.
 """
 
 from . import alexnet, lenet, mobilenet, resnet, shufflenet, vgg  # noqa: F401  (registration)
-from . import binary  # noqa: F401  (registration: networks built for binarization)
+from . import binary, bireal  # noqa: F401  (registration: networks built for binarization)
 from . import shallow  # noqa: F401  (registration: distillation students)
 from .registry import list_models, model_input_shape, register_model
 from .sources import create, create_for_data, parse_source, wrap

@@ -40,6 +40,7 @@ QUANT_METHODS: dict[str, tuple] = {
     "bnn-stochastic": ("stochastic_sign", 1, "stochastic_sign", 1),
     "bwn": ("bwn", 1, None, None),
     "xnor": ("bwn", 1, "sign", 1),
+    "bireal": ("bwn", 1, "approx_sign", 1),  # for the bireal_* zoo nets: real shortcuts, RSign, RPReLU
     "twn": ("twn", 2, None, None),
     "dorefa": ("dorefa", 1, "dorefa", 2),
     "hwgq-bwn": ("bwn", 1, "hwgq", 2),

@@ -36,6 +36,7 @@ __all__ = [
     "quantize_levels",
     "affine_fake_quant",
     "round_ste",
+    "approx_sign",
 ]
 
 
@@ -101,6 +102,34 @@ class _SignSTE(torch.autograd.Function):
 def sign(x: torch.Tensor) -> torch.Tensor:
     """Binarize to {-1, +1} (sign(0) = +1) with the hardtanh STE; see :class:`_SignSTE`."""
     return _SignSTE.apply(x)
+
+
+class _ApproxSignSTE(torch.autograd.Function):
+    r"""Binarization with Bi-Real-Net's piecewise-polynomial gradient.
+
+    Forward:  :math:`q = \mathrm{sign}(x)`, with :math:`\mathrm{sign}(0) = +1` (as :class:`_SignSTE`).
+
+    Backward: :math:`\partial L / \partial x = \partial L / \partial q \cdot \max(0, 2 - 2|x|)`, the
+    derivative of the quadratic that approximates the sign on [-1, 1]; closer to the step than
+    hardtanh's constant 1.
+
+    Liu et al., "Bi-Real Net", ECCV 2018, eq. 6.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (2.0 - 2.0 * x.abs()).clamp_min(0.0)
+
+
+def approx_sign(x: torch.Tensor) -> torch.Tensor:
+    """Binarize to {-1, +1} (sign(0) = +1) with Bi-Real-Net's gradient; see :class:`_ApproxSignSTE`."""
+    return _ApproxSignSTE.apply(x)
 
 
 def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,8 @@ class ActQuantizer:
 
     ``ties_up``: a value equal to a threshold goes to the upper level.  ``grad_range``:
     the STE passes the gradient where ``lo <= x <= hi``.  ``needs_bn``: the input must
-    come from BatchNorm (HWGQ assumes a unit Gaussian).
+    come from BatchNorm (HWGQ assumes a unit Gaussian).  ``surrogate``: an autograd
+    function used in training instead of the levels' clipped STE (same forward values).
     """
 
     name: str
@@ -68,6 +69,7 @@ class ActQuantizer:
     grad_range: Callable
     needs_bn: bool = False
     stochastic: bool = False
+    surrogate: Callable | None = None
 
 
 def _sign_weight(w, bits):
@@ -116,6 +118,8 @@ def _dorefa_levels(bits):
 _register(ACT_QUANTIZERS, ActQuantizer("sign", (1,), _sign_levels, True, lambda lv: (-1.0, 1.0)))
 _register(ACT_QUANTIZERS, ActQuantizer("stochastic_sign", (1,), _sign_levels, True, lambda lv: (-1.0, 1.0),
                                        stochastic=True))
+_register(ACT_QUANTIZERS, ActQuantizer("approx_sign", (1,), _sign_levels, True, lambda lv: (-1.0, 1.0),
+                                       surrogate=qf.approx_sign))
 _register(ACT_QUANTIZERS, ActQuantizer("dorefa", tuple(range(1, 9)), _dorefa_levels, True, lambda lv: (0.0, 1.0)))
 _register(ACT_QUANTIZERS, ActQuantizer("hwgq", (1, 2, 3, 4), hwgq_levels, False, lambda lv: (0.0, lv[-1]),
                                        needs_bn=True))
@@ -358,6 +362,8 @@ class ActQuant(nn.Module):
     def forward(self, x):
         if self.training and self.quantizer.stochastic:
             return qf.stochastic_sign(x)
+        if self.training and self.quantizer.surrogate is not None:
+            return self.quantizer.surrogate(x)
         return qf.quantize_levels(x, self.levels, self.thresholds, self.quantizer.ties_up, self.lo, self.hi)
 
     def codes(self, x) -> torch.Tensor:
