@@ -7,8 +7,9 @@ import os
 import time
 
 from ..errors import UserError
+from ..checks import create_model
 from ..flags.verbs import add_distill_flags
-from .common import check_out_path, emit, load_data, training_config
+from .common import check_model_data, check_out_path, emit, load_data, training_config
 
 
 def add_parser(subparsers):
@@ -21,13 +22,30 @@ def _shape(shape) -> str:
     return "x".join(map(str, shape))
 
 
-def _load_teacher(args, train_set):
-    from .. import load, models  # lazy: loads when the verb runs
+def _is_source(text: str) -> bool:
+    """A zoo name or a ``torchvision:``/``timm:``/``PKG.MODULE:CALLABLE`` source (not a file)."""
+    from .. import models  # lazy: loads when the verb runs
 
-    if args.online and not os.path.exists(args.teacher) and args.teacher in models.list_models():
-        channels, height, width = train_set.input_shape
-        return models.create(args.teacher, num_classes=train_set.num_classes, in_channels=channels,
-                             width_mult=args.teacher_width, input_size=(height, width))
+    if text in models.list_models():
+        return True
+    try:
+        return ":" in text and models.parse_source(models.sources.split_options(text)[0]) is not None
+    except UserError:
+        return False
+
+
+def _shaped(train_set, width_mult: float) -> dict:
+    """``create_model`` arguments that shape a fresh model for the data set."""
+    channels, height, width = train_set.input_shape
+    return dict(num_classes=train_set.num_classes, in_channels=channels, width_mult=width_mult,
+                input_size=(height, width))
+
+
+def _load_teacher(args, train_set):
+    from .. import load  # lazy: loads when the verb runs
+
+    if args.online and not os.path.exists(args.teacher) and _is_source(args.teacher):
+        return create_model(args.teacher, "--teacher-width", **_shaped(train_set, args.teacher_width))
     teacher = load(args.teacher)
     classes = (getattr(teacher, "torchslim_arch", {}) or {}).get("kwargs", {}).get("num_classes")
     if classes is not None and classes != train_set.num_classes:
@@ -41,17 +59,25 @@ def _load_teacher(args, train_set):
 
 
 def _make_student(args, teacher, train_set):
-    from .. import models  # lazy: loads when the verb runs
+    from .. import load, models  # lazy: loads when the verb runs
     from ..distill import create_student, thin_student  # lazy: loads when the verb runs
 
-    if args.student not in models.list_models():
-        from ..errors import unknown_choice  # lazy: loads when the verb runs
-
-        raise unknown_choice("student model", args.student, models.list_models())
+    if os.path.isfile(args.student):  # a saved model (a pruned copy of the teacher, say) trained further
+        student = load(args.student)
+        check_model_data(student, train_set, args.student, args.data)
+        return student
     if args.student == (getattr(teacher, "torchslim_arch", None) or {}).get("name"):
         return thin_student(teacher, args.width_mult)
-    return create_student(args.student, teacher, width_mult=args.width_mult,
-                          num_classes=train_set.num_classes, input_shape=train_set.input_shape)
+    if args.student in models.list_models():
+        return create_student(args.student, teacher, width_mult=args.width_mult,
+                              num_classes=train_set.num_classes, input_shape=train_set.input_shape)
+    if not _is_source(args.student):
+        from ..errors import unknown_choice  # lazy: loads when the verb runs
+
+        raise unknown_choice("student (not a file or model source either)", args.student, models.list_models())
+    student = create_model(args.student, **_shaped(train_set, args.width_mult))
+    check_model_data(student, train_set, args.student, args.data)
+    return student
 
 
 def run(args) -> int:

@@ -6,8 +6,8 @@ import json
 import os
 
 from ..errors import UserError
-from ..flags.common import add_json_arg
-from .common import check_input_fits, check_out_path, emit, parse_shape
+from ..flags.common import add_data_args, add_json_arg
+from .common import check_input_fits, check_out_path, emit, load_data, parse_shape
 
 
 def add_parser(subparsers):
@@ -18,10 +18,11 @@ def add_parser(subparsers):
     parser.add_argument("--weights", metavar="FILE",
                         help="a state dict: .pt/.pth (read with weights_only=True) or .safetensors")
     parser.add_argument("--num-classes", type=int, default=None, metavar="N",
-                        help="replace the classifier head with a fresh one for N classes")
-    parser.add_argument("--input", metavar="CxHxW", help="input shape (default: the source model's)")
+                        help="replace the classifier head with a fresh one for N classes (default: --data's)")
+    parser.add_argument("--input", metavar="CxHxW", help="input shape (default: --data's, else the source model's)")
     parser.add_argument("--options", metavar="JSON", default=None, help="keyword arguments for the source's builder")
     parser.add_argument("--seed", type=int, default=0, help="seed of a replaced head's initial weights")
+    add_data_args(parser, required=False)  # --data: the head and input shape follow the data set
     add_json_arg(parser)
     parser.set_defaults(run=run)
 
@@ -46,15 +47,26 @@ def _check_paths(args) -> None:
         raise UserError(f"--num-classes must be a positive integer, got {args.num_classes}")
 
 
+def _shape_for_data(args) -> tuple:
+    """(input shape, classes, whether the classes came from --data) from the flags and the data set."""
+    input_shape = parse_shape(args.input) if args.input else None
+    if not args.data:
+        return input_shape, args.num_classes, False
+    dataset = load_data(args, "train", input_shape=input_shape)
+    classes = args.num_classes if args.num_classes is not None else dataset.num_classes
+    return input_shape or tuple(dataset.input_shape), classes, args.num_classes is None
+
+
 def run(args) -> int:
     from .. import save  # lazy: loads when the verb runs
     from ..io.importer import ImportConfig, import_model  # lazy: loads when the verb runs
     from ..profile import count_params  # lazy: loads when the verb runs
 
     _check_paths(args)
-    input_shape = parse_shape(args.input) if args.input else None
-    config = ImportConfig(source=args.source, weights=args.weights, num_classes=args.num_classes,
-                          input_shape=input_shape, options=_options(args.options), seed=args.seed)
+    input_shape, num_classes, head_for_data = _shape_for_data(args)
+    config = ImportConfig(source=args.source, weights=args.weights, num_classes=num_classes,
+                          input_shape=input_shape, options=_options(args.options), seed=args.seed,
+                          keep_fitting_head=head_for_data)
     model, done = import_model(config)
     shape = tuple(model.input_shape)
     classes = int(check_input_fits(model, shape, done["source"]).shape[-1])

@@ -46,10 +46,12 @@ def add_finetune_flags(parser) -> None:
 def add_distill_flags(parser) -> None:
     """The flags of ``torchslim distill``."""
     parser.add_argument("--teacher", required=True, metavar="FILE",
-                        help="a model saved by torchslim (with --online: a file or a zoo name to train from scratch)")
+                        help="a model saved by torchslim (with --online: a file or a model source such as vgg14 or "
+                             "torchvision:resnet18, trained from scratch)")
     parser.add_argument("--student", required=True, metavar="NAME",
-                        help="zoo model for the student (mobilenetv2, shufflenetv2, lenet5, shallow2, shallow3, or "
-                             "the teacher's own architecture for a thin copy)")
+                        help="the student: a zoo model (mobilenetv2, shufflenetv2, lenet5, shallow2, shallow3, or "
+                             "the teacher's own architecture for a thin copy), a source such as "
+                             "torchvision:mobilenet_v3_small, or a saved model file to train further")
     parser.add_argument("--width-mult", type=WIDTH, default=1.0, help="student width multiplier")
     parser.add_argument("--loss", default="hinton", help="hinton, mxnet or tf")
     parser.add_argument("--temperature", type=float, default=None, help="softening T > 0 (default: the loss's)")

@@ -23,6 +23,8 @@ class ImportConfig(ConfigMixin):
     input_shape: tuple | None = None
     options: dict = field(default_factory=dict)
     seed: int = 0
+    keep_fitting_head: bool = False  # a head that already predicts num_classes is kept, not refused
+
 
 
 def _source_options(config: ImportConfig) -> tuple[str, dict]:
@@ -45,6 +47,8 @@ def _new_head(model: nn.Module, text: str, options: dict, config: ImportConfig) 
     fresh = build(text, {**options, "num_classes": config.num_classes}, trust=True, input_size=_size(config))
     ours, theirs = model.state_dict(), fresh.state_dict()
     replaced = [k for k in theirs if k not in ours or ours[k].shape != theirs[k].shape]
+    if not replaced and config.keep_fitting_head:
+        return model, []
     if not replaced:
         raise UserError(f"{text} already predicts {config.num_classes} classes; drop --num-classes")
     fresh.load_state_dict({k: v for k, v in ours.items() if k not in replaced}, strict=False)

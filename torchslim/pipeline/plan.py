@@ -56,6 +56,8 @@ class PlannedStage:
                    "teacher": self.teacher, "nproc": self.nproc}
         if self.file is not None:
             content["file_sha256"] = _file_digest(self.file)
+        if self.verb == "import" and "--weights" in self.argv:
+            content["weights_sha256"] = _file_digest(self.argv[self.argv.index("--weights") + 1])
         if self.teacher not in (None, "original", "previous"):
             content["teacher_sha256"] = _file_digest(self.teacher)
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
@@ -97,10 +99,16 @@ def _starting_stages(recipe: Recipe, model: str | None) -> list[Stage]:
     """The recipe's stages, with ``--model FILE`` standing in for a leading train/load stage."""
     stages = list(recipe.stages)
     first = stages[0]
-    if model is not None:
-        if not os.path.isfile(model):
-            raise UserError(f"--model {model}: file not found")
-        load = Stage(index=1, name="load", options={"file": model}, quick={}, line=first.line, lines={})
+    if model is not None and not os.path.isfile(model) and first.name == "train" and _is_source(model):
+        # An architecture without weights: the recipe's train stage trains it.
+        options = {**first.options, "model": model}
+        options.pop("width_mult", None)
+        stages[0] = dataclasses.replace(first, options=options)
+    elif model is not None:
+        load = Stage(index=1, name="load", options={"source" if _is_source(model) else "file": model}, quick={},
+                     line=first.line, lines={})
+        if not os.path.isfile(model) and not _is_source(model):
+            raise UserError(f"--model {model}: file not found (nor a model source such as torchvision:resnet18)")
         if first.name in ("train", "load"):
             stages[0] = load
         else:
@@ -114,6 +122,45 @@ def _starting_stages(recipe: Recipe, model: str | None) -> list[Stage]:
     return stages
 
 
+def _is_source(text: str) -> bool:
+    """A model source rather than a file: ``torchvision:NAME``, ``timm:NAME``, ``zoo:NAME``, ``PKG.MOD:FN``."""
+    if os.path.exists(text) or ":" not in text:
+        return False
+    from ..models.sources import parse_source, split_options  # lazy: heavy: loads torch
+
+    try:
+        parse_source(split_options(text)[0])
+    except UserError:
+        return False
+    return True
+
+
+def _load_stage(where: str, options: dict, data: str | None) -> tuple[str | None, list]:
+    """A load stage: (the file it copies, None) or (None, the import command's arguments)."""
+    file, source = options.pop("file", None), options.pop("source", None)
+    if (file is None) == (source is None):
+        raise UserError(f"{where}: needs either 'file:' or 'source:' (or give --model FILE or SOURCE)")
+    if file is not None:
+        if options:
+            raise UserError(f"{where}: {', '.join(sorted(options))} only go with 'source:', not 'file:'")
+        if not os.path.isfile(file):
+            raise UserError(f"{where}: file not found: {file}")
+        return file, []
+    if not _is_source(str(source)):
+        raise UserError(f"{where}: source {source!r} is not torchvision:NAME, timm:NAME, zoo:NAME or "
+                        "PKG.MODULE:CALLABLE")
+    if options.get("weights") is not None and not os.path.isfile(options["weights"]):
+        raise UserError(f"{where}: weights file not found: {options['weights']}")
+    if data is None and not {"num_classes", "input"} <= set(options):
+        raise UserError(f"{where}: a source needs the data (for its classes and input) or num_classes and input")
+    argv = [str(source)] + to_argv("load", options)
+    try:
+        _dry_parse("import", argv + ["--out", "OUT"] + (["--data", data] if data else []))
+    except _DryParser as exc:
+        raise UserError(f"{where}: {_recipe_words(str(exc))}") from None
+    return None, argv
+
+
 def plan(recipe: Recipe, quick: bool = False, data: str | None = None, model: str | None = None) -> list:
     """The planned stages; raises UserError (file:line) for anything that would fail to start."""
     planned = []
@@ -125,24 +172,22 @@ def plan(recipe: Recipe, quick: bool = False, data: str | None = None, model: st
         # The pipeline resolves the teacher only where it manages it; elsewhere (prune) it is the verb's own flag.
         teacher = options.pop("teacher", None) if "teacher" in spec.managed else None
         nproc = options.pop("nproc_per_node", 1)
-        file = options.pop("file", None)
+        file, verb = None, spec.verb
         if stage.name == "load":
-            if file is None:
-                raise UserError(f"{where}: needs 'file:' (or give --model FILE)")
-            if not os.path.isfile(file):
-                raise UserError(f"{where}: file not found: {file}")
+            file, load_argv = _load_stage(where, options, stage_data)
+            verb = "import" if file is None else None
         if teacher not in (None, "original", "previous") and not os.path.isfile(teacher):
             raise UserError(f"{where}: teacher must be 'original', 'previous' or an existing file, got {teacher!r}")
         if nproc > 1 and not spec.distributed:
             raise UserError(f"{where}: nproc_per_node applies to train, finetune and distill stages only")
-        argv = to_argv(stage.name, options)
+        argv = load_argv if stage.name == "load" else to_argv(stage.name, options)
         if spec.verb is not None:
             needs_data = "data" in stage_options(stage.name) and any(
                 "--data" in a.option_strings for a in verb_parser(spec.verb)._actions)
             if needs_data and stage_data is None:
                 raise UserError(f"{where}: no data set: give --data or 'data:' in the recipe")
             _check_command(where, stage, spec, argv, stage_data, teacher)
-        planned.append(PlannedStage(index=stage.index, name=stage.name, verb=spec.verb, argv=argv,
+        planned.append(PlannedStage(index=stage.index, name=stage.name, verb=verb, argv=argv,
                                     data=stage_data, teacher=teacher, nproc=nproc, file=file, line=stage.line))
     return planned
 

@@ -85,7 +85,7 @@ def _die_with_parent() -> None:
 def stage_argv(stage: PlannedStage, input_file: str | None, out: str, original: str | None) -> list[str]:
     """The stage as ``torchslim`` arguments: the verb, its input, the recipe's flags, data, teacher, output."""
     argv = [stage.verb]
-    if stage.name not in ("train", "distill"):
+    if stage.name not in ("train", "distill", "load"):  # a load stage's import names its source in argv
         argv.append(input_file)
     argv += stage.argv
     if stage.data and stage.name != "export":
@@ -152,7 +152,7 @@ def run_stage(stage: PlannedStage, folder: str, fingerprint: str, input_file: st
         shutil.rmtree(folder, ignore_errors=True)  # another recipe's leftovers: nothing here is ours
     os.makedirs(folder, exist_ok=True)
     began = time.perf_counter()
-    if stage.name == "load":
+    if stage.verb is None:  # a load stage's file: copied as it is
         command = None
         with atomic_path(output) as tmp:
             shutil.copyfile(stage.file, tmp)

@@ -16,7 +16,7 @@ import math
 from functools import lru_cache
 
 from .. import flags
-from ..errors import unknown_choice
+from ..errors import UserError, unknown_choice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +64,7 @@ RANGES = {
     "weight_bits": (1, True, 8, True), "act_bits": (1, True, 8, True), "bits": (1, True, 16, True),
     "conv_bits": (1, True, 16, True), "subvector": (1, True, None, False), "subset": (1, True, None, False),
     "holdout": _NONNEG, "seed": (0, True, 2**32 - 1, True), "threads": (1, True, None, False), "opset": lambda: _opset_bounds(),
-    "nproc_per_node": (1, True, 64, True),
+    "nproc_per_node": (1, True, 64, True), "num_classes": (1, True, None, False),
 }
 
 
@@ -85,8 +85,14 @@ _TEACHER = Option("teacher", None, "str", help="'original' (the model before com
 STAGES: dict[str, StageSpec] = {spec.name: spec for spec in (
     StageSpec("train", "train", "train a zoo model from scratch", managed=("out", "json"),
               distributed=True, extra=(_NPROC,)),
-    StageSpec("load", None, "start from a saved model",
-              extra=(Option("file", None, "str", help="a model saved by torchslim (or give --model)"),)),
+    StageSpec("load", None, "start from a saved model, or import one from a source",
+              extra=(Option("file", None, "str", help="a model saved by torchslim (or give --model)"),
+                     Option("source", None, "str", help="instead of file: torchvision:NAME, timm:NAME, zoo:NAME "
+                            "or PKG.MODULE:CALLABLE, imported with `torchslim import` (head and input from the data)"),
+                     Option("weights", "--weights", "str", help="with source: its state dict (.pt/.pth/.safetensors)"),
+                     Option("num_classes", "--num-classes", "int", help="with source: classes (default: the data's)"),
+                     Option("input", "--input", "str", help="with source: CxHxW (default: the data's)"),
+                     Option("options", "--options", "str", help="with source: the builder's options as JSON"))),
     StageSpec("prune", "prune", "structured channel pruning"),
     StageSpec("finetune", "finetune", "train the current model further", managed=("file", "out", "json", "teacher"),
               distributed=True, extra=(_NPROC, _TEACHER)),
@@ -122,6 +128,22 @@ _RUNTIME_CHOICES = {
 for _verb in ("train", "finetune", "distill"):  # the verbs with the shared training flags
     _RUNTIME_CHOICES[(_verb, "optimizer")] = ("torchslim.train.config", "OPTIMIZERS")
     _RUNTIME_CHOICES[(_verb, "schedule")] = ("torchslim.train.config", "SCHEDULES")
+
+
+# Options that name a model: a zoo name from the list, or a torchvision:/timm:/PKG.MODULE:CALLABLE source.
+_SOURCE_OPTIONS = {("train", "model"), ("distill", "student")}
+
+
+def _names_source(stage: str, key: str, value) -> bool:
+    """Whether ``value`` is a model source other than a bare zoo name (checked when the model is built)."""
+    if (stage, key) not in _SOURCE_OPTIONS or not isinstance(value, str) or ":" not in value:
+        return False
+    from ..models.sources import parse_source, split_options  # lazy: heavy: loads torch
+
+    try:
+        return parse_source(split_options(value)[0]).kind != "zoo"
+    except UserError:
+        return False
 
 
 def _runtime_choices(verb: str | None, key: str) -> tuple:
@@ -207,7 +229,7 @@ def check_value(stage: str, option: Option, value) -> str | None:
           "str": isinstance(value, (str, int, float)) and not isinstance(value, bool)}[kind]
     if not ok:
         return f"{option.key} must be {_type_name(kind)}, got {value!r}"
-    choices = choices_for(stage, option)
+    choices = () if _names_source(stage, option.key, value) else choices_for(stage, option)
     if choices and str(value) not in {str(c) for c in choices}:
 
         if str(value) in {str(c) for c in _runtime_choices(STAGES[stage].verb, option.key)}:

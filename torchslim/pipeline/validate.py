@@ -73,7 +73,23 @@ def _zoo_model(stage, train_set):
                   input_size=(height, width_px))
     create_model(name, build=False, **kwargs)  # refuses a width this machine cannot hold
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        return models.create(name, **kwargs), f"model {name}"
+        return models.create_for_data(name, **kwargs), f"model {name}"
+
+
+def _flag(argv: list, flag: str):
+    return argv[argv.index(flag) + 1] if flag in argv else None
+
+
+def _source_model(stage, train_set):
+    """A load stage's source, built on the meta device with the head and input its import will give it."""
+    source = stage.argv[0]
+    classes = _flag(stage.argv, "--num-classes")
+    shape = _flag(stage.argv, "--input")
+    shape = tuple(int(v) for v in shape.lower().split("x")) if shape else tuple(train_set.input_shape)
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        model = models.create_for_data(source, num_classes=int(classes) if classes else train_set.num_classes,
+                                       in_channels=shape[0], input_size=shape[1:])
+    return model, f"model {source}"
 
 
 def check_models_and_data(recipe: Recipe, stages: list, quick: bool) -> None:
@@ -81,8 +97,10 @@ def check_models_and_data(recipe: Recipe, stages: list, quick: bool) -> None:
     cache: dict = {}
     first = stages[0]
     train_set, _ = _data_sets(recipe, first.data, quick, cache) if first.data else (None, None)
-    if first.name == "load":
+    if first.name == "load" and first.file is not None:
         model, label = _load_model(first.file, "--model"), first.file
+    elif first.name == "load":
+        model, label = _source_model(first, train_set)
     else:
         model, label = _zoo_model(first, train_set)
     for stage in stages:
