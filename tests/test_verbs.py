@@ -11,6 +11,8 @@ from torchslim.codebook import PQConfig, WeightShareConfig, product_quantize, we
 from torchslim.data import load_dataset
 from torchslim.deploy import compile as compile_binary
 from torchslim.distill import DistillConfig, distill
+from torchslim.errors import UserError
+from torchslim.export import ExportConfig, export
 from torchslim.lowrank import LowRankConfig, factorize
 from torchslim.prune import PruneConfig, prune
 from torchslim.quant import QATConfig, QuantConfig, freeze, quantize, train_quantized
@@ -88,3 +90,19 @@ def test_qat_config_round_trips_through_a_dict():
     config = QATConfig(quant=QuantConfig(method="hwgq-bwn", act_bits=2), epochs=2, alt_update=True)
     assert config.alt_guard is True  # guarded unless told
     assert QATConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("fmt", ["packed", "onnx"])
+def test_export_writes_the_file_it_reports_and_leaves_the_model(fmt, tmp_path):
+    model = _frozen_xnor() if fmt == "packed" else _lenet()
+    state, meta = _snapshot(model)
+    path = tmp_path / f"m.{fmt}"
+    info = export(model, ExportConfig(format=fmt), path=path)
+    assert info["size_bytes"] == path.stat().st_size > 0
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    assert getattr(model, "torchslim_meta", {}) == meta
+
+
+def test_export_refuses_an_unknown_format():
+    with pytest.raises(UserError, match="choose from: onnx, openvino, packed"):
+        ExportConfig(format="tflite")
