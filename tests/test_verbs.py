@@ -47,7 +47,8 @@ VERBS = {
                                                train_config=ONE_EPOCH), "sparsity"),
     "weight_share": (_lenet, lambda m, d: weight_share(m, WeightShareConfig(bits=3)), "weight_share"),
     "product_quantize": (_lenet, lambda m, d: product_quantize(
-        m, PQConfig(method="qcnn", subvector=2, bits=3, calib_samples=32), d), "pq"),
+        m, PQConfig(method="qcnn", subvector=8, bits=2, calib_samples=16, iters=3, qcnn_iters=1, max_rows=256,
+                    exclude=("features.0", "classifier.0")), d), "pq"),  # one small layer: Q-CNN is slow
     "factorize": (_lenet, lambda m, d: factorize(m, LowRankConfig(method="svd", energy=0.5)), "lowrank"),
     "distill": (_lenet, lambda m, d: distill(models.create("lenet5", num_classes=10, in_channels=3,
                                                            input_size=(32, 32), width_mult=0.5),
