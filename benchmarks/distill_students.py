@@ -96,7 +96,8 @@ def run_student(name: str, teacher, train, test, seed: int) -> dict:
             fit(student, data, config, progress=False)
             extra = {}
         else:
-            history = distill(student, teacher, data, config, kd, progress=False)
+            trained = distill(student, kd, data, teacher=teacher, train_config=config, progress=False)
+            student, history = trained.model, trained.history
             extra = {"temperature": kd.temperature, "alpha": kd.alpha, "cache_hit_rate": history["cache"]["hit_rate"]}
         top1 = evaluate(student, test)["top1"]
         result["runs"][label] = {"top1": top1, "seconds": time.perf_counter() - began, **extra}

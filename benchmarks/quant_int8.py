@@ -45,7 +45,8 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         candidates = {
             "torch float32": model,
-            "ORT float32": OnnxModel(export_dynamic_batch_onnx(model, os.path.join(folder, "f.onnx"), shape), args.threads),
+            "ORT float32": OnnxModel(export_dynamic_batch_onnx(model, os.path.join(folder, "f.onnx"), shape),
+                                     args.threads),
             "ORT int8 (QDQ)": OnnxModel(quantize_int8(model, batches, shape, path=os.path.join(folder, "q.onnx")).path,
                                         args.threads),
             "torch int8 (x86)": quantize_int8(model, batches, shape, backend="torch"),

@@ -9,7 +9,9 @@ import pytest
 from torchslim import flags
 from torchslim.cli import compress_weights
 from torchslim.cli.main import build_parser
+from torchslim.flags import verbs
 from torchslim.flags.compress import WEIGHT_METHODS
+from torchslim.quant import ACT_SCALES, QUANT_METHODS
 
 
 def _cli_parsers():
@@ -39,3 +41,12 @@ def test_importing_the_flags_loads_no_torch():
     code = "import sys, torchslim.flags; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_act_scale_choices_are_the_quantization_verbs():
+    assert verbs.ACT_SCALES == ACT_SCALES
+
+
+def test_quantize_methods_are_the_quantizers_plus_int8():
+    QUANTIZE_METHODS = verbs.QUANTIZE_METHODS
+    assert set(QUANTIZE_METHODS) - {"int8"} <= set(QUANT_METHODS) and "int8" in QUANTIZE_METHODS

@@ -13,7 +13,7 @@ __all__ = ["save", "load", "profile", "__version__"]
 
 # Subpackages reachable as attributes of ``torchslim`` without an explicit import.
 _SUBPACKAGES = frozenset({
-    "cli", "codebook", "data", "deploy", "distill", "export", "io", "lowrank", "models", "nn",
+    "cli", "codebook", "data", "deploy", "distill", "export", "flags", "io", "lowrank", "models", "nn",
     "pipeline", "prune", "quant", "report", "sparse", "train",
 })
 

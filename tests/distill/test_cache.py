@@ -110,9 +110,9 @@ def test_cache_in_distill_replays_the_same_training(tmp_path):
     for cache_dir in (None, tmp_path, tmp_path):
         torch.manual_seed(5)
         student = models.create("lenet300", num_classes=10, in_channels=1, input_size=(8, 8), width_mult=0.25)
-        history = distill(student, copy.deepcopy(teacher), train, config, DistillConfig(cache_dir=cache_dir),
-                          progress=False)
-        students.append((student.state_dict(), history.get("cache")))
+        result = distill(student, DistillConfig(cache_dir=cache_dir), train, teacher=teacher, train_config=config,
+                         progress=False)
+        students.append((result.model.state_dict(), result.history.get("cache")))
     (live, no_cache), (first, first_stats), (second, second_stats) = students
     assert no_cache is None
     # without augmentation epoch 2 repeats epoch 1's images: the first cached run already hits there

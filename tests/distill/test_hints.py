@@ -78,9 +78,10 @@ def test_distill_with_hints_trains_and_leaves_a_plain_student():
     train, test = load_dataset("digits", "train").subset(600), load_dataset("digits", "test")
     teacher = models.create("lenet300", num_classes=10, in_channels=1, input_size=(8, 8))
     student = models.create("lenet300", num_classes=10, in_channels=1, input_size=(8, 8), width_mult=0.25)
-    history = distill(student, teacher, train, TrainConfig(epochs=3, batch_size=64, augment=False),
-                      DistillConfig(alpha=0.0, hints=("classifier.2:classifier.2",), hint_weight=0.1),
-                      progress=False)
-    assert history["distill"]["hints"] == ["classifier.2:classifier.2"]
-    assert not any(m._forward_hooks for m in student.modules()) and not any(m._forward_hooks for m in teacher.modules())
-    assert evaluate(student, test)["top1"] >= 0.7
+    result = distill(student, DistillConfig(alpha=0.0, hints=("classifier.2:classifier.2",), hint_weight=0.1),
+                     train, teacher=teacher, train_config=TrainConfig(epochs=3, batch_size=64, augment=False),
+                     progress=False)
+    assert result.history["distill"]["hints"] == ["classifier.2:classifier.2"]
+    trained = result.model
+    assert not any(m._forward_hooks for m in trained.modules()) and not any(m._forward_hooks for m in teacher.modules())
+    assert evaluate(trained, test)["top1"] >= 0.7

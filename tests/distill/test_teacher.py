@@ -90,10 +90,12 @@ def test_online_mode_updates_teacher_and_student():
                                                    input_size=(8, 8), width_mult=0.25)
     teacher_before = copy.deepcopy(teacher.state_dict())
     student_before = copy.deepcopy(student.state_dict())
-    history = train_online(student, teacher, train, TrainConfig(epochs=3, batch_size=64, augment=False, seed=0),
-                           DistillConfig(temperature=2.0, alpha=0.5), progress=False)
-    assert history["distill"]["online"] is True
-    for before, model in ((teacher_before, teacher), (student_before, student)):
+    result = train_online(student, DistillConfig(temperature=2.0, alpha=0.5), train, teacher=teacher,
+                          train_config=TrainConfig(epochs=3, batch_size=64, augment=False, seed=0), progress=False)
+    assert result.history["distill"]["online"] is True
+    for before, model in ((teacher_before, result.teacher), (student_before, result.model)):
         changed = [not torch.equal(before[k], v) for k, v in model.state_dict().items() if v.is_floating_point()]
         assert all(changed)
-    assert evaluate(teacher, test)["top1"] >= 0.9 and evaluate(student, test)["top1"] >= 0.8
+    for before, model in ((teacher_before, teacher), (student_before, student)):  # the caller's are untouched
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert evaluate(result.teacher, test)["top1"] >= 0.9 and evaluate(result.model, test)["top1"] >= 0.8

@@ -5,7 +5,8 @@ from torch import nn
 import torchslim
 from torchslim import models
 from torchslim.errors import UserError
-from torchslim.lowrank import LOWRANK_METHODS, LowRankConfig, energy_rank, factorize, spatial_svd_conv, svd_linear, tucker2_conv
+from torchslim.lowrank import (LOWRANK_METHODS, LowRankConfig, energy_rank, factorize, spatial_svd_conv, svd_linear,
+                               tucker2_conv)
 from torchslim.profile import count_macs
 
 from ..sparse.helpers import top1, trained_mlp

@@ -5,8 +5,8 @@ import torch
 
 from torchslim import models
 from torchslim.errors import UserError
-from torchslim.quant import (QUANT_METHODS, ActQuant, FrozenConv2d, QuantConfig, QuantConv2d, clip_latent_weights, freeze,
-                             plan_quantization, quantize)
+from torchslim.quant import (QUANT_METHODS, ActQuant, FrozenConv2d, QuantConfig, QuantConv2d, clip_latent_weights,
+                             freeze, plan_quantization, quantize)
 
 from .conftest import frozen_round_trip
 

@@ -133,7 +133,8 @@ def _magnitude(model, args, train_set):
                             layer_sparsity=layer_sparsity, exclude=_exclude(args), criterion=args.criterion,
                             **extra)
     train_config = _finetune_config(args) if args.finetune_epochs > 0 else None
-    return sparsify(model, config, train_set, train_config=train_config, loss_fn=args.loss_fn, progress=not args.json).cpu()
+    return sparsify(model, config, train_set, train_config=train_config, loss_fn=args.loss_fn,
+                    progress=not args.json).cpu()
 
 
 @register_method("kmeans", "adam", 1e-4, 0.0)

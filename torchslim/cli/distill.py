@@ -99,16 +99,13 @@ def run(args) -> int:
     train_set, test_set = load_data(args, "train"), load_data(args, "test")
     teacher = _load_teacher(args, train_set)
     torch.manual_seed(args.seed)
-    student = _make_student(args, teacher, train_set)
-    initial = copy.deepcopy(student.state_dict())
+    initial = _make_student(args, teacher, train_set)
     progress = not args.json
     began = time.perf_counter()
     checkpoint = args.out + ".ckpt"
-    if args.online:
-        history = train_online(student, teacher, train_set, config, kd, checkpoint_path=checkpoint,
-                               progress=progress)
-    else:
-        history = distill(student, teacher, train_set, config, kd, checkpoint_path=checkpoint, progress=progress)
+    trained = (train_online if args.online else distill)(initial, kd, train_set, teacher=teacher, train_config=config,
+                                                          checkpoint_path=checkpoint, progress=progress)
+    student, teacher, history = trained.model, trained.teacher or teacher, trained.history
     seconds = time.perf_counter() - began
     device = config.device
     result = {
@@ -116,8 +113,7 @@ def run(args) -> int:
         "top1_teacher": evaluate(teacher.to(device), test_set, device=device)["top1"],
     }
     if args.compare:
-        alone = copy.deepcopy(student)
-        alone.load_state_dict(initial)
+        alone = copy.deepcopy(initial)
         fit(alone, train_set, config, checkpoint_path=args.out + ".alone.ckpt", progress=progress)
         result["top1_student_alone"] = evaluate(alone, test_set, device=device)["top1"]
     save(student.cpu(), args.out, data=args.data, train=config.to_dict(), distill=kd.to_dict(),

@@ -2,11 +2,11 @@
 
 ``kd_loss_fn(teacher, temperature, alpha, loss)`` plugs a teacher into any
 fine-tune step through :func:`torchslim.train.fit`'s ``loss_fn`` hook;
-``distill(student, teacher, data, TrainConfig(...), DistillConfig(...))`` trains
-a student from a frozen teacher, ``train_online`` trains both together.
+``distill(student, DistillConfig(...), data, teacher=teacher, train_config=TrainConfig(...))``
+returns a trained copy of the student (``.model``), ``train_online`` trains copies of both together.
 """
 
-from .api import DistillConfig, JointModel, distill, train_online
+from .api import DistillConfig, DistillResult, JointModel, distill, train_online
 from .cache import LogitCache
 from .hints import HintedStudent, hint_loss_fn, parse_hint
 from .losses import LOSSES, check_kd_args, get_loss, hinton_loss, list_losses, mxnet_loss, register_loss, tf_loss
@@ -17,6 +17,7 @@ __all__ = [
     "LIGHTWEIGHT",
     "LOSSES",
     "DistillConfig",
+    "DistillResult",
     "FrozenTeacher",
     "HintedStudent",
     "JointModel",

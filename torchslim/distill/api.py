@@ -1,26 +1,29 @@
 """``distill``: train a student from an offline teacher; ``train_online``: teacher and student together.
 
-Both are thin layers over :func:`torchslim.train.fit` (same schedule, checkpoint
-and resume, DDP), configured by :class:`DistillConfig` plus a
-:class:`~torchslim.train.TrainConfig`.
+``distill(student, DistillConfig(...), data, teacher=teacher)`` returns a trained copy of the
+student (in a :class:`DistillResult`); neither the caller's student nor its teacher changes.
+Both are thin layers over :func:`torchslim.train.fit` (same schedule, checkpoint and resume,
+DDP), configured by :class:`DistillConfig` plus a :class:`~torchslim.train.TrainConfig`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import copy
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
 from ..config import ConfigMixin
 from ..errors import UserError
+from ..nn import record_meta
 from ..train import TrainConfig, fit
 from .hints import HintedStudent, hint_loss_fn, parse_hint
 from .losses import check_kd_args, get_loss
 from .teacher import KDLoss, freeze_teacher
 from .cache import LogitCache
 
-__all__ = ["DistillConfig", "distill", "train_online", "JointModel"]
+__all__ = ["DistillConfig", "DistillResult", "distill", "train_online", "JointModel"]
 
 
 @dataclass
@@ -59,6 +62,15 @@ class DistillConfig(ConfigMixin):
         return data
 
 
+@dataclass
+class DistillResult:
+    """The trained copy of the student, fit's history (plus cache stats) and, online, the trained teacher."""
+
+    model: nn.Module
+    history: dict = field(default_factory=dict)
+    teacher: nn.Module | None = None
+
+
 def check_pair(student: nn.Module, teacher: nn.Module, input_shape, num_classes: int | None = None) -> None:
     """UserError unless student and teacher take ``input_shape`` and predict ``num_classes`` classes each."""
     shapes = []
@@ -84,19 +96,24 @@ def _device_of(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def distill(student: nn.Module, teacher: nn.Module, train_set, config: TrainConfig | None = None,
-            kd: DistillConfig | None = None, eval_set=None, checkpoint_path=None, progress: bool = True) -> dict:
-    """Train ``student`` in place against the frozen ``teacher``; returns fit's history plus cache stats.
+def distill(model: nn.Module, config: DistillConfig | None, data, *, teacher: nn.Module,
+            train_config: TrainConfig | None = None, eval_set=None, checkpoint_path=None,
+            progress: bool = True) -> DistillResult:
+    """A copy of the student ``model`` trained on ``data`` against the frozen ``teacher``.
 
-    The teacher is frozen in place. ``kd.alpha = 0`` trains exactly as plain
-    cross-entropy would, so the same call gives the "student alone" baseline.
+    ``config.alpha = 0`` trains exactly as plain cross-entropy would, so the same call gives
+    the "student alone" baseline.  The caller's student and teacher are left as they were.
     """
-    config = config or TrainConfig()
-    kd = kd or DistillConfig()
+    student, teacher = copy.deepcopy(model), copy.deepcopy(teacher)
+    history = _distill(student, teacher, data, train_config or TrainConfig(), config or DistillConfig(),
+                       eval_set, checkpoint_path, progress)
+    return DistillResult(record_meta(student, distill=history["distill"]), history)
+
+
+def _distill(student, teacher, train_set, config, kd, eval_set, checkpoint_path, progress) -> dict:
     check_pair(student, teacher, train_set.input_shape, train_set.num_classes)
     cache = None
     if kd.cache_dir and kd.alpha > 0:
-
         cache = LogitCache(kd.cache_dir, freeze_teacher(teacher),
                            data_key=f"{train_set.name}/{train_set.split}/n={len(train_set)}/augment={config.augment}",
                            seed=config.seed)
@@ -152,21 +169,23 @@ def online_loss_fn(kd: DistillConfig):
     return loss_fn
 
 
-def train_online(student: nn.Module, teacher: nn.Module, train_set, config: TrainConfig | None = None,
-                 kd: DistillConfig | None = None, eval_set=None, checkpoint_path=None, progress: bool = True) -> dict:
-    """Train ``teacher`` (on the labels) and ``student`` (on labels + the teacher's current logits) together.
+def train_online(model: nn.Module, config: DistillConfig | None, data, *, teacher: nn.Module,
+                 train_config: TrainConfig | None = None, eval_set=None, checkpoint_path=None,
+                 progress: bool = True) -> DistillResult:
+    """Train copies of ``teacher`` (on the labels) and the student ``model`` (on labels + the teacher's
+    current logits) together; the result holds both.
 
-    Both are updated in place by one optimizer.  The student learns from the
-    teacher as it improves, so no pre-trained teacher is needed; the teacher
-    gets no gradient from the student.  A logit cache does not apply here.
+    One optimizer updates both.  The student learns from the teacher as it improves, so no
+    pre-trained teacher is needed; the teacher gets no gradient from the student.  A logit
+    cache does not apply here.
     """
-    config = config or TrainConfig()
-    kd = kd or DistillConfig()
-    check_pair(student, teacher, train_set.input_shape, train_set.num_classes)
+    student, teacher = copy.deepcopy(model), copy.deepcopy(teacher)
+    kd = config or DistillConfig()
+    check_pair(student, teacher, data.input_shape, data.num_classes)
     for param in teacher.parameters():
         param.requires_grad_(True)
     joint = JointModel(student, teacher)
-    history = fit(joint, train_set, config, eval_set=eval_set, checkpoint_path=checkpoint_path,
+    history = fit(joint, data, train_config or TrainConfig(), eval_set=eval_set, checkpoint_path=checkpoint_path,
                   loss_fn=online_loss_fn(kd), progress=progress)
     history["distill"] = {**kd.to_dict(), "online": True}
-    return history
+    return DistillResult(record_meta(student, distill=history["distill"]), history, teacher)

@@ -1,9 +1,8 @@
 """Quantization and binary networks: STE quantizers, HWGQ, BWN/XNOR/TWN/DoReFa, the
 alternating-update fine-tune, freezing to integer codes, bit packing and int8 deployment.
 
-    qmodel = quantize(model, QuantConfig(method="hwgq-bwn", act_bits=2))
-    fit(qmodel, train, TrainConfig(epochs=3), on_step=clip_latent_weights)
-    deployed = freeze(qmodel)            # int8 codes + per-channel scales
+    deployed = train_quantized(model, QATConfig(quant=QuantConfig(method="hwgq-bwn", act_bits=2)), train).model
+    # the steps inside: quantize(model, QuantConfig) -> calibrate -> fit -> freeze(qmodel)
 """
 
 from .convert import QUANT_METHODS, QuantConfig, clip_latent_weights, freeze, plan_quantization, quantize

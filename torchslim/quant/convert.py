@@ -32,7 +32,8 @@ from ..nn import record_meta, set_submodule
 from .modules import (ActQuant, FrozenConv2d, FrozenLinear, QuantConv2d, QuantLinear, get_act_quantizer,
                       get_weight_quantizer, symbolic_trace)
 
-__all__ = ["QUANT_METHODS", "QuantConfig", "LayerPlan", "quantize", "freeze", "clip_latent_weights", "plan_quantization"]
+__all__ = ["QUANT_METHODS", "QuantConfig", "LayerPlan", "quantize", "freeze", "clip_latent_weights",
+           "plan_quantization"]
 
 # method -> (weight quantizer, default weight bits, activation quantizer or None, default activation bits)
 QUANT_METHODS: dict[str, tuple] = {

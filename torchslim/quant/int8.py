@@ -23,7 +23,8 @@ from torch import nn
 from ..errors import UserError
 from ..io import atomic_path
 
-__all__ = ["BACKENDS", "OnnxModel", "export_dynamic_batch_onnx", "quantize_int8_onnx", "quantize_int8_torch", "quantize_int8"]
+__all__ = ["BACKENDS", "OnnxModel", "export_dynamic_batch_onnx", "quantize_int8_onnx", "quantize_int8_torch",
+           "quantize_int8"]
 
 BACKENDS = ("onnxruntime", "torch")
 

@@ -2,7 +2,8 @@
 schedules, a per-layer report, and relative-index sparse storage.
 
     from torchslim.sparse import SparsityConfig, sparsify, sparsity_report
-    pruned = sparsify(model, SparsityConfig(sparsity=0.9, schedule="agp"), train_set, train_config=TrainConfig(epochs=4))
+    pruned = sparsify(model, SparsityConfig(sparsity=0.9, schedule="agp"), train_set,
+                      train_config=TrainConfig(epochs=4))
 """
 
 from .magnitude import CRITERIA, MaskSet, magnitude_masks, prunable_layers
