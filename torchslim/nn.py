@@ -105,9 +105,9 @@ class TypeRegistry(dict):
 
         return decorate
 
-    def find(self, module: nn.Module):
-        """The entry of ``module``'s type or of its nearest registered base; None when there is none."""
-        for cls in type(module).__mro__:
+    def find(self, module: nn.Module | type):
+        """The entry of ``module``'s type (or of a type) or of its nearest registered base; None when there is none."""
+        for cls in (module if isinstance(module, type) else type(module)).__mro__:
             if cls in self:
                 return self[cls]
         return None

@@ -15,7 +15,7 @@ import time
 
 from ..errors import UserError
 from ..checks import POSITIVE_INT, SEED
-from ..nn import record_meta
+from ..nn import Registry, record_meta
 from .common import (
     add_data_args,
     add_json_arg,
@@ -28,7 +28,7 @@ from .common import (
 )
 
 # method -> (compress(model, args, train_set), default fine-tune optimizer, lr, weight decay)
-METHODS: dict = {}
+METHODS = Registry("compression method")
 
 _MAGNITUDE, _KMEANS, _CODEBOOK, _LOWRANK = ("magnitude",), ("kmeans",), ("kmeans", "pq", "qcnn"), ("svd", "tucker")
 # flag -> the methods that use it; given with any other method it is an error rather than ignored
@@ -51,7 +51,7 @@ def _dest(flag: str) -> str:
 
 def register_method(name: str, optimizer: str, lr: float, weight_decay: float):
     def decorator(fn):
-        METHODS[name] = (fn, optimizer, lr, weight_decay)
+        METHODS.register(name, (fn, optimizer, lr, weight_decay))
         return fn
 
     return decorator
