@@ -42,3 +42,34 @@ def test_registry_refuses_an_unknown_name_with_a_guess():
     with pytest.raises(UserError, match=r"unknown low-rank method 'tuker' \(did you mean 'tucker'\?\); choose from: svd, tucker"):
         methods["tuker"]
     assert methods.get("tuker") is None  # get() keeps dict semantics
+
+
+def test_type_registry_finds_the_nearest_registered_base():
+    from torchslim.nn import TypeRegistry
+
+    class Wide(nn.Conv2d):
+        pass
+
+    rules = TypeRegistry("rule")
+    rules.register(nn.Conv2d, "conv")
+    rules.register(nn.Module)("any")
+    assert rules.find(Wide(1, 1, 1)) == "conv" and rules.find(Wide) == "conv" and rules.find(nn.ReLU()) == "any"
+    assert TypeRegistry("rule").find(nn.ReLU()) is None
+
+
+def test_fold_batchnorm_folds_only_the_types_asked_for():
+    import torch
+
+    from torchslim.nn import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(6, 4), nn.BatchNorm1d(4))
+    for bn in (net[1], net[4]):
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 2)
+    net.eval()
+    x = torch.randn(2, 2, 3, 4)
+    folded, convs_only = fold_batchnorm(net), fold_batchnorm(net, types=(nn.Conv2d,))
+    assert isinstance(folded[1], nn.Identity) and isinstance(folded[4], nn.Identity)
+    assert isinstance(convs_only[1], nn.Identity) and isinstance(convs_only[4], nn.BatchNorm1d)
+    assert torch.allclose(folded(x), net(x), atol=1e-5) and torch.allclose(convs_only(x), net(x), atol=1e-5)
+    assert isinstance(net[1], nn.BatchNorm2d)  # the caller's model is unchanged

@@ -86,28 +86,16 @@ class Registry(dict):
         return decorate
 
 
-class TypeRegistry(dict):
-    """A ``dict`` of ``{module type: entry}`` whose :meth:`find` walks a module's class hierarchy,
-    so a subclass uses its nearest registered base's entry unless it registers its own."""
+class TypeRegistry(Registry):
+    """A :class:`Registry` of ``{module type: entry}`` whose :meth:`find` walks a module's class
+    hierarchy, so a subclass uses its nearest registered base's entry unless it registers its own."""
 
-    def __init__(self, kind: str):
-        super().__init__()
-        self.kind = kind
+    def __missing__(self, module_type):
+        raise KeyError(module_type)
 
-    def register(self, module_type: type, entry=None):
-        if entry is not None:
-            self[module_type] = entry
-            return entry
-
-        def decorate(obj):
-            self[module_type] = obj
-            return obj
-
-        return decorate
-
-    def find(self, module: nn.Module):
-        """The entry of ``module``'s type or of its nearest registered base; None when there is none."""
-        for cls in type(module).__mro__:
+    def find(self, module: nn.Module | type):
+        """The entry of ``module``'s type (or of a type) or of its nearest registered base; None when there is none."""
+        for cls in (module if isinstance(module, type) else type(module)).__mro__:
             if cls in self:
                 return self[cls]
         return None

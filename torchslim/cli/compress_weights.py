@@ -15,11 +15,11 @@ import time
 
 from ..errors import UserError
 from ..flags.compress import add_compress_weights_flags
-from ..nn import record_meta
+from ..nn import Registry, record_meta
 from .common import check_model_data, check_out_path, emit, kd_loss_for, load_data
 
 # method -> (compress(model, args, train_set), default fine-tune optimizer, lr, weight decay)
-COMPRESSORS: dict = {}
+COMPRESSORS = Registry("compression method")
 
 _MAGNITUDE, _KMEANS, _CODEBOOK, _LOWRANK = ("magnitude",), ("kmeans",), ("kmeans", "pq", "qcnn"), ("svd", "tucker")
 # flag -> the methods that use it; given with any other method it is an error rather than ignored
@@ -42,7 +42,7 @@ def _dest(flag: str) -> str:
 
 def register_method(name: str, optimizer: str, lr: float, weight_decay: float):
     def decorator(fn):
-        COMPRESSORS[name] = (fn, optimizer, lr, weight_decay)
+        COMPRESSORS.register(name, (fn, optimizer, lr, weight_decay))
         return fn
 
     return decorator

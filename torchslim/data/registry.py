@@ -21,11 +21,11 @@ import dataclasses
 import functools
 import inspect
 import os
-from collections.abc import Callable
 
 import torch
 
 from ..errors import UserError, unknown_choice
+from ..nn import Registry
 from .imageset import ImageSet, balanced_indices
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
     "data_base_dirs",
 ]
 
-DATASETS: dict[str, Callable[..., tuple[ImageSet, ImageSet]]] = {}
+DATASETS = Registry("data set")  # name -> fn(root, **options) -> (train ImageSet, test ImageSet)
 SPLITS = ("train", "holdout", "test")
 HOLDOUT_SEED = 0  # fixed on purpose: holdout and train must not move between runs
 ENV_VAR = "TORCHSLIM_DATA"
@@ -73,8 +73,7 @@ def parse_data_arg(arg: str) -> tuple[str, str | None]:
     text = str(arg).strip()
     name, sep, root = text.partition(":")
     name = name.strip()
-    if name not in DATASETS:
-        raise unknown_choice("data set", name, DATASETS)
+    DATASETS[name]  # noqa: B018  # an unknown name is a UserError
     root = root.strip()
     if sep and not root:
         raise UserError(f"--data {text!r} has an empty directory after ':'; use --data {name} or --data {name}:DIR")
@@ -148,8 +147,8 @@ def load_dataset(
     """
     if root is None and ":" in str(name):
         name, root = parse_data_arg(name)
-    elif name not in DATASETS:
-        raise unknown_choice("data set", name, DATASETS)
+    else:
+        DATASETS[name]  # noqa: B018  # an unknown name is a UserError
     if split not in SPLITS:
         raise unknown_choice("split", split, SPLITS)
     holdout = _check_count(holdout, "holdout size", "--holdout")

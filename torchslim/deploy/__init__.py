@@ -1,16 +1,20 @@
 """Deployment: bit-packed binary kernels for CPUs, behind ordinary PyTorch modules.
 
-``compile(model)`` swaps the binary layers of a frozen quantized model for packed
-layers; the native kernels are built from source with the machine's compiler on
-first use (see :mod:`torchslim.deploy.build`), with a PyTorch reference fallback.
+``compile(model)`` returns a copy whose compressed layers run on their runtime layers
+(registered by type with ``register_lowering``): binary layers of a frozen quantized model
+on packed kernels, product-quantized layers on lookup tables.  The native kernels are built
+from source with the machine's compiler on first use (see :mod:`torchslim.deploy.build`),
+with a PyTorch reference fallback.
 """
 
 from .build import isa, native_library
 from .compile import compile, memory_report
 from .kernels import binary_conv2d, pack_planes, pack_activation_signs, pack_weight_codes, reference_binary_conv2d
+from .lowering import LOWERINGS, register_lowering
 from .modules import PackedBinaryConv2d, PackedBinaryLinear
 
 __all__ = [
+    "LOWERINGS",
     "PackedBinaryConv2d",
     "PackedBinaryLinear",
     "binary_conv2d",
@@ -22,4 +26,5 @@ __all__ = [
     "pack_activation_signs",
     "pack_weight_codes",
     "reference_binary_conv2d",
+    "register_lowering",
 ]

@@ -72,7 +72,7 @@ def _packed_binary(module: FrozenConv2d | FrozenLinear, levels: list, threads: i
 
 
 for _frozen in (FrozenConv2d, FrozenLinear):
-    register_lowering(_frozen, _packed_binary, needs_input_levels=True, kernel_threads=True)
+    register_lowering(_frozen, _packed_binary, needs_input_levels=True, kernel_threads=True, exact=True)
 
 
 _SAVED = threading.local()  # per calling thread: (torch threads, kernel threads) of the calls in progress

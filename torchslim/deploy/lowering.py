@@ -12,7 +12,8 @@ type (subclasses inherit it) with :func:`register_lowering`:
   values; ``levels`` are then those values (found on the traced graph), else None;
   ``threads`` is ``compile``'s thread count for the packed kernels (None: torch's at call time);
 * ``kernel_threads``: the runtime layer runs on the packed kernels' own thread pool, so a
-  compiled model holding one caps torch's threads during a call (see ``compile``).
+  compiled model holding one caps torch's threads during a call (see ``compile``);
+* ``exact``: its outputs equal the compressed layer's bit for bit (else up to float rounding).
 
 :func:`lower_layers` applies the registry to a model in place; ``torchslim.deploy.compile``
 is the verb that returns a lowered copy.  Adding a layer type with a runtime form touches
@@ -40,15 +41,16 @@ class Lowering:
     lower: Callable  # (module, input levels or None, kernel threads or None) -> runtime module or None
     needs_input_levels: bool = False
     kernel_threads: bool = False
+    exact: bool = False  # the runtime layer's outputs equal the compressed layer's bit for bit
 
 
 LOWERINGS = TypeRegistry("lowering")
 
 
 def register_lowering(module_type: type, lower: Callable, needs_input_levels: bool = False,
-                      kernel_threads: bool = False) -> Lowering:
+                      kernel_threads: bool = False, exact: bool = False) -> Lowering:
     """Register how ``module_type`` becomes its runtime layer; returns the :class:`Lowering`."""
-    return LOWERINGS.register(module_type, Lowering(lower, needs_input_levels, kernel_threads))
+    return LOWERINGS.register(module_type, Lowering(lower, needs_input_levels, kernel_threads, exact))
 
 
 class RuntimeLayer(nn.Module):

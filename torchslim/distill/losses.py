@@ -34,7 +34,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError, unknown_choice
+from ..errors import UserError
+from ..nn import Registry
 
 __all__ = ["LOSSES", "DistillLoss", "get_loss", "register_loss", "list_losses", "check_kd_args",
            "hinton_loss", "mxnet_loss", "tf_loss"]
@@ -56,7 +57,7 @@ class DistillLoss:
         return self.fn(student_logits, teacher_logits, labels, temperature, alpha)
 
 
-LOSSES: dict[str, DistillLoss] = {}
+LOSSES = Registry("distillation loss")
 
 
 def register_loss(name: str, hard_loss, grad_power: int, temperature: float = 4.0, alpha: float = 0.9):
@@ -65,7 +66,7 @@ def register_loss(name: str, hard_loss, grad_power: int, temperature: float = 4.
     def decorator(fn):
         if name in LOSSES:
             raise ValueError(f"distillation loss {name!r} is already registered")
-        LOSSES[name] = DistillLoss(name, fn, hard_loss, grad_power, temperature, alpha)
+        LOSSES.register(name, DistillLoss(name, fn, hard_loss, grad_power, temperature, alpha))
         return fn
 
     return decorator
@@ -76,8 +77,6 @@ def list_losses() -> list[str]:
 
 
 def get_loss(name: str) -> DistillLoss:
-    if name not in LOSSES:
-        raise unknown_choice("distillation loss", name, LOSSES)
     return LOSSES[name]
 
 

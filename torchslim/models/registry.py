@@ -24,6 +24,7 @@ from typing import Callable
 from torch import nn
 
 from ..errors import UserError, unknown_choice
+from ..nn import Registry
 
 __all__ = ["register_model", "create", "list_models", "model_input_shape", "ModelEntry"]
 
@@ -48,7 +49,7 @@ class ModelEntry:
         return [p.name for p in params if p.kind in named and p.name not in common]
 
 
-_MODELS: dict[str, ModelEntry] = {}
+_MODELS = Registry("model")
 
 
 def register_model(name: str, input_shape=(3, 32, 32)):
@@ -60,7 +61,7 @@ def register_model(name: str, input_shape=(3, 32, 32)):
     def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = ModelEntry(name=name, builder=builder, input_shape=shape)
+        _MODELS.register(name, ModelEntry(name=name, builder=builder, input_shape=shape))
         return builder
 
     return decorator
@@ -72,8 +73,6 @@ def list_models() -> list[str]:
 
 
 def _entry(name: str) -> ModelEntry:
-    if name not in _MODELS:
-        raise unknown_choice("model", name, list_models())
     return _MODELS[name]
 
 

@@ -36,7 +36,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import UserError, unknown_choice
+from ..errors import UserError
+from ..nn import Registry
 from .oracle import oracle_scores
 from .probe import Probe
 
@@ -52,14 +53,14 @@ class Criterion:
     doc: str = ""
 
 
-CRITERIA: dict[str, Criterion] = {}
+CRITERIA = Registry("criterion")
 
 
 def register_criterion(name: str, needs_data: bool = False):
     """Decorator: register ``fn(group, context) -> Tensor[len(group)]`` under ``name``."""
 
     def decorator(fn):
-        CRITERIA[name] = Criterion(name, fn, needs_data, (fn.__doc__ or "").strip().split("\n")[0])
+        CRITERIA.register(name, Criterion(name, fn, needs_data, (fn.__doc__ or "").strip().split("\n")[0]))
         return fn
 
     return decorator
@@ -70,8 +71,6 @@ def list_criteria() -> list[str]:
 
 
 def get_criterion(name: str) -> Criterion:
-    if name not in CRITERIA:
-        raise unknown_choice("criterion", name, CRITERIA)
     return CRITERIA[name]
 
 

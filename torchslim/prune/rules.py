@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
+from ..nn import TypeRegistry
+
 __all__ = [
     "Rule", "Slots", "at_dim", "channel_dim", "cut", "find_function_rule", "find_rule", "node_slots",
     "qualified_name", "register_function_rule", "register_rule", "register_width_attribute", "width_attributes",
@@ -107,7 +109,7 @@ class Rule:
         cut(module, attr, keep, dim)
 
 
-_MODULES: dict[type, Rule | None] = {}
+_MODULES = TypeRegistry("prune rule")  # None: the type is a boundary
 _WIDTHS: dict[str, tuple[str, ...]] = {}
 _FUNCTIONS: dict = {}
 _METHODS: dict[str, tuple] = {}
@@ -121,10 +123,7 @@ def register_rule(module_type: type, rule: Rule | None) -> None:
 
 
 def find_rule(module: nn.Module) -> Rule | None:
-    for cls in type(module).__mro__:
-        if cls in _MODULES:
-            return _MODULES[cls]
-    return None
+    return _MODULES.find(module)
 
 
 def register_width_attribute(class_name: str, *attrs: str) -> None:

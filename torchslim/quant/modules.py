@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..errors import UserError, unknown_choice
+from ..errors import UserError
 from ..io import register_module_type
-from ..nn import BN_FOLDS, CompressedLayer, Conv2dGeometry, LinearGeometry, geometry_of
+from ..nn import BN_FOLDS, CompressedLayer, Registry, Conv2dGeometry, LinearGeometry, geometry_of
 from ..nn import pair as _pair
 from . import functions as qf
 from .hwgq import hwgq_levels, zero_uniform_levels
@@ -80,13 +80,12 @@ def _stochastic_weight(w, bits, generator=None):
     return qf.stochastic_sign_codes(w.detach(), generator), torch.ones(w.shape[0], dtype=w.dtype, device=w.device)
 
 
-WEIGHT_QUANTIZERS: dict[str, WeightQuantizer] = {}
-ACT_QUANTIZERS: dict[str, ActQuantizer] = {}
+WEIGHT_QUANTIZERS = Registry("weight quantizer")
+ACT_QUANTIZERS = Registry("activation quantizer")
 
 
 def _register(table, quantizer):
-    table[quantizer.name] = quantizer
-    return quantizer
+    return table.register(quantizer.name, quantizer)
 
 
 _register(WEIGHT_QUANTIZERS, WeightQuantizer("sign", (1,), _sign_weight, lambda b: "hardtanh", clip=True))
@@ -130,9 +129,7 @@ _register(ACT_QUANTIZERS, ActQuantizer("hwgq_zero_uniform", (1, 2, 3, 4), zero_u
 
 
 def _lookup(table, kind, name, bits):
-    if name not in table:
-        raise unknown_choice(f"{kind} quantizer", name, table)
-    quantizer = table[name]
+    quantizer = table[name]  # an unknown name is a UserError naming the choices
     if bits not in quantizer.bits:
         raise UserError(f"{kind} quantizer {name!r} cannot use {bits} bits; it supports "
                         f"{', '.join(map(str, quantizer.bits))}")

@@ -25,19 +25,16 @@ from torch import nn
 
 from ..config import ConfigMixin
 from ..errors import UserError, unknown_choice
-from ..nn import record_meta
+from ..nn import Registry, record_meta
 from .magnitude import CRITERIA, SCOPES, MaskSet, _check_sparsity, magnitude_masks, prunable_layers
 from ..train import fit
 
-SCHEDULES: dict = {}
+SCHEDULES = Registry("sparsity schedule")
 
 
 def register_schedule(name: str):
-    def decorator(fn):
-        SCHEDULES[name] = fn
-        return fn
-
-    return decorator
+    """Decorator: register a sparsity schedule under ``name``."""
+    return SCHEDULES.register(name)
 
 
 @dataclass
@@ -60,10 +57,7 @@ class SparsityConfig(ConfigMixin):
             _check_sparsity(value, f"sparsity of {path}")
         if self.scope not in SCOPES:
             raise unknown_choice("sparsity scope", self.scope, SCOPES)
-        if self.schedule not in SCHEDULES:
-            raise unknown_choice("sparsity schedule", self.schedule, SCHEDULES)
-        if self.criterion not in CRITERIA:
-            raise unknown_choice("sparsity criterion", self.criterion, CRITERIA)
+        SCHEDULES[self.schedule], CRITERIA[self.criterion]  # noqa: B018  # an unknown name is a UserError
         if self.rounds < 1 or self.agp_every < 1 or not 0 < self.agp_fraction <= 1:
             raise UserError("need rounds >= 1, agp_every >= 1 and agp_fraction in (0, 1]")
         self.exclude = tuple(self.exclude)
