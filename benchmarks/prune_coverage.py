@@ -239,7 +239,21 @@ def _summary(results: dict, tool: str, family: str) -> str | None:
             f"({100 * passed / len(rows):.1f}%); {refused} more refused with one line.")
 
 
-def _report(results: dict, tools, seconds: float, ran: str | None = None) -> str:
+def _not_run(results: dict, planned: list[str], tools) -> list[str]:
+    lines = []
+    for tool in tools:
+        for family in ("torchvision", "timm"):
+            members = [s for s in planned if s.startswith(family + ":")]
+            missing = [s.split(":", 1)[1] for s in members if f"{tool}/{SETTINGS[0][0]}" not in results.get(s, {})]
+            if members and len(missing) == len(members):
+                lines.append(f"- **{tool}**, {family}: not run.")
+            elif missing:
+                lines.append(f"- **{tool}**, {family}: {len(members) - len(missing)} of {len(members)} models run; "
+                             f"not run: {', '.join(missing)}.")
+    return lines
+
+
+def _report(results: dict, tools, seconds: float, ran: str | None = None, planned=None) -> str:
     keys = [f"{t}/{c}" for t in tools for c, _ in SETTINGS]
     rows = [[source, result.get("input", "")] + [_cell(result.get(k)) for k in keys]
             for source, result in results.items()]
@@ -249,6 +263,7 @@ def _report(results: dict, tools, seconds: float, ran: str | None = None) -> str
                   if k.endswith(SETTINGS[0][0]) and r.get(k, {}).get("status") == "timeout"]
     if unfinished:
         lines.append(f"- Not finished within the per-model time limit (not counted): {', '.join(unfinished)}.")
+    lines += _not_run(results, planned or list(results), tools)
     return "\n".join([
         "## Pruning coverage: torchvision and timm classifiers",
         "",
@@ -321,7 +336,7 @@ def main() -> None:
                 json.dump(results, handle, indent=1)
             os.replace(args.results + ".tmp", args.results)
     body = _report({s: results[s] for s in _sources(args) if s in results}, args.tools, time.perf_counter() - start,
-                   args.ran if args.report_only else None)
+                   args.ran if args.report_only else None, _sources(args))
     print(body)
     if not args.no_write:
         write_section("prune_coverage", body)
