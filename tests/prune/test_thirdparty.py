@@ -8,19 +8,26 @@ target, and the caller's model is unchanged.  A model that cannot be pruned must
 refused with a one-line UserError whose text is the same from run to run.
 """
 
+import tempfile
+
 import pytest
 import torch
 
 from torchslim.errors import UserError
 from torchslim.prune import PruneConfig, prune
 
-from .thirdparty import build_torchvision, representative_third, torchvision_builders
+from .thirdparty import (build_source, build_torchvision, reload_in_fresh_process, representative_third,
+                         torchvision_builders)
 
 ALL = torchvision_builders()
 DEFAULT = representative_third(ALL) if ALL else []
 SETTINGS = (("l2", 0.5), ("taylor", 0.33))
 DEFAULT_CASES = [(name, SETTINGS[index % 2]) for index, name in enumerate(DEFAULT)]
 SLOW_CASES = [(name, setting) for name in ALL for setting in SETTINGS if (name, setting) not in DEFAULT_CASES]
+# save -> load in a fresh process: by default the builders whose saving broke once (per-module
+# state versions; the top module's class token and width), every other one with the slow tests
+RELOAD_DEFAULT = [name for name in ("mnasnet0_5", "vit_b_32") if name in ALL]
+RELOAD_SLOW = [name for name in ALL if name not in RELOAD_DEFAULT]
 
 
 def _id(case):
@@ -101,3 +108,22 @@ def test_stochastic_depth_leaves_the_residual_channels_prunable():
     # the two blocks of stage 2 add their outputs: one group holds both projections
     members = [{m.module for m in g.members} for g in graph.groups]
     assert any({"features.2.0.block.3.0", "features.2.1.block.3.0"} <= names for names in members)
+
+
+def _reloads(name: str) -> None:
+    model, shape = build_source(f"torchvision:{name}")
+    result = _prune(model, shape, "l2", 0.5)
+    example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(4))
+    with tempfile.TemporaryDirectory() as folder:
+        assert reload_in_fresh_process(result.model, example, folder) is None
+
+
+@pytest.mark.parametrize("name", RELOAD_DEFAULT)
+def test_pruned_builder_reloads_bit_identical_in_a_fresh_process(name):
+    _reloads(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RELOAD_SLOW)
+def test_pruned_builder_reloads_bit_identical_full_list(name):
+    _reloads(name)

@@ -113,6 +113,8 @@ def module_config(module: nn.Module) -> dict:
         if name in _SKIP_ARGS or not hasattr(module, name):
             continue
         value = getattr(module, name)
+        if inspect.ismethod(value):
+            continue  # a method, not the argument: nn.ModuleList(modules) keeps no `modules` attribute
         if name == "bias" and value is None:
             value = False
         try:
@@ -155,9 +157,17 @@ def foreign_config(module: nn.Module) -> dict:
     return {"attrs": attrs, "tensors": tensors}
 
 
+def _root_record(model: nn.Module) -> list[list]:
+    """The top module's own tensors (a ViT's class token) and plain attributes (its width), which
+    pruning may change too; recorded where the top module has tensors of its own."""
+    config = foreign_config(model)
+    return [["", _type_name(type(model)), config]] if config["tensors"] else []
+
+
 def describe_modules(model: nn.Module) -> list[list]:
-    """``[[path, type name, config], ...]`` for every submodule, parents first."""
-    records = []
+    """``[[path, type name, config], ...]`` for every submodule, parents first; the path ``""``
+    records the top module's own tensor shapes."""
+    records = _root_record(model)
     for path, module in model.named_modules():
         if not path:
             continue
@@ -178,7 +188,7 @@ def _parent_and_name(model: nn.Module, path: str):
 
 def _check_record(record) -> tuple[str, str, dict | None]:
     if not (isinstance(record, list) and len(record) == 3 and isinstance(record[0], str)
-            and _PATH.fullmatch(record[0]) and isinstance(record[1], str)
+            and (record[0] == "" or _PATH.fullmatch(record[0])) and isinstance(record[1], str)
             and (record[2] is None or isinstance(record[2], dict))):
         raise UserError(f"saved model has a malformed layer record {str(record)[:80]}")
     return record[0], record[1], record[2]
@@ -229,6 +239,19 @@ def _restore_foreign(current, type_name: str, config, path: str) -> None:
     _set_tensor_shapes(current, config.get("tensors"), path)
 
 
+def _restore_root(model: nn.Module, type_name: str, config) -> None:
+    if _type_name(type(model)) != type_name:
+        raise UserError(f"saved model's top module is a {type_name[:80]!r}, but its source builds a "
+                        f"{_type_name(type(model))!r}")
+    if not isinstance(config, dict) or set(config) != {"attrs", "tensors"} or \
+            not all(isinstance(v, dict) for v in config.values()):
+        raise UserError("saved model has a malformed record for its top module")
+    # attributes set on the top module after it was built (notes of the caller's) are not restored
+    known = {k: v for k, v in config["attrs"].items() if k in vars(model)}
+    _set_attrs(model, known, "the top module")
+    _set_tensor_shapes(model, config["tensors"], "the top module")
+
+
 def _config_elements(config: dict) -> int:
     """The product of a config's integers: a bound on the elements its layer can hold."""
     numbers = [v for v in config.values() if isinstance(v, int) and not isinstance(v, bool) and v > 1]
@@ -266,6 +289,9 @@ def apply_description(model: nn.Module, records) -> nn.Module:
     _load_layer_modules()
     wanted = {path for path, _, _ in records}
     for path, type_name, config in records:
+        if not path:
+            _restore_root(model, type_name, config)
+            continue
         parent, name = _parent_and_name(model, path)
         current = parent._modules.get(name)
         if type_name not in _NN_TYPES and type_name not in _CUSTOM_TYPES:
