@@ -60,7 +60,12 @@ def on_library(kernel, lib: ctypes.CDLL):
 
 
 def ab_layer(ours, theirs, x: torch.Tensor, threads: int, repeats: int, block: int = 5) -> dict:
-    """Per-block ratios theirs / ours of alternating blocks of ``block`` calls."""
+    """Per-block ratios theirs / ours of alternating blocks of ``block`` calls.
+
+    Each build has a thread pool of its own, whose workers spin 1 ms after a call: with more than one
+    thread, a block starts after a 3 ms pause (the other build's workers are asleep by then) and 2 ms
+    of untimed calls (this build's are awake), else the second build's workers would find the core
+    held by the first's."""
     for _ in range(20):
         ours(x, threads), theirs(x, threads)
     if not torch.equal(ours(x, threads), theirs(x, threads)):
@@ -71,6 +76,11 @@ def ab_layer(ours, theirs, x: torch.Tensor, threads: int, repeats: int, block: i
         order = (("ours", ours), ("theirs", theirs)) if r % 2 == 0 else (("theirs", theirs), ("ours", ours))
         took = {}
         for name, fn in order:
+            if threads > 1:
+                time.sleep(0.003)
+                warm = time.perf_counter()
+                while time.perf_counter() - warm < 0.002:
+                    fn(x, threads)
             start = time.perf_counter()
             for _ in range(block):
                 fn(x, threads)
