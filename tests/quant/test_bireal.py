@@ -102,11 +102,11 @@ def test_bireal_quantizes_every_unit_conv_and_keeps_first_and_last_float(name):
     assert not any(isinstance(m, QuantConv2d) for m in model.modules())
 
 
-def test_gradients_reach_thresholds_latent_weights_and_rprelu():
+def test_gradients_reach_input_bn_latent_weights_and_rprelu():
     qmodel = quantize(_randomize_float_state(_model("bireal_vgg14")), QuantConfig(method="bireal")).train()
     qmodel(torch.randn(4, 3, 32, 32)).sum().backward()
     unit = qmodel.features[3]
-    for param in (unit.shift.bias, unit.conv.weight, unit.rprelu.prelu.weight, unit.rprelu.shift_in.bias):
+    for param in (unit.norm.bias, unit.conv.weight, unit.rprelu.prelu.weight, unit.rprelu.shift_in.bias):
         assert param.grad is not None and param.grad.abs().sum() > 0
 
 
@@ -156,7 +156,7 @@ def test_init_from_float_copies_every_matching_conv_bn_and_the_classifier(name, 
 def test_float_ops_counts_per_element_work_of_the_units():
     unit_model = nn.Sequential(BiRealUnit(4, 4))
     counts = float_ops(unit_model, (1, 4, 8, 8))
-    # shift 4*8*8 + (BN 2 + add 1 + RPReLU 4) * 4*8*8 outputs; binary MACs 4*8*8 * 4*9
+    # input BN 4*8*8 + (BN 2 + add 1 + RPReLU 4) * 4*8*8 outputs; binary MACs 4*8*8 * 4*9
     assert counts == {"float_ops": 256 + 7 * 256, "binary_macs": 256 * 36}
 
 
