@@ -141,6 +141,24 @@ def test_frozen_packed_and_compiled_are_bit_identical(name, tmp_path):
         assert torch.allclose(expected, loaded(x), rtol=1e-5, atol=1e-5)  # packing folds BN: float rounding
 
 
+def test_two_bit_activations_compile_with_the_input_bn_folded():
+    """W1A2 (zero-anchored levels D * {0..3}): every unit conv is lowered and its BN + quantizer folded into
+    the packing.  The conv's raw output feeds the float BN and shortcut, where the kernel's D * (integer sum)
+    and the frozen conv's float sum of D * k round differently: equal up to float32 rounding, not bit for bit
+    (the W1A1 units' sums of +-1 are exact, see above)."""
+    qmodel = quantize(_randomize_float_state(_model("bireal_vgg14", width=0.25)),
+                      QuantConfig(method="hwgq-zero-uniform-bwn", act_bits=2)).eval()
+    frozen = freeze(qmodel)
+    compiled = compile_binary(frozen)
+    assert sum(isinstance(m, PackedBinaryConv2d) for m in compiled.modules()) == 12
+    assert [n for n in compiled.torchslim_meta["folded_quantizers"] if n.endswith(".norm")] == [
+        f"features.{i}.norm" for i in (1, 3, 4, 6, 7, 8, 10, 11, 12, 14, 15, 16)]
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected, got = frozen(x), compiled(x)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5) and torch.equal(got.argmax(1), expected.argmax(1))
+
+
 @pytest.mark.parametrize("name, source", [("bireal_vgg14", "vgg14"), ("bireal_resnet18", "resnet18")])
 def test_init_from_float_copies_every_matching_conv_bn_and_the_classifier(name, source):
     target, float_model = _model(name, seed=0), _randomize_float_state(_model(source, seed=1))
