@@ -188,7 +188,7 @@ def test_short_training_reaches_a_floor_on_digits():
     fit(qmodel, train, config, progress=False)
     recalibrate_bn(qmodel, calibration_batches(train, 512))
     frozen = freeze(qmodel)
-    assert evaluate(frozen, test)["top1"] >= 0.85
+    assert evaluate(frozen, test)["top1"] >= 0.9  # 0.969 measured
 
 
 def test_cli_quantize_bireal_with_a_float_teacher(tmp_path):
