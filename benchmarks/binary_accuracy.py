@@ -8,12 +8,13 @@ Per seed: a float ``--model`` trained ``--base-epochs`` (SGD, one-cycle, the zoo
 base.  Then, each for the same ``--epochs`` on the same images (Adam, cosine, no weight decay):
 
 * "float, fine-tuned alike": the base fine-tuned;
-* each ``--recipes`` entry: its ``bireal_*`` counterpart (a real shortcut, an RSign shift and
+* each ``--recipes`` entry: its ``bireal_*`` counterpart (a real shortcut, an input BN and
   RPReLU around every binary conv), started from the base's conv/BN/classifier weights,
-  quantized with ``--method bireal`` (1-bit weights with a per-channel scale, sign activations)
-  and trained with the base as teacher.  ``two-step`` spends the first half of the epochs with
-  binary activations and float weights, the second half fully binary; ``one-step`` binarizes both
-  at once; ``labels`` is ``one-step`` without the teacher.
+  quantized with ``--method bireal`` (1-bit weights with a per-channel scale, sign activations;
+  the ``a2-`` recipes: ``hwgq-zero-uniform-bwn``, 2-bit activations) and trained with the base
+  as teacher.  ``two-step`` spends the first half of the epochs with quantized activations and
+  float weights, the second half with binary weights too; ``one-step`` quantizes both at once;
+  ``labels`` is ``one-step`` without the teacher.
 
 Each binary model is frozen, written as a packed file and reloaded (its top-1 is that file's),
 and compiled to the packed kernels: the compiled model's predictions must equal the frozen ones.
@@ -47,7 +48,14 @@ from torchslim.train import TrainConfig, evaluate, fit
 
 OUT = os.path.join(ROOT, "benchmarks", "out")
 BINARY_OF = {"vgg14": "bireal_vgg14", "resnet18": "bireal_resnet18"}
-RECIPES = ("two-step", "one-step", "labels")
+# recipe -> (method, activation bits, two steps, teacher)
+RECIPES = {
+    "two-step": ("bireal", 1, True, True),
+    "one-step": ("bireal", 1, False, True),
+    "labels": ("bireal", 1, False, False),
+    "a2-one-step": ("hwgq-zero-uniform-bwn", 2, False, True),
+    "a2-two-step": ("hwgq-zero-uniform-bwn", 2, True, True),
+}
 
 
 def finetune_config(args, seed, epochs=None):
@@ -72,13 +80,13 @@ def train_binary(base, recipe, train, args, seed, batches):
     torch.manual_seed(seed)
     model = models.create(BINARY_OF[args.model], num_classes=10, width_mult=args.width)
     init_from_float(model, base)
-    loss_fn = None if recipe == "labels" else kd_loss_fn(copy.deepcopy(base), temperature=args.temperature,
-                                                         alpha=args.alpha)
-    stages = [(QuantConfig(method="bireal"), args.epochs)]
-    if recipe == "two-step":  # activations first (weights float), then weights too
+    method, act_bits, two_step, teacher = RECIPES[recipe]
+    loss_fn = kd_loss_fn(copy.deepcopy(base), temperature=args.temperature, alpha=args.alpha) if teacher else None
+    stages = [(QuantConfig(method=method, act_bits=act_bits), args.epochs)]
+    if two_step:  # activations first (weights float), then weights too
         first = args.epochs // 2
-        stages = [(QuantConfig(method="bireal", weight="float"), first),
-                  (QuantConfig(method="bireal"), args.epochs - first)]
+        stages = [(QuantConfig(method=method, act_bits=act_bits, weight="float"), first),
+                  (QuantConfig(method=method, act_bits=act_bits), args.epochs - first)]
     seconds = []
     for config, epochs in stages:
         model = quantize(model, config)
@@ -120,7 +128,8 @@ def run_seed(args, seed, train, test, batches, rows, save):
     for recipe in args.recipes.split(","):
         model, epoch_s = train_binary(base, recipe, train, args, seed, batches)
         path = os.path.join(OUT, f"binacc-{args.model}-w{args.width}-{recipe}-s{seed}.packed.safetensors")
-        rows.append({**measure(f"bireal {recipe}", model, test, path), "seed": seed, "epoch_s": epoch_s})
+        label = f"bireal W1A{RECIPES[recipe][1]} {recipe.removeprefix('a2-')}"
+        rows.append({**measure(label, model, test, path), "seed": seed, "epoch_s": epoch_s})
         print(json.dumps(rows[-1]), flush=True)
         save()
 

@@ -102,11 +102,11 @@ def test_bireal_quantizes_every_unit_conv_and_keeps_first_and_last_float(name):
     assert not any(isinstance(m, QuantConv2d) for m in model.modules())
 
 
-def test_gradients_reach_thresholds_latent_weights_and_rprelu():
+def test_gradients_reach_input_bn_latent_weights_and_rprelu():
     qmodel = quantize(_randomize_float_state(_model("bireal_vgg14")), QuantConfig(method="bireal")).train()
     qmodel(torch.randn(4, 3, 32, 32)).sum().backward()
     unit = qmodel.features[3]
-    for param in (unit.shift.bias, unit.conv.weight, unit.rprelu.prelu.weight, unit.rprelu.shift_in.bias):
+    for param in (unit.norm.bias, unit.conv.weight, unit.rprelu.prelu.weight, unit.rprelu.shift_in.bias):
         assert param.grad is not None and param.grad.abs().sum() > 0
 
 
@@ -141,6 +141,24 @@ def test_frozen_packed_and_compiled_are_bit_identical(name, tmp_path):
         assert torch.allclose(expected, loaded(x), rtol=1e-5, atol=1e-5)  # packing folds BN: float rounding
 
 
+def test_two_bit_activations_compile_with_the_input_bn_folded():
+    """W1A2 (zero-anchored levels D * {0..3}): every unit conv is lowered and its BN + quantizer folded into
+    the packing.  The conv's raw output feeds the float BN and shortcut, where the kernel's D * (integer sum)
+    and the frozen conv's float sum of D * k round differently: equal up to float32 rounding, not bit for bit
+    (the W1A1 units' sums of +-1 are exact, see above)."""
+    qmodel = quantize(_randomize_float_state(_model("bireal_vgg14", width=0.25)),
+                      QuantConfig(method="hwgq-zero-uniform-bwn", act_bits=2)).eval()
+    frozen = freeze(qmodel)
+    compiled = compile_binary(frozen)
+    assert sum(isinstance(m, PackedBinaryConv2d) for m in compiled.modules()) == 12
+    assert [n for n in compiled.torchslim_meta["folded_quantizers"] if n.endswith(".norm")] == [
+        f"features.{i}.norm" for i in (1, 3, 4, 6, 7, 8, 10, 11, 12, 14, 15, 16)]
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected, got = frozen(x), compiled(x)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5) and torch.equal(got.argmax(1), expected.argmax(1))
+
+
 @pytest.mark.parametrize("name, source", [("bireal_vgg14", "vgg14"), ("bireal_resnet18", "resnet18")])
 def test_init_from_float_copies_every_matching_conv_bn_and_the_classifier(name, source):
     target, float_model = _model(name, seed=0), _randomize_float_state(_model(source, seed=1))
@@ -156,7 +174,7 @@ def test_init_from_float_copies_every_matching_conv_bn_and_the_classifier(name, 
 def test_float_ops_counts_per_element_work_of_the_units():
     unit_model = nn.Sequential(BiRealUnit(4, 4))
     counts = float_ops(unit_model, (1, 4, 8, 8))
-    # shift 4*8*8 + (BN 2 + add 1 + RPReLU 4) * 4*8*8 outputs; binary MACs 4*8*8 * 4*9
+    # input BN 4*8*8 + (BN 2 + add 1 + RPReLU 4) * 4*8*8 outputs; binary MACs 4*8*8 * 4*9
     assert counts == {"float_ops": 256 + 7 * 256, "binary_macs": 256 * 36}
 
 
@@ -170,7 +188,7 @@ def test_short_training_reaches_a_floor_on_digits():
     fit(qmodel, train, config, progress=False)
     recalibrate_bn(qmodel, calibration_batches(train, 512))
     frozen = freeze(qmodel)
-    assert evaluate(frozen, test)["top1"] >= 0.85
+    assert evaluate(frozen, test)["top1"] >= 0.9  # 0.969 measured
 
 
 def test_cli_quantize_bireal_with_a_float_teacher(tmp_path):

@@ -2,14 +2,15 @@
 
 The unit, around every 3x3 conv but the float stem:
 
-    x -> shift (learnable per-channel bias: RSign's threshold) -> act -> conv3x3 -> BN
+    x -> BN (its shift is RSign's learnable threshold) -> act -> conv3x3 -> BN
       (+ shortcut(x): x itself, average-pooled by the stride, zero channels appended to the width)
       -> RPReLU (per-channel shift, PReLU, shift)
 
 Liu et al., "Bi-Real Net", ECCV 2018 (a real shortcut around every binary conv); Liu et al.,
 "ReActNet", ECCV 2020 (RSign, RPReLU).  The float form uses ``nn.Hardtanh`` as ``act``;
 ``torchslim.quant.quantize(model, QuantConfig(method="bireal"))`` turns it into the sign of
-its input and the conv into 1-bit weights, so only the conv is binary; the shift, BN, the add
+its input and the conv into 1-bit weights (``hwgq-zero-uniform-bwn`` into 2-bit levels), so
+only the conv is binary; the input BN folds into the conv's packing, the output BN, the add
 and RPReLU stay float (a few per-element operations per unit, see :func:`float_ops`).  The
 shortcut adds no parameters (the zoo's ``PadShortcut``: no 1x1 conv, which binarizes worst).
 """
@@ -55,11 +56,16 @@ class RPReLU(nn.Module):
 
 
 class BiRealUnit(nn.Module):
-    """``RPReLU(BN(conv3x3(act(shift(x)))) + shortcut(x))``; ``act`` is Hardtanh until quantized."""
+    """``RPReLU(BN(conv3x3(act(norm(x)))) + shortcut(x))``; ``act`` is Hardtanh until quantized.
+
+    ``norm`` is a BatchNorm: in front of a sign its shift is RSign's learnable threshold (set
+    from the data's statistics), in front of 2-bit HWGQ levels it gives the unit-Gaussian
+    input they assume; either way ``compile`` folds it into the binary conv's input packing.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__()
-        self.shift = LearnableBias(in_channels)
+        self.norm = nn.BatchNorm2d(in_channels)
         self.act = nn.Hardtanh()
         self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
@@ -67,12 +73,12 @@ class BiRealUnit(nn.Module):
         self.rprelu = RPReLU(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn(self.conv(self.act(self.shift(x))))
+        out = self.bn(self.conv(self.act(self.norm(x))))
         return self.rprelu(out + self.shortcut(x))
 
 
 class _Stem(nn.Sequential):
-    """The float first conv + BN (no activation: the first unit's shift and sign follow)."""
+    """The float first conv + BN (no activation: the first unit's BN and sign follow)."""
 
     def __init__(self, in_channels: int, channels: int):
         super().__init__(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
@@ -127,7 +133,8 @@ class BiRealResNet(nn.Module):
 def float_ops(model: nn.Module, input_shape=(1, 3, 32, 32)) -> dict:
     """Per-element float operations the units add around their binary convs, for one input.
 
-    Counted per output element of a unit: shift (1 add, on the input), BN (1 multiply-add,
+    Counted per output element of a unit: input BN (1 compare per input element once folded
+    into the packing, counted as 1), output BN (1 multiply-add,
     foldable into the conv's scale), shortcut add (1), RPReLU (2 adds, compare and multiply:
     4), average-pool shortcut (one add per pooled input element).  Returns the total and the
     binary conv MACs beside it.
@@ -153,7 +160,7 @@ def float_ops(model: nn.Module, input_shape=(1, 3, 32, 32)) -> dict:
 
 @register_model("bireal_vgg14")
 def bireal_vgg14(num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> BiRealVGG:
-    """The vgg14 layout (13 convs + FC) with a real shortcut, RSign shift and RPReLU around 12 binary convs."""
+    """The vgg14 layout (13 convs + FC) with a real shortcut, input BN and RPReLU around 12 binary convs."""
     return BiRealVGG(VGG_CONFIGS["vgg14"], num_classes, in_channels, width_mult)
 
 
