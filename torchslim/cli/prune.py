@@ -12,6 +12,14 @@ from .common import (add_data_args, add_json_arg, add_kd_args, check_model_data,
                      load_data)
 
 
+def _round_to(text):
+    """``--round-to``: ``auto`` or a positive integer (recipes read ``kind`` and reuse the check)."""
+    return "auto" if str(text) == "auto" else POSITIVE_INT(text)
+
+
+_round_to.kind, _round_to.__name__ = "str", "round-to"
+
+
 def add_parser(subparsers):
     parser = subparsers.add_parser("prune", help="structured channel pruning (really removes channels)")
     parser.add_argument("file", help="a model saved by torchslim")
@@ -24,8 +32,9 @@ def add_parser(subparsers):
                         help="share of the batch-1 latency to keep on --latency-runtime, measured on this machine "
                              "(per-layer tables, then the cut model is timed and the aim corrected)")
     parser.add_argument("--latency-runtime", choices=["torch", "ort", "openvino"], default="torch",
-                        help="where --target-latency is measured: eager torch, ONNX Runtime or OpenVINO fp32 "
-                             "(openvino needs the torchslim[openvino] extra)")
+                        help="the runtime the model will run on: eager torch, ONNX Runtime or OpenVINO fp32; "
+                             "--target-latency is measured there and --round-to auto follows it "
+                             "(openvino timing needs the torchslim[openvino] extra)")
     parser.add_argument("--ratio", type=float, metavar="F", help="share of channels to remove, in [0, 1)")
     parser.add_argument("--scope", default="global", help="layer (uniform), global (normalised ranking) or "
                         "greedy (cost-aware global); default global")
@@ -40,7 +49,10 @@ def add_parser(subparsers):
     parser.add_argument("--lambda", dest="lam", type=float, default=1e-4, metavar="L", help="regulariser weight")
     parser.add_argument("--regularize-epochs", type=int, default=1, metavar="E")
     parser.add_argument("--min-channels", type=POSITIVE_INT, default=1)
-    parser.add_argument("--round-to", type=POSITIVE_INT, default=1, help="keep a multiple of N channels per group")
+    parser.add_argument("--round-to", type=_round_to, default="auto", metavar="N|auto",
+                        help="keep a multiple of N channels per group; auto (default): the channel block that "
+                             "--latency-runtime computes in on this CPU (16 with AVX-512, 8 with AVX2; "
+                             "docs/guides/pruning.md)")
     parser.add_argument("--ignore", action="append", default=[], metavar="LAYER",
                         help="module name or glob pattern to leave alone (repeatable)")
     parser.add_argument("--calibration-batches", type=POSITIVE_INT, default=8)
@@ -182,6 +194,7 @@ def _prune(args, config, model, train_set, test_set, loss_fn):
     finetune(result.model, 1, checkpoint)
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
+    config.round_to = result.round_to  # an automatic multiple halved to reach the target
     return result.model, [], None
 
 
@@ -199,7 +212,8 @@ def _measure(args, config, original, deployed, top1_before, top1_after, rounds) 
         "latency_ms_before": timing["before"]["median_ms"], "latency_ms_after": timing["after"]["median_ms"],
         "speedup": timing["before"]["median_ms"] / timing["after"]["median_ms"],
         "size_bytes_before": os.path.getsize(args.file), "size_bytes_after": os.path.getsize(args.out),
-        "threads": timing["threads"], "rounds": rounds, "out": args.out,
+        "threads": timing["threads"], "rounds": rounds, "out": args.out, "round_to": config.round_to,
+        "round_to_auto": config.auto_round_to,
         **_target_latency(config, original, deployed, shape),
     }
 
@@ -222,6 +236,7 @@ def run(args) -> int:
     from .. import save  # lazy: loads when the verb runs
     from ..prune.deploy import fold_batchnorm  # lazy: loads when the verb runs
     from ..prune.schedule import clear_rounds  # lazy: loads when the verb runs
+    from ..prune.defaults import describe  # lazy: loads when the verb runs
     from ..train import evaluate, resolve_device  # lazy: loads when the verb runs
 
     config = _config(args)
@@ -240,7 +255,10 @@ def run(args) -> int:
     if folder:
         clear_rounds(folder)
     payload = _measure(args, config, original, deployed, top1_before, top1_after, rounds)
-    text = (f"MACs {payload['macs_before']:,} -> {payload['macs_after']:,} "
+    multiple = (describe(config.latency_runtime, config.round_to) if config.auto_round_to
+                else str(config.round_to))
+    text = (f"channels kept in multiples of {multiple}\n"
+            f"MACs {payload['macs_before']:,} -> {payload['macs_after']:,} "
             f"({payload['macs_after'] / payload['macs_before']:.1%}), params {payload['params_before']:,} -> "
             f"{payload['params_after']:,}, latency {payload['latency_ms_before']:.3f} -> "
             f"{payload['latency_ms_after']:.3f} ms ({payload['speedup']:.2f}x, batch 1, interleaved)")
