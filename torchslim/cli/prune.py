@@ -52,7 +52,7 @@ def add_parser(subparsers):
     parser.add_argument("--round-to", type=_round_to, default="auto", metavar="N|auto",
                         help="keep a multiple of N channels per group; auto (default): the channel block that "
                              "--latency-runtime computes in on this CPU (16 with AVX-512, 8 with AVX2; "
-                             "docs/guides/pruning.md)")
+                             "docs/guides/your-model.md)")
     parser.add_argument("--ignore", action="append", default=[], metavar="LAYER",
                         help="module name or glob pattern to leave alone (repeatable)")
     parser.add_argument("--calibration-batches", type=POSITIVE_INT, default=8)

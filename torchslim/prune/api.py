@@ -222,15 +222,20 @@ def prune(model: nn.Module, example_inputs=None, config: PruneConfig | None = No
     if config.ratio is None and not config.has_target:
         raise UserError("give one of ratio, target_macs, target_params or target_latency")
     while True:
+        # An automatic multiple too coarse for a narrow model (the target out of reach, or a ratio
+        # that rounds to nothing) is halved, down to single channels.
+        coarser = config.auto_round_to and config.round_to > 1
         try:
             result = _prune(model, example_inputs, config, calibration)
-            result.round_to = config.round_to
-            return result
         except UserError as exc:
-            # An automatic multiple too coarse for a narrow model: a finer one, down to single channels.
-            if not (config.auto_round_to and config.round_to > 1 and getattr(exc, "reached", None)):
+            if not (coarser and getattr(exc, "reached", None)):
                 raise
-            config = dataclasses.replace(config, round_to=config.round_to // 2)
+        else:
+            removed_none = config.ratio and all(row["before"] == row["after"] for row in result.channels)
+            if not (coarser and removed_none):
+                result.round_to = config.round_to
+                return result
+        config = dataclasses.replace(config, round_to=config.round_to // 2)
 
 
 def _prune(model, example_inputs, config, calibration) -> PruneResult:
