@@ -36,7 +36,8 @@ from PIL import Image
 
 from common import OtherLoad, command_line, hardware, markdown_table, write_section
 
-from tests.data.test_data_stream_memory import train_and_evaluate, write_photos  # the test's own measurement
+from tests.data.test_data_stream_memory import train_and_evaluate  # the test's own measurement
+from tests.data.test_data_stream_memory import write_photos as write_large_photos
 from torchslim.data import BatchLoader, load_dataset
 from torchslim.data.preprocess import center_crop_box, shorter_side_size
 
@@ -96,7 +97,7 @@ def memory(counts: list[int]) -> None:
     rows = []
     for per_class in counts:
         with tempfile.TemporaryDirectory(prefix="torchslim-stream-") as folder:
-            decoded = write_photos(os.path.join(folder, "photos"), per_class)
+            decoded = write_large_photos(os.path.join(folder, "photos"), per_class)
             result = train_and_evaluate(os.path.join(folder, "photos"), timeout=3600)
         mb = 1e-6
         rows.append([2 * per_class, f"{decoded * mb:,.0f}", result["train"], result["test"],

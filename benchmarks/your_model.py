@@ -86,8 +86,8 @@ def latencies(base_file: str, pruned_file: str, onnx: dict, shape) -> dict:
                             shape, threads=THREADS, repeats=40, block=5)
     sessions = {name: ort.OrtModule(open(path, "rb").read(), THREADS) for name, path in onnx.items()}
     runtime = compare_latency(sessions, shape, threads=THREADS, repeats=40, block=5)
-    return {"eager": {k: v["median_ms"] for k, v in eager.items()},
-            "ort": {k: v["median_ms"] for k, v in runtime.items()}}
+    return {"eager": {k: eager[k]["median_ms"] for k in ("base", "pruned")},
+            "ort": {k: runtime[k]["median_ms"] for k in sessions}}
 
 
 def run(args, work: str) -> tuple[list, dict]:
@@ -121,8 +121,8 @@ def _rows(steps: dict, sizes: dict, ms: dict) -> list:
     imp, ev, pr, qu, ex = (steps[k] for k in ("import", "eval", "prune", "quantize", "export"))
     mb = 1e-6
     return [
-        ["import", f"{imp['tensors_loaded']} tensors loaded, new 10-class head: {not not imp['head_replaced']}; "
-                   f"top-1 {ev['top1']:.3f}", f"{sizes['base.safetensors'] * mb:.1f} MB", "-", f"{imp['wall_s']:.0f}"],
+        ["import", f"{imp['tensors_loaded']} tensors loaded"
+                   f"{', new 10-class head' if imp['head_replaced'] else ''}; top-1 {ev['top1']:.3f}", f"{sizes['base.safetensors'] * mb:.1f} MB", "-", f"{imp['wall_s']:.0f}"],
         ["prune", f"MACs {pr['macs_before'] / 1e6:.1f}M -> {pr['macs_after'] / 1e6:.1f}M (round-to {pr['round_to']}), "
                   f"params {pr['params_before'] / 1e6:.2f}M -> {pr['params_after'] / 1e6:.2f}M; "
                   f"top-1 {pr['top1_before']:.3f} -> {pr['top1_after']:.3f}",
