@@ -40,7 +40,7 @@ print(json.dumps({
 """
 
 
-def write_photos(root):
+def write_photos(root, per_class: int = PER_CLASS):
     """Large smooth JPEGs (a gradient per class, blocky noise per image): small files, big decoded size;
     returns the decoded size in bytes."""
     rng = np.random.default_rng(0)
@@ -51,22 +51,27 @@ def write_photos(root):
     for k, base in enumerate(bases):
         os.makedirs(os.path.join(root, f"class{k}"))
         pixels = (base * (200 if k == 0 else 70)).astype(np.uint8)  # bright against dark
-        for i in range(PER_CLASS):
+        for i in range(per_class):
             image = Image.fromarray(pixels + np.roll(noise, 50 * i, axis=1).astype(np.uint8))
             image.save(os.path.join(root, f"class{k}", f"{i:03d}.jpg"), quality=80)
             decoded += WIDTH * HEIGHT * 3
     return decoded
 
 
+def train_and_evaluate(root, workers: int = 2, timeout: int = 300) -> dict:
+    """One epoch and an evaluation over the folder in a fresh process; its peak memory and results."""
+    env = dict(os.environ, PYTHONPATH=REPO, TORCHSLIM_WORKERS=str(workers), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", LAUNCHER, sys.executable, "-c", SCRIPT, root], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_folder_larger_than_memory_budget_trains_and_evaluates_in_bounded_memory(tmp_path):
     root = str(tmp_path / "photos")
     decoded = write_photos(root)
     assert decoded > 1.1e9
-    env = dict(os.environ, PYTHONPATH=REPO, TORCHSLIM_WORKERS="2", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", LAUNCHER, sys.executable, "-c", SCRIPT, root], capture_output=True,
-                          text=True, env=env, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = train_and_evaluate(root)
     assert result["kind"] == "ImageFiles" and result["train"] == 160 and result["test"] == 40
     # every process stays far below the decoded size, and training grew the main one by little
     assert result["self_peak"] < decoded / 2, result

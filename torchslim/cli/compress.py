@@ -12,8 +12,10 @@ def add_parser(subparsers):
                                    "and write the model files and report")
     parser.add_argument("--recipe", required=True, metavar="R",
                         help="a YAML recipe file, or a shipped recipe name (see --list)")
-    parser.add_argument("--model", default=None, metavar="FILE",
-                        help="start from this saved model instead of the recipe's train/load stage")
+    parser.add_argument("--model", default=None, metavar="FILE|SOURCE",
+                        help="start from this saved model instead of the recipe's train/load stage; a source "
+                             "(torchvision:resnet18, timm:NAME, PKG.MODULE:CALLABLE) is imported for the data "
+                             "instead, or trained by the recipe's train stage")
     parser.add_argument("--data", default=None, metavar="NAME[:DIR]", help="data set (default: the recipe's)")
     parser.add_argument("--quick", action="store_true", help="the recipe's short variant (minutes)")
     parser.add_argument("--threads", type=THREADS, default=1, help="threads for the latency measurements")

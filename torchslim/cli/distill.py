@@ -41,12 +41,18 @@ def _shaped(train_set, width_mult: float) -> dict:
                 input_size=(height, width))
 
 
-def _load_teacher(args, train_set):
+def _teacher_file(args):
+    """The saved teacher, read before the data so an image folder takes its input size."""
     from .. import load  # lazy: loads when the verb runs
 
     if args.online and not os.path.exists(args.teacher) and _is_source(args.teacher):
+        return None
+    return load(args.teacher)
+
+
+def _load_teacher(args, train_set, teacher):
+    if teacher is None:  # --online from a source: a fresh model shaped for the data
         return create_model(args.teacher, "--teacher-width", **_shaped(train_set, args.teacher_width))
-    teacher = load(args.teacher)
     classes = (getattr(teacher, "torchslim_arch", {}) or {}).get("kwargs", {}).get("num_classes")
     if classes is not None and classes != train_set.num_classes:
         raise UserError(f"teacher {args.teacher} predicts {classes} classes but {args.data} has "
@@ -96,8 +102,10 @@ def run(args) -> int:
     if args.teacher_out and not args.online:
         raise UserError("--teacher-out needs --online (an offline teacher is never changed)")
     check_out_path(args.out)
-    train_set, test_set = load_data(args, "train"), load_data(args, "test")
-    teacher = _load_teacher(args, train_set)
+    teacher = _teacher_file(args)
+    shape = tuple(getattr(teacher, "input_shape", ()) or ()) or None
+    train_set, test_set = load_data(args, "train", input_shape=shape), load_data(args, "test", input_shape=shape)
+    teacher = _load_teacher(args, train_set, teacher)
     torch.manual_seed(args.seed)
     initial = _make_student(args, teacher, train_set)
     progress = not args.json

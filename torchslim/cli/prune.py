@@ -108,6 +108,7 @@ def _prune(args, config, model, train_set, test_set, loss_fn):
     finetune(result.model, 1, checkpoint)
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
+    config.round_to = result.round_to  # an automatic multiple halved to reach the target
     return result.model, [], None
 
 
@@ -125,7 +126,8 @@ def _measure(args, config, original, deployed, top1_before, top1_after, rounds) 
         "latency_ms_before": timing["before"]["median_ms"], "latency_ms_after": timing["after"]["median_ms"],
         "speedup": timing["before"]["median_ms"] / timing["after"]["median_ms"],
         "size_bytes_before": os.path.getsize(args.file), "size_bytes_after": os.path.getsize(args.out),
-        "threads": timing["threads"], "rounds": rounds, "out": args.out,
+        "threads": timing["threads"], "rounds": rounds, "out": args.out, "round_to": config.round_to,
+        "round_to_auto": config.auto_round_to,
         **_target_latency(config, original, deployed, shape),
     }
 
@@ -148,6 +150,7 @@ def run(args) -> int:
     from .. import save  # lazy: loads when the verb runs
     from ..prune.deploy import fold_batchnorm  # lazy: loads when the verb runs
     from ..prune.schedule import clear_rounds  # lazy: loads when the verb runs
+    from ..prune.defaults import describe  # lazy: loads when the verb runs
     from ..train import evaluate, resolve_device  # lazy: loads when the verb runs
 
     config = _config(args)
@@ -166,7 +169,10 @@ def run(args) -> int:
     if folder:
         clear_rounds(folder)
     payload = _measure(args, config, original, deployed, top1_before, top1_after, rounds)
-    text = (f"MACs {payload['macs_before']:,} -> {payload['macs_after']:,} "
+    multiple = (describe(config.latency_runtime, config.round_to) if config.auto_round_to
+                else str(config.round_to))
+    text = (f"channels kept in multiples of {multiple}\n"
+            f"MACs {payload['macs_before']:,} -> {payload['macs_after']:,} "
             f"({payload['macs_after'] / payload['macs_before']:.1%}), params {payload['params_before']:,} -> "
             f"{payload['params_after']:,}, latency {payload['latency_ms_before']:.3f} -> "
             f"{payload['latency_ms_after']:.3f} ms ({payload['speedup']:.2f}x, batch 1, interleaved)")

@@ -13,6 +13,14 @@ from .common import add_data_args, add_json_arg, add_kd_args
 WEIGHT_METHODS = ("kmeans", "magnitude", "pq", "qcnn", "svd", "tucker")
 
 
+def _round_to(text):
+    """``--round-to``: ``auto`` or a positive integer (recipes read ``kind`` and reuse the check)."""
+    return "auto" if str(text) == "auto" else POSITIVE_INT(text)
+
+
+_round_to.kind, _round_to.__name__ = "str", "round-to"
+
+
 def add_prune_flags(parser) -> None:
     """The flags of ``torchslim prune``."""
     parser.add_argument("file", help="a model saved by torchslim")
@@ -25,8 +33,9 @@ def add_prune_flags(parser) -> None:
                         help="share of the batch-1 latency to keep on --latency-runtime, measured on this machine "
                              "(per-layer tables, then the cut model is timed and the aim corrected)")
     parser.add_argument("--latency-runtime", choices=["torch", "ort", "openvino"], default="torch",
-                        help="where --target-latency is measured: eager torch, ONNX Runtime or OpenVINO fp32 "
-                             "(openvino needs the torchslim[openvino] extra)")
+                        help="the runtime the model will run on: eager torch, ONNX Runtime or OpenVINO fp32; "
+                             "--target-latency is measured there and --round-to auto follows it "
+                             "(openvino timing needs the torchslim[openvino] extra)")
     parser.add_argument("--ratio", type=float, metavar="F", help="share of channels to remove, in [0, 1)")
     parser.add_argument("--scope", default="global", help="layer (uniform), global (normalised ranking) or "
                         "greedy (cost-aware global); default global")
@@ -41,7 +50,10 @@ def add_prune_flags(parser) -> None:
     parser.add_argument("--lambda", dest="lam", type=float, default=1e-4, metavar="L", help="regulariser weight")
     parser.add_argument("--regularize-epochs", type=int, default=1, metavar="E")
     parser.add_argument("--min-channels", type=POSITIVE_INT, default=1)
-    parser.add_argument("--round-to", type=POSITIVE_INT, default=1, help="keep a multiple of N channels per group")
+    parser.add_argument("--round-to", type=_round_to, default="auto", metavar="N|auto",
+                        help="keep a multiple of N channels per group; auto (default): the channel block that "
+                             "--latency-runtime computes in on this CPU (16 with AVX-512, 8 with AVX2; "
+                             "docs/guides/your-model.md)")
     parser.add_argument("--ignore", action="append", default=[], metavar="LAYER",
                         help="module name or glob pattern to leave alone (repeatable)")
     parser.add_argument("--calibration-batches", type=POSITIVE_INT, default=8)

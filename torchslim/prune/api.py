@@ -22,6 +22,7 @@ from ..nn import record_meta
 from ..profile import count_params
 from ..profile.hardware import OtherLoad
 from ..train.batchnorm import recalibrate_batchnorm
+from .defaults import AUTO, round_to_for
 from .criteria import Context, get_criterion, score_groups
 from .graph import build_graph
 from .latency import measure_models_ms, measure_tables
@@ -55,7 +56,10 @@ class PruneConfig(ConfigMixin):
     is a share of the model's batch-1 latency on ``latency_runtime`` ("torch" eager or
     "ort", ONNX Runtime) with ``latency_threads`` threads, predicted from per-layer
     tables measured on this machine (:mod:`.latency`); pair it with ``scope="greedy"``
-    to spend the cut where the runtime spends its time.  ``ignored_layers`` are module names or glob patterns whose
+    to spend the cut where the runtime spends its time.  ``round_to`` keeps a multiple of
+    that many channels per group; ``"auto"`` takes the multiple measured fastest for
+    ``latency_runtime`` on this CPU (:mod:`.defaults`), halved where the target needs it.
+    ``ignored_layers`` are module names or glob patterns whose
     channels are left alone.  ``group_importance``: the weight criteria (l1, l2) sum over
     every layer of a coupled group (producing filters, BatchNorm scales and the consumers'
     input slices); False scores the producing filters only.  ``recalibrate_bn``: when
@@ -74,7 +78,8 @@ class PruneConfig(ConfigMixin):
     latency_threads: int = 1
     scope: str = "global"
     min_channels: int = 1
-    round_to: int = 1
+    round_to: int | str = 1  # "auto": the runtime's channel block on this CPU (see .defaults)
+    auto_round_to: bool = False  # set when round_to came from "auto": halved if the target needs it
     ignored_layers: tuple = ()
     calibration_batches: int = 8
     batch_size: int = 64
@@ -95,7 +100,9 @@ class PruneConfig(ConfigMixin):
             raise UserError("give either ratio or targets (target_macs, target_params, target_latency), not both")
         if self.latency_runtime not in RUNTIMES:
             raise unknown_choice("latency runtime", self.latency_runtime, RUNTIMES)
-        for name in ("group_importance", "recalibrate_bn", "strict"):
+        if self.round_to == AUTO:
+            self.round_to, self.auto_round_to = round_to_for(self.latency_runtime), True
+        for name in ("group_importance", "recalibrate_bn", "strict", "auto_round_to"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("min_channels", "round_to", "calibration_batches", "batch_size", "latency_threads"):
@@ -130,9 +137,10 @@ class PruneResult:
     # "speedup", "attempts", "other_cores"}; before and after measured in one interleaved run;
     # other_cores: how many cores other processes kept busy meanwhile (None if unknown).
     latency: dict | None = None
+    round_to: int = 1  # the channel multiple used (an automatic one may have been halved)
 
     def to_dict(self) -> dict:
-        return {"macs_before": self.macs_before, "macs_after": self.macs_after,
+        return {"macs_before": self.macs_before, "macs_after": self.macs_after, "round_to": self.round_to,
                 "params_before": self.params_before, "params_after": self.params_after,
                 "channels": self.channels, "boundaries": self.boundaries,
                 "bn_recalibrated": self.bn_recalibrated, "latency": self.latency}
@@ -200,6 +208,24 @@ def prune(model: nn.Module, config: PruneConfig | None = None, data=None, *, exa
     config = config or PruneConfig(ratio=0.0)
     if config.ratio is None and not config.has_target:
         raise UserError("give one of ratio, target_macs, target_params or target_latency")
+    while True:
+        # An automatic multiple too coarse for a narrow model (the target out of reach, or a ratio
+        # that rounds to nothing) is halved, down to single channels.
+        coarser = config.auto_round_to and config.round_to > 1
+        try:
+            result = _prune(model, example_inputs, config, calibration)
+        except UserError as exc:
+            if not (coarser and getattr(exc, "reached", None)):
+                raise
+        else:
+            removed_none = config.ratio and all(row["before"] == row["after"] for row in result.channels)
+            if not (coarser and removed_none):
+                result.round_to = config.round_to
+                return result
+        config = dataclasses.replace(config, round_to=config.round_to // 2)
+
+
+def _prune(model, example_inputs, config, calibration) -> PruneResult:
     criterion = get_criterion(config.criterion)
     example = _example(model, example_inputs)
     work = copy.deepcopy(model)
