@@ -213,7 +213,7 @@ def prune(model: nn.Module, config: PruneConfig | None = None, data=None, *, exa
         # that rounds to nothing) is halved, down to single channels.
         coarser = config.auto_round_to and config.round_to > 1
         try:
-            result = _prune(model, example_inputs, config, calibration)
+            result = _prune(model, example_inputs, config, data)
         except UserError as exc:
             if not (coarser and getattr(exc, "reached", None)):
                 raise
@@ -225,7 +225,7 @@ def prune(model: nn.Module, config: PruneConfig | None = None, data=None, *, exa
         config = dataclasses.replace(config, round_to=config.round_to // 2)
 
 
-def _prune(model, example_inputs, config, calibration) -> PruneResult:
+def _prune(model, example_inputs, config, data) -> PruneResult:
     criterion = get_criterion(config.criterion)
     example = _example(model, example_inputs)
     work = copy.deepcopy(model)
