@@ -61,7 +61,7 @@ def register_model(name: str, input_shape=(3, 32, 32)):
     def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is already registered")
-        _MODELS.register(name, ModelEntry(name=name, builder=builder, input_shape=shape))
+        _MODELS[name] = ModelEntry(name=name, builder=builder, input_shape=shape)
         return builder
 
     return decorator
