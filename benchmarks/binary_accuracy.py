@@ -43,7 +43,8 @@ from torchslim.io import atomic_write_text
 from torchslim.models.bireal import float_ops, init_from_float
 from torchslim.profile import count_macs, serialized_size
 from torchslim.quant import QuantConfig, freeze, quantize
-from torchslim.quant.altupdate import calibration_batches, recalibrate_bn
+from torchslim.data import calibration_images
+from torchslim.quant.altupdate import recalibrate_bn
 from torchslim.train import TrainConfig, evaluate, fit
 
 OUT = os.path.join(ROOT, "benchmarks", "out")
@@ -172,7 +173,7 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     train = load_dataset("fashion-mnist-32", "train", subset=args.train_subset)
     test = load_dataset("fashion-mnist-32", "test")
-    batches = calibration_batches(train, args.calib)
+    batches = calibration_images(train, args.calib)
     binary = models.create(BINARY_OF[args.model], num_classes=10, width_mult=args.width)
     cost = {"float_macs": count_macs(models.create(args.model, num_classes=10, width_mult=args.width),
                                      (3, 32, 32)), **float_ops(binary)}

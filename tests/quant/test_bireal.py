@@ -16,7 +16,8 @@ from torchslim.export.frozen import load_frozen, save_frozen
 from torchslim.models.bireal import BiRealUnit, LearnableBias, RPReLU, float_ops, init_from_float
 from torchslim.quant import ActQuant, QuantConfig, QuantConv2d, freeze, quantize
 from torchslim.quant import functions as qf
-from torchslim.quant.altupdate import calibration_batches, recalibrate_bn
+from torchslim.data import calibration_images
+from torchslim.quant.altupdate import recalibrate_bn
 from torchslim.train import TrainConfig, evaluate, fit
 
 from ..conftest import run_cli
@@ -186,7 +187,7 @@ def test_short_training_reaches_a_floor_on_digits():
     config = TrainConfig(epochs=6, lr=3e-3, optimizer="adam", weight_decay=0.0, schedule="cosine", batch_size=64,
                          seed=0)
     fit(qmodel, train, config, progress=False)
-    recalibrate_bn(qmodel, calibration_batches(train, 512))
+    recalibrate_bn(qmodel, calibration_images(train, 512))
     frozen = freeze(qmodel)
     assert evaluate(frozen, test)["top1"] >= 0.9  # 0.969 measured
 
