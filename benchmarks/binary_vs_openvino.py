@@ -4,10 +4,10 @@
 
 Random-weight vgg14, batch 1, 1 and 2 threads.  The float runtimes, OpenVINO int8 and the
 binary kernels run as fast on random weights as on trained ones; ONNX Runtime int8 does not
-(width 0.25, one run on a busy AMD EPYC: 0.46 ms on random weights, 0.11 ms on the base trained by
-`torchslim demo --quick`), so
-its column overstates ONNX Runtime int8's time: compare it on a trained model (torchslim bench).  Per width, every contender is built once and all of them (each runtime at 1
-and at 2 threads) alternate in blocks of 5 calls (torchslim.deploy.bench.compare_blocks),
+(width 0.25, one run on a busy AMD EPYC: 0.46 ms on random weights, 0.11 ms on the base trained
+by `torchslim demo --quick`), so its column overstates ONNX Runtime int8's time: compare it on a
+trained model (torchslim bench).  Per width, every contender is built once and all of them (each
+runtime at 1 and at 2 threads) alternate in blocks of 5 calls (torchslim.deploy.bench.compare_blocks),
 so every ratio compares medians of the same run:
 
 - ONNX Runtime fp32, and static int8 (QDQ, per-channel), calibrated on 16 random images;
