@@ -2,9 +2,12 @@
 
     python benchmarks/binary_vs_openvino.py [--widths 1.0,0.5] [--repeats 40] [--runs 3] [--no-write]
 
-Random-weight vgg14 (speed does not depend on the weights' values), batch 1, 1 and 2
-threads.  Per width, every contender is built once and all of them (each runtime at 1
-and at 2 threads) alternate in blocks of 5 calls (torchslim.deploy.bench.compare_blocks),
+Random-weight vgg14, batch 1, 1 and 2 threads.  The float runtimes, OpenVINO int8 and the
+binary kernels run as fast on random weights as on trained ones; ONNX Runtime int8 does not
+(width 0.25, one run on a busy AMD EPYC: 0.46 ms on random weights, 0.11 ms on the base trained
+by `torchslim demo --quick`), so its column overstates ONNX Runtime int8's time: compare it on a
+trained model (torchslim bench).  Per width, every contender is built once and all of them (each
+runtime at 1 and at 2 threads) alternate in blocks of 5 calls (torchslim.deploy.bench.compare_blocks),
 so every ratio compares medians of the same run:
 
 - ONNX Runtime fp32, and static int8 (QDQ, per-channel), calibrated on 16 random images;
@@ -175,7 +178,8 @@ def main() -> None:
          "over runs of each run's median (ms).  OpenVINO: f32 inference precision, one stream, no pinning; int8 by "
          "NNCF post-training quantization on 16 random images (ONNX Runtime's int8 on the same).  Targets: "
          ">= 2x OpenVINO int8 at width 1.0, >= 1.5x at width 0.5, >= 4x ONNX Runtime fp32 at both.  Top-1 is not "
-         "measured here (random weights)."),
+         "measured here (random weights).  ONNX Runtime int8 runs several times slower on random weights than on "
+         "trained ones (OpenVINO and the float runtimes do not), so its column overstates its time."),
         "",
         markdown_table(["width", "threads", "ORT fp32", "ORT int8", "OV fp32", "OV int8", "binary model", "binary ms",
                         "vs OV int8", "vs ORT fp32"], tables),
