@@ -53,16 +53,9 @@ def torchvision_builders() -> list[str]:
 def build_torchvision(name: str, seed: int = 0):
     """A random-init torchvision classifier (10 classes) in eval mode and its input shape."""
     tv = import_torchvision()
-    kwargs = dict(BUILD_KWARGS.get(name, {}))
-    size = INPUT_SIZE.get(name, 64)
-    if name.startswith("vit_"):
-        kwargs.setdefault("image_size", VIT_SIZE)
-        size = kwargs["image_size"]
-    if name in ("googlenet", "inception_v3"):
-        kwargs["aux_logits"] = False
-        kwargs["init_weights"] = False
+    kwargs, size = source_options(f"torchvision:{name}")
     torch.manual_seed(seed)
-    model = tv.models.get_model(name, weights=None, num_classes=10, **kwargs)
+    model = tv.models.get_model(name, weights=None, **kwargs)
     return model.eval(), (3, size, size)
 
 
