@@ -207,7 +207,7 @@ def write_report(saved, section):
     args, cost = argparse.Namespace(**saved["args"]), saved["cost"]
     table = markdown_table(["model", "seed", "top-1 (packed file)", "points vs float fine-tuned", "file bytes",
                             "compiled = frozen", "s / epoch"], _gaps(saved["rows"]))
-    body = f"""## Binary accuracy: {BINARY_OF[args.model]} (1-bit weights and activations) against float {args.model}, width {args.width}, fashion-mnist-32
+    body = f"""## Binary accuracy: {BINARY_OF[args.model]} against float {args.model}, width {args.width}, {args.epochs} epochs on {args.train_subset} images, Adam lr {args.lr}
 
 Command: `{saved["command"]}`
 Hardware: {saved["hardware"]}
@@ -215,10 +215,12 @@ Budget: float base {args.base_epochs} epochs (SGD one-cycle lr 0.05) on a {args.
 subset; then {args.epochs} epochs for the float fine-tune and for each binary model alike (Adam lr {args.lr}, cosine,
 no weight decay, crop+flip; the binary models distil from the float base, the "two-step" one with float weights
 for the first half). Top-1 on the full 10k test set, binary models from their packed files; "compiled = frozen":
-the packed-kernel model predicts every test image as the frozen model. Whole run: {saved["seconds"] / 60:.1f} min.
+the packed-kernel model predicts every test image as the frozen model (with sign activations the two are
+bit-identical; with 2-bit levels D * {{0..3}} the kernels' D * (integer sum) and the frozen float sum round
+differently, and a level flipped downstream can change a prediction). Whole run: {saved["seconds"] / 60:.1f} min.
 Compute per image: float {args.model} {cost["float_macs"] / 1e6:.1f}M MACs; the binary model's binary convs
 {cost["binary_macs"] / 1e6:.1f}M binary MACs, plus {cost["float_ops"] / 1e6:.2f}M per-element float operations its
-units add (shift, BN, shortcut add, RPReLU) beside the float stem and classifier.
+units add (input BN, output BN, shortcut add, RPReLU) beside the float stem and classifier.
 
 {table}
 """

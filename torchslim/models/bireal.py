@@ -133,11 +133,10 @@ class BiRealResNet(nn.Module):
 def float_ops(model: nn.Module, input_shape=(1, 3, 32, 32)) -> dict:
     """Per-element float operations the units add around their binary convs, for one input.
 
-    Counted per output element of a unit: input BN (1 compare per input element once folded
-    into the packing, counted as 1), output BN (1 multiply-add,
-    foldable into the conv's scale), shortcut add (1), RPReLU (2 adds, compare and multiply:
-    4), average-pool shortcut (one add per pooled input element).  Returns the total and the
-    binary conv MACs beside it.
+    Counted per input element: the input BN (1; once folded, it is the packing's compare) and,
+    on a strided unit, the average-pool shortcut (1).  Per output element: the output BN (a
+    multiply and an add: 2), the shortcut add (1) and RPReLU (2 adds, a compare and a multiply:
+    4).  Returns the total and the binary conv MACs beside it.
     """
     counts = {"float_ops": 0, "binary_macs": 0}
 
