@@ -65,7 +65,7 @@ BAD_RECIPES = [
     ('train_later', 'data: digits-32\nstages:\n  - train: {model: lenet5}\n  - train: {model: lenet5}\n',
      '4: stage 2 (train) can only be the first stage'),
     ('load_no_file', 'data: digits-32\nstages:\n  - load: {}\n',
-     "3: stage 1 (load): needs 'file:' (or give --model FILE)"),
+     "3: stage 1 (load): needs either 'file:' or 'source:' (or give --model FILE or SOURCE)"),
     ('nproc_on_prune', 'data: digits-32\nstages:\n  - train: {model: lenet5}\n  - prune: {ratio: 0.5, nproc_per_node: 2}\n',
      "4: stage 2 (prune): unknown option 'nproc_per_node'; choose from: {prune_options}"),
     ('sensitivity_ratio', 'data: digits-32\nsensitivity: {ratios: [0.5, 1.5]}\nstages:\n  - train: {model: lenet5}\n',

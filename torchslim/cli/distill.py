@@ -96,7 +96,7 @@ def _make_student(args, teacher, train_set):
     if not models.sources.is_source(args.student):
         from ..errors import unknown_choice  # lazy: loads when the verb runs
 
-        raise unknown_choice("student (not a file or model source either)", args.student, models.list_models())
+        raise unknown_choice("student model", args.student, models.list_models())
     student = create_model(args.student, **_shaped(train_set, args.width_mult))
     check_model_data(student, train_set, args.student, args.data)
     return student
