@@ -22,18 +22,6 @@ def _shape(shape) -> str:
     return "x".join(map(str, shape))
 
 
-def _is_source(text: str) -> bool:
-    """A zoo name or a ``torchvision:``/``timm:``/``PKG.MODULE:CALLABLE`` source (not a file)."""
-    from .. import models  # lazy: loads when the verb runs
-
-    if text in models.list_models():
-        return True
-    try:
-        return ":" in text and models.parse_source(models.sources.split_options(text)[0]) is not None
-    except UserError:
-        return False
-
-
 def _shaped(train_set, width_mult: float) -> dict:
     """``create_model`` arguments that shape a fresh model for the data set."""
     channels, height, width = train_set.input_shape
@@ -44,8 +32,9 @@ def _shaped(train_set, width_mult: float) -> dict:
 def _teacher_file(args):
     """The saved teacher, read before the data so an image folder takes its input size."""
     from .. import load  # lazy: loads when the verb runs
+    from ..models.sources import is_source  # lazy: loads when the verb runs
 
-    if args.online and not os.path.exists(args.teacher) and _is_source(args.teacher):
+    if args.online and not os.path.exists(args.teacher) and is_source(args.teacher):
         return None
     return load(args.teacher)
 
@@ -77,10 +66,10 @@ def _make_student(args, teacher, train_set):
     if args.student in models.list_models():
         return create_student(args.student, teacher, width_mult=args.width_mult,
                               num_classes=train_set.num_classes, input_shape=train_set.input_shape)
-    if not _is_source(args.student):
+    if not models.sources.is_source(args.student):
         from ..errors import unknown_choice  # lazy: loads when the verb runs
 
-        raise unknown_choice("student (not a file or model source either)", args.student, models.list_models())
+        raise unknown_choice("student model", args.student, models.list_models())
     student = create_model(args.student, **_shaped(train_set, args.width_mult))
     check_model_data(student, train_set, args.student, args.data)
     return student

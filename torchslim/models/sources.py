@@ -270,6 +270,18 @@ def split_options(text: str) -> tuple[str, dict]:
     return source.rstrip(":"), options
 
 
+def is_source(text) -> bool:
+    """Whether ``text`` names a model source (``NAME``, ``zoo:NAME``, ``torchvision:NAME``, ``timm:NAME``,
+    ``PKG.MODULE:CALLABLE``, each optionally followed by JSON options); a zoo name must be in the zoo."""
+    if not isinstance(text, str) or not text:
+        return False
+    try:
+        source = parse_source(split_options(text)[0])
+    except UserError:
+        return False
+    return source.kind != "zoo" or source.name in registry.list_models()
+
+
 def _accepts(source: Source, argument: str) -> bool:
     if source.kind in ("torchvision", "timm"):
         return True

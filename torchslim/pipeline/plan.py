@@ -126,13 +126,9 @@ def _is_source(text: str) -> bool:
     """A model source rather than a file: ``torchvision:NAME``, ``timm:NAME``, ``zoo:NAME``, ``PKG.MOD:FN``."""
     if os.path.exists(text) or ":" not in text:
         return False
-    from ..models.sources import parse_source, split_options  # lazy: heavy: loads torch
+    from ..models.sources import is_source  # lazy: heavy: loads torch
 
-    try:
-        parse_source(split_options(text)[0])
-    except UserError:
-        return False
-    return True
+    return is_source(text)
 
 
 def _load_stage(where: str, options: dict, data: str | None) -> tuple[str | None, list]:
