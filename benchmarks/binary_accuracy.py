@@ -207,7 +207,9 @@ def write_report(saved, section):
     args, cost = argparse.Namespace(**saved["args"]), saved["cost"]
     table = markdown_table(["model", "seed", "top-1 (packed file)", "points vs float fine-tuned", "file bytes",
                             "compiled = frozen", "s / epoch"], _gaps(saved["rows"]))
-    body = f"""## Binary accuracy: {BINARY_OF[args.model]} against float {args.model}, width {args.width}, {args.epochs} epochs on {args.train_subset} images, Adam lr {args.lr}
+    title = (f"Binary accuracy: {BINARY_OF[args.model]} against float {args.model}, width {args.width}, "
+             f"{args.epochs} epochs on {args.train_subset} images, Adam lr {args.lr}")
+    body = f"""## {title}
 
 Command: `{saved["command"]}`
 Hardware: {saved["hardware"]}
