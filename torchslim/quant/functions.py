@@ -104,7 +104,7 @@ def sign(x: torch.Tensor) -> torch.Tensor:
     return _SignSTE.apply(x)
 
 
-class _ApproxSignSTE(torch.autograd.Function):
+class _ApproxSignSTE(_SignSTE):
     r"""Binarization with Bi-Real-Net's piecewise-polynomial gradient.
 
     Forward:  :math:`q = \mathrm{sign}(x)`, with :math:`\mathrm{sign}(0) = +1` (as :class:`_SignSTE`).
@@ -117,12 +117,7 @@ class _ApproxSignSTE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad):  # the forward is _SignSTE's
         (x,) = ctx.saved_tensors
         return grad * (2.0 - 2.0 * x.abs()).clamp_min(0.0)
 
