@@ -55,6 +55,7 @@ def measure(name: str, args, shape) -> list[list]:
     torch.manual_seed(0)
     base = models.create(f"torchvision:{name}", input_size=shape[1:]).eval()
     nets, multiple = pruned(base, shape, args.target)
+    print(f"{name}: pruned (torchslim round-to {multiple}, Torch-Pruning bisected)", flush=True)
     macs, params = {n: count_macs(m, shape) for n, m in nets.items()}, {n: count_params(m) for n, m in nets.items()}
     calibration = torch.randn(32, *shape)
     ms = {}
