@@ -101,7 +101,7 @@ def main() -> None:
         f"## Pruning torchvision models at {args.size}x{args.size}: speed-up per runtime, batch 1",
         "",
         f"Command: `{command_line()}`  ",
-        f"Hardware: {hardware()}, {args.threads} thread(s); Torch-Pruning "
+        f"Hardware: {hardware()}; timed with {args.threads} thread(s); Torch-Pruning "
         f"{importlib.metadata.version('torch-pruning')}  ",
         f"Random weights, pruned to {args.target:g} of the MACs: torchslim L1 global with its default "
         "--round-to auto; Torch-Pruning L1 uniform, ratio bisected to the same MACs. Per runtime, base and both "
