@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from torchslim import models
+from torchslim.cli.main import build_parser
 from torchslim.errors import UserError
 from torchslim.prune import PruneConfig, api, prune
 from torchslim.prune.defaults import ROUND_TO, RUNTIMES, round_to_for
@@ -55,8 +56,6 @@ def test_a_ratio_that_rounds_to_nothing_gets_a_finer_multiple(monkeypatch):
 
 
 def test_the_cli_defaults_to_auto_and_checks_the_flag():
-    from torchslim.cli.main import build_parser
-
     parser = build_parser()
     base = ["prune", "m.safetensors", "--target-macs", "0.5", "--out", "o.safetensors"]
     assert parser.parse_args(base).round_to == "auto"
