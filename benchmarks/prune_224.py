@@ -55,6 +55,7 @@ def measure(name: str, args, shape) -> list[list]:
     torch.manual_seed(0)
     base = models.create(f"torchvision:{name}", input_size=shape[1:]).eval()
     nets, multiple = pruned(base, shape, args.target)
+    print(f"{name}: pruned (torchslim round-to {multiple}, Torch-Pruning bisected)", flush=True)
     macs, params = {n: count_macs(m, shape) for n, m in nets.items()}, {n: count_params(m) for n, m in nets.items()}
     calibration = torch.randn(32, *shape)
     ms = {}
@@ -100,7 +101,7 @@ def main() -> None:
         f"## Pruning torchvision models at {args.size}x{args.size}: speed-up per runtime, batch 1",
         "",
         f"Command: `{command_line()}`  ",
-        f"Hardware: {hardware()}, {args.threads} thread(s); Torch-Pruning "
+        f"Hardware: {hardware()}; timed with {args.threads} thread(s); Torch-Pruning "
         f"{importlib.metadata.version('torch-pruning')}  ",
         f"Random weights, pruned to {args.target:g} of the MACs: torchslim L1 global with its default "
         "--round-to auto; Torch-Pruning L1 uniform, ratio bisected to the same MACs. Per runtime, base and both "

@@ -126,6 +126,7 @@ stages:
 """
 
 
+@pytest.mark.slow  # a whole compress run: stages, measurements and the report
 def test_a_recipe_load_stage_imports_a_source(imported):
     tmp, data, _, _ = imported
     recipe = tmp / "from-source.yaml"
