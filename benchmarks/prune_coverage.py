@@ -259,8 +259,9 @@ def _not_run(results: dict, planned: list[str], tools) -> list[str]:
             if members and len(missing) == len(members):
                 lines.append(f"- **{tool}**, {family}: not run.")
             elif missing:
+                named = ", ".join(missing) if len(missing) <= 24 else "every model without a cell in the table"
                 lines.append(f"- **{tool}**, {family}: {len(members) - len(missing)} of {len(members)} models run; "
-                             f"not run: {', '.join(missing)}.")
+                             f"not run: {named}.")
     return lines
 
 
