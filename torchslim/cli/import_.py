@@ -6,24 +6,13 @@ import json
 import os
 
 from ..errors import UserError
-from ..flags.common import add_data_args, add_json_arg
+from ..flags.verbs import add_import_flags
 from .common import check_input_fits, check_out_path, emit, load_data, parse_shape
 
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("import", help="bring a torchvision, timm or own model (and its weights) in")
-    parser.add_argument("source", help="zoo NAME, torchvision:NAME, timm:NAME or PKG.MODULE:CALLABLE, optionally "
-                                       "followed by JSON options, e.g. 'timm:resnet18{\"drop_rate\": 0.1}'")
-    parser.add_argument("--out", required=True, help="the torchslim file to write (.safetensors)")
-    parser.add_argument("--weights", metavar="FILE",
-                        help="a state dict: .pt/.pth (read with weights_only=True) or .safetensors")
-    parser.add_argument("--num-classes", type=int, default=None, metavar="N",
-                        help="replace the classifier head with a fresh one for N classes (default: --data's)")
-    parser.add_argument("--input", metavar="CxHxW", help="input shape (default: --data's, else the source model's)")
-    parser.add_argument("--options", metavar="JSON", default=None, help="keyword arguments for the source's builder")
-    parser.add_argument("--seed", type=int, default=0, help="seed of a replaced head's initial weights")
-    add_data_args(parser, required=False)  # --data: the head and input shape follow the data set
-    add_json_arg(parser)
+    add_import_flags(parser)
     parser.set_defaults(run=run)
 
 

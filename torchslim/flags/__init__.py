@@ -11,7 +11,8 @@ import argparse
 
 from .common import add_trust_arg
 from .compress import add_compress_weights_flags, add_prune_flags
-from .verbs import add_distill_flags, add_export_flags, add_finetune_flags, add_quantize_flags, add_train_flags
+from .verbs import (add_distill_flags, add_export_flags, add_finetune_flags, add_import_flags, add_quantize_flags,
+                    add_train_flags)
 
 __all__ = ["STAGE_VERBS", "add_trust_arg", "verb_parser"]
 
@@ -19,7 +20,7 @@ __all__ = ["STAGE_VERBS", "add_trust_arg", "verb_parser"]
 STAGE_VERBS = {
     "train": add_train_flags, "prune": add_prune_flags, "finetune": add_finetune_flags,
     "quantize": add_quantize_flags, "compress-weights": add_compress_weights_flags,
-    "distill": add_distill_flags, "export": add_export_flags,
+    "distill": add_distill_flags, "export": add_export_flags, "import": add_import_flags,
 }
 
 

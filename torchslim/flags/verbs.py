@@ -139,3 +139,19 @@ def add_export_flags(parser) -> None:
                         help="onnx: ONNX opset, within the range this torch's exporter supports")
     add_json_arg(parser)
     parser.set_defaults(applies={flag: ("format", formats) for flag, formats in FORMAT_ONLY.items()})
+
+
+def add_import_flags(parser) -> None:
+    """The flags of ``torchslim import`` (a recipe's ``load: {source: ...}`` stage runs it)."""
+    parser.add_argument("source", help="zoo NAME, torchvision:NAME, timm:NAME or PKG.MODULE:CALLABLE, optionally "
+                                       "followed by JSON options, e.g. 'timm:resnet18{\"drop_rate\": 0.1}'")
+    parser.add_argument("--out", required=True, help="the torchslim file to write (.safetensors)")
+    parser.add_argument("--weights", metavar="FILE",
+                        help="a state dict: .pt/.pth (read with weights_only=True) or .safetensors")
+    parser.add_argument("--num-classes", type=int, default=None, metavar="N",
+                        help="replace the classifier head with a fresh one for N classes (default: --data's)")
+    parser.add_argument("--input", metavar="CxHxW", help="input shape (default: --data's, else the source model's)")
+    parser.add_argument("--options", metavar="JSON", default=None, help="keyword arguments for the source's builder")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a replaced head's initial weights")
+    add_data_args(parser, required=False)  # --data: the head and input shape follow the data set
+    add_json_arg(parser)
