@@ -32,8 +32,8 @@ VARIANTS = ("base", "torchslim", "Torch-Pruning")
 
 
 def pruned(base, shape, target: float) -> dict:
-    ours = prune(base, torch.randn(1, *shape), PruneConfig(criterion="l1", target_macs=target, scope="global",
-                                                            round_to="auto"))
+    ours = prune(base, PruneConfig(criterion="l1", target_macs=target, scope="global", round_to="auto"),
+                 example_inputs=torch.randn(1, *shape))
     theirs, _ = tp_prune(base, target, "l1-uniform", [])
     return {"base": base, "torchslim": ours.model.eval(), "Torch-Pruning": theirs.eval()}, ours.round_to
 
@@ -42,7 +42,7 @@ def runtimes(nets: dict, shape, threads: int, calibration) -> dict:
     """runtime -> {variant: callable}: every runtime installed, each model converted for it."""
     onnx = {name: ort.export_onnx_bytes(net, shape) for name, net in nets.items()}
     out = {"eager fp32": nets, "ORT fp32": {n: ort.OrtModule(b, threads) for n, b in onnx.items()},
-           "ORT int8": {n: ort.OrtModule(ort.quantize_int8(b, calibration), threads) for n, b in onnx.items()}}
+           "ORT int8": {n: ort.OrtModule(ort.quantize_qdq(b, calibration), threads) for n, b in onnx.items()}}
     if openvino.available():
         from torchslim.export.openvino import runtime_pair  # optional: torchslim[openvino]
 

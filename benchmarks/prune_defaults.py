@@ -46,7 +46,7 @@ def pruned_models(base, shape, target: float) -> dict:
     out = {}
     for multiple in MULTIPLES:
         config = PruneConfig(criterion="l1", target_macs=target, scope="global", round_to=multiple)
-        out[multiple] = prune(base, example, config).model.eval()
+        out[multiple] = prune(base, config, example_inputs=example).model.eval()
     return out
 
 

@@ -35,14 +35,14 @@ def test_a_multiple_too_coarse_for_a_narrow_model_is_halved(monkeypatch):
     torch.manual_seed(0)
     model = models.create("lenet5", num_classes=10)  # 6 and 16 channels: one block of 16 at most
     example = torch.randn(1, *model.input_shape)
-    result = prune(model, example, PruneConfig(criterion="l1", target_macs=0.5, round_to="auto"))
+    result = prune(model, PruneConfig(criterion="l1", target_macs=0.5, round_to="auto"), example_inputs=example)
     assert result.round_to < 16
     assert result.macs_after <= 0.5 * result.macs_before * (1 + 1e-6)
     before = {row["group"]: row["before"] for row in result.channels}
     assert all(k == before[g] or k % result.round_to == 0 for g, k in _kept(result).items())
     # a fixed multiple is never changed behind the caller's back
     with pytest.raises(UserError, match="round_to=16"):
-        prune(model, example, PruneConfig(criterion="l1", target_macs=0.5, round_to=16))
+        prune(model, PruneConfig(criterion="l1", target_macs=0.5, round_to=16), example_inputs=example)
 
 
 def test_a_ratio_that_rounds_to_nothing_gets_a_finer_multiple(monkeypatch):
@@ -51,7 +51,8 @@ def test_a_ratio_that_rounds_to_nothing_gets_a_finer_multiple(monkeypatch):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3), torch.nn.ReLU(), torch.nn.Conv2d(12, 12, 3),
                                 torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                                 torch.nn.Linear(12, 10))  # groups of 12 channels: 16 rounds every cut away
-    result = prune(model, torch.randn(1, 3, 16, 16), PruneConfig(criterion="l1", ratio=0.25, round_to="auto"))
+    result = prune(model, PruneConfig(criterion="l1", ratio=0.25, round_to="auto"),
+                   example_inputs=torch.randn(1, 3, 16, 16))
     assert result.round_to == 8 and sorted(_kept(result).values()) == [8, 8]
 
 
