@@ -9,6 +9,7 @@ import torch
 from torchslim import models
 from torchslim.codebook import PQConfig, WeightShareConfig, product_quantize, weight_share
 from torchslim.data import load_dataset
+from torchslim.deploy import CompileConfig
 from torchslim.deploy import compile as compile_binary
 from torchslim.distill import DistillConfig, distill
 from torchslim.errors import UserError
@@ -54,7 +55,7 @@ VERBS = {
                                                            input_size=(32, 32), width_mult=0.5),
                                              DistillConfig(), d, teacher=m, train_config=ONE_EPOCH,
                                              progress=False).model, "distill"),
-    "compile": (_frozen_xnor, lambda m, d: compile_binary(m), "compiled_layers"),
+    "compile": (_frozen_xnor, lambda m, d: compile_binary(m, CompileConfig(chain=False), d), "compiled"),
 }
 
 
@@ -107,3 +108,11 @@ def test_export_writes_the_file_it_reports_and_leaves_the_model(fmt, tmp_path):
 def test_export_refuses_an_unknown_format():
     with pytest.raises(UserError, match="choose from: onnx, openvino, packed"):
         ExportConfig(format="tflite")
+
+
+def test_compile_options_override_only_the_fields_they_name():
+    compiled = compile_binary(_frozen_xnor(), CompileConfig(chain=False, float_threads=None), threads=1)
+    assert compiled.torchslim_meta["compiled"] == {"threads": 1, "chain": False, "float_threads": None}
+    assert compiled.torchslim_meta["chained_layers"] == []
+    with pytest.raises(UserError, match="unknown compile option 'thread'"):
+        compile_binary(_frozen_xnor(), thread=1)

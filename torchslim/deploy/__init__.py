@@ -8,12 +8,13 @@ with a PyTorch reference fallback.
 """
 
 from .build import isa, native_library
-from .compile import compile, memory_report
+from .compile import CompileConfig, compile, memory_report
 from .kernels import binary_conv2d, pack_planes, pack_activation_signs, pack_weight_codes, reference_binary_conv2d
 from .lowering import LOWERINGS, register_lowering
 from .modules import PackedBinaryConv2d, PackedBinaryLinear
 
 __all__ = [
+    "CompileConfig",
     "LOWERINGS",
     "PackedBinaryConv2d",
     "PackedBinaryLinear",

@@ -30,11 +30,14 @@ count (or ``threads``); see :class:`ThreadPolicy`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..config import ConfigMixin
 from ..errors import UserError
 from ..nn import record_meta
 from ..quant import freeze
@@ -118,19 +121,35 @@ def _skip_folded(model: nn.Module) -> None:
             module.__class__ = SkipIdentitySequential
 
 
-def compile(model: nn.Module, threads: int | None = None, chain: bool = True,
-            float_threads: int | None = 1) -> nn.Module:
+@dataclass
+class CompileConfig(ConfigMixin):
+    """How :func:`compile` lowers a model.
+
+    ``threads`` fixes the kernels' thread count (default: torch's at call time).  With
+    ``chain``, consecutive packed convs pass packed activations to each other (see
+    :mod:`torchslim.deploy.fuse`); outputs are the same bit for bit either way.
+    ``float_threads`` caps torch's threads for the remaining float layers during a call (see
+    the module doc; None leaves torch's setting alone).  The cap is a forward hook: a
+    compiled model saved and loaded again runs without it.
+    """
+
+    option_kind = "compile option"
+    threads: int | None = None
+    chain: bool = True
+    float_threads: int | None = 1
+
+
+def compile(model: nn.Module, config: CompileConfig | None = None, data=None, **options) -> nn.Module:
     """A copy of ``model`` whose compressed layers run on their runtime layers (binary layers
     on the bit-packed kernels, product-quantized layers on lookup tables).
 
-    Quantization-aware (not yet frozen) models are frozen first.  ``threads`` fixes
-    the kernels' thread count (default: torch's at call time).  With ``chain``,
-    consecutive packed convs pass packed activations to each other (see
-    :mod:`torchslim.deploy.fuse`); outputs are the same bit for bit either way.
-    ``float_threads`` caps torch's threads for the remaining float layers during a
-    call (see the module doc; None leaves torch's setting alone).  The cap is a
-    forward hook: a compiled model saved and loaded again runs without it.
+    Quantization-aware (not yet frozen) models are frozen first.  ``options`` (e.g.
+    ``threads=2``) override fields of ``config``.  ``data`` is not needed: lowering is exact
+    and needs no calibration; it is accepted so every verb has the same shape.
     """
+    CompileConfig.from_dict(options)  # unknown option names are a one-line error
+    config = dataclasses.replace(config or CompileConfig(), **options)
+    threads, chain, float_threads = config.threads, config.chain, config.float_threads
     if any(isinstance(m, (QuantConv2d, QuantLinear)) for m in model.modules()):
         model = freeze(model)
     compiled = copy.deepcopy(model).eval()
@@ -144,7 +163,8 @@ def compile(model: nn.Module, threads: int | None = None, chain: bool = True,
     _skip_folded(compiled)
     if float_threads is not None and kernel_threads:
         ThreadPolicy(float_threads, threads).attach(compiled)
-    record_meta(compiled, compiled_layers=replaced, chained_layers=chained, folded_quantizers=folded)
+    record_meta(compiled, compiled=config.to_dict(), compiled_layers=replaced, chained_layers=chained,
+                folded_quantizers=folded)
     return compiled
 
 
