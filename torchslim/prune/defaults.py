@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import unknown_choice
+from .latency import RUNTIMES
 
 AUTO = "auto"
 
@@ -26,7 +27,6 @@ ROUND_TO = {
     ("torch", "AVX512"): 16, ("ort", "AVX512"): 16, ("openvino", "AVX512"): 16,
     ("torch", "AVX2"): 8, ("ort", "AVX2"): 8, ("openvino", "AVX2"): 8,
 }
-RUNTIMES = ("torch", "ort", "openvino")
 
 
 def cpu_simd() -> str:
