@@ -81,7 +81,9 @@ def _torch_pruning(model, example, criterion, target, batches):
 
     work = copy.deepcopy(model)
     base = count_macs(work, tuple(example.shape[1:]))
-    heads = [m for m in work.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 10]
+    # the 10-class output layers, a Linear or (squeezenet) a 1x1 Conv2d
+    heads = [m for m in work.modules() if (isinstance(m, torch.nn.Linear) and m.out_features == 10)
+             or (isinstance(m, torch.nn.Conv2d) and m.out_channels == 10)]
     importance = tp.importance.GroupMagnitudeImportance(p=2) if criterion == "l2" \
         else tp.importance.GroupTaylorImportance()
     pruner = tp.pruner.MetaPruner(work, example, importance=importance, global_pruning=True,
@@ -206,8 +208,8 @@ def _fill_zero_heads(model) -> None:
             module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.02)
 
 
-def run_one(source: str, tools) -> dict:
-    torch.set_num_threads(2)
+def run_one(source: str, tools, threads: int = 2) -> dict:
+    torch.set_num_threads(threads)
     warnings.filterwarnings("ignore")
     model, shape = build_source(source)
     _fill_zero_heads(model)
@@ -265,7 +267,7 @@ def _not_run(results: dict, planned: list[str], tools) -> list[str]:
     return lines
 
 
-def _report(results: dict, tools, seconds: float, ran: str | None = None, planned=None) -> str:
+def _report(results: dict, tools, seconds: float, ran: str | None = None, planned=None, threads: int = 2) -> str:
     keys = [f"{t}/{c}" for t in tools for c, _ in SETTINGS]
     rows = [[source, result.get("input", "")] + [_cell(result.get(k)) for k in keys]
             for source, result in results.items()]
@@ -280,7 +282,8 @@ def _report(results: dict, tools, seconds: float, ran: str | None = None, planne
         "## Pruning coverage: torchvision and timm classifiers",
         "",
         f"Command: `{ran or command_line()}`  ",
-        f"Hardware: {hardware()}" + (f"; {seconds / 60:.0f} min in all." if not ran else "."),
+        f"Hardware: {hardware()}" + (f"; {seconds / 60:.0f} min in all." if not ran else ".")
+        + f" Each model's process ran {threads} torch thread(s).",
         "",
         "Random init, 10 classes; input 3x64x64 (alexnet 224: ONNX needs its 6x6 features; inception_v3 96; "
         "maxvit_t 224; ViT/DeiT 64 via their image-size argument, vit_h_14 56). Settings: l2 global to 0.5 of "
@@ -303,8 +306,9 @@ def _report(results: dict, tools, seconds: float, ran: str | None = None, planne
     ])
 
 
-def _run_child(source: str, tool: str, timeout: int) -> dict:
-    command = [sys.executable, os.path.abspath(__file__), "--one", source, "--tools", tool]
+def _run_child(source: str, tool: str, timeout: int, threads: int) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), "--one", source, "--tools", tool,
+               "--threads", str(threads)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
@@ -328,12 +332,18 @@ def main() -> None:
     parser.add_argument("--results", default=os.path.join(tempfile.gettempdir(), "prune_coverage.json"))
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per model and tool")
     parser.add_argument("--retry", nargs="*", default=[], help="statuses to run again (e.g. timeout crash)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads in each model's process")
+    parser.add_argument("--merge", nargs="*", default=[],
+                        help="more results files (e.g. one per tool, run side by side) merged into the report")
     parser.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, args.tools)))
+        print(json.dumps(run_one(args.one, args.tools, args.threads)))
         return
     results = json.load(open(args.results)) if os.path.exists(args.results) else {}
+    for path in args.merge:  # per model, the cases of each tool
+        for source, cases in json.load(open(path)).items():
+            results.setdefault(source, {}).update(cases)
     start = time.perf_counter()
     for source in [] if args.report_only else _sources(args):
         for tool in args.tools:
@@ -341,14 +351,14 @@ def main() -> None:
             statuses = [done.get(f"{tool}/{c}", {}).get("status") for c, _ in SETTINGS]
             if all(s is not None and s not in args.retry for s in statuses):
                 continue
-            results.setdefault(source, {}).update(_run_child(source, tool, args.timeout))
+            results.setdefault(source, {}).update(_run_child(source, tool, args.timeout, args.threads))
             print(source, tool, json.dumps({k: v for k, v in results[source].items() if k.startswith(tool)}),
                   flush=True)
             with open(args.results + ".tmp", "w") as handle:
                 json.dump(results, handle, indent=1)
             os.replace(args.results + ".tmp", args.results)
     body = _report({s: results[s] for s in _sources(args) if s in results}, args.tools, time.perf_counter() - start,
-                   args.ran if args.report_only else None, _sources(args))
+                   args.ran if args.report_only else None, _sources(args), args.threads)
     print(body)
     if not args.no_write:
         write_section("prune_coverage", body)

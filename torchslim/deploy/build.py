@@ -57,6 +57,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bk_conv_chain.argtypes = [ptr, i64]
     lib.bk_conv_chain.restype = i64
     lib.bk_conv_desc_size.restype = i64
+    lib.bk_int_thresholds.argtypes = [ptr, ptr]
+    lib.bk_int_thresholds.restype = i64
     lib.bk_select_isa.argtypes = [ctypes.c_int]
     lib.bk_select_isa.restype = ctypes.c_int
     lib.bk_isa.restype = ctypes.c_int

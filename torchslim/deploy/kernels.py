@@ -46,7 +46,7 @@ class ConvDesc(ctypes.Structure):
         "pool", "out_planes", "out_sign", "threads")] + [(name, ctypes.c_void_p) for name in (
         "x", "steps", "wt", "wpre", "scale", "bias", "out", "thr", "sgn", "out_bits", "xf", "in_thr")] + [
         ("in_cmp", ctypes.c_int64), ("levels", ctypes.c_void_p), ("in_binary", ctypes.c_int64),
-        ("out_binary", ctypes.c_int64), ("in_sgn", ctypes.c_void_p)]
+        ("out_binary", ctypes.c_int64), ("in_sgn", ctypes.c_void_p), ("ithr", ctypes.c_void_p)]
 
 
 def pack_weight_codes(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,6 +222,10 @@ class ConvKernel:
         self.lib = native_library()
         if self.lib.bk_conv_desc_size() != ctypes.sizeof(ConvDesc):
             raise RuntimeError("torchslim: the native conv descriptor does not match its Python mirror")
+        # the packed epilogue's thresholds on the exact integer sums, where the values are such sums
+        self.ithr = torch.empty(self.out_planes, self.thr.shape[1], dtype=torch.int32) if self.out_planes else None
+        if self.ithr is not None and self.lib.bk_int_thresholds(ctypes.addressof(d), _ptr(self.ithr)):
+            d.ithr = _ptr(self.ithr)
         self._run, self.in_thr = self.lib.bk_conv, None
         # each calling thread fills a copy of the descriptor: the call's pointers and shapes
         # must not be overwritten by another thread while the native code runs without the GIL

@@ -335,6 +335,8 @@ typedef struct {
     int64_t in_binary;  /* input planes are binary-weighted (2^j); steps[0] is the step D */
     int64_t out_binary; /* packed output as binary-weighted planes of the level index */
     const float *in_sgn; /* [C] +1 or -1, or NULL: +1 */
+    /* [Q][OCP] the packed epilogue's thresholds on integer sums (bk_int_thresholds), or NULL */
+    const int32_t *ithr;
 } bk_conv_desc;
 
 /* Per-thread scratch, grown on demand and kept: no allocation per call. */
@@ -516,6 +518,7 @@ typedef struct {
     int64_t sign, binary, taps, c_true, kh, kw, ocp, planes, q;
     const int32_t *wpre;
     const float *steps, *scale, *bias, *thr, *sgn;
+    const int32_t *ithr;
 } epi_args;
 typedef void (*epi_fn)(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0, float *dst, int64_t plane,
                        int64_t nt);
@@ -653,6 +656,55 @@ TARGET_FAST ALWAYS_INLINE __m256 tile_value(const epi_args *e, const buffers *bf
     return v;
 }
 
+/* Sign mode, per kind of window of the unit (see gather_windows): bf->corr[kind] = 2 * the
+ * weights' set bits outside the image for the 8 channels from o0 (kind 0, a whole window: none). */
+TARGET_FAST ALWAYS_INLINE void kind_corrections(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0) {
+    const int64_t stride = e->kw + 1;
+    const int32_t *base = e->wpre + o0;
+    const __m256i all = LOAD8(base + (e->kh * stride + e->kw) * e->ocp);
+    _mm256_storeu_si256((__m256i *)bf->corr, _mm256_setzero_si256());
+    for (int32_t k = 1; k < bf->cls[npix]; k++) {
+        const int16_t *r = bf->rect + 4 * bf->cls[npix + k];
+        const __m256i inside = _mm256_add_epi32(
+            _mm256_sub_epi32(_mm256_sub_epi32(LOAD8(base + (r[1] * stride + r[3]) * e->ocp),
+                                              LOAD8(base + (r[0] * stride + r[3]) * e->ocp)),
+                             LOAD8(base + (r[1] * stride + r[2]) * e->ocp)),
+            LOAD8(base + (r[0] * stride + r[2]) * e->ocp));
+        const __m256i outside = _mm256_sub_epi32(all, inside);
+        _mm256_storeu_si256((__m256i *)(bf->corr + k * TILE), _mm256_add_epi32(outside, outside));
+    }
+}
+
+/* Packed output from integer sums (sign and binary-weighted modes, with d->ithr): the
+ * float test sgn * v >= thr on v = S (sign) or v = D * S (binary-weighted) holds iff
+ * z >= T for z = sgn * (S - C) and an integer T worked out once per layer
+ * (bk_int_thresholds; C: sign mode's per-channel part, folded into T).  Per pixel that is
+ * integer adds, one sign flip and one compare per threshold: no conversion, no float maths,
+ * and the same bits as the float test.  z = sgn * (P + Y) with P the pixel's part (bf->pix)
+ * and Y from the AND counts: 4 * and + the border correction of the pixel's kind of window
+ * (sign), -2 * the weighted AND counts (binary). */
+TARGET_FAST ALWAYS_INLINE void epilogue_bits_int(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0,
+                                                 const int mode) {
+    const __m256i neg = _mm256_castps_si256(_mm256_cmp_ps(_mm256_loadu_ps(e->sgn + o0), _mm256_setzero_ps(),
+                                                          _CMP_LT_OQ)); /* all ones where sgn < 0 */
+    const int64_t Q = e->q, shift = o0 & 63;
+    __m256i thr[MAX_PACK_PLANES];
+    for (int64_t k = 0; k < Q; k++) thr[k] = LOAD8(e->ithr + k * e->ocp + o0);
+    if (mode == MODE_SIGN) kind_corrections(e, bf, npix, o0);
+    for (int64_t q = 0; q < npix; q++) {
+        const __m256i a = LOAD8(bf->acc + q * TILE);
+        __m256i y = mode == MODE_SIGN ? _mm256_add_epi32(_mm256_slli_epi32(a, 2), LOAD8(bf->corr + bf->cls[q] * TILE))
+                                      : _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_add_epi32(a, a));
+        y = _mm256_add_epi32(y, _mm256_set1_epi32(bf->pix[q]));
+        const __m256i z = _mm256_sub_epi32(_mm256_xor_si256(y, neg), neg);
+        uint64_t *ob = bf->obits + q * Q;
+        for (int64_t k = 0; k < Q; k++) { /* T > z: missed */
+            const unsigned missed = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(thr[k], z)));
+            ob[k] |= (uint64_t)(~missed & 0xffu) << shift;
+        }
+    }
+}
+
 /* Packed output: OR each threshold's hits into the pixel's output words. */
 TARGET_FAST ALWAYS_INLINE void epilogue_bits(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0,
                                              const int mode) {
@@ -718,19 +770,7 @@ TARGET_FAST ALWAYS_INLINE void epilogue_rows(const epi_args *e, const buffers *b
                           _mm256_shuffle_ps(bias, bias, 0xAA), _mm256_shuffle_ps(bias, bias, 0xFF)};
     const __m256i cc[4] = {_mm256_shuffle_epi32(cst, 0x00), _mm256_shuffle_epi32(cst, 0x55),
                            _mm256_shuffle_epi32(cst, 0xAA), _mm256_shuffle_epi32(cst, 0xFF)};
-    if (mode == MODE_SIGN && npix >= 8) { /* per kind of window: + 2 * the weights' set bits outside the image (kind 0: none) */
-        _mm256_storeu_si256((__m256i *)bf->corr, zero);
-        for (int32_t k = 1; k < bf->cls[npix]; k++) {
-            const int16_t *r = bf->rect + 4 * bf->cls[npix + k];
-            const __m256i inside = _mm256_add_epi32(
-                _mm256_sub_epi32(_mm256_sub_epi32(LOAD8(base + (r[1] * stride + r[3]) * e->ocp),
-                                                  LOAD8(base + (r[0] * stride + r[3]) * e->ocp)),
-                                 LOAD8(base + (r[1] * stride + r[2]) * e->ocp)),
-                LOAD8(base + (r[0] * stride + r[2]) * e->ocp));
-            const __m256i outside = _mm256_sub_epi32(all, inside);
-            _mm256_storeu_si256((__m256i *)(bf->corr + k * TILE), _mm256_add_epi32(outside, outside));
-        }
-    }
+    if (mode == MODE_SIGN && npix >= 8) kind_corrections(e, bf, npix, o0);
     int64_t q = 0;
     for (; q + 8 <= npix; q += 8) {
         __m256 y[8], u[8]; /* int32 lanes; the float shuffles only move them */
@@ -783,7 +823,10 @@ TARGET_FAST ALWAYS_INLINE void epilogue_rows(const epi_args *e, const buffers *b
 TARGET_FAST static void epilogue_fast(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0, float *dst,
                                       int64_t plane, int64_t nt) {
     const int mode = e->sign ? MODE_SIGN : e->binary ? MODE_BINARY : MODE_PLANES;
-    if (e->q > 0) {
+    if (e->q > 0 && e->ithr != NULL && mode != MODE_PLANES) {
+        if (mode == MODE_SIGN) epilogue_bits_int(e, bf, npix, o0, MODE_SIGN);
+        else epilogue_bits_int(e, bf, npix, o0, MODE_BINARY);
+    } else if (e->q > 0) {
         if (mode == MODE_SIGN) epilogue_bits(e, bf, npix, o0, MODE_SIGN);
         else if (mode == MODE_BINARY) epilogue_bits(e, bf, npix, o0, MODE_BINARY);
         else epilogue_bits(e, bf, npix, o0, MODE_PLANES);
@@ -810,7 +853,7 @@ ALWAYS_INLINE int conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64_
     }
     if (Q > 0) memset(bf.obits, 0, (size_t)(npix * Q) * 8);
     const epi_args e = {d->steps == NULL, d->in_binary != 0, d->kh * d->kw, d->c_true, d->kh, d->kw, ocp, d->planes, Q, d->wpre,
-                        d->steps, d->scale, d->bias, d->thr, d->sgn};
+                        d->steps, d->scale, d->bias, d->thr, d->sgn, d->ithr};
     const int64_t o_begin = chunk * CHUNK, o_end = d->oc < o_begin + CHUNK ? d->oc : o_begin + CHUNK;
     const int64_t plane = d->oh * d->ow;
     for (int64_t o0 = o_begin; o0 < o_end; o0 += TILE) {
@@ -924,6 +967,57 @@ int64_t bk_conv_chain(const bk_conv_desc *const *descs, int64_t count) {
     for (int64_t i = 0; i < count; i++)
         if (bk_conv(descs[i]) != 0) return -1 - i;
     return 0;
+}
+
+/* Integer thresholds of the packed epilogue (d->ithr, [Q][OCP]) into out; returns 1, or 0
+ * where the values are not integer sums (thermometer planes: the float test stays).
+ * Sign mode: v = S exactly, so sgn * v >= thr iff z = sgn * S >= ceil(thr); with
+ * S = C + (the rest), C = -2 * the weights' set bits, T = ceil(thr) - sgn * C.  Binary-weighted
+ * planes: v = fl(D * S) and sgn * v = fl(D * z) (rounding is odd-symmetric), monotone in z, so
+ * the test holds from the least z with fl(D * z) >= thr on, found by stepping from
+ * ceil(thr / D) with the same float32 product.  NaN never holds; +-inf clamp to +-2^30,
+ * beyond any sum. */
+#define ITHR_LIMIT ((int64_t)1 << 30)
+static int64_t clamp_limit(int64_t v) { return v < -ITHR_LIMIT ? -ITHR_LIMIT : v > ITHR_LIMIT ? ITHR_LIMIT : v; }
+static int64_t ceil_within_limit(double v) { /* clamped to +-2^30; no libm */
+    if (v >= (double)ITHR_LIMIT) return ITHR_LIMIT;
+    if (v <= -(double)ITHR_LIMIT) return -ITHR_LIMIT;
+    const int64_t i = (int64_t)v; /* towards zero */
+    return (double)i < v ? i + 1 : i;
+}
+
+int64_t bk_int_thresholds(const bk_conv_desc *d, int32_t *out) {
+    const int sign = d->steps == NULL;
+    if (d->out_planes <= 0 || (!sign && !d->in_binary)) return 0;
+    const int64_t ocp = (d->oc + TILE - 1) / TILE * TILE;
+    const int32_t *all = d->wpre + (d->kh * (d->kw + 1) + d->kw) * ocp;
+    const float D = sign ? 1.0f : d->steps[0];
+    for (int64_t k = 0; k < d->out_planes; k++)
+        for (int64_t o = 0; o < ocp; o++) {
+            const float t = d->thr[k * ocp + o];
+            int64_t T;
+            if (t != t) T = ITHR_LIMIT;
+            else if (t >= (float)ITHR_LIMIT) T = ITHR_LIMIT;
+            else if (t <= -(float)ITHR_LIMIT) T = -ITHR_LIMIT;
+            else if (sign) T = ceil_within_limit((double)t);
+            else {
+                T = ceil_within_limit((double)t / (double)D);
+                volatile float v; /* the epilogue's float32 product, not a wider or fused one */
+                for (;;) {
+                    v = D * (float)(T - 1);
+                    if (T <= -ITHR_LIMIT || !(v >= t)) break;
+                    T--;
+                }
+                for (;;) {
+                    v = D * (float)T;
+                    if (T >= ITHR_LIMIT || v >= t) break;
+                    T++;
+                }
+            }
+            if (sign && T > -ITHR_LIMIT && T < ITHR_LIMIT) T += (d->sgn[o] < 0 ? -2 : 2) * (int64_t)all[o];
+            out[k * ocp + o] = (int32_t)clamp_limit(T);
+        }
+    return 1;
 }
 
 /* Structure size, so the Python side can check its mirror of bk_conv_desc. */
