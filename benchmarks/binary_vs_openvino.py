@@ -25,6 +25,7 @@ and the compiled networks on each native ISA path this CPU has.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 
@@ -148,10 +149,16 @@ def main() -> None:
     parser.add_argument("--widths", default="1.0,0.5")
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cpu", type=int, default=None,
+                        help="pin the whole process (every runtime alike) to this CPU; its own section")
     parser.add_argument("--no-write", action="store_true", help="print the section; do not touch BENCHMARKS.md")
     args = parser.parse_args()
+    if args.cpu is not None:  # threads created from now on inherit the mask: OpenVINO's and ours too
+        os.sched_setaffinity(0, {args.cpu})
+    pinning = ("the process and every thread it starts pinned to CPU %d (os.sched_setaffinity), every runtime alike, "
+               "so no call migrates between cores" % args.cpu) if args.cpu is not None else "no pinning"
     ov_runtime.require("this benchmark")
-    widths, threads = [float(w) for w in args.widths.split(",")], (1, 2)
+    widths, threads = [float(w) for w in args.widths.split(",")], (1,) if args.cpu is not None else (1, 2)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     tables, thread_tables, isa_tables, paths = [], [], [], {}
     with OtherLoad() as load:
@@ -159,15 +166,16 @@ def main() -> None:
             found, paths = contenders(width, threads)
             runs = [timed(found, args.repeats) for _ in range(args.runs)]
             tables += width_table(width, runs, threads)
-            thread_tables += thread_rows(width, runs)
-        layers = layer_rows(args.repeats)
+            thread_tables += thread_rows(width, runs) if len(threads) > 1 else []
+        layers = layer_rows(args.repeats) if len(threads) > 1 else []
         for width in widths:
             rows, native = isa_rows(width, args.repeats)
             isa_tables += rows
     paths.update({"ORT fp32 / int8": "MLAS, dispatched inside ONNX Runtime by cpuid (not reported)",
                   "torchslim": build.isa()})
     body = "\n".join([
-        "## Binary vgg14 against OpenVINO int8 (NNCF) and ONNX Runtime (batch 1, 1 and 2 threads)",
+        "## Binary vgg14 against OpenVINO int8 (NNCF) and ONNX Runtime (batch 1, 1 and 2 threads"
+        + (f", pinned to one CPU)" if args.cpu is not None else ")"),
         "",
         f"Command: `{command_line()}`  ",
         f"Hardware: {hardware()}; CPU flags: {_cpu_flags()}  ",
@@ -175,7 +183,7 @@ def main() -> None:
         "ISA path per runtime: " + "; ".join(f"{k}: {v}" for k, v in paths.items()) + ".  ",
         (f"Random-weight vgg14, input 3x32x32; every runtime at 1 and 2 threads alternates in blocks of 5 calls "
          f"after a 50 ms pause, {args.repeats} timed calls each, in {args.runs} whole runs; cells are the median "
-         "over runs of each run's median (ms).  OpenVINO: f32 inference precision, one stream, no pinning; int8 by "
+         f"over runs of each run's median (ms); {pinning}.  OpenVINO: f32 inference precision, one stream; int8 by "
          "NNCF post-training quantization on 16 random images (ONNX Runtime's int8 on the same).  Targets: "
          ">= 2x OpenVINO int8 at width 1.0, >= 1.5x at width 0.5, >= 4x ONNX Runtime fp32 at both.  Top-1 is not "
          "measured here (random weights).  ONNX Runtime int8 runs several times slower on random weights than on "
@@ -184,23 +192,24 @@ def main() -> None:
         markdown_table(["width", "threads", "ORT fp32", "ORT int8", "OV fp32", "OV int8", "binary model", "binary ms",
                         "vs OV int8", "vs ORT fp32"], tables),
         "",
-        "Two threads against one, same runs (ms at 1 thread, ms at 2 threads, speed-up):",
-        "",
-        markdown_table(["width", "runtime", "1 thread", "2 threads", "speed-up"], thread_tables),
-        "",
-        ("Packed 3x3 layers alone (float in and out, padding 1), one interleaved run: 1x1 = 1-bit activations, "
-         "1x2 = 2-bit zero-anchored uniform activations (two binary-weighted planes counted in one pass over "
-         "the weights):"),
-        "",
-        markdown_table(["layer", "1x1 1 thr", "1x1 2 thr", "1x2 1 thr", "1x2 2 thr", "1x1 2 thr speed-up",
-                        "1x2 2 thr speed-up", "1x2 / 1x1"], layers),
-        "",
+        *([] if not thread_tables else [
+            "Two threads against one, same runs (ms at 1 thread, ms at 2 threads, speed-up):",
+            "",
+            markdown_table(["width", "runtime", "1 thread", "2 threads", "speed-up"], thread_tables),
+            "",
+            ("Packed 3x3 layers alone (float in and out, padding 1), one interleaved run: 1x1 = 1-bit activations, "
+             "1x2 = 2-bit zero-anchored uniform activations (two binary-weighted planes counted in one pass over "
+             "the weights):"),
+            "",
+            markdown_table(["layer", "1x1 1 thr", "1x1 2 thr", "1x2 1 thr", "1x2 2 thr", "1x1 2 thr speed-up",
+                            "1x2 2 thr speed-up", "1x2 / 1x1"], layers),
+            ""]),
         "The compiled networks on each native ISA path of this CPU (1 thread, ms, one interleaved run):",
         "",
         markdown_table(["network", *native], isa_tables),
     ])
     if not args.no_write:
-        write_section("binary-vs-openvino", body)
+        write_section("binary-vs-openvino" + ("-pinned" if args.cpu is not None else ""), body)
     print(body)
 
 
