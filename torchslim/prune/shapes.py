@@ -119,12 +119,36 @@ def _reshape(graph, node, meta):
     result = reshaped_slots(slots, in_shape, out_shape)
     span = None if result is not None else split_span(slots, in_shape, out_shape)
     if result is None and span is None:
-        return graph.boundary(_inputs(graph, node), meta, "reshape that splits the channels")
-    if span is not None:
+        reason = "reshape that splits the channels"
+    elif span is not None:
         result, reason = _split(graph, node, slots, out_shape, span)
     else:
         reason = _check_sizes(graph, node, result)
-    return result if reason is None else graph.boundary(_inputs(graph, node), meta, reason)
+    if reason is None:
+        return result
+    _pin_size_reads(graph, node)
+    return graph.boundary(_inputs(graph, node), meta, reason)
+
+
+def _pin_size_reads(graph, node) -> None:
+    """A reshape left as a boundary keeps its output's sizes: the channel counts they are
+    read from at run time (``x.shape[-1]``, ``x.size(1) // g``, any arithmetic on them)
+    must not change either."""
+    stack, seen = [s for s in _size_args(node) if isinstance(s, fx.Node)], set()
+    while stack:
+        size = stack.pop()
+        if size in seen:
+            continue
+        seen.add(size)
+        source = _shape_source(size)
+        if source is None:
+            if _shape(size) is None:  # arithmetic on sizes, not a tensor
+                stack.extend(size.all_input_nodes)
+            continue
+        tensor, dim, _ = source
+        slots, shape = graph.slots.get(tensor.name), _shape(tensor)
+        if isinstance(slots, list) and shape is not None and channel_dim(slots) == dim % len(shape):
+            graph.pin(slots)
 
 
 def _check_sizes(graph, node, result, split: bool = False):
