@@ -210,6 +210,8 @@ def _sized_by(graph, result, position: int, size: fx.Node) -> bool:
         if divisor == 1 and len(slots) == len(result):
             graph.couple(slots, result)
             return True
+    elif all(graph.vars.is_pinned(var) for var in slots):
+        return True  # a count that never changes (the model input's)
     graph.pin(slots)
     return False
 
