@@ -1,5 +1,8 @@
-"""Rules for transformer-style blocks: functional layer norm, ``nn.MultiheadAttention``
-and torchvision's shifted-window attention and patch merging.
+"""Rules for transformer-style blocks: functional layer norm, ``nn.MultiheadAttention``,
+torchvision's shifted-window attention and patch merging, and attention traced op by op
+(timm's ``Attention``: a reshape splits the qkv output into heads, see
+:mod:`~torchslim.prune.shapes`; ``scaled_dot_product_attention`` or ``q @ k^T``, softmax,
+``@ v``; a reshape merges the heads back).
 
 Attention heads: the query, key and value projections of a head are sliced at the same
 positions, and position ``j`` of every head is one channel unit (as a grouped conv couples
@@ -12,12 +15,14 @@ free to remove exactly.
 
 from __future__ import annotations
 
+import operator
+
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .rules import (Rule, at_dim, channel_dim, cut, node_slots, register_function_rule, register_rule,
-                    register_width_attribute)
+from .rules import (Rule, at_dim, channel_dim, couple_heads, cut, module_path, node_slots,
+                    register_function_rule, register_rule, register_width_attribute)
 
 __all__ = ["MultiheadAttentionRule"]
 
@@ -38,13 +43,6 @@ def _inputs(graph, node):
 
 def _last(slots, shape) -> bool:
     return isinstance(slots, list) and shape is not None and channel_dim(slots) == len(shape) - 1
-
-
-def couple_heads(graph, slots, heads: int) -> None:
-    """Position ``j`` of every head is pruned together."""
-    size = len(slots) // heads
-    for head in range(1, heads):
-        graph.couple(slots[:size], slots[head * size:(head + 1) * size])
 
 
 def _layer_norm(graph, node, meta):
@@ -140,9 +138,70 @@ def _patch_merging(graph, node, meta):
     return at_dim(list(slots) * 4, len(out_shape) - 1)
 
 
+def _attribute_products(graph, node) -> None:
+    """The attention products are counted in the module that computes them: their MACs
+    scale with its layers seen so far (the qkv projection)."""
+    owner = module_path(node)
+    layers = sorted({m.module for m in graph.members.values() if m.module.startswith(owner + ".")})
+    if owner and layers:
+        graph.attribute_macs(owner, layers)
+
+
+def _operand(graph, arg):
+    """(slots, shape) of a tensor argument; slots None where it has no channels."""
+    slots = graph.slots.get(arg.name) if isinstance(arg, fx.Node) else None
+    return (slots if isinstance(slots, list) else None), _shape(arg)
+
+
+def _sdpa(graph, node, meta):
+    """``scaled_dot_product_attention(q, k, v)``: q and k are contracted over their last dim,
+    so their channels there are coupled; the result carries v's."""
+    q, k, v = (_arg(node, i, name) for i, name in enumerate(("query", "key", "value")))
+    (sq, q_shape), (sk, k_shape), (sv, v_shape) = (_operand(graph, t) for t in (q, k, v))
+    out_shape = _shape(meta)
+    if (not all(_last(s, shape) for s, shape in ((sq, q_shape), (sk, k_shape), (sv, v_shape)))
+            or out_shape is None or len(out_shape) != len(v_shape)):
+        return graph.boundary(_inputs(graph, node), meta, "attention on tensors without channels in the last dim")
+    graph.couple(sq, sk)
+    graph.pin([node_slots(graph, a) for a in (*node.args[3:], *node.kwargs.values())])  # a mask
+    _attribute_products(graph, node)
+    return sv
+
+
+def _matmul(graph, node, meta):
+    """``a @ b`` contracts a's last dim with b's second-to-last: channels on both are coupled
+    and leave none in the result (``q @ k.transpose(-2, -1)``).  b's channels in its last dim
+    (``attn @ v``) or a's in its rows are the result's; channels anywhere else are pinned."""
+    (sa, a_shape), (sb, b_shape) = (_operand(graph, t) for t in node.args[:2])
+    out_shape = _shape(meta)
+    if a_shape is None or b_shape is None or out_shape is None or min(len(a_shape), len(b_shape)) < 2:
+        return graph.boundary(_inputs(graph, node), meta, "matmul of vectors")
+    a_dim = None if sa is None else channel_dim(sa) - len(a_shape)
+    b_dim = None if sb is None else channel_dim(sb) - len(b_shape)
+    if (a_dim == -1) != (b_dim == -2):
+        return graph.boundary(_inputs(graph, node), meta, "matmul contracting the channels with another dim")
+    result = None
+    if a_dim == -1:
+        graph.couple(sa, sb)
+        sa = sb = None
+    elif b_dim == -1:
+        result, sb = at_dim(sb, len(out_shape) - 1), None
+    elif a_dim == -2:
+        result, sa = at_dim(sa, len(out_shape) - 2), None
+    graph.pin([sa, sb])  # channels in a batch dim, or a's rows beside b's columns
+    _attribute_products(graph, node)
+    return result if result is not None else graph.new_channels(out_shape[1], pinned=True)
+
+
 register_rule(nn.MultiheadAttention, MultiheadAttentionRule())
 register_function_rule(F.layer_norm, _layer_norm, any_dim=True)
 register_function_rule("torchvision.models.swin_transformer.shifted_window_attention", _window_attention,
                        any_dim=True)
 register_function_rule("torchvision.models.swin_transformer._patch_merging_pad", _patch_merging, any_dim=True)
+for _target in (operator.matmul, torch.matmul, torch.bmm, "matmul", "bmm"):
+    register_function_rule(_target, _matmul, any_dim=True)
+register_function_rule(F.scaled_dot_product_attention, _sdpa, any_dim=True)
 register_width_attribute("torchvision.models.vision_transformer.VisionTransformer", "hidden_dim")
+# timm reshapes qkv to (B, N, 3, num_heads, head_dim) and the heads back to (B, N, attn_dim);
+# its 1/sqrt(head_dim) scale is a float fixed at construction and stays
+register_width_attribute("timm.layers.attention.Attention", "head_dim", "attn_dim")

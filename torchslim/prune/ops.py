@@ -192,6 +192,16 @@ def _pad(graph, node, meta):
     return graph.new_channels(before, pinned=True) + slots + graph.new_channels(after, pinned=True)
 
 
+def _softmax(graph, node, meta):
+    """softmax / log_softmax over a dimension other than the channels (attention scores)."""
+    slots, in_shape = _first(graph, node)
+    dim = _arg(node, 1, "dim")
+    if not isinstance(slots, list) or in_shape is None or not isinstance(dim, int) \
+            or dim % len(in_shape) == channel_dim(slots):
+        return graph.boundary(_all_inputs(graph, node), meta, "softmax over the channels")
+    return slots
+
+
 def _nothing(graph, node, meta):
     return None
 
@@ -217,12 +227,14 @@ _ELEMENTWISE = (operator.add, operator.sub, operator.mul, operator.truediv, oper
 _ELEMENTWISE_METHODS = ("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_")
 # torchvision's stochastic depth is an identity in eval (and scales whole samples in training)
 _NAMED_PASSTHROUGH = ("torchvision.ops.stochastic_depth.stochastic_depth",)
+# timm's attention adds its optional mask to the scores: ``scores if mask is None else scores + mask``
+_NAMED_ELEMENTWISE = ("timm.layers.attention.maybe_add_mask",)
 
 for _target in (*_PASSTHROUGH_FUNCTIONS, *_PASSTHROUGH_METHODS, *_NAMED_PASSTHROUGH):
     register_function_rule(_target, _passthrough, any_dim=True)
 for _fn in _SPATIAL_FUNCTIONS:
     register_function_rule(_fn, _passthrough)
-for _target in (*_ELEMENTWISE, *_ELEMENTWISE_METHODS):
+for _target in (*_ELEMENTWISE, *_ELEMENTWISE_METHODS, *_NAMED_ELEMENTWISE):
     register_function_rule(_target, _elementwise, any_dim=True)
 for _target in (torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"):
     register_function_rule(_target, _reduce, any_dim=True)
@@ -231,6 +243,8 @@ for _target in (torch.cat, torch.concat):
 for _target in (torch.chunk, "chunk"):
     register_function_rule(_target, _chunk)
 register_function_rule(F.pad, _pad)
+for _target in (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, "softmax", "log_softmax"):
+    register_function_rule(_target, _softmax, any_dim=True)
 register_function_rule(getattr, _getattr, any_dim=True)
 for _target in ("size", "dim"):
     register_function_rule(_target, _nothing, any_dim=True)

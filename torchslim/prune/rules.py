@@ -24,8 +24,9 @@ from torch import fx, nn
 from ..nn import TypeRegistry
 
 __all__ = [
-    "Rule", "Slots", "at_dim", "channel_dim", "cut", "find_function_rule", "find_rule", "node_slots",
-    "qualified_name", "register_function_rule", "register_rule", "register_width_attribute", "width_attributes",
+    "Rule", "Slots", "at_dim", "channel_dim", "couple_heads", "cut", "find_function_rule", "find_rule",
+    "module_path", "node_slots", "qualified_name", "register_function_rule", "register_rule",
+    "register_width_attribute", "width_attributes",
 ]
 
 
@@ -66,6 +67,19 @@ def node_slots(graph, arg):
     if isinstance(arg, (list, tuple)):
         return tuple(node_slots(graph, a) for a in arg)
     return None
+
+
+def couple_heads(graph, slots, heads: int) -> None:
+    """Position ``j`` of every head (every equal block of ``slots``) is pruned together."""
+    size = len(slots) // heads
+    for head in range(1, heads):
+        graph.couple(slots[:size], slots[head * size:(head + 1) * size])
+
+
+def module_path(node: fx.Node) -> str:
+    """The innermost module whose forward made ``node`` ("" for the top module)."""
+    stack = list((node.meta.get("nn_module_stack") or {}).values())
+    return stack[-1][0] if stack else ""
 
 
 def cut(module: nn.Module, name: str, keep: torch.Tensor, dim: int) -> None:

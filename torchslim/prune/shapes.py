@@ -3,21 +3,26 @@ permute / transpose (channels-last blocks, tokens), expand (a class token) and i
 
 Each follows the channel dimension from the shapes ShapeProp recorded, so sizes read at
 run time (``x.reshape(n, -1, c)``) keep working after pruning.  A reshape that splits the
-channels (``(N, L, 3C) -> (N, L, 3, heads, C/heads)``) is a boundary: the sizes it splits
-into are often constants of the module.
+channels into groups (``(N, L, 3C) -> (N, L, 3, heads, C/heads)``, a channel shuffle's
+``(N, C, H, W) -> (N, g, C/g, H, W)``) carries them in the innermost size, with position
+``j`` of every group one channel unit, as a grouped conv's groups.  The outer sizes are
+constants that stay; the innermost one must follow the pruning: ``-1``, a size read at run
+time from the channel count, or a registered width attribute (``self.head_dim``).  Any
+other split is a boundary.
 """
 
 from __future__ import annotations
 
 import math
 import operator
+from collections import Counter
 
 import torch
 from torch import fx
 
-from .rules import at_dim, channel_dim, node_slots, register_function_rule, width_attributes
+from .rules import at_dim, channel_dim, couple_heads, node_slots, register_function_rule, width_attributes
 
-__all__ = ["reshaped_slots"]
+__all__ = ["reshaped_slots", "split_span"]
 
 
 def _shape(node):
@@ -79,6 +84,25 @@ def _reshape_param(graph, node, source, in_shape, out_shape) -> bool:
     return True
 
 
+def split_span(slots, in_shape, out_shape):
+    """``(first, last)``: the output dims a reshape splits the channel dimension into, the
+    dims before and after it kept whole (``(N, L, 3C) -> (N, L, 3, H, C/3H)``: (2, 4)); None
+    for any other reshape."""
+    dim = channel_dim(slots)
+    prefix, size = math.prod(in_shape[:dim]), in_shape[dim]
+    starts = [a for a in range(len(out_shape)) if math.prod(out_shape[:a]) == prefix]
+    if not starts or size <= 1:
+        return None
+    first, product = starts[-1], 1  # leading size-1 dims belong to the prefix
+    for last in range(first, len(out_shape)):
+        product *= out_shape[last]
+        if product >= size:
+            break
+    if product != size or last == first or math.prod(out_shape[last + 1:]) != math.prod(in_shape[dim + 1:]):
+        return None
+    return first, last
+
+
 def _reshape(graph, node, meta):
     source = node.args[0] if node.args else None
     slots = graph.slots.get(source.name) if isinstance(source, fx.Node) else None
@@ -93,54 +117,123 @@ def _reshape(graph, node, meta):
     if in_shape == out_shape:
         return slots
     result = reshaped_slots(slots, in_shape, out_shape)
-    if result is None:
-        return graph.boundary(_inputs(graph, node), meta, "reshape that splits the channels")
+    span = None if result is not None else split_span(slots, in_shape, out_shape)
+    if result is None and span is None:
+        reason = "reshape that splits the channels"
+    elif span is not None:
+        result, reason = _split(graph, node, slots, out_shape, span)
+    else:
+        reason = _check_sizes(graph, node, result)
+    if reason is None:
+        return result
+    _pin_size_reads(graph, node)
+    return graph.boundary(_inputs(graph, node), meta, reason)
+
+
+def _pin_size_reads(graph, node) -> None:
+    """A reshape left as a boundary keeps its output's sizes: the channel counts they are
+    read from at run time (``x.shape[-1]``, ``x.size(1) // g``, any arithmetic on them)
+    must not change either."""
+    stack, seen = [s for s in _size_args(node) if isinstance(s, fx.Node)], set()
+    while stack:
+        size = stack.pop()
+        if size in seen:
+            continue
+        seen.add(size)
+        source = _shape_source(size)
+        if source is None:
+            if _shape(size) is None:  # arithmetic on sizes, not a tensor
+                stack.extend(size.all_input_nodes)
+            continue
+        tensor, dim, _ = source
+        slots, shape = graph.slots.get(tensor.name), _shape(tensor)
+        if isinstance(slots, list) and shape is not None and channel_dim(slots) == dim % len(shape):
+            graph.pin(slots)
+
+
+def _check_sizes(graph, node, result, split: bool = False):
+    """Why the sizes a reshape asks for would not follow the pruning, or None when they do."""
+    what = "reshape that splits the channels into" if split else "reshape to"
     sizes = _size_args(node)
     for position, size in enumerate(sizes):
         if isinstance(size, fx.Node) and not _sized_by(graph, result, position, size):
-            return graph.boundary(_inputs(graph, node), meta, "reshape to a channel count read from another tensor")
+            return f"{what} a channel count read from another tensor"
     size = sizes[channel_dim(result)] if channel_dim(result) < len(sizes) else None
     if isinstance(size, int) and size != -1:
-        owner = _width_owner(graph, node, size)
-        if owner is None:
-            return graph.boundary(_inputs(graph, node), meta, f"reshape to a constant channel count ({size})")
-        graph.add_member(owner[0], "=" + owner[1], result)
-    return result
+        owners = _width_owners(graph, node, size)
+        if not owners:
+            return f"{what} a constant channel count ({size})"
+        for owner in owners:
+            graph.add_member(owner[0], "=" + owner[1], result)
+    return None
+
+
+def _split(graph, node, slots, out_shape, span):
+    """``(..., G*H*D) -> (..., G, H, D)``: position ``j`` of every group is one unit and the
+    result carries the first group's slots in the innermost dim; (result, reason or None)."""
+    first, last = span
+    sizes = _size_args(node)
+    result = at_dim(slots[:out_shape[last]], last)
+    if len(sizes) != len(out_shape):
+        return result, "reshape that splits the channels"
+    if any(not isinstance(size, int) for size in sizes[first:last]):
+        return result, "reshape that splits the channels into group counts read at run time"
+    couple_heads(graph, slots, len(slots) // len(result))
+    return result, _check_sizes(graph, node, result, split=True)
+
+
+def _same_count(graph, source, result, factor: int) -> bool:
+    """Whether ``source`` keeps ``factor`` times the positions ``result`` keeps, whatever is
+    pruned: each channel unit occupies ``factor`` times as many of its positions."""
+    wanted = Counter(graph.root(var) for var in result)
+    return Counter(graph.root(var) for var in source) == Counter({k: v * factor for k, v in wanted.items()})
 
 
 def _sized_by(graph, result, position: int, size: fx.Node) -> bool:
-    """A size read at run time (``b, g, p, d = x.shape``).  Where it is another tensor's
-    channel count, that tensor's channels and the result's stay equal: they are coupled
-    when they land in the result's channel dimension; elsewhere they are pinned and the
-    reshape is a boundary (False).  A size computed otherwise may not give the channels."""
+    """A size read at run time (``b, g, p, d = x.shape``; ``c // groups``).  Where it is
+    another tensor's channel count, that tensor's channels and the result's stay equal: they
+    are coupled when they land in the result's channel dimension (unless their units keep
+    the counts equal already: the tensor a split divides, or the one a shuffle reorders);
+    elsewhere they are pinned and the reshape is a boundary (False).  A size computed
+    otherwise may not give the channels."""
     source = _shape_source(size)
     if source is None:
         return position != channel_dim(result)
-    tensor, dim = source
+    tensor, dim, divisor = source
     slots = graph.slots.get(tensor.name) if isinstance(tensor, fx.Node) else None
     shape = _shape(tensor)
     if not isinstance(slots, list) or shape is None or channel_dim(slots) != dim % len(shape):
-        return True  # a size that is not a channel count
-    if position == channel_dim(result) and len(slots) == len(result):
-        graph.couple(slots, result)
-        return True
+        return position != channel_dim(result)  # a size that is not a channel count
+    if position == channel_dim(result):
+        if _same_count(graph, slots, result, divisor):
+            return True
+        if divisor == 1 and len(slots) == len(result):
+            graph.couple(slots, result)
+            return True
+    elif all(graph.vars.is_pinned(var) for var in slots):
+        return True  # a count that never changes (the model input's)
     graph.pin(slots)
     return False
 
 
 def _shape_source(size: fx.Node):
-    """(tensor node, dim) for ``x.size(dim)``, ``x.size()[dim]`` or ``x.shape[dim]``; else None."""
+    """(tensor node, dim, divisor) for ``x.size(dim)``, ``x.size()[dim]`` or ``x.shape[dim]``,
+    divided by an integer or not (``x.size(1) // groups``); else None."""
+    divisor = 1
+    if size.op == "call_function" and size.target is operator.floordiv and isinstance(size.args[0], fx.Node) \
+            and isinstance(size.args[1], int) and size.args[1] > 0:
+        size, divisor = size.args[0], size.args[1]
     if size.op == "call_method" and size.target == "size" and len(size.args) == 2:
-        return (size.args[0], size.args[1]) if isinstance(size.args[1], int) else None
+        return (size.args[0], size.args[1], divisor) if isinstance(size.args[1], int) else None
     if size.op != "call_function" or size.target is not operator.getitem or not isinstance(size.args[1], int):
         return None
     whole = size.args[0]
     if not isinstance(whole, fx.Node):
         return None
     if whole.op == "call_method" and whole.target == "size" and len(whole.args) == 1:
-        return whole.args[0], size.args[1]
+        return whole.args[0], size.args[1], divisor
     if whole.op == "call_function" and whole.target is getattr and whole.args[1] == "shape":
-        return whole.args[0], size.args[1]
+        return whole.args[0], size.args[1], divisor
     return None
 
 
@@ -155,16 +248,18 @@ def _size_args(node) -> list:
     return list(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else sizes
 
 
-def _width_owner(graph, node, literal):
-    """(module path, attribute) of the registered width attribute the constant came from."""
+def _width_owners(graph, node, literal) -> list[tuple[str, str]]:
+    """(module path, attribute) of the registered width attributes the constant may have
+    come from: those of the innermost module with one equal to it.  Where several are equal
+    (a single head: ``head_dim == attn_dim``), each follows the count kept."""
     stack = list((node.meta.get("nn_module_stack") or {}).values())
     paths = [""] + [path for path, _ in stack]
     for path in reversed(paths):
         module = graph.model.get_submodule(path)
-        for attr in width_attributes(module):
-            if getattr(module, attr, None) == literal:
-                return path, attr
-    return None
+        found = [(path, attr) for attr in width_attributes(module) if getattr(module, attr, None) == literal]
+        if found:
+            return found
+    return []
 
 
 def _dims_arg(node):
@@ -236,6 +331,22 @@ def _index_dim(index, in_shape, out_shape, dim):
     return out_pos + dim - in_pos
 
 
+def _unbind(graph, node, meta):
+    """``qkv.unbind(0)``: every piece carries the input's channels (the dim taken out is another)."""
+    source = node.args[0]
+    slots = graph.slots.get(source.name) if isinstance(source, fx.Node) else None
+    in_shape = _shape(source)
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if not isinstance(slots, list) or in_shape is None or not isinstance(meta, (tuple, list)) \
+            or hasattr(meta, "shape") or not isinstance(dim, int):
+        return graph.boundary(_inputs(graph, node), meta, "unbind of a tensor without channels")
+    dim, channels = dim % len(in_shape), channel_dim(slots)
+    after = channels - (dim < channels)
+    if dim == channels or after == 0:
+        return graph.boundary(_inputs(graph, node), meta, "unbind of the channels")
+    return tuple(at_dim(slots, after) for _ in meta)
+
+
 def _getitem(graph, node, meta):
     container, index = node.args[0], node.args[1]
     slots = graph.slots.get(container.name) if isinstance(container, fx.Node) else None
@@ -259,4 +370,6 @@ for _target in ("permute", torch.permute):
 for _target in ("transpose", "swapaxes", torch.transpose, torch.swapaxes):
     register_function_rule(_target, _transpose, any_dim=True)
 register_function_rule("expand", _expand, any_dim=True)
+for _target in ("unbind", torch.unbind):
+    register_function_rule(_target, _unbind, any_dim=True)
 register_function_rule(operator.getitem, _getitem, any_dim=True)
