@@ -23,11 +23,11 @@ from .graph import ChannelGraph, ChannelGroup, build_graph, channel_groups
 from .layers import PassThroughRule
 from .select import SCOPES
 from .sensitivity import sensitivity_sweep
-from .rules import Rule, find_rule, register_function_rule, register_rule
+from .rules import Rule, find_rule, register_function_rule, register_rule, register_width_attribute
 
 __all__ = [
     "CRITERIA", "ChannelGraph", "ChannelGroup", "Context", "PassThroughRule", "PruneConfig", "PruneResult",
     "Rule", "SCOPES", "build_graph", "channel_groups", "find_rule", "get_criterion",
     "list_criteria", "prune", "recalibrate_batchnorm", "register_criterion", "register_function_rule",
-    "register_rule", "remove_channels", "sensitivity_sweep",
+    "register_rule", "register_width_attribute", "remove_channels", "sensitivity_sweep",
 ]
