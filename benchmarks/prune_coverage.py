@@ -52,6 +52,10 @@ TIMM = ("resnet18", "resnet50", "efficientnet_b0", "efficientnet_lite0", "mobile
 EXTRA = ("efficientnet_v2_s", "swin_v2_t")
 TIMM_SMALL = ("resnet18", "efficientnet_b0", "mobilenetv3_small_100", "convnext_atto", "regnety_002",
               "ghostnet_050", "vit_tiny_patch16_224", "deit_tiny_patch16_224")
+# VGG's classifier follows an adaptive pool to 7x7: from the 2x2 maps of a 64x64 input that pool
+# upsamples, which ONNX export cannot express; at 224 it is an identity (as alexnet's 6x6 at 224)
+EXPORT_SIZE = {f"torchvision:{name}": 224 for name in ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16",
+                                                        "vgg16_bn", "vgg19", "vgg19_bn")}
 # relative L2 error of the int8 logits against the float model's on noise images: random-init
 # networks land at 0.01-0.3; a wrong graph or broken scales gives about 1 or more
 INT8_TOLERANCE = 0.5
@@ -211,7 +215,7 @@ def _fill_zero_heads(model) -> None:
 def run_one(source: str, tools, threads: int = 2) -> dict:
     torch.set_num_threads(threads)
     warnings.filterwarnings("ignore")
-    model, shape = build_source(source)
+    model, shape = build_source(source, size=EXPORT_SIZE.get(source))
     _fill_zero_heads(model)
     out = {"source": source, "input": "x".join(map(str, shape))}
     for tool in tools:
@@ -285,7 +289,8 @@ def _report(results: dict, tools, seconds: float, ran: str | None = None, planne
         f"Hardware: {hardware()}" + (f"; {seconds / 60:.0f} min in all." if not ran else ".")
         + f" Each model's process ran {threads} torch thread(s).",
         "",
-        "Random init, 10 classes; input 3x64x64 (alexnet 224: ONNX needs its 6x6 features; inception_v3 96; "
+        "Random init, 10 classes; input 3x64x64 (alexnet and VGG 224: ONNX export needs their adaptive pools "
+        "not to upsample; inception_v3 96; "
         "maxvit_t 224; ViT/DeiT 64 via their image-size argument, vit_h_14 56). Settings: l2 global to 0.5 of "
         "the MACs, taylor global to 0.33 (one calibration batch of 4; BatchNorm statistics kept, as re-estimating "
         "them from 4 noise images on an untrained network inflates its activations by orders of magnitude). Checks: (1) in both settings, output shape "

@@ -107,13 +107,14 @@ def source_options(source: str) -> tuple[dict, int]:
     return kwargs, size
 
 
-def build_source(source: str, seed: int = 0):
+def build_source(source: str, seed: int = 0, size: int | None = None):
     """``source`` built through :func:`torchslim.models.create` (so torchslim.save takes it), in eval
-    mode, and its input shape."""
+    mode, and its input shape (``size``: another input side than the default)."""
     from torchslim.models import create
 
     import_torchvision()  # timm imports torchvision when it is installed
-    kwargs, size = source_options(source)
+    kwargs, default = source_options(source)
+    size = size or default
     torch.manual_seed(seed)
     model = create(source, input_size=(size, size), **kwargs)
     return model.eval(), (3, size, size)
