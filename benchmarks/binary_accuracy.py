@@ -27,6 +27,7 @@ import argparse
 import copy
 import json
 import os
+import sys
 import time
 
 import torch
@@ -167,7 +168,8 @@ def main():
     if args.render:
         with open(args.render) as handle:
             saved = json.load(handle)
-        write_report(saved, args.section)
+        # the section the run was made for, unless one is given now
+        write_report(saved, args.section if "--section" in sys.argv else saved["args"]["section"])
         return
     torch.set_num_threads(args.threads)
     os.makedirs(OUT, exist_ok=True)
