@@ -18,6 +18,7 @@ from torchslim.quant import ActQuant, QuantConfig, QuantConv2d, freeze, quantize
 from torchslim.quant import functions as qf
 from torchslim.data import calibration_images
 from torchslim.quant.altupdate import recalibrate_bn
+from torchslim.quant.packed import fold_frozen_batchnorm
 from torchslim.train import TrainConfig, evaluate, fit
 
 from ..conftest import run_cli
@@ -137,7 +138,9 @@ def test_frozen_packed_and_compiled_are_bit_identical(name, tmp_path):
     assert len(lowered) == (12 if "vgg" in name else 16)  # every binary conv runs on the packed kernels
     with torch.no_grad():
         expected = packed(x)
-        assert torch.equal(compile_binary(frozen)(x), frozen(x))
+        # compile folds the BN after each binary conv as the packed file does (into the fused residual unit)
+        assert torch.equal(compile_binary(frozen)(x), fold_frozen_batchnorm(frozen)(x))
+        assert torch.allclose(compile_binary(frozen)(x), frozen(x), rtol=1e-5, atol=1e-5)
         assert torch.equal(compiled(x), expected)
         assert torch.allclose(expected, loaded(x), rtol=1e-5, atol=1e-5)  # packing folds BN: float rounding
 
@@ -208,5 +211,6 @@ def test_cli_quantize_bireal_with_a_float_teacher(tmp_path):
     compiled = compile_binary(frozen)
     assert sum(isinstance(m, PackedBinaryConv2d) for m in compiled.modules()) == 12
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(compiled(x), frozen(x))
+    with torch.no_grad():  # the BN after each binary conv folded as in the packed file
+        assert torch.equal(compiled(x), fold_frozen_batchnorm(freeze(frozen))(x))
+        assert torch.allclose(compiled(x), frozen(x), rtol=1e-5, atol=1e-5)

@@ -45,6 +45,7 @@ from ..quant.modules import FrozenConv2d, FrozenLinear, QuantConv2d, QuantLinear
 from . import lut  # noqa: F401  # registers the product-quantized layers' lowerings
 from .fuse import fuse_chains, fuse_input_quantizers
 from .lowering import LoweringTracer, lower_layers, register_lowering
+from .residual import fuse_residual_units
 from .modules import (
     PackedBinaryConv2d,
     PackedBinaryLinear,
@@ -116,8 +117,11 @@ class ThreadPolicy:
 
 
 def _skip_folded(model: nn.Module) -> None:
+    """Sequentials holding folded layers or packed convs run as :class:`SkipIdentitySequential`
+    (Identity skipped, chained packed layers in one native call)."""
     for module in model.modules():
-        if type(module) is nn.Sequential and any(type(child) is nn.Identity for child in module):
+        if type(module) is nn.Sequential and any(type(child) in (nn.Identity, PackedBinaryConv2d)
+                                                 for child in module):
             module.__class__ = SkipIdentitySequential
 
 
@@ -160,11 +164,12 @@ def compile(model: nn.Module, config: CompileConfig | None = None, data=None, **
     replaced, kernel_threads = lower_layers(compiled, graph, threads)
     chained = fuse_chains(compiled, graph) if chain else []
     folded = fuse_input_quantizers(compiled, graph) if chain else []
+    residual = fuse_residual_units(compiled) if chain else []
     _skip_folded(compiled)
     if float_threads is not None and kernel_threads:
         ThreadPolicy(float_threads, threads).attach(compiled)
     record_meta(compiled, compiled=config.to_dict(), compiled_layers=replaced, chained_layers=chained,
-                folded_quantizers=folded)
+                folded_quantizers=folded, residual_units=residual)
     return compiled
 
 

@@ -46,7 +46,9 @@ class ConvDesc(ctypes.Structure):
         "pool", "out_planes", "out_sign", "threads")] + [(name, ctypes.c_void_p) for name in (
         "x", "steps", "wt", "wpre", "scale", "bias", "out", "thr", "sgn", "out_bits", "xf", "in_thr")] + [
         ("in_cmp", ctypes.c_int64), ("levels", ctypes.c_void_p), ("in_binary", ctypes.c_int64),
-        ("out_binary", ctypes.c_int64), ("in_sgn", ctypes.c_void_p), ("ithr", ctypes.c_void_p)]
+        ("out_binary", ctypes.c_int64), ("in_sgn", ctypes.c_void_p), ("ithr", ctypes.c_void_p),
+        ("res", ctypes.c_int64), ("res_pool", ctypes.c_int64), ("act_b_in", ctypes.c_void_p),
+        ("act_slope", ctypes.c_void_p), ("act_b_out", ctypes.c_void_p), ("fpool", ctypes.c_int64)]
 
 
 def pack_weight_codes(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,6 +228,8 @@ class ConvKernel:
         self.ithr = torch.empty(self.out_planes, self.thr.shape[1], dtype=torch.int32) if self.out_planes else None
         if self.ithr is not None and self.lib.bk_int_thresholds(ctypes.addressof(d), _ptr(self.ithr)):
             d.ithr = _ptr(self.ithr)
+        d.res_pool = d.fpool = 1
+        self.residual = self.fpool = None  # see set_residual
         self._run, self.in_thr = self.lib.bk_conv, None
         # each calling thread fills a copy of the descriptor: the call's pointers and shapes
         # must not be overwritten by another thread while the native code runs without the GIL
@@ -242,6 +246,20 @@ class ConvKernel:
         self.in_sgn = None if sgn is None else sgn.to(torch.float32).reshape(c).contiguous()
         self.desc.in_thr, self.desc.in_cmp, self.desc.in_sgn = _ptr(self.in_thr), COMPARE[compare], _ptr(self.in_sgn)
         self._version += 1  # threads take a fresh copy of the descriptor
+
+    def set_residual(self, res_pool: int | None, bias_in=None, slope=None, bias_out=None, fpool: int = 1) -> None:
+        """The residual epilogue of a float-output kernel with float input (see ``residual_item`` in the C
+        source): ``maxpool_fpool(bias_out + prelu(bias_in + (v + shortcut(x))))``, the shortcut being the
+        input ``x`` average-pooled by ``res_pool`` with zero channels appended (None: no shortcut); each of
+        ``bias_in`` / ``slope`` (PReLU) / ``bias_out`` ([OC]) may be None."""
+        if self.out_planes:
+            raise ValueError("the residual epilogue needs the float epilogue")
+        d = self.desc
+        self.act = [None if t is None else _padded(t.reshape(-1).expand(self.oc)) for t in (bias_in, slope, bias_out)]
+        d.act_b_in, d.act_slope, d.act_b_out = [_ptr(t) for t in self.act]
+        d.res, d.res_pool, d.fpool = int(res_pool is not None), int(res_pool or 1), int(fpool)
+        self.residual, self.fpool = res_pool, int(fpool)
+        self._version += 1
 
     def __call__(self, x: torch.Tensor, threads: int = 1, out: torch.Tensor | None = None) -> torch.Tensor:
         """Packed input ([N, H, W, words] or [N, P, H, W, words]), or float NCHW input after
@@ -292,7 +310,9 @@ class ConvKernel:
         elif self.out_planes:
             call.out_shape = (n, self.packed_planes, oh // self.pool, ow // self.pool, words_for(self.oc))
         else:
-            call.out_shape = (n, self.oc, oh, ow)
+            call.out_shape = (n, self.oc, oh // (self.fpool or 1), ow // (self.fpool or 1))
+        if self.residual is not None and (not floats or c > self.oc or (h // self.residual, w // self.residual) != (oh, ow)):
+            raise ValueError(f"the residual of a {tuple(shape)} input does not fit the output ({self.oc}, {oh}, {ow})")
         call.out_dtype = torch.int64 if self.packed_output else torch.float32
         d.xf = d.x = None  # the pointer of the other input kind stays unset
         call.last, call.floats = shape, floats
@@ -309,7 +329,8 @@ class _CallState:
 
 
 class KernelChain:
-    """Consecutive kernels, each taking the previous one's packed output, run by one native call.
+    """Consecutive kernels, each taking the previous one's output (packed planes, or the float values of
+    a residual unit that the next kernel packs), run by one native call.
 
     The packed activations between them live in buffers kept per calling thread and
     input shape; only the last output is a new tensor.  Each call then costs one
@@ -318,8 +339,10 @@ class KernelChain:
     """
 
     def __init__(self, kernels: list):
-        if any(not k.packed_output for k in kernels[:-1]):
-            raise ValueError("every kernel of a chain but the last must emit packed output")
+        if any(not (k.packed_output or (k.out_values is None and n.in_thr is not None))
+               for k, n in zip(kernels, kernels[1:])):
+            raise ValueError("each kernel of a chain but the last must emit the next one's input: packed planes, "
+                             "or float values the next one packs")
         self.kernels = list(kernels)
         self._calls = threading.local()
 
@@ -353,13 +376,18 @@ class KernelChain:
             call = _CallState(ConvDesc.from_buffer_copy(kernel.desc), kernel._version)
             kernel._prepare(call, shape, floats)
             call.desc.threads = call.threads = int(count)
-            if calls:
+            if calls and floats:  # a float link: the previous kernel's values are this one's input
+                call.desc.xf = buffers[-1].data_ptr()
+            elif calls:
                 call.desc.x = buffers[-1].data_ptr()
             if i + 1 < len(self.kernels):
                 buffers.append(torch.empty(*call.out_shape, dtype=call.out_dtype))
-                call.desc.out_bits = buffers[-1].data_ptr()
+                if kernel.packed_output:
+                    call.desc.out_bits = buffers[-1].data_ptr()
+                else:
+                    call.desc.out = buffers[-1].data_ptr()
             calls.append(call)
-            shape, floats = call.out_shape, False
+            shape, floats = call.out_shape, not kernel.packed_output
         array = (ctypes.c_void_p * len(calls))(*[call.addr for call in calls])
         return calls, array, calls[-1].out_shape, calls[-1].out_dtype, buffers
 

@@ -130,7 +130,8 @@ class PackedBinaryConv2d(RuntimeLayer):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  levels=(-1.0, 1.0), packed_input=False, out_levels=None, out_pool=1, in_thresholds=None,
-                 in_compare=None, out_values=False, in_sgn=None):
+                 in_compare=None, out_values=False, in_sgn=None, residual_pool=None, residual_act=(),
+                 float_pool=1):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
@@ -157,6 +158,12 @@ class PackedBinaryConv2d(RuntimeLayer):
         self.register_buffer("in_sgn", None if in_sgn is None else torch.tensor(in_sgn, dtype=torch.float32),
                              persistent=False)
         self.register_buffer("steps", steps, persistent=False)
+        # the residual epilogue (fuse_residual): which of bias_in / prelu / bias_out it has
+        self.residual_pool = None if residual_pool is None else int(residual_pool)
+        self.residual_act = tuple(residual_act)
+        self.float_pool = int(float_pool)
+        for name in ("bias_in", "prelu", "bias_out"):
+            self.register_buffer(f"residual_{name}", torch.zeros(out_channels) if name in self.residual_act else None)
         self.threads = None  # None: kernel_threads() at call time
         self._kernel = None
         self._planes_fit = max(threshold_count(self.levels), count) <= MAX_NATIVE_PLANES
@@ -179,6 +186,12 @@ class PackedBinaryConv2d(RuntimeLayer):
         if bias is not None:
             self.bias.copy_(bias.detach().reshape(-1))
 
+    def set_scale_bias(self, scale: torch.Tensor, bias: torch.Tensor) -> None:
+        """Replace the per-channel scale and bias (a BatchNorm folded into them)."""
+        self.scale.copy_(scale.detach().reshape(-1))
+        self.register_buffer("bias", bias.detach().to(torch.float32).reshape(-1).clone())
+        self.invalidate()
+
     def fuse_output(self, levels, pool: int, thresholds: torch.Tensor, sgn: torch.Tensor, values: bool = False) -> None:
         """Emit the next layer's packed input (levels ``levels``) instead of floats; see the class doc.
 
@@ -198,6 +211,30 @@ class PackedBinaryConv2d(RuntimeLayer):
         self.in_sgn = None if sgn is None else torch.as_tensor(sgn, dtype=torch.float32).clone()
         self.in_compare = compare
         self.invalidate()
+
+    def fuse_residual(self, pool: int | None, bias_in=None, slope=None, bias_out=None) -> None:
+        """Take over the real-valued residual unit around this conv (Bi-Real-Net, ReActNet):
+        ``bias_out + prelu(bias_in + (y + shortcut(x)))``, ``x`` this layer's float input, the
+        shortcut ``x`` average-pooled by ``pool`` with zero channels appended (None: no shortcut),
+        each of ``bias_in``, ``slope`` (PReLU), ``bias_out`` per channel or None."""
+        if self.in_compare is None or self.packed_input or self.out_levels is not None:
+            raise ValueError("the residual epilogue needs float input and float output")
+        self.residual_pool = None if pool is None else int(pool)
+        given = {"bias_in": bias_in, "prelu": slope, "bias_out": bias_out}
+        self.residual_act = tuple(name for name, value in given.items() if value is not None)
+        for name, value in given.items():
+            self.register_buffer(f"residual_{name}", None if value is None else
+                                 value.detach().to(torch.float32).reshape(-1).expand(self.out_channels).clone())
+        self.invalidate()
+
+    def fuse_float_pool(self, window: int) -> None:
+        """Max-pool the residual epilogue's output over ``window`` x ``window`` (stride = window)."""
+        self.float_pool = int(window)
+        self.invalidate()
+
+    @property
+    def has_residual(self) -> bool:
+        return self.residual_pool is not None or bool(self.residual_act) or self.float_pool > 1
 
     def codes(self) -> torch.Tensor:
         """The {-1,+1} weight codes [OC, C, KH, KW], unpacked (for the reference path and checks)."""
@@ -223,6 +260,9 @@ class PackedBinaryConv2d(RuntimeLayer):
                 kernel.set_input_packing(torch.zeros(1), "lt")
             else:
                 kernel.set_input_packing(self.thresholds, "ge")
+            if self.has_residual:
+                kernel.set_residual(self.residual_pool, self.residual_bias_in, self.residual_prelu,
+                                    self.residual_bias_out, self.float_pool)
             self._kernel = kernel
         return self._kernel
 
@@ -261,13 +301,15 @@ class PackedBinaryConv2d(RuntimeLayer):
 
     def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The same function in PyTorch (no compiler, other devices): unpack, convolve, threshold, pool, pack."""
+        source = x
         if self.packed_input:
             x = self._unpack_input(x)
         elif self.in_compare is not None:
             x = self._quantize_input(x)
         if self.out_levels is None:
-            return reference_binary_conv2d(x, self.codes(), self.scale, self.bias, self.stride, self.padding,
-                                           self.thresholds, self.steps, self.binary)
+            y = reference_binary_conv2d(x, self.codes(), self.scale, self.bias, self.stride, self.padding,
+                                        self.thresholds, self.steps, self.binary)
+            return self._residual_reference(y, source) if self.has_residual else y
         values = reference_binary_conv2d(x, self.codes(), torch.ones(self.out_channels), None, self.stride,
                                          self.padding, self.thresholds, self.steps, self.binary)
         signed = values * self.out_sgn.view(1, -1, 1, 1)
@@ -280,6 +322,19 @@ class PackedBinaryConv2d(RuntimeLayer):
         if self.out_levels == [-1.0, 1.0]:
             bits = ~bits
         return _pack_bool_reference(bits.permute(0, 1, 3, 4, 2))
+
+    def _residual_reference(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The residual epilogue in PyTorch, in the order the unit's own modules run it."""
+        if self.residual_pool is not None:
+            shortcut = F.avg_pool2d(x, self.residual_pool) if self.residual_pool > 1 else x
+            y = y + F.pad(shortcut, (0, 0, 0, 0, 0, self.out_channels - x.shape[1]))
+        if self.residual_bias_in is not None:
+            y = y + self.residual_bias_in.view(1, -1, 1, 1)
+        if self.residual_prelu is not None:
+            y = F.prelu(y, self.residual_prelu)
+        if self.residual_bias_out is not None:
+            y = y + self.residual_bias_out.view(1, -1, 1, 1)
+        return F.max_pool2d(y, self.float_pool) if self.float_pool > 1 else y
 
     def _quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         """What the folded activation quantizer would have produced from ``x``."""
@@ -315,6 +370,9 @@ class PackedBinaryConv2d(RuntimeLayer):
             config.update(in_thresholds=self.in_thresholds.tolist(), in_compare=self.in_compare)
             if self.in_sgn is not None:
                 config.update(in_sgn=self.in_sgn.tolist())
+        if self.has_residual:
+            config.update(residual_pool=self.residual_pool, residual_act=list(self.residual_act),
+                          float_pool=self.float_pool)
         return config
 
     def extra_repr(self) -> str:
@@ -329,6 +387,10 @@ class PackedBinaryConv2d(RuntimeLayer):
         if self.out_levels is not None:
             kind = "quantized float" if self.out_values else f"packed ({encoded_planes(self.out_levels)} planes)"
             text += f", {kind} output, pool {self.out_pool}"
+        if self.has_residual:
+            shortcut = "no shortcut" if self.residual_pool is None else f"shortcut pool {self.residual_pool}"
+            text += f", residual epilogue ({shortcut}, {'+'.join(self.residual_act) or 'no activation'}"
+            text += f", max pool {self.float_pool})" if self.float_pool > 1 else ")"
         return text
 
 
@@ -361,6 +423,14 @@ def _hooked(modules: list) -> bool:
         if module._forward_hooks or module._forward_pre_hooks:
             return True
     return False
+
+
+def _links(kernel: ConvKernel, following: PackedBinaryConv2d) -> bool:
+    """Whether ``following`` takes ``kernel``'s output as it is: packed planes it expects, or float
+    values it packs itself (a residual unit's output feeding the next unit)."""
+    if kernel.packed_output:
+        return following.packed_input
+    return kernel.out_values is None and following.in_compare is not None and not following.packed_input
 
 
 @register_module_type
@@ -409,8 +479,7 @@ class SkipIdentitySequential(nn.Sequential):
                 i += 1
                 continue
             j = i
-            while (j + 1 < len(kept) and kernels[j].packed_output and kernels[j + 1] is not None
-                   and kept[j + 1].packed_input):
+            while j + 1 < len(kept) and kernels[j + 1] is not None and _links(kernels[j], kept[j + 1]):
                 j += 1
             plan.append((KernelChain(kernels[i:j + 1]), kept[i:j + 1]))
             i = j + 1

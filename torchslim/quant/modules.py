@@ -309,12 +309,20 @@ class FrozenLinear(_FrozenMixin, CompressedLayer):
 def fold_into_scale(layer: FrozenConv2d | FrozenLinear, bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
     """A frozen layer computing ``bn(layer(x))``: the BatchNorm becomes its per-channel scale and bias
     (``integer product * scale + bias``, the form the bit-serial kernels use)."""
-    gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    bias = bn.bias - bn.running_mean * gain
-    if layer.bias is not None:
-        bias = bias + layer.bias * gain
+    scale, bias = scale_bias_with_batchnorm(layer.scale, layer.bias, bn)
     replacement = type(layer)(**{**layer.get_config(), "bias": True})
-    return replacement.load_codes(layer.codes, layer.scale * gain, bias)
+    return replacement.load_codes(layer.codes, scale, bias)
+
+
+@torch.no_grad()
+def scale_bias_with_batchnorm(scale: torch.Tensor, bias: torch.Tensor | None, bn) -> tuple:
+    """Per-channel (scale, bias) of ``bn(v * scale + bias)`` folded into one: the arithmetic every
+    binary layer's folded BatchNorm uses (frozen layers, packed files, compiled residual units)."""
+    gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    folded = bn.bias - bn.running_mean * gain
+    if bias is not None:
+        folded = folded + bias * gain
+    return scale * gain, folded
 
 
 @register_module_type

@@ -337,6 +337,14 @@ typedef struct {
     const float *in_sgn; /* [C] +1 or -1, or NULL: +1 */
     /* [Q][OCP] the packed epilogue's thresholds on integer sums (bk_int_thresholds), or NULL */
     const int32_t *ithr;
+    /* residual epilogue, float output from a float input xf only (see residual_epilogue):
+     * out = maxpool_fpool(act(v + shortcut(xf))) */
+    int64_t res;              /* 1: add the shortcut of xf (average-pooled by res_pool, zero channels appended) */
+    int64_t res_pool;         /* the shortcut's average pool, window = stride; 1 = none */
+    const float *act_b_in;    /* [OCP] added before the activation, or NULL */
+    const float *act_slope;   /* [OCP] PReLU slopes (x > 0 ? x : slope * x), or NULL: no PReLU */
+    const float *act_b_out;   /* [OCP] added after it, or NULL */
+    int64_t fpool;            /* float max pool after it, window = stride; 1 = none */
 } bk_conv_desc;
 
 /* Per-thread scratch, grown on demand and kept: no allocation per call. */
@@ -925,6 +933,110 @@ static void conv_task_item(void *arg, int64_t it, uint32_t job) {
     if (!t->fn(t->d, s, rest / t->units, rest % t->units, chunk)) atomic_store(&t->failed, 1);
 }
 
+/* ------------------------------------------------------- residual epilogue */
+
+/* A binary conv in a real-valued residual unit (Bi-Real-Net, ReActNet):
+ *     out = maxpool_fpool(b_out + prelu(b_in + (v + shortcut(xf))))
+ * with v the conv's float output and shortcut(xf) its own float input, average-pooled by
+ * res_pool, channels beyond the input's read as 0.  Every step is the float operation the
+ * unit's modules run, in their order, so the result is theirs bit for bit: the pool sums
+ * its window row by row from 0 and divides by the window size (as torch's CPU average
+ * pool), PReLU is x > 0 ? x : slope * x, the max pool keeps the first of equal values. */
+typedef struct {
+    const bk_conv_desc *d;
+    const float *v; /* [N][OC][OH][OW] the conv's values */
+} post_task;
+
+/* One channel of one image; plain loops over contiguous rows that the compiler vectorizes. */
+ALWAYS_INLINE void residual_channel(const bk_conv_desc *d, float *values, int64_t b, int64_t o) {
+    const int64_t oh = d->oh, ow = d->ow, n = oh * ow, rp = d->res_pool, fp = d->fpool;
+    float *restrict v = values + (b * d->oc + o) * n;
+    if (d->res && o < d->c_true) {
+        const float *restrict x = d->xf + (b * d->c_true + o) * d->h * d->w;
+        if (rp == 1) {
+            for (int64_t i = 0; i < n; i++) v[i] = v[i] + x[i];
+        } else {
+            const float count = (float)(rp * rp);
+            for (int64_t y = 0; y < oh; y++)
+                for (int64_t xx = 0; xx < ow; xx++) {
+                    float sum = 0.0f;
+                    for (int64_t i = 0; i < rp; i++)
+                        for (int64_t j = 0; j < rp; j++) sum += x[(y * rp + i) * d->w + xx * rp + j];
+                    v[y * ow + xx] = v[y * ow + xx] + sum / count;
+                }
+        }
+    } else if (d->res) {
+        for (int64_t i = 0; i < n; i++) v[i] = v[i] + 0.0f; /* the appended zero channels: -0 becomes +0 */
+    }
+    if (d->act_b_in) {
+        const float c = d->act_b_in[o];
+        for (int64_t i = 0; i < n; i++) v[i] = v[i] + c;
+    }
+    if (d->act_slope) {
+        const float c = d->act_slope[o];
+        for (int64_t i = 0; i < n; i++) v[i] = v[i] > 0.0f ? v[i] : c * v[i];
+    }
+    if (d->act_b_out) {
+        const float c = d->act_b_out[o];
+        for (int64_t i = 0; i < n; i++) v[i] = v[i] + c;
+    }
+    if (fp == 1) return;
+    const int64_t ph = oh / fp, pw = ow / fp;
+    float *restrict out = d->out + (b * d->oc + o) * ph * pw;
+    if (fp == 2) { /* the common window, in a form the compiler vectorizes; a NaN anywhere gives NaN */
+        for (int64_t y = 0; y < ph; y++) {
+            const float *restrict r0 = v + 2 * y * ow, *restrict r1 = r0 + ow;
+            float *restrict dst = out + y * pw;
+            for (int64_t xx = 0; xx < pw; xx++) {
+                const float a = r0[2 * xx], b2 = r0[2 * xx + 1], c = r1[2 * xx], e = r1[2 * xx + 1];
+                float m = a;
+                m = b2 > m ? b2 : m;
+                m = c > m ? c : m;
+                m = e > m ? e : m;
+                const int nan = (a != a) | (b2 != b2) | (c != c) | (e != e);
+                dst[xx] = nan ? __builtin_nanf("") : m;
+            }
+        }
+        return;
+    }
+    for (int64_t y = 0; y < ph; y++)
+        for (int64_t xx = 0; xx < pw; xx++) {
+            float m = v[(y * fp) * ow + xx * fp];
+            for (int64_t i = 0; i < fp; i++)
+                for (int64_t j = 0; j < fp; j++) {
+                    const float c = v[(y * fp + i) * ow + xx * fp + j];
+                    m = (c > m || c != c) ? c : m; /* NaN propagates, as in torch's max pool */
+                }
+            out[y * pw + xx] = m;
+        }
+}
+
+typedef void (*residual_fn)(const bk_conv_desc *, float *, int64_t, int64_t);
+static void residual_portable(const bk_conv_desc *d, float *v, int64_t b, int64_t o) { residual_channel(d, v, b, o); }
+#if BK_X86
+TARGET_FAST static void residual_fast(const bk_conv_desc *d, float *v, int64_t b, int64_t o) {
+    residual_channel(d, v, b, o);
+}
+TARGET_512 static void residual_avx512(const bk_conv_desc *d, float *v, int64_t b, int64_t o) {
+    residual_channel(d, v, b, o);
+}
+#endif
+
+static void residual_item(void *arg, int64_t it, uint32_t job) {
+    (void)job;
+    const post_task *t = (const post_task *)arg;
+    residual_fn fn = residual_portable;
+#if BK_X86
+    if (g_isa == ISA_AVX2) fn = residual_fast;
+    if (g_isa == ISA_AVX512) fn = residual_avx512;
+#endif
+    fn(t->d, (float *)t->v, it / t->d->oc, it % t->d->oc);
+}
+
+static int has_residual_epilogue(const bk_conv_desc *d) {
+    return d->out_planes == 0 && (d->res || d->act_b_in || d->act_slope || d->act_b_out || d->fpool > 1);
+}
+
 /* Binary convolution (and fully connected layer: a 1x1 conv on a 1x1 image); returns
  * 0, or -1 when scratch memory ran out (the output is then incomplete).  Work
  * items are (image, unit, 64-channel chunk), chunk fastest, so a thread that takes
@@ -936,6 +1048,7 @@ int64_t bk_conv(const bk_conv_desc *d) {
     if (g_isa == ISA_AVX512) fn = item_avx512;
 #endif
     const int threads = (int)(d->threads < 1 ? 1 : d->threads);
+    float *const out_final = d->out; /* with a float max pool, the conv's values go elsewhere first */
     bk_conv_desc local;
     if (d->xf != NULL) { /* pack the float input into this thread's kept buffer */
         static __thread uint64_t *packed = NULL;
@@ -954,10 +1067,34 @@ int64_t bk_conv(const bk_conv_desc *d) {
         local.x = packed;
         d = &local;
     }
+    const int post = has_residual_epilogue(d);
+    if (post && d->fpool > 1) { /* the values before the max pool go to this thread's kept buffer */
+        static __thread float *values = NULL;
+        static __thread size_t held = 0;
+        const size_t need = (size_t)(d->n * d->oc * d->oh * d->ow) * sizeof(float);
+        if (need > held) {
+            float *grown = (float *)realloc(values, need);
+            if (grown == NULL) return -1;
+            values = grown;
+            held = need;
+        }
+        if (d != &local) {
+            local = *d;
+            d = &local;
+        }
+        local.out = values;
+    }
     const int64_t units = d->oh / d->pool, chunks = (d->oc + CHUNK - 1) / CHUNK, items = d->n * units * chunks;
     conv_task task = {d, fn, units, chunks, 0};
     parallel_for_grain(conv_task_item, &task, items, threads, chunks); /* a thread keeps whole rows: one im2col each */
-    return atomic_load(&task.failed) ? -1 : 0;
+    if (atomic_load(&task.failed)) return -1;
+    if (post) { /* d->out holds the values: the output itself, or the buffer the max pool reads */
+        bk_conv_desc final = *d;
+        final.out = out_final;
+        const post_task run = {&final, d->out};
+        parallel_for_grain(residual_item, (void *)&run, d->n * d->oc, threads, 1);
+    }
+    return 0;
 }
 
 /* Layers run one after the other, each reading what the previous one wrote (the
