@@ -15,7 +15,10 @@ so every ratio compares medians of the same run:
   the same float network, 16 random calibration images);
 - torchslim XNOR (1-bit weights and activations) and HWGQ + BWN with the zero-anchored
   uniform 2-bit levels D * {0, 1, 2, 3} (two binary-weighted planes), compiled by
-  torchslim.deploy.compile; first and last layers float (1 torch thread).
+  torchslim.deploy.compile; first and last layers float (1 torch thread);
+- the accurate form of the same network, bireal_vgg14 (a real shortcut, input BN and RPReLU
+  around every binary conv: the models benchmarks/binary_accuracy.py trains), with sign
+  (W1A1) or 2-bit (W1A2) activations, its units compiled into the convs' residual epilogue.
 
 The whole run repeats ``--runs`` times; cells give the median over runs.  Then, in one
 more interleaved run: the packed layers alone at 1 and 2 threads and the 1x2 / 1x1 cost,
@@ -41,19 +44,21 @@ from torchslim.deploy.bench import compare_blocks, float_twin
 from torchslim.export import openvino as ov_runtime
 from torchslim.quant import QuantConfig, freeze, quantize
 
-METHODS = {"XNOR": "xnor", "HWGQ+BWN 2-bit": "hwgq-zero-uniform-bwn"}
+# label -> (network, quantization method); the float network timed on ONNX Runtime and OpenVINO is vgg14
+METHODS = {"XNOR": ("vgg14", "xnor"), "HWGQ+BWN 2-bit": ("vgg14", "hwgq-zero-uniform-bwn"),
+           "Bi-Real W1A1": ("bireal_vgg14", "bireal"), "Bi-Real W1A2": ("bireal_vgg14", "hwgq-zero-uniform-bwn")}
 RUNTIMES = ["ORT fp32", "ORT int8", "OV fp32", "OV int8", *METHODS]
 SHAPE = (3, 32, 32)
 
 
-def _frozen(method: str, width: float) -> nn.Module:
+def _frozen(network: str, method: str, width: float) -> nn.Module:
     torch.manual_seed(0)
-    return freeze(quantize(models.create("vgg14", width_mult=width), QuantConfig(method=method)).eval()).eval()
+    return freeze(quantize(models.create(network, width_mult=width), QuantConfig(method=method)).eval()).eval()
 
 
 def contenders(width: float, threads: tuple) -> tuple[dict, dict]:
     """{(runtime, threads): module} and {runtime: its ISA path} for one width."""
-    frozen = {label: _frozen(method, width) for label, method in METHODS.items()}
+    frozen = {label: _frozen(*spec, width) for label, spec in METHODS.items()}
     twin = float_twin(frozen["XNOR"])
     calibration = torch.randn(16, *SHAPE, generator=torch.Generator().manual_seed(1))
     f32_bytes = ort.export_onnx_bytes(twin, SHAPE)
@@ -113,7 +118,7 @@ class OnPath(nn.Module):
 
 def isa_rows(width: float, repeats: int) -> list[list]:
     paths = build.available_isas()
-    nets = {label: compile(_frozen(method, width), threads=1) for label, method in METHODS.items()}
+    nets = {label: compile(_frozen(*spec, width), threads=1) for label, spec in METHODS.items()}
     named = {f"{label}@{p}": OnPath(net, p) for label, net in nets.items() for p in paths}
     ms = {k: v["median_ms"] for k, v in compare_blocks(named, SHAPE, 1, 1, repeats=repeats).items()}
     return [[f"vgg14 w{width} {label}", *(f"{ms[f'{label}@{p}']:.3f}" for p in paths)] for label in nets], paths
@@ -174,14 +179,15 @@ def main() -> None:
     paths.update({"ORT fp32 / int8": "MLAS, dispatched inside ONNX Runtime by cpuid (not reported)",
                   "torchslim": build.isa()})
     body = "\n".join([
-        "## Binary vgg14 against OpenVINO int8 (NNCF) and ONNX Runtime (batch 1, 1 and 2 threads"
+        "## Binary vgg14 (plain and Bi-Real) against OpenVINO int8 (NNCF) and ONNX Runtime (batch 1, 1 and 2 threads"
         + (f", pinned to one CPU)" if args.cpu is not None else ")"),
         "",
         f"Command: `{command_line()}`  ",
         f"Hardware: {hardware()}; CPU flags: {_cpu_flags()}  ",
         f"Load: `{uptime}` at the start; during the run {load.describe()}.  ",
         "ISA path per runtime: " + "; ".join(f"{k}: {v}" for k, v in paths.items()) + ".  ",
-        (f"Random-weight vgg14, input 3x32x32; every runtime at 1 and 2 threads alternates in blocks of 5 calls "
+        (f"Random-weight vgg14 (the float network every runtime but ours runs) and its binary forms: plain (XNOR, "
+         f"HWGQ+BWN) and Bi-Real (the accurate form, with real shortcuts), input 3x32x32; every runtime at 1 and 2 threads alternates in blocks of 5 calls "
          f"after a 50 ms pause, {args.repeats} timed calls each, in {args.runs} whole runs; cells are the median "
          f"over runs of each run's median (ms); {pinning}.  OpenVINO: f32 inference precision, one stream; int8 by "
          "NNCF post-training quantization on 16 random images (ONNX Runtime's int8 on the same).  Targets: "

@@ -527,6 +527,11 @@ typedef struct {
     const int32_t *wpre;
     const float *steps, *scale, *bias, *thr, *sgn;
     const int32_t *ithr;
+    /* the residual epilogue run in the float epilogue (see residual_fusable): the shortcut rows
+     * (channel 0 of this row, channels `plane` apart, the first res_c of them), the activation's arrays */
+    const float *res;
+    int64_t res_c;
+    const float *act_b_in, *act_slope, *act_b_out;
 } epi_args;
 typedef void (*epi_fn)(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0, float *dst, int64_t plane,
                        int64_t nt);
@@ -760,6 +765,50 @@ TARGET_FAST ALWAYS_INLINE void epilogue_floats(const epi_args *e, const buffers 
  * border; binary: -2 * sum_p 2^p and_p).  Only the 8 Y rows of a block are transposed;
  * P and C are then added per channel row, and the float steps (D * S, * scale, + bias)
  * run on whole rows in the same order as elsewhere, with no per-pixel broadcasts. */
+/* The residual epilogue of one value (channel o, pixel q of the row): the steps and order of
+ * residual_channel, for the pixels the vector path leaves over. */
+ALWAYS_INLINE float residual_value(const epi_args *e, int64_t o, int64_t q, int64_t plane, float v) {
+    v = v + (o < e->res_c ? e->res[o * plane + q] : 0.0f);
+    if (e->act_b_in) v = v + e->act_b_in[o];
+    if (e->act_slope) v = v > 0.0f ? v : e->act_slope[o] * v;
+    if (e->act_b_out) v = v + e->act_b_out[o];
+    return v;
+}
+
+/* 4 pixels of one channel in a 128-bit half: its shortcut row, or +0 beyond the input's channels. */
+TARGET_FAST ALWAYS_INLINE __m128 shortcut4(const epi_args *e, int64_t o, int64_t q, int64_t plane) {
+    return o < e->res_c ? _mm_loadu_ps(e->res + o * plane + q) : _mm_setzero_ps();
+}
+
+TARGET_FAST ALWAYS_INLINE __m256 per_channel(const float *values, int64_t o0, int64_t j) {
+    const __m256 v = _mm256_loadu_ps(values + o0); /* channel j in the low half, j + 4 in the high half */
+    return _mm256_permutevar_ps(v, _mm256_set1_epi32((int)j));
+}
+
+/* The residual epilogue on the rows of the float epilogue: lo = channel j (low half) and j + 4
+ * (high half) at pixels q..q+3, hi at q+4..q+7; same steps and order as residual_channel. */
+TARGET_FAST ALWAYS_INLINE void residual_rows(const epi_args *e, int64_t o0, int64_t j, int64_t q, int64_t plane,
+                                             int64_t nt, __m256 *lo, __m256 *hi) {
+    const int64_t a = o0 + j, b = j + 4 < nt ? o0 + j + 4 : e->res_c; /* b past res_c: no shortcut read */
+    *lo = _mm256_add_ps(*lo, _mm256_set_m128(shortcut4(e, b, q, plane), shortcut4(e, a, q, plane)));
+    *hi = _mm256_add_ps(*hi, _mm256_set_m128(shortcut4(e, b, q + 4, plane), shortcut4(e, a, q + 4, plane)));
+    if (e->act_b_in) {
+        const __m256 c = per_channel(e->act_b_in, o0, j);
+        *lo = _mm256_add_ps(*lo, c);
+        *hi = _mm256_add_ps(*hi, c);
+    }
+    if (e->act_slope) {
+        const __m256 c = per_channel(e->act_slope, o0, j), zero = _mm256_setzero_ps();
+        *lo = _mm256_blendv_ps(_mm256_mul_ps(c, *lo), *lo, _mm256_cmp_ps(*lo, zero, _CMP_GT_OQ));
+        *hi = _mm256_blendv_ps(_mm256_mul_ps(c, *hi), *hi, _mm256_cmp_ps(*hi, zero, _CMP_GT_OQ));
+    }
+    if (e->act_b_out) {
+        const __m256 c = per_channel(e->act_b_out, o0, j);
+        *lo = _mm256_add_ps(*lo, c);
+        *hi = _mm256_add_ps(*hi, c);
+    }
+}
+
 TARGET_FAST ALWAYS_INLINE void epilogue_rows(const epi_args *e, const buffers *bf, int64_t npix, int64_t o0,
                                              float *dst, int64_t plane, int64_t nt, const int mode) {
     const __m256 scale = _mm256_loadu_ps(e->scale + o0);
@@ -779,6 +828,7 @@ TARGET_FAST ALWAYS_INLINE void epilogue_rows(const epi_args *e, const buffers *b
     const __m256i cc[4] = {_mm256_shuffle_epi32(cst, 0x00), _mm256_shuffle_epi32(cst, 0x55),
                            _mm256_shuffle_epi32(cst, 0xAA), _mm256_shuffle_epi32(cst, 0xFF)};
     if (mode == MODE_SIGN && npix >= 8) kind_corrections(e, bf, npix, o0);
+    const int fuse = e->res != NULL;
     int64_t q = 0;
     for (; q + 8 <= npix; q += 8) {
         __m256 y[8], u[8]; /* int32 lanes; the float shuffles only move them */
@@ -810,6 +860,7 @@ TARGET_FAST ALWAYS_INLINE void epilogue_rows(const epi_args *e, const buffers *b
                 lo = _mm256_add_ps(lo, bi[j]);
                 hi = _mm256_add_ps(hi, bi[j]);
             }
+            if (fuse) residual_rows(e, o0, j, q, plane, nt, &lo, &hi);
             float *row = dst + j * plane + q;
             _mm_storeu_ps(row, _mm256_castps256_ps128(lo));
             _mm_storeu_ps(row + 4, _mm256_castps256_ps128(hi));
@@ -823,7 +874,8 @@ TARGET_FAST ALWAYS_INLINE void epilogue_rows(const epi_args *e, const buffers *b
         float lanes[TILE];
         __m256 v = _mm256_mul_ps(tile_value(e, bf, npix, q, o0, mode), scale);
         _mm256_storeu_ps(lanes, add_bias ? _mm256_add_ps(v, bias) : v);
-        for (int64_t j = 0; j < nt; j++) dst[j * plane + q] = lanes[j];
+        for (int64_t j = 0; j < nt; j++) dst[j * plane + q] = fuse ? residual_value(e, o0 + j, q, plane, lanes[j])
+                                                                  : lanes[j];
     }
 }
 #undef LOAD8
@@ -848,8 +900,15 @@ TARGET_FAST static void epilogue_fast(const epi_args *e, const buffers *bf, int6
 
 /* One work item: output channels [64 * chunk, +64) of one unit (pool output rows) of image b. */
 /* Returns 0 when its scratch memory could not grow (nothing written), else 1. */
+/* Whether the float epilogue of the AVX paths runs the residual epilogue itself (the shortcut
+ * unpooled, sign or binary-weighted input planes); residual_channel then only max-pools. */
+static int residual_fusable(const bk_conv_desc *d) {
+    return d->out_planes == 0 && d->xf != NULL && d->res_pool == 1 && (d->steps == NULL || d->in_binary) &&
+           (d->res || d->act_b_in || d->act_slope || d->act_b_out);
+}
+
 ALWAYS_INLINE int conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk, mk_fn mk,
-                             epi_fn epilogue, const int split) {
+                             epi_fn epilogue, const int split, const int can_fuse) {
     const int64_t pool = d->pool, owe = pool > 1 ? (d->ow / pool) * pool : d->ow, npix = pool * owe;
     const int64_t K = d->kh * d->kw * d->words, Q = d->out_planes, ocp = (d->oc + TILE - 1) / TILE * TILE;
     buffers bf;
@@ -861,7 +920,9 @@ ALWAYS_INLINE int conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64_
     }
     if (Q > 0) memset(bf.obits, 0, (size_t)(npix * Q) * 8);
     const epi_args e = {d->steps == NULL, d->in_binary != 0, d->kh * d->kw, d->c_true, d->kh, d->kw, ocp, d->planes, Q, d->wpre,
-                        d->steps, d->scale, d->bias, d->thr, d->sgn, d->ithr};
+                        d->steps, d->scale, d->bias, d->thr, d->sgn, d->ithr,
+                        can_fuse && residual_fusable(d) ? d->xf + (b * d->c_true * d->h + unit) * d->w : NULL,
+                        d->res ? d->c_true : 0, d->act_b_in, d->act_slope, d->act_b_out};
     const int64_t o_begin = chunk * CHUNK, o_end = d->oc < o_begin + CHUNK ? d->oc : o_begin + CHUNK;
     const int64_t plane = d->oh * d->ow;
     for (int64_t o0 = o_begin; o0 < o_end; o0 += TILE) {
@@ -904,14 +965,14 @@ ALWAYS_INLINE int conv_item(const bk_conv_desc *d, scratch *s, int64_t b, int64_
 
 typedef int (*item_fn)(const bk_conv_desc *, scratch *, int64_t, int64_t, int64_t);
 static int item_portable(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
-    return conv_item(d, s, b, unit, chunk, mk_and_portable, epilogue_portable, 0);
+    return conv_item(d, s, b, unit, chunk, mk_and_portable, epilogue_portable, 0, 0);
 }
 #if BK_X86
 TARGET_FAST static int item_fast(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
-    return conv_item(d, s, b, unit, chunk, mk_split_fast, epilogue_fast, 1); /* nibble-split im2col */
+    return conv_item(d, s, b, unit, chunk, mk_split_fast, epilogue_fast, 1, 1); /* nibble-split im2col */
 }
 TARGET_512 static int item_avx512(const bk_conv_desc *d, scratch *s, int64_t b, int64_t unit, int64_t chunk) {
-    return conv_item(d, s, b, unit, chunk, mk_avx512, epilogue_fast, 0); /* plain im2col words */
+    return conv_item(d, s, b, unit, chunk, mk_avx512, epilogue_fast, 0, 1); /* plain im2col words */
 }
 #endif
 
@@ -948,10 +1009,11 @@ typedef struct {
 } post_task;
 
 /* One channel of one image; plain loops over contiguous rows that the compiler vectorizes. */
-ALWAYS_INLINE void residual_channel(const bk_conv_desc *d, float *values, int64_t b, int64_t o) {
+ALWAYS_INLINE void residual_channel(const bk_conv_desc *d, float *values, int64_t b, int64_t o, int pool_only) {
     const int64_t oh = d->oh, ow = d->ow, n = oh * ow, rp = d->res_pool, fp = d->fpool;
     float *restrict v = values + (b * d->oc + o) * n;
-    if (d->res && o < d->c_true) {
+    if (pool_only) { /* the float epilogue did the rest */
+    } else if (d->res && o < d->c_true) {
         const float *restrict x = d->xf + (b * d->c_true + o) * d->h * d->w;
         if (rp == 1) {
             for (int64_t i = 0; i < n; i++) v[i] = v[i] + x[i];
@@ -968,15 +1030,15 @@ ALWAYS_INLINE void residual_channel(const bk_conv_desc *d, float *values, int64_
     } else if (d->res) {
         for (int64_t i = 0; i < n; i++) v[i] = v[i] + 0.0f; /* the appended zero channels: -0 becomes +0 */
     }
-    if (d->act_b_in) {
+    if (d->act_b_in && !pool_only) {
         const float c = d->act_b_in[o];
         for (int64_t i = 0; i < n; i++) v[i] = v[i] + c;
     }
-    if (d->act_slope) {
+    if (d->act_slope && !pool_only) {
         const float c = d->act_slope[o];
         for (int64_t i = 0; i < n; i++) v[i] = v[i] > 0.0f ? v[i] : c * v[i];
     }
-    if (d->act_b_out) {
+    if (d->act_b_out && !pool_only) {
         const float c = d->act_b_out[o];
         for (int64_t i = 0; i < n; i++) v[i] = v[i] + c;
     }
@@ -1011,14 +1073,16 @@ ALWAYS_INLINE void residual_channel(const bk_conv_desc *d, float *values, int64_
         }
 }
 
-typedef void (*residual_fn)(const bk_conv_desc *, float *, int64_t, int64_t);
-static void residual_portable(const bk_conv_desc *d, float *v, int64_t b, int64_t o) { residual_channel(d, v, b, o); }
-#if BK_X86
-TARGET_FAST static void residual_fast(const bk_conv_desc *d, float *v, int64_t b, int64_t o) {
-    residual_channel(d, v, b, o);
+typedef void (*residual_fn)(const bk_conv_desc *, float *, int64_t, int64_t, int);
+static void residual_portable(const bk_conv_desc *d, float *v, int64_t b, int64_t o, int pool_only) {
+    residual_channel(d, v, b, o, pool_only);
 }
-TARGET_512 static void residual_avx512(const bk_conv_desc *d, float *v, int64_t b, int64_t o) {
-    residual_channel(d, v, b, o);
+#if BK_X86
+TARGET_FAST static void residual_fast(const bk_conv_desc *d, float *v, int64_t b, int64_t o, int pool_only) {
+    residual_channel(d, v, b, o, pool_only);
+}
+TARGET_512 static void residual_avx512(const bk_conv_desc *d, float *v, int64_t b, int64_t o, int pool_only) {
+    residual_channel(d, v, b, o, pool_only);
 }
 #endif
 
@@ -1026,11 +1090,13 @@ static void residual_item(void *arg, int64_t it, uint32_t job) {
     (void)job;
     const post_task *t = (const post_task *)arg;
     residual_fn fn = residual_portable;
+    int pool_only = 0;
 #if BK_X86
     if (g_isa == ISA_AVX2) fn = residual_fast;
     if (g_isa == ISA_AVX512) fn = residual_avx512;
+    pool_only = g_isa != ISA_PORTABLE && residual_fusable(t->d);
 #endif
-    fn(t->d, (float *)t->v, it / t->d->oc, it % t->d->oc);
+    fn(t->d, (float *)t->v, it / t->d->oc, it % t->d->oc, pool_only);
 }
 
 static int has_residual_epilogue(const bk_conv_desc *d) {
@@ -1088,6 +1154,9 @@ int64_t bk_conv(const bk_conv_desc *d) {
     conv_task task = {d, fn, units, chunks, 0};
     parallel_for_grain(conv_task_item, &task, items, threads, chunks); /* a thread keeps whole rows: one im2col each */
     if (atomic_load(&task.failed)) return -1;
+#if BK_X86
+    if (g_isa != ISA_PORTABLE && residual_fusable(d) && d->fpool == 1) return 0; /* all done in the epilogue */
+#endif
     if (post) { /* d->out holds the values: the output itself, or the buffer the max pool reads */
         bk_conv_desc final = *d;
         final.out = out_final;
