@@ -65,9 +65,13 @@ def finetune_config(args, seed, epochs=None):
                        weight_decay=0.0, schedule="cosine", seed=seed, device=args.device)
 
 
-def float_base(args, train, seed):
-    path = os.path.join(OUT, f"binacc-base-{args.model}-w{args.width}-e{args.base_epochs}-n{args.train_subset}"
+def base_path(args, seed) -> str:
+    return os.path.join(OUT, f"binacc-base-{args.model}-w{args.width}-e{args.base_epochs}-n{args.train_subset}"
                              f"-s{seed}.safetensors")
+
+
+def float_base(args, train, seed):
+    path = base_path(args, seed)
     if os.path.exists(path):
         return torchslim.load(path)
     torch.manual_seed(seed)
@@ -121,17 +125,21 @@ def measure(label, model, test, path):
 def run_seed(args, seed, train, test, batches, rows, save):
     base = float_base(args, train, seed)
     float_bytes = serialized_size(base)
-    rows.append({"label": "float (base)", "seed": seed, "top1": evaluate(base, test)["top1"], "bytes": float_bytes})
+    rows.append({"label": "float (base)", "seed": seed, "top1": evaluate(base, test)["top1"], "bytes": float_bytes,
+                 "path": base_path(args, seed)})
     tuned = copy.deepcopy(base)
     history = fit(tuned, train, finetune_config(args, seed), progress=False)
+    tuned_path = os.path.join(OUT, f"binacc-float-{args.model}-w{args.width}-s{seed}.safetensors")
+    torchslim.save(tuned.cpu(), tuned_path)  # timed against the binary models by binary_vs_openvino.py --trained
     rows.append({"label": "float, fine-tuned alike", "seed": seed, "top1": evaluate(tuned.cpu(), test)["top1"],
-                 "bytes": float_bytes, "epoch_s": sum(e["seconds"] for e in history["epochs"]) / args.epochs})
+                 "bytes": float_bytes, "epoch_s": sum(e["seconds"] for e in history["epochs"]) / args.epochs,
+                 "path": tuned_path})
     save()
     for recipe in args.recipes.split(","):
         model, epoch_s = train_binary(base, recipe, train, args, seed, batches)
         path = os.path.join(OUT, f"binacc-{args.model}-w{args.width}-{recipe}-s{seed}.packed.safetensors")
         label = f"bireal W1A{RECIPES[recipe][1]} {recipe.removeprefix('a2-')}"
-        rows.append({**measure(label, model, test, path), "seed": seed, "epoch_s": epoch_s})
+        rows.append({**measure(label, model, test, path), "seed": seed, "epoch_s": epoch_s, "path": path})
         print(json.dumps(rows[-1]), flush=True)
         save()
 
