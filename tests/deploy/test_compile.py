@@ -169,3 +169,22 @@ def test_a_hook_on_a_chained_layer_runs_and_changed_weights_reach_the_chain(monk
         monkeypatch.setattr(build, "native_library", lambda: None)
         monkeypatch.setattr(torchslim.deploy.modules, "native_library", lambda: None)
         assert torch.equal(compiled(x), changed)  # the PyTorch path, reading the codes, agrees
+
+
+@pytest.mark.parametrize("name,folded", [("bireal_vgg14", ["features.0.0"]), ("bireal_resnet18", ["stem.0"]),
+                                         ("vgg14", [])])
+def test_inexact_compile_folds_the_float_batchnorm_no_packing_took(name, folded):
+    torch.manual_seed(0)
+    frozen = freeze(quantize(models.create(name, width_mult=0.25), QuantConfig(method="xnor" if name == "vgg14"
+                                                                                else "bireal")).eval()).eval()
+    exact, inexact = compile(frozen), compile(frozen, exact=False)
+    assert exact.torchslim_meta["float_batchnorm_folded"] == []
+    assert inexact.torchslim_meta["float_batchnorm_folded"] == folded
+    for path in folded:  # the BatchNorm after the conv is gone, its conv now has the bias it became
+        assert inexact.get_submodule(path).bias is not None
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        want = frozen(x)
+        torch.testing.assert_close(inexact(x), want, rtol=1e-4, atol=1e-4)
+        if not folded:  # nothing to fold: still bit for bit
+            assert torch.equal(inexact(x), want)

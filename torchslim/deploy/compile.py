@@ -43,6 +43,7 @@ from ..nn import record_meta
 from ..quant import freeze
 from ..quant.modules import FrozenConv2d, FrozenLinear, QuantConv2d, QuantLinear
 from . import lut  # noqa: F401  # registers the product-quantized layers' lowerings
+from .float_layers import fold_float_batchnorm
 from .fuse import fuse_chains, fuse_input_quantizers
 from .lowering import LoweringTracer, lower_layers, register_lowering
 from .residual import fuse_residual_units
@@ -134,13 +135,16 @@ class CompileConfig(ConfigMixin):
     :mod:`torchslim.deploy.fuse`); outputs are the same bit for bit either way.
     ``float_threads`` caps torch's threads for the remaining float layers during a call (see
     the module doc; None leaves torch's setting alone).  The cap is a forward hook: a
-    compiled model saved and loaded again runs without it.
+    compiled model saved and loaded again runs without it.  ``exact=False`` also folds the BatchNorm
+    after a float conv into it where no packing took it (:mod:`torchslim.deploy.float_layers`): one
+    torch call fewer, outputs within float rounding of the frozen model instead of bit for bit.
     """
 
     option_kind = "compile option"
     threads: int | None = None
     chain: bool = True
     float_threads: int | None = 1
+    exact: bool = True
 
 
 def compile(model: nn.Module, config: CompileConfig | None = None, data=None, **options) -> nn.Module:
@@ -165,11 +169,13 @@ def compile(model: nn.Module, config: CompileConfig | None = None, data=None, **
     chained = fuse_chains(compiled, graph) if chain else []
     folded = fuse_input_quantizers(compiled, graph) if chain else []
     residual = fuse_residual_units(compiled) if chain else []
+    float_folded = [] if config.exact else fold_float_batchnorm(compiled, graph)
     _skip_folded(compiled)
     if float_threads is not None and kernel_threads:
         ThreadPolicy(float_threads, threads).attach(compiled)
     record_meta(compiled, compiled=config.to_dict(), compiled_layers=replaced, chained_layers=chained,
-                folded_quantizers=folded, residual_units=residual)
+                folded_quantizers=folded, residual_units=residual,
+                float_batchnorm_folded=float_folded)
     return compiled
 
 
