@@ -62,7 +62,7 @@ def test_demo_quick(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert [row["model"] for row in report["table"]] == [
-        "original", "pruned (Taylor, 50% MACs)", "binary (HWGQ + BWN)", "student (MobileNetV2 KD)"]
+        "original", "pruned (Taylor, 50% MACs)", "binary (HWGQ + BWN)", "student (thin VGG14 KD)"]
     original, pruned, binary, student = report["table"]
     assert pruned["macs"] <= 0.55 * original["macs"] and student["macs"] < original["macs"]
     assert binary["latency_ms"]["binary"] is not None and binary["packed_bytes"] < original["packed_bytes"] / 4

@@ -2,7 +2,7 @@
 
 Trains (or reuses) a reduced-width VGG14 on fashion-mnist-32, then runs three
 short recipes from it (Taylor pruning, HWGQ + BWN binarization, distillation
-into a MobileNetV2), times the four models side by side, prints the comparison
+into a thin VGG14), times the four models side by side, prints the comparison
 table and writes one report.  Falls back to sklearn's digits, and says so, when
 Fashion-MNIST is not installed.
 """
@@ -23,7 +23,7 @@ INT8_KEYS = ("int8", "openvino_int8")  # the int8 runtimes among RUNTIMES
 WIDTH = 0.25  # the baseline VGG14's default width_mult: small enough for a run of minutes on 2 cores
 
 DEMO_RECIPES = (("taylor", "pruned (Taylor, 50% MACs)"), ("hwgq-bwn", "binary (HWGQ + BWN)"),
-                ("kd", "student (MobileNetV2 KD)"))
+                ("kd", "student (thin VGG14 KD)"))
 
 
 def add_parser(subparsers):
