@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import torchslim
 from torchslim import models
 from torchslim.deploy import PackedBinaryConv2d, build, compile
 from torchslim.quant import QuantConfig, freeze, quantize
@@ -194,3 +195,16 @@ def test_a_mismatched_shortcut_is_refused_at_call_time():
         frozen(torch.randn(1, 3, 9, 9))  # odd size: the strided conv and the average pool disagree
     with pytest.raises(ValueError, match="residual"):
         compiled(torch.randn(1, 3, 9, 9))
+
+
+@pytest.mark.parametrize("name,units", [("bireal_vgg14", 12), ("bireal_resnet18", 16)])
+def test_a_compiled_model_with_residual_units_saves_and_loads(tmp_path, name, units):
+    torch.manual_seed(0)
+    frozen = _frozen(_randomize(models.create(name, width_mult=0.25), 4))
+    compiled = compile(frozen, exact=False)
+    torchslim.save(compiled, tmp_path / "c.safetensors")
+    loaded = torchslim.load(tmp_path / "c.safetensors")
+    assert sum(isinstance(m, PackedBinaryConv2d) and m.has_residual for m in loaded.modules()) == units
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), compiled(x))
