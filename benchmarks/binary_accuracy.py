@@ -112,14 +112,18 @@ def predictions(model, test, batch=500):
 
 def measure(label, model, test, path):
     """Top-1 of the packed file, and whether the compiled model predicts exactly as the frozen one."""
-    frozen = freeze(model)
-    packed_bytes = save_frozen(frozen, path)
+    save_frozen(freeze(model), path)
+    return measure_file(label, path, test)
+
+
+def measure_file(label, path, test):
     reloaded = load_frozen(path)
     top1 = evaluate(reloaded, test)["top1"]
     compiled = compile_binary(reloaded)
     same = bool(torch.equal(predictions(reloaded, test), predictions(compiled, test)))
     layers = len(getattr(compiled, "torchslim_meta", {}).get("compiled_layers", []))
-    return {"label": label, "top1": top1, "bytes": packed_bytes, "compiled_equal": same, "compiled_layers": layers}
+    return {"label": label, "top1": top1, "bytes": os.path.getsize(path), "compiled_equal": same,
+            "compiled_layers": layers}
 
 
 def run_seed(args, seed, train, test, batches, rows, save):
@@ -162,6 +166,8 @@ def parse_args():
     parser.add_argument("--json", default=None, help="rows, rewritten after each (default benchmarks/out/...)")
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     parser.add_argument("--render", metavar="JSON", help="only write the section from a saved run")
+    parser.add_argument("--measure", metavar="JSON", help="finish a saved run that stopped after writing a binary "
+                        "model's packed file: measure each such file whose row is missing, then write the section")
     parser.add_argument("--section", default=None, help="BENCHMARKS.md section (default binary-accuracy-MODEL-wW)")
     args = parser.parse_args()
     if any(r not in RECIPES for r in args.recipes.split(",")):
@@ -173,6 +179,9 @@ def parse_args():
 
 def main():
     args = parse_args()
+    if args.measure:
+        finish_run(args)
+        return
     if args.render:
         with open(args.render) as handle:
             saved = json.load(handle)
@@ -201,6 +210,31 @@ def main():
         write_report(saved, args.section)
 
 
+def finish_run(args) -> None:
+    """The rows a run lost after training (it wrote each packed file before measuring it): measured from
+    the files now, without their seconds per epoch."""
+    with open(args.measure) as handle:
+        saved = json.load(handle)
+    run = argparse.Namespace(**saved["args"])
+    test = load_dataset("fashion-mnist-32", "test")
+    for row in saved["rows"]:  # runs from before rows recorded their files
+        if row["label"] == "float (base)" and "path" not in row and os.path.exists(base_path(run, row["seed"])):
+            row["path"] = base_path(run, row["seed"])
+    for seed in [int(s) for s in run.seeds.split(",")]:
+        for recipe in run.recipes.split(","):
+            label = f"bireal W1A{RECIPES[recipe][1]} {recipe.removeprefix('a2-')}"
+            path = os.path.join(OUT, f"binacc-{run.model}-w{run.width}-{recipe}-s{seed}.packed.safetensors")
+            if any(r["label"] == label and r["seed"] == seed for r in saved["rows"]) or not os.path.exists(path):
+                continue
+            saved["rows"].append({**measure_file(label, path, test), "seed": seed, "path": path})
+            print(json.dumps(saved["rows"][-1]), flush=True)
+    saved["command"] += f"; rows measured from the packed files by: {command_line()}"
+    saved["finished_by_measure"] = True
+    atomic_write_text(args.measure, json.dumps(saved, indent=1))
+    if not args.no_write:
+        write_report(saved, args.section if "--section" in sys.argv else saved["args"]["section"])
+
+
 def _gaps(rows) -> list[list]:
     """One line per binary row: its top-1 and the gap to the fine-tuned float of its seed."""
     tuned = {r["seed"]: r["top1"] for r in rows if r["label"] == "float, fine-tuned alike"}
@@ -211,6 +245,13 @@ def _gaps(rows) -> list[list]:
                     {True: "yes", False: "NO"}.get(r.get("compiled_equal"), "-"),
                     f"{r['epoch_s']:.0f}" if r.get("epoch_s") else "-"])
     return out
+
+
+def _minutes(saved) -> str:
+    if saved.get("finished_by_measure"):
+        return (f"{saved['seconds'] / 60:.1f} min up to the last row it measured itself; the run stopped after "
+                "writing the later packed files, measured afterwards by --measure (no seconds per epoch)")
+    return f"{saved['seconds'] / 60:.1f} min"
 
 
 def write_report(saved, section):
@@ -229,7 +270,7 @@ no weight decay, crop+flip; the binary models distil from the float base, the "t
 for the first half). Top-1 on the full 10k test set, binary models from their packed files; "compiled = frozen":
 the packed-kernel model predicts every test image as the frozen model (with sign activations the two are
 bit-identical; with 2-bit levels D * {{0..3}} the kernels' D * (integer sum) and the frozen float sum round
-differently, and a level flipped downstream can change a prediction). Whole run: {saved["seconds"] / 60:.1f} min.
+differently, and a level flipped downstream can change a prediction). Whole run: {_minutes(saved)}.
 Compute per image: float {args.model} {cost["float_macs"] / 1e6:.1f}M MACs; the binary model's binary convs
 {cost["binary_macs"] / 1e6:.1f}M binary MACs, plus {cost["float_ops"] / 1e6:.2f}M per-element float operations its
 units add (input BN, output BN, shortcut add, RPReLU) beside the float stem and classifier.
