@@ -216,7 +216,7 @@ def finish_run(args) -> None:
     with open(args.measure) as handle:
         saved = json.load(handle)
     run = argparse.Namespace(**saved["args"])
-    test = load_dataset("fashion-mnist-32", "test")
+    test, measured = load_dataset("fashion-mnist-32", "test"), False
     for row in saved["rows"]:  # runs from before rows recorded their files
         if row["label"] == "float (base)" and "path" not in row and os.path.exists(base_path(run, row["seed"])):
             row["path"] = base_path(run, row["seed"])
@@ -224,12 +224,18 @@ def finish_run(args) -> None:
         for recipe in run.recipes.split(","):
             label = f"bireal W1A{RECIPES[recipe][1]} {recipe.removeprefix('a2-')}"
             path = os.path.join(OUT, f"binacc-{run.model}-w{run.width}-{recipe}-s{seed}.packed.safetensors")
-            if any(r["label"] == label and r["seed"] == seed for r in saved["rows"]) or not os.path.exists(path):
+            done = [r for r in saved["rows"] if r["label"] == label and r["seed"] == seed]
+            if not os.path.exists(path):
+                continue
+            if done:  # measured by the run itself; record its file when the run did not
+                done[0].setdefault("path", path)
                 continue
             saved["rows"].append({**measure_file(label, path, test), "seed": seed, "path": path})
             print(json.dumps(saved["rows"][-1]), flush=True)
-    saved["command"] += f"; rows measured from the packed files by: {command_line()}"
-    saved["finished_by_measure"] = True
+            measured = True
+    if measured:
+        saved["command"] += f"; rows measured from the packed files by: {command_line()}"
+        saved["finished_by_measure"] = True
     atomic_write_text(args.measure, json.dumps(saved, indent=1))
     if not args.no_write:
         write_report(saved, args.section if "--section" in sys.argv else saved["args"]["section"])
