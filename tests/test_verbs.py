@@ -112,7 +112,7 @@ def test_export_refuses_an_unknown_format():
 
 def test_compile_options_override_only_the_fields_they_name():
     compiled = compile_binary(_frozen_xnor(), CompileConfig(chain=False, float_threads=None), threads=1)
-    assert compiled.torchslim_meta["compiled"] == {"threads": 1, "chain": False, "float_threads": None}
+    assert compiled.torchslim_meta["compiled"] == {"threads": 1, "chain": False, "float_threads": None, "exact": True}
     assert compiled.torchslim_meta["chained_layers"] == []
     with pytest.raises(UserError, match="unknown compile option 'thread'"):
         compile_binary(_frozen_xnor(), thread=1)
