@@ -229,7 +229,7 @@ class ConvKernel:
         if self.ithr is not None and self.lib.bk_int_thresholds(ctypes.addressof(d), _ptr(self.ithr)):
             d.ithr = _ptr(self.ithr)
         d.res_pool = d.fpool = 1
-        self.residual = self.fpool = None  # see set_residual
+        self.residual, self.fpool = None, 1  # see set_residual
         self._run, self.in_thr = self.lib.bk_conv, None
         # each calling thread fills a copy of the descriptor: the call's pointers and shapes
         # must not be overwritten by another thread while the native code runs without the GIL
@@ -310,7 +310,7 @@ class ConvKernel:
         elif self.out_planes:
             call.out_shape = (n, self.packed_planes, oh // self.pool, ow // self.pool, words_for(self.oc))
         else:
-            call.out_shape = (n, self.oc, oh // (self.fpool or 1), ow // (self.fpool or 1))
+            call.out_shape = (n, self.oc, oh // self.fpool, ow // self.fpool)
         if self.residual is not None and (not floats or c > self.oc or (h // self.residual, w // self.residual) != (oh, ow)):
             raise ValueError(f"the residual of a {tuple(shape)} input does not fit the output ({self.oc}, {oh}, {ow})")
         call.out_dtype = torch.int64 if self.packed_output else torch.float32

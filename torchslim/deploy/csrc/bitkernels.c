@@ -1008,12 +1008,10 @@ typedef struct {
     const float *v; /* [N][OC][OH][OW] the conv's values */
 } post_task;
 
-/* One channel of one image; plain loops over contiguous rows that the compiler vectorizes. */
-ALWAYS_INLINE void residual_channel(const bk_conv_desc *d, float *values, int64_t b, int64_t o, int pool_only) {
-    const int64_t oh = d->oh, ow = d->ow, n = oh * ow, rp = d->res_pool, fp = d->fpool;
-    float *restrict v = values + (b * d->oc + o) * n;
-    if (pool_only) { /* the float epilogue did the rest */
-    } else if (d->res && o < d->c_true) {
+/* The shortcut add, biases and PReLU of one channel, in place. */
+ALWAYS_INLINE void residual_steps(const bk_conv_desc *d, float *restrict v, int64_t b, int64_t o) {
+    const int64_t oh = d->oh, ow = d->ow, n = oh * ow, rp = d->res_pool;
+    if (d->res && o < d->c_true) {
         const float *restrict x = d->xf + (b * d->c_true + o) * d->h * d->w;
         if (rp == 1) {
             for (int64_t i = 0; i < n; i++) v[i] = v[i] + x[i];
@@ -1030,18 +1028,25 @@ ALWAYS_INLINE void residual_channel(const bk_conv_desc *d, float *values, int64_
     } else if (d->res) {
         for (int64_t i = 0; i < n; i++) v[i] = v[i] + 0.0f; /* the appended zero channels: -0 becomes +0 */
     }
-    if (d->act_b_in && !pool_only) {
+    if (d->act_b_in) {
         const float c = d->act_b_in[o];
         for (int64_t i = 0; i < n; i++) v[i] = v[i] + c;
     }
-    if (d->act_slope && !pool_only) {
+    if (d->act_slope) {
         const float c = d->act_slope[o];
         for (int64_t i = 0; i < n; i++) v[i] = v[i] > 0.0f ? v[i] : c * v[i];
     }
-    if (d->act_b_out && !pool_only) {
+    if (d->act_b_out) {
         const float c = d->act_b_out[o];
         for (int64_t i = 0; i < n; i++) v[i] = v[i] + c;
     }
+}
+
+/* One channel of one image; plain loops over contiguous rows that the compiler vectorizes. */
+ALWAYS_INLINE void residual_channel(const bk_conv_desc *d, float *values, int64_t b, int64_t o, int pool_only) {
+    const int64_t oh = d->oh, ow = d->ow, n = oh * ow, fp = d->fpool;
+    float *restrict v = values + (b * d->oc + o) * n;
+    if (!pool_only) residual_steps(d, v, b, o); /* else the float epilogue did them */
     if (fp == 1) return;
     const int64_t ph = oh / fp, pw = ow / fp;
     float *restrict out = d->out + (b * d->oc + o) * ph * pw;
